@@ -1,0 +1,277 @@
+"""Command-line entry points: ``zcounter-node``, ``zcounter-client``, ``zcounter-cluster``.
+
+Exit codes (every command): 0 success; 1 the request failed (refused, unavailable,
+behind); 2 usage or configuration error; 3 indeterminate (an increment was applied but
+the asked replication level was not confirmed in time).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import orjson
+
+from .client import Client
+from .config import ClusterConfig, load_config
+from .errors import ConfigError, Indeterminate, ZCounterError
+from .wire import LEVELS
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_INDETERMINATE = 3
+
+_config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), envvar="ZCOUNTER_CONFIG",
+    help="Cluster file (TOML). Defaults to $ZCOUNTER_CONFIG, then the built-in "
+         "three-node cluster on 127.0.0.1.")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _load(config_path: str | None) -> ClusterConfig:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+
+
+# --------------------------------------------------------------------------- node
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--id", "node_id", type=int, required=True, help="This node's id in the cluster.")
+@_config_option
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the node keeps its SQLite database. Default: "
+                   "$ZCOUNTER_DATA_HOME (or $XDG_DATA_HOME/zcounter, or "
+                   "~/.local/share/zcounter)/<cluster name>/node-<id>.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every dropped message too.")
+def node_main(node_id: int, config_path: str | None, data_dir: Path | None, verbose: bool) -> None:
+    """Run one zcounter node in the foreground until SIGINT or SIGTERM.
+
+    Logs go to stderr. A clean stop commits, closes its sockets and exits 0.
+    """
+    from .runtime import NodeServer, install_signal_handlers
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+        format=f"%(asctime)s node {node_id} %(levelname)s %(message)s")
+    config = _load(config_path)
+    try:
+        config.node(node_id)
+        server = NodeServer(config, node_id, data_dir)
+        install_signal_handlers(server)
+        code = server.run()
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    sys.exit(code)
+
+
+# --------------------------------------------------------------------------- client
+
+
+@click.group(invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@_config_option
+@click.option("--node", type=int, help="Node id to ask. Default: the first node that answers.")
+@click.option("--timeout", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
+              help="Seconds to wait in all, retries included.")
+@click.option("--nodeId", "node_id_seed", type=int, hidden=True)
+@click.option("--action", type=click.Choice(["increment", "getCount"]), hidden=True,
+              help="Seed-compatible form: --nodeId N --action=increment|getCount.")
+@click.pass_context
+def client_main(ctx: click.Context, config_path: str | None, node: int | None, timeout: float,
+                node_id_seed: int | None, action: str | None) -> None:
+    """Talk to a zcounter cluster: increment, getCount, status.
+
+    Exit codes: 0 ok, 1 refused or no answer in time, 2 usage or configuration error,
+    3 indeterminate (applied, but the --wait level was not confirmed in time).
+    """
+    ctx.obj = {"config": _load(config_path), "node": node if node is not None else node_id_seed,
+               "timeout": timeout}
+    if ctx.invoked_subcommand is None:
+        if action is None:
+            click.echo(ctx.get_help())
+            ctx.exit(EXIT_CONFIG)
+        ctx.invoke(increment if action == "increment" else get_count)
+
+
+def _client(obj: dict[str, Any]) -> Client:
+    try:
+        return Client(node=obj["node"], config=obj["config"], timeout=obj["timeout"])
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+
+
+def _run(obj: dict[str, Any], fn: Any) -> Any:
+    with _client(obj) as client:
+        try:
+            return fn(client)
+        except Indeterminate as exc:
+            _fail(f"indeterminate: {exc}", EXIT_INDETERMINATE)
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+        except ZCounterError as exc:
+            _fail(str(exc), EXIT_FAILED)
+
+
+@client_main.command()
+@click.option("--by", type=click.IntRange(1, 2**32), default=1, show_default=True,
+              help="How much to add (1 to 2**32).")
+@click.option("--wait", type=click.Choice(LEVELS), default="local", show_default=True,
+              help="Acknowledge once this many nodes hold it: the receiving node, a "
+                   "majority, or all.")
+@click.option("--request-id", help="Idempotency key: the same id applied twice counts once. "
+                                    "Default: a fresh random id.")
+@click.pass_obj
+def increment(obj: dict[str, Any], by: int = 1, wait: str = "local",
+              request_id: str | None = None) -> None:
+    """Add to the count; print the node's count after it."""
+    count = _run(obj, lambda c: c.increment(by=by, wait=wait, request_id=request_id))
+    click.echo(count)
+
+
+@client_main.command("getCount")
+@click.option("--read", type=click.Choice(LEVELS), default="local", show_default=True,
+              help="Merge the states of this many nodes before answering.")
+@click.pass_obj
+def get_count(obj: dict[str, Any], read: str = "local") -> None:
+    """Print the count as a bare integer."""
+    click.echo(_run(obj, lambda c: c.get_count(read=read)))
+
+
+@client_main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status objects as JSON.")
+@click.pass_obj
+def status(obj: dict[str, Any], as_json: bool) -> None:
+    """Print each node's view: count, slots and when it last heard each peer.
+
+    Exits 1 if any node did not answer (its line says so).
+    """
+    config: ClusterConfig = obj["config"]
+    nodes = [obj["node"]] if obj["node"] is not None else sorted(config.nodes)
+    failed = False
+    views = {}
+    with _client({**obj, "node": None}) as client:
+        for node in nodes:
+            try:
+                views[node] = client.status(node)
+            except ZCounterError as exc:
+                failed = True
+                views[node] = {"error": str(exc)}
+    if as_json:
+        click.echo(orjson.dumps({str(k): v for k, v in views.items()},
+                                option=orjson.OPT_INDENT_2).decode())
+    else:
+        for node, view in views.items():
+            if "error" in view:
+                click.echo(f"node {node}: unavailable ({view['error']})")
+                continue
+            peers = ", ".join(
+                f"{p}: " + ("never" if v["last_heard_s_ago"] is None
+                            else f"{v['last_heard_s_ago']:.2f}s ago")
+                + ("" if v["in_sync"] else " (diverged)")
+                for p, v in view["peers"].items())
+            slots = ", ".join(f"{s}={v}" for s, v in sorted(view["slots"].items()))
+            click.echo(f"node {node}: count {view['count']}  slots {{{slots}}}  "
+                       f"heard {{{peers}}}")
+    sys.exit(EXIT_FAILED if failed else 0)
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_config_option
+@click.option("--data-home", type=click.Path(file_okay=False, path_type=Path),
+              help="Parent of each node's data directory (node-<id> inside). "
+                   "Default: each node's own default.")
+def cluster_main(config_path: str | None, data_home: Path | None) -> None:
+    """Start every node of the cluster in this terminal; Ctrl-C stops them all.
+
+    Each node's log lines are prefixed with its id.
+    """
+    config = _load(config_path)
+    env = dict(os.environ)
+    if config_path:
+        env["ZCOUNTER_CONFIG"] = str(Path(config_path).resolve())
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def pump(node: int, stream: Any) -> None:
+        for line in iter(stream.readline, b""):
+            sys.stderr.write(f"[node {node}] {line.decode(errors='replace')}")
+            sys.stderr.flush()
+
+    pumps = []
+    for node in sorted(config.nodes):
+        cmd = [sys.executable, "-m", "zcounter.cli", "node", "--id", str(node)]
+        if data_home is not None:
+            cmd += ["--data-dir", str(data_home / f"node-{node}")]
+        procs[node] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        t = threading.Thread(target=pump, args=(node, procs[node].stdout), daemon=True)
+        t.start()
+        pumps.append(t)
+
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    try:
+        while not stopping:
+            for node, proc in procs.items():
+                if proc.poll() is not None:
+                    click.echo(f"[cluster] node {node} exited with code {proc.returncode}; "
+                               "stopping the others", err=True)
+                    code = EXIT_FAILED
+                    stopping = True
+                    break
+            time.sleep(0.1)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5.0
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for t in pumps:
+            t.join(timeout=1.0)
+    click.echo("[cluster] all nodes stopped", err=True)
+    sys.exit(code)
+
+
+# --------------------------------------------------------------------------- python -m
+
+
+@click.group()
+def main() -> None:
+    """zcounter: a replicated counter over ZeroMQ."""
+
+
+main.add_command(node_main, "node")
+main.add_command(client_main, "client")
+main.add_command(cluster_main, "cluster")
+
+if __name__ == "__main__":
+    main()
