@@ -12,6 +12,7 @@ import itertools
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -58,11 +59,17 @@ class Client:
     ``retries``: extra attempts on the same node after an attempt timed out.
     ``failover``: after the retries, try other nodes.  An increment whose reply was lost
     may then count twice if its first node had not yet replicated it - opt in knowingly.
+    ``seen``: start from another session's observed slots (e.g. ``other.seen``), so the
+    new client keeps that session's guarantees.
+
+    To move a session to another node, call :meth:`use`: the guarantees travel with the
+    ``seen`` vector, not with the connection, so the next call on the new node answers
+    with at least what this session saw or raises :class:`SessionBehind`.
     """
 
     def __init__(self, node: int | None = None, config: str | os.PathLike[str] | ClusterConfig
                  | None = None, timeout: float = 2.0, retries: int = 2,
-                 failover: bool = False) -> None:
+                 failover: bool = False, seen: Mapping[str, int] | None = None) -> None:
         self.config = config if isinstance(config, ClusterConfig) else load_config(config)
         if node is not None:
             self.config.node(node)  # raises ConfigError for unknown ids
@@ -75,7 +82,7 @@ class Client:
         self.retries = retries
         self.failover = failover
         #: Slots this session has observed (max per slot): its causal past.
-        self.seen: dict[str, int] = {}
+        self.seen: dict[str, int] = dict(seen or {})
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sockets: dict[int, zmq.Socket[bytes]] = {}
         self._tags = itertools.count(1)
@@ -96,6 +103,16 @@ class Client:
         self.close()
 
     # ------------------------------------------------------------------ API
+
+    def use(self, node: int | None) -> None:
+        """Send this session's next calls to ``node`` (``None``: the first that answers).
+
+        The session (``seen``) is kept, so read-your-writes and monotonic reads hold
+        across the move.  Raises :class:`ConfigError` for a node not in the cluster.
+        """
+        if node is not None:
+            self.config.node(node)
+        self.node = node
 
     def increment(self, by: int = 1, wait: Level = "local", request_id: str | None = None) -> int:
         """Add ``by`` (1..2**32); return the node's count after it.
