@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from harness import LocalCluster, free_port, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
 
-def zc(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def zc(*args: str, env: dict[str, str] | None = None,
+       timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "zcounter.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 

@@ -10,8 +10,8 @@ import time
 import orjson
 import pytest
 import zmq
-
 from harness import LocalCluster, wait_for
+
 from zcounter.crdt import MAX_COUNT
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,17 @@ import pytest
 from zcounter.config import Settings
 from zcounter.crdt import MAX_COUNT, make_slot
 from zcounter.node import NodeCore, Outputs, Publish, ToClient, ToPeer
-from zcounter.wire import GetCount, Heartbeat, Increment, PeerReply, Ping, Pull, Reply, Status, Update
+from zcounter.wire import (
+    GetCount,
+    Heartbeat,
+    Increment,
+    PeerReply,
+    Ping,
+    Pull,
+    Reply,
+    Status,
+    Update,
+)
 
 S = Settings(heartbeat_interval_s=0.1, peer_timeout_s=0.5, snapshot_interval_s=0.25,
              retry_interval_s=0.05)
@@ -107,7 +117,8 @@ def test_duplicate_request_id_counts_once():
 
 
 def test_request_ids_restored_from_storage_still_dedupe():
-    c = core(1, slots={make_slot(1, "0" * 11 + "1"): 5}, rids=[("abc", make_slot(1, "0" * 11 + "1"), 5)])
+    slot = make_slot(1, "0" * 11 + "1")
+    c = core(1, slots={slot: 5}, rids=[("abc", slot, 5)])
     c.handle_request("cli", Increment(id=2, rid="abc", by=5), 0.0)
     assert c.value == 5
 
@@ -134,9 +145,9 @@ def test_overflow_is_refused_and_changes_nothing():
 def test_updates_replicate_and_duplicates_or_reordering_are_harmless():
     a, b = core(1), core(2)
     a.handle_request("cli", Increment(id=1, by=2), 0.0)
-    first = [m.message for m in a.take_outputs().messages if isinstance(m, Publish)][0]
+    first = next(m.message for m in a.take_outputs().messages if isinstance(m, Publish))
     a.handle_request("cli", Increment(id=2, by=3), 0.0)
-    second = [m.message for m in a.take_outputs().messages if isinstance(m, Publish)][0]
+    second = next(m.message for m in a.take_outputs().messages if isinstance(m, Publish))
     for message in (second, first, second, first):
         b.handle_broadcast(message, 0.0)
     assert b.value == 5

@@ -37,7 +37,7 @@ def slot_node(slot: str) -> int | None:
 class GCounter:
     """A mutable G-Counter.  Not thread-safe; the node core owns exactly one."""
 
-    __slots__ = ("_slots", "_total", "_digest")
+    __slots__ = ("_digest", "_slots", "_total")
 
     def __init__(self, slots: Mapping[str, int] | None = None) -> None:
         self._slots: dict[str, int] = {}

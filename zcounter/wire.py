@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import orjson
 
@@ -43,7 +43,7 @@ MAX_TIMEOUT_MS = 10 * 60 * 1000
 
 _RID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
-Tag = Union[str, int, None]
+Tag = str | int | None
 Slots = dict[str, int]
 
 
@@ -86,7 +86,7 @@ class Ping:
     id: Tag
 
 
-ClientRequest = Union[Increment, GetCount, Status, Ping]
+ClientRequest = Increment | GetCount | Status | Ping
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +158,8 @@ class Heartbeat:
     digest: str
 
 
-PeerRequest = Union[Pull, Push]
-Broadcast = Union[Update, Heartbeat]
+PeerRequest = Pull | Push
+Broadcast = Update | Heartbeat
 
 
 # --------------------------------------------------------------------------- validation
@@ -255,7 +255,8 @@ def decode_request(frames: list[bytes]) -> ClientRequest | PeerRequest:
         # Peers are trusted; their size bound is the larger peer one.
         return _decode_peer_request(op, obj)
     if len(frames[0]) > MAX_REQUEST_BYTES:
-        raise ProtocolError(f"request too large ({len(frames[0])} bytes, limit {MAX_REQUEST_BYTES})")
+        raise ProtocolError(
+            f"request too large ({len(frames[0])} bytes, limit {MAX_REQUEST_BYTES})")
     tag = _tag(obj)
     if op == "increment":
         rid = obj.get("rid")
