@@ -133,8 +133,13 @@ class _Peer:
     in_sync: bool = False
     #: Slot values this peer has told us it holds durably (replies only).
     held: dict[str, int] = field(default_factory=dict)
-    #: Send time of the newest pull this peer has answered.
-    fresh_as_of: float = -math.inf
+    #: Stamp of the newest pull this peer has answered.  Stamps, not clock readings: a
+    #: coarse or stalled clock gives a pull sent before a read began the read's own time,
+    #: and counting that stale answer broke read=majority after wait=majority (found by
+    #: zcounter.sim, ``bin/sim --seed 184 --nodes 5`` with a 100 ms clock).
+    fresh_as_of: int = 0
+    #: Stamp of the newest pull sent to this peer.
+    pull_stamp: int = 0
     last_pull: float = -math.inf
     last_push: float = -math.inf
     want_pull: bool = False
@@ -164,6 +169,8 @@ class _Read:
     needed: int
     started: float
     deadline: float
+    #: Orders this read against pulls (see ``_Peer.fresh_as_of``).
+    stamp: int = 0
 
 
 def _budget_s(timeout_ms: int) -> float:
@@ -205,7 +212,8 @@ class NodeCore:
         self._seq = 0
         self._next_heartbeat = now
         self._next_req = 1
-        self._pulls: dict[int, tuple[int, float]] = {}  # request id -> (peer, sent at)
+        self._pulls: dict[int, tuple[int, float, int]] = {}  # id -> (peer, sent at, stamp)
+        self._stamp = 0  # increases with every read started and every pull sent
         self._waits: list[_Wait] = []
         self._reads: list[_Read] = []
         self._slots_view: Slots | None = None
@@ -368,13 +376,14 @@ class NodeCore:
             self._start_read(client, req, needed)
 
     def _start_read(self, client: ClientId, req: GetCount | Increment, needed: int) -> None:
+        self._stamp += 1
         self._reads.append(_Read(client, req, needed, self._now,
-                                 self._now + _budget_s(req.timeout_ms)))
+                                 self._now + _budget_s(req.timeout_ms), self._stamp))
         for peer in self._peers.values():
             peer.want_pull = True
 
     def _read_done(self, read: _Read) -> bool:
-        fresh = 1 + sum(1 for p in self._peers.values() if p.fresh_as_of >= read.started)
+        fresh = 1 + sum(1 for p in self._peers.values() if p.fresh_as_of > read.stamp)
         return fresh >= read.needed and self.counter.dominates(read.request.seen)
 
     def _settle(self) -> None:
@@ -455,7 +464,7 @@ class NodeCore:
                 peer.held[slot] = value
         pull = self._pulls.pop(reply.id, None)
         if pull is not None and pull[0] == reply.node:
-            peer.fresh_as_of = max(peer.fresh_as_of, pull[1])
+            peer.fresh_as_of = max(peer.fresh_as_of, pull[2])
             peer.in_sync = reply.slots == self._view()
         self._settle()
 
@@ -485,7 +494,9 @@ class NodeCore:
     def _pull(self, node_id: int, peer: _Peer) -> None:
         req_id = self._next_req
         self._next_req += 1
-        self._pulls[req_id] = (node_id, self._now)
+        self._stamp += 1
+        self._pulls[req_id] = (node_id, self._now, self._stamp)
+        peer.pull_stamp = self._stamp
         peer.last_pull = self._now
         peer.want_pull = False
         self.stats["pulls_sent"] += 1
@@ -494,7 +505,7 @@ class NodeCore:
     def _retry(self, now: float) -> None:
         interval = self.settings.retry_interval_s
         if self._reads:
-            oldest = min(r.started for r in self._reads)
+            oldest = min(r.stamp for r in self._reads)
             for node_id, peer in self._peers.items():
                 if peer.fresh_as_of < oldest and now - peer.last_pull >= interval:
                     self._pull(node_id, peer)
@@ -538,7 +549,7 @@ class NodeCore:
                             if isinstance(read.request, Increment) else ""))
                 else:
                     fresh = 1 + sum(1 for p in self._peers.values()
-                                    if p.fresh_as_of >= read.started)
+                                    if p.fresh_as_of > read.stamp)
                     self._reply_error(
                         read.client, tag, "unavailable",
                         f"only {fresh} of the {read.needed} nodes required answered in time")
@@ -563,10 +574,15 @@ class NodeCore:
         s = self.settings
         deadline = self._next_heartbeat
         for peer in self._peers.values():
-            if peer.last_heard is None or peer.want_pull:
+            # A peer already silent is handled like an unheard one (next pull due), not by
+            # its silence deadline: that one lies in the past and made the runtime's poll
+            # spin with timeout 0 until the peer was heard again (found by zcounter.sim,
+            # seed 0).
+            heard = peer.last_heard
+            if heard is None or peer.want_pull or self._now - heard > s.peer_timeout_s:
                 deadline = min(deadline, peer.last_pull + s.snapshot_interval_s)
             else:
-                deadline = min(deadline, peer.last_heard + s.peer_timeout_s + 1e-3)
+                deadline = min(deadline, heard + s.peer_timeout_s + 1e-3)
         if self._waits or self._reads:
             deadline = min(deadline, self._now + s.retry_interval_s)
             for wait in self._waits:
@@ -592,9 +608,9 @@ class NodeCore:
         if self._reads:
             # A read counts only states sent after it began: pull now every peer we have
             # not asked since the oldest pending read started, rather than at the next tick.
-            oldest = min(r.started for r in self._reads)
+            oldest = min(r.stamp for r in self._reads)
             for node_id, peer in self._peers.items():
-                if peer.fresh_as_of < oldest and peer.last_pull < oldest:
+                if peer.fresh_as_of < oldest and peer.pull_stamp < oldest:
                     self._pull(node_id, peer)
         persist = self._persist if self._persist else None
         self._persist = Persist()
