@@ -275,3 +275,25 @@ def test_next_deadline_is_never_later_than_the_next_heartbeat():
 @pytest.mark.parametrize("level,needed", [("local", 1), ("majority", 3), ("all", 5)])
 def test_levels(level, needed):
     assert core(1, n=5).needed(level) == needed
+
+
+def test_fresh_node_answers_only_after_a_peer_snapshot():
+    """A wiped node must not show a count going backwards while its peers hold more."""
+    n = net()
+    n.nodes[1].handle_request("cli", Increment(id=1, by=9), 0.0)
+    n.run(0.0, 0.3)
+    n.nodes[2] = NodeCore(2, [1, 2, 3], "0" * 11 + "9", S, 0.3, fresh=True)
+    n.nodes[2].handle_request("cli", GetCount(id=2), 0.3)
+    n.flush(0.3)
+    assert n.replies[-1].ok and n.replies[-1].count == 9
+
+
+def test_fresh_node_alone_serves_after_one_peer_timeout():
+    c = NodeCore(1, [1, 2, 3], "0" * 12, S, 0.0, fresh=True)
+    c.handle_request("cli", GetCount(id=1, timeout_ms=5000), 0.0)
+    c.tick(0.1)
+    assert not [m for m in c.take_outputs().messages if isinstance(m, ToClient)]
+    assert c.next_deadline() <= S.peer_timeout_s
+    c.tick(S.peer_timeout_s)
+    (reply,) = [m.reply for m in c.take_outputs().messages if isinstance(m, ToClient)]
+    assert reply.ok and reply.count == 0

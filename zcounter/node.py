@@ -191,7 +191,9 @@ class NodeCore:
         now: float,
         slots: Slots | None = None,
         rids: list[tuple[str, str, int]] | None = None,
+        fresh: bool = False,
     ) -> None:
+        """``fresh``: the storage was just created (first start or a wiped data dir)."""
         if node_id not in cluster:
             raise ValueError(f"node {node_id} is not in the cluster {cluster}")
         self.node_id = node_id
@@ -214,6 +216,12 @@ class NodeCore:
         self._next_req = 1
         self._pulls: dict[int, tuple[int, float, int]] = {}  # id -> (peer, sent at, stamp)
         self._stamp = 0  # increases with every read started and every pull sent
+        # A fresh node knows nothing its peers hold (after a wipe: not even its own old
+        # slot).  Answering from that empty state would show a client a count going
+        # backwards, so until one peer's snapshot arrives - or, if none answers, for one
+        # peer timeout - client requests wait as reads that need one fresh peer.
+        self._bootstrap_until = (now + settings.peer_timeout_s
+                                 if fresh and len(self.cluster) > 1 else -math.inf)
         self._waits: list[_Wait] = []
         self._reads: list[_Read] = []
         self._slots_view: Slots | None = None
@@ -336,7 +344,7 @@ class NodeCore:
             self.stats["duplicates"] += 1
             self._acknowledge(client, req, slot, value, duplicate=True)
             return
-        if req.seen and not self.counter.dominates(req.seen):
+        if (req.seen and not self.counter.dominates(req.seen)) or self._bootstrapping():
             # Applying now would answer with a count older than the session saw: catch up
             # first, and if we cannot, refuse (the increment is then certainly not applied).
             self._start_read(client, req, needed=1)
@@ -370,7 +378,7 @@ class NodeCore:
 
     def _get(self, client: ClientId, req: GetCount) -> None:
         needed = self.needed(req.read)
-        if needed == 1 and self.counter.dominates(req.seen):
+        if needed == 1 and self.counter.dominates(req.seen) and not self._bootstrapping():
             self._reply_ok(client, req.id)
         else:
             self._start_read(client, req, needed)
@@ -382,7 +390,17 @@ class NodeCore:
         for peer in self._peers.values():
             peer.want_pull = True
 
+    def _bootstrapping(self) -> bool:
+        if self._now >= self._bootstrap_until:
+            return False
+        if any(p.fresh_as_of > 0 for p in self._peers.values()):
+            self._bootstrap_until = -math.inf  # a peer's snapshot is in: caught up
+            return False
+        return True
+
     def _read_done(self, read: _Read) -> bool:
+        if self._bootstrapping():
+            return False
         fresh = 1 + sum(1 for p in self._peers.values() if p.fresh_as_of > read.stamp)
         return fresh >= read.needed and self.counter.dominates(read.request.seen)
 
@@ -487,6 +505,8 @@ class NodeCore:
                 peer.silent_logged = True
             if (silent or peer.want_pull) and now - peer.last_pull >= s.snapshot_interval_s:
                 self._pull(node_id, peer)
+        if self._reads:
+            self._settle()  # e.g. reads held while bootstrapping, once its grace ends
         self._expire(now)
         self._retry(now)
         self._prune_rids(now)
@@ -583,6 +603,8 @@ class NodeCore:
                 deadline = min(deadline, peer.last_pull + s.snapshot_interval_s)
             else:
                 deadline = min(deadline, heard + s.peer_timeout_s + 1e-3)
+        if self._bootstrap_until > self._now:
+            deadline = min(deadline, self._bootstrap_until)
         if self._waits or self._reads:
             deadline = min(deadline, self._now + s.retry_interval_s)
             for wait in self._waits:

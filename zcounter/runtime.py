@@ -130,7 +130,8 @@ class NodeServer:
 
         now = time.monotonic()
         core = NodeCore(self.node_id, sorted(self.config.nodes), storage.incarnation, settings,
-                        now, slots=storage.load_slots(), rids=storage.load_rids())
+                        now, slots=storage.load_slots(), rids=storage.load_rids(),
+                        fresh=storage.created)
         poller = zmq.Poller()
         for sock in sockets:
             if sock is not pub:

@@ -265,6 +265,8 @@ class SimStorage:
     incarnation: str
     slots: dict[str, int] = field(default_factory=dict)
     rids: dict[str, tuple[str, int]] = field(default_factory=dict)  # insertion = rowid order
+    #: True until the first start that opens it, like Storage.created.
+    fresh: bool = True
 
     def commit(self, persist: Persist) -> None:
         for slot, value in persist.slots.items():
@@ -528,7 +530,9 @@ class Simulation:
         node.life += 1
         node.core = NodeCore(node.node_id, self.cluster, st.incarnation, self.settings,
                              self._core_now(node), slots=dict(st.slots),
-                             rids=[(r, s, v) for r, (s, v) in st.rids.items()])
+                             rids=[(r, s, v) for r, (s, v) in st.rids.items()],
+                             fresh=st.fresh)
+        st.fresh = False
         node.pending = []
         restored = node.core.counter.slots()
         for slot, value in node.last_slots.items():
