@@ -43,6 +43,7 @@ answers a repeat without applying it again.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -142,8 +143,13 @@ class _Peer:
     pull_stamp: int = 0
     last_pull: float = -math.inf
     last_push: float = -math.inf
+    #: Highest slot values pushed to this peer: a value not yet pushed goes out at once.
+    pushed: dict[str, int] = field(default_factory=dict)
     want_pull: bool = False
     silent_logged: bool = False
+    #: Position in this peer's rid log that we have learned up to (and that log's epoch).
+    rid_epoch: str = ""
+    rid_cursor: int = 0
 
 
 @dataclass(slots=True)
@@ -171,6 +177,10 @@ class _Read:
     deadline: float
     #: Orders this read against pulls (see ``_Peer.fresh_as_of``).
     stamp: int = 0
+
+
+#: Rid log entries per pull answer (each ~100 bytes: far below the peer message limit).
+_RIDS_PER_PULL = 5000
 
 
 def _budget_s(timeout_ms: int) -> float:
@@ -206,6 +216,12 @@ class NodeCore:
         self._rids: OrderedDict[str, tuple[str, int, float]] = OrderedDict()
         for rid, slot, value in rids or []:
             self._rids[rid] = (slot, value, now)
+        # The rid log: entries are numbered in insertion order, _rid_first.._rid_next-1,
+        # contiguous because pruning only removes the oldest.  Numbers restart with the
+        # process, so pullers keep a cursor per (peer, epoch).
+        self._rid_first = 1
+        self._rid_next = 1 + len(self._rids)
+        self._rid_epoch = f"{incarnation}.{now:.6f}"[:64]
         self._persist = Persist()
         self._out: list[Message] = []
         self._logs: list[str] = []
@@ -276,6 +292,7 @@ class NodeCore:
         if rid in self._rids:
             return
         self._rids[rid] = (slot, value, self._now)
+        self._rid_next += 1
         self._persist.rids.append((rid, slot, value))
 
     def _accept_slots(self, slots: Slots, sender: int) -> bool:
@@ -322,7 +339,7 @@ class NodeCore:
             if request.origin not in self._peers:
                 self._drop(f"pull from unknown node {request.origin}")
                 return
-            self._out.append(ToClient(client, PeerReply(request.id, self.node_id, self._view())))
+            self._out.append(ToClient(client, self._pull_reply(request)))
         elif isinstance(request, Push):
             if request.origin not in self._peers or not self._accept_slots(
                     request.slots, request.origin):
@@ -333,6 +350,19 @@ class NodeCore:
             held = {s: self.counter.get(s) for s in request.slots}
             self._out.append(ToClient(client, PeerReply(request.id, self.node_id, held)))
             self._settle()
+
+    def _pull_reply(self, request: Pull) -> PeerReply:
+        """Our state plus the next page of our rid log after the puller's cursor: ids
+        must travel with the counts they raised, or a node repaired by a pull (it missed
+        the Update) would count a retried id a second time."""
+        after = request.rids_after if request.rid_epoch == self._rid_epoch else 0
+        start = max(after + 1, self._rid_first)
+        offset = start - self._rid_first
+        page = [(rid, slot, value) for rid, (slot, value, _) in
+                itertools.islice(self._rids.items(), offset, offset + _RIDS_PER_PULL)]
+        cursor = start + len(page) - 1
+        return PeerReply(request.id, self.node_id, self._view(), tuple(page),
+                         self._rid_epoch, cursor, cursor < self._rid_next - 1)
 
     def refuse(self, client: ClientId, tag: Tag, message: str) -> None:
         """The runtime could not decode a request: answer it with ``bad_request``."""
@@ -484,6 +514,12 @@ class NodeCore:
         if pull is not None and pull[0] == reply.node:
             peer.fresh_as_of = max(peer.fresh_as_of, pull[2])
             peer.in_sync = reply.slots == self._view()
+            if reply.rid_epoch:
+                for rid, slot, value in reply.rids:
+                    self._remember_rid(rid, slot, value)
+                peer.rid_epoch, peer.rid_cursor = reply.rid_epoch, reply.rid_cursor
+                if reply.rid_more:
+                    peer.want_pull = True
         self._settle()
 
     # ------------------------------------------------------------------ time
@@ -503,7 +539,11 @@ class NodeCore:
             if silent and peer.last_heard is not None and not peer.silent_logged:
                 self._logs.append(f"node {node_id} silent for {now - peer.last_heard:.1f}s")
                 peer.silent_logged = True
-            if (silent or peer.want_pull) and now - peer.last_pull >= s.snapshot_interval_s:
+            # Until a pull from this peer has succeeded we lack its rid log (a restarted
+            # node hears heartbeats long before its first pull can get through).
+            unsynced = not peer.rid_epoch
+            if ((silent or peer.want_pull or unsynced)
+                    and now - peer.last_pull >= s.snapshot_interval_s):
                 self._pull(node_id, peer)
         if self._reads:
             self._settle()  # e.g. reads held while bootstrapping, once its grace ends
@@ -520,7 +560,8 @@ class NodeCore:
         peer.last_pull = self._now
         peer.want_pull = False
         self.stats["pulls_sent"] += 1
-        self._out.append(ToPeer(node_id, Pull(req_id, self.node_id)))
+        self._out.append(ToPeer(node_id, Pull(req_id, self.node_id, peer.rid_epoch,
+                                              peer.rid_cursor)))
 
     def _retry(self, now: float) -> None:
         interval = self.settings.retry_interval_s
@@ -533,11 +574,19 @@ class NodeCore:
             for node_id, peer in self._peers.items():
                 slots = {w.slot: self.counter.get(w.slot) for w in self._waits
                          if peer.held.get(w.slot, 0) < w.value}
-                if slots and now - peer.last_push >= interval:
+                if not slots:
+                    continue
+                # Rate-limit only *re*-pushes: a new wait must not sit out the interval
+                # left over from the previous push (that added ~retry_interval_s to every
+                # majority write under sequential load).
+                fresh = any(v > peer.pushed.get(slot, 0) for slot, v in slots.items())
+                if fresh or now - peer.last_push >= interval:
                     rids = tuple(w.rid for w in self._waits if w.rid is not None)
                     req_id = self._next_req
                     self._next_req += 1
                     peer.last_push = now
+                    for slot, v in slots.items():
+                        peer.pushed[slot] = max(v, peer.pushed.get(slot, 0))
                     self.stats["pushes_sent"] += 1
                     self._out.append(ToPeer(node_id, Push(req_id, self.node_id, slots, rids)))
 
@@ -585,6 +634,7 @@ class NodeCore:
             rid, (_, _, at) = next(iter(rids.items()))
             if len(rids) > s.request_id_window or now - at > s.request_id_max_age_s:
                 rids.popitem(last=False)
+                self._rid_first += 1
                 self._persist.forget.append(rid)
             else:
                 break
@@ -599,7 +649,8 @@ class NodeCore:
             # spin with timeout 0 until the peer was heard again (found by zcounter.sim,
             # seed 0).
             heard = peer.last_heard
-            if heard is None or peer.want_pull or self._now - heard > s.peer_timeout_s:
+            if (heard is None or peer.want_pull or not peer.rid_epoch
+                    or self._now - heard > s.peer_timeout_s):
                 deadline = min(deadline, peer.last_pull + s.snapshot_interval_s)
             else:
                 deadline = min(deadline, heard + s.peer_timeout_s + 1e-3)

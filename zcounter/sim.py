@@ -695,6 +695,9 @@ class Simulation:
         where = f"node {node.node_id}, op {attempt.op.index}"
         if isinstance(req, Increment):
             app = self._app_at(req.rid, core.slot)
+            if app is None and req.rid is not None and (reply.ok or reply.error in _APPLIED_ERRORS):
+                # A duplicate of an application at another node (its id came by replication).
+                app = next(iter(self.apps.get(req.rid, ())), None)
             if reply.ok or reply.error in _APPLIED_ERRORS:
                 if app is None:
                     raise self._fail(f"{where}: increment {req.rid} acknowledged "

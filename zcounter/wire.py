@@ -113,10 +113,14 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Pull:
-    """Peer request: send me your whole state (a snapshot)."""
+    """Peer request: send me your whole state (a snapshot), and the request ids you
+    remember after ``rids_after`` in your rid log ``rid_epoch`` (both from your last
+    answer; anything else starts from your oldest id)."""
 
     id: int
     origin: int
+    rid_epoch: str = ""
+    rids_after: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,12 @@ class PeerReply:
     id: int
     node: int
     slots: Slots
+    #: Pull answers only: (rid, slot, value) entries of the answering node's rid log,
+    #: the log's epoch, the position of the last entry sent, and whether more follow.
+    rids: tuple[tuple[str, str, int], ...] = ()
+    rid_epoch: str = ""
+    rid_cursor: int = 0
+    rid_more: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,26 +374,52 @@ def _decode_peer_request(op: str, obj: dict[str, Any]) -> PeerRequest:
     req_id = _int(obj, "id", 0, MAX_COUNT)
     origin = _node_id(obj, "n")
     if op == "pull":
-        return Pull(id=req_id, origin=origin)
+        epoch = obj.get("e", "")
+        if not isinstance(epoch, str) or len(epoch) > 64:
+            raise ProtocolError("field 'e' must be a short string")
+        return Pull(id=req_id, origin=origin, rid_epoch=epoch,
+                    rids_after=_int(obj, "a", 0, MAX_COUNT, 0))
     return Push(id=req_id, origin=origin, slots=validate_slots(obj.get("s"), "s"),
                 rids=_rids(obj, "r"))
 
 
 def encode_peer_request(request: PeerRequest) -> bytes:
     if isinstance(request, Pull):
-        return orjson.dumps({"op": "pull", "id": request.id, "n": request.origin})
+        return orjson.dumps({"op": "pull", "id": request.id, "n": request.origin,
+                             "e": request.rid_epoch, "a": request.rids_after})
     return orjson.dumps({"op": "push", "id": request.id, "n": request.origin,
                          "s": request.slots, "r": list(request.rids)})
 
 
 def encode_peer_reply(reply: PeerReply) -> bytes:
-    return orjson.dumps({"id": reply.id, "n": reply.node, "s": reply.slots})
+    obj: dict[str, Any] = {"id": reply.id, "n": reply.node, "s": reply.slots}
+    if reply.rid_epoch:
+        obj.update(r=[list(e) for e in reply.rids], e=reply.rid_epoch, c=reply.rid_cursor,
+                   m=reply.rid_more)
+    return orjson.dumps(obj)
 
 
 def decode_peer_reply(data: bytes) -> PeerReply:
     obj = _loads(data, MAX_PEER_MESSAGE_BYTES)
+    raw = obj.get("r", [])
+    if not isinstance(raw, list) or len(raw) > MAX_RIDS_PER_MESSAGE:
+        raise ProtocolError("field 'r' must be a list of [rid, slot, value]")
+    entries = []
+    for entry in raw:
+        if not isinstance(entry, list) or len(entry) != 3:
+            raise ProtocolError("field 'r' must be a list of [rid, slot, value]")
+        rid, slot, value = entry
+        if not isinstance(slot, str):
+            raise ProtocolError("field 'r' must be a list of [rid, slot, value]")
+        one = validate_slots({slot: value}, "r")
+        entries.append((validate_rid(rid), slot, one[slot]))
+    epoch = obj.get("e", "")
+    if not isinstance(epoch, str) or len(epoch) > 64:
+        raise ProtocolError("field 'e' must be a short string")
     return PeerReply(id=_int(obj, "id", 0, MAX_COUNT), node=_node_id(obj, "n"),
-                     slots=validate_slots(obj.get("s"), "s"))
+                     slots=validate_slots(obj.get("s"), "s"), rids=tuple(entries),
+                     rid_epoch=epoch, rid_cursor=_int(obj, "c", 0, MAX_COUNT, 0),
+                     rid_more=obj.get("m") is True)
 
 
 def encode_broadcast(message: Broadcast) -> bytes:
