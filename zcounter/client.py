@@ -8,11 +8,13 @@ and are retried with the same id, so a lost reply never counts twice at one node
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -36,12 +38,16 @@ from .wire import (
     Ping,
     Reply,
     Status,
+    Tag,
     decode_reply,
     encode_request,
     validate_rid,
 )
 
 _BACKOFF_S = 0.02
+#: Error codes after which the same request may be re-sent to the same node: the node
+#: either applied nothing (behind, unavailable) or remembers the request id (indeterminate).
+_RETRYABLE = frozenset({"indeterminate", "behind", "unavailable"})
 
 
 def new_request_id() -> str:
@@ -166,7 +172,7 @@ class Client:
             return None
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sock.poll(remaining * 1000, zmq.POLLIN):
+            if remaining <= 0 or not sock.poll(_ms(remaining), zmq.POLLIN):
                 return None
             try:
                 reply = decode_reply(sock.recv())
@@ -179,30 +185,39 @@ class Client:
     def _pick_node(self, deadline: float) -> int:
         """The first node to answer a ping (the whole cluster asked at once)."""
         nodes = sorted(self.config.nodes)
-        tags = {}
+        tags: dict[Tag, int] = {}
         for node in nodes:
             tag = next(self._tags)
             tags[tag] = node
-            try:
+            # A full send queue means that node is not answering anyway.
+            with contextlib.suppress(zmq.Again):
                 self._socket(node).send(encode_request(Ping(tag)), zmq.NOBLOCK)
-            except zmq.Again:
-                pass
         poller = zmq.Poller()
         for node in nodes:
             poller.register(self._socket(node), zmq.POLLIN)
         while (remaining := deadline - time.monotonic()) > 0:
-            for sock, _ in poller.poll(remaining * 1000):
+            for sock, _ in poller.poll(_ms(remaining)):
                 try:
                     reply = decode_reply(sock.recv())
                 except ProtocolError:
                     continue
                 if reply.ok and reply.id in tags:
-                    return tags[reply.id]  # type: ignore[index]
+                    return tags[reply.id]
         raise Unavailable(f"no node answered within {self.timeout:g}s "
                           f"(tried {', '.join(map(str, nodes))})")
 
-    def _call(self, make: Any, unknown_outcome: str = "") -> Reply:
-        """Run one logical request with retries (same request id) and optional failover."""
+    def _call(self, make: Callable[[int, int], ClientRequest],
+              unknown_outcome: str = "") -> Reply:
+        """Run one logical request with retries (same request id) and optional failover.
+
+        The time left is shared among the attempts still allowed, and each attempt tells
+        the node its share, so a negative answer arrives before we give up on it.
+        A *retryable* answer (``indeterminate``, ``behind``, ``unavailable``) is retried
+        on the same node while attempts and time remain: an increment re-sent with its
+        request id is answered as a duplicate and simply waits again for its level, so a
+        retry is never a second count, and a slow replica gets the whole timeout rather
+        than one attempt's share.
+        """
         start = time.monotonic()
         deadline = start + self.timeout
         node = self.node if self.node is not None else self._pick_node(deadline)
@@ -221,7 +236,8 @@ class Client:
                 request = make(next(self._tags), max(1, int(share * 1000)))
                 reply = self._attempt(target, request, time.monotonic() + share)
                 if reply is None:
-                    time.sleep(min(_BACKOFF_S * (2 ** attempt), max(0.0, deadline - time.monotonic())))
+                    backoff = _BACKOFF_S * (2 ** attempt)
+                    time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
                     continue
                 if reply.ok:
                     if reply.slots:
@@ -231,13 +247,21 @@ class Client:
                                 seen[slot] = value
                     return reply
                 last_error = _error_from(reply)
-                if isinstance(last_error, SessionBehind) and self.failover:
-                    break  # another node may be up to date
-                raise last_error
+                if reply.error not in _RETRYABLE:
+                    raise last_error
+            if isinstance(last_error, Indeterminate):
+                # Applied at ``target``: only that node surely remembers the request id,
+                # so moving on could count it twice.  Stop here; it may still spread.
+                break
         if last_error is not None:
             raise last_error
         raise Unavailable(f"node {', '.join(map(str, tried))} did not answer within "
                           f"{self.timeout:g}s{unknown_outcome}", node)
+
+
+def _ms(seconds: float) -> int:
+    # zmq polls in whole milliseconds; round up so a short remainder still waits.
+    return max(1, math.ceil(seconds * 1000))
 
 
 def _error_from(reply: Reply) -> Exception:
