@@ -159,6 +159,13 @@ class Client:
         if sock is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            # Do not sit in the kernel's SYN backoff after a partition heals.
+            sock.setsockopt(zmq.CONNECT_TIMEOUT, 1000)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            # ZMTP heartbeats: drop a connection whose peer stopped answering (a
+            # partition) and reconnect, instead of waiting on TCP's retransmit backoff.
+            sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
             sock.connect(self.config.node(node).router)
             self._sockets[node] = sock
         return sock
