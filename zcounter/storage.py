@@ -39,7 +39,8 @@ class Storage:
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"data directory {data_dir}: cannot create ({exc.strerror})") from None
+            raise ConfigError(
+                f"data directory {data_dir}: cannot create ({exc.strerror})") from None
         if not os.access(data_dir, os.W_OK):
             raise ConfigError(f"data directory {data_dir}: not writable")
         path = data_dir / DB_NAME
@@ -48,8 +49,10 @@ class Storage:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            conn.execute("CREATE TABLE IF NOT EXISTS slots (slot TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS slots (slot TEXT PRIMARY KEY, value INTEGER NOT NULL)")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS request_ids (rid TEXT PRIMARY KEY, slot TEXT NOT NULL,"
                 " value INTEGER NOT NULL)")
@@ -68,10 +71,12 @@ class Storage:
             conn.execute("COMMIT")
             return cls(conn, path, incarnation, created=True)
         if meta.get("schema") != str(SCHEMA_VERSION):
-            raise ConfigError(f"{path}: schema version {meta.get('schema')}, expected {SCHEMA_VERSION}")
+            raise ConfigError(
+                f"{path}: schema version {meta.get('schema')}, expected {SCHEMA_VERSION}")
         if meta.get("node_id") != str(node_id):
             raise ConfigError(
-                f"{path}: this data directory belongs to node {meta.get('node_id')}, not node {node_id}")
+                f"{path}: this data directory belongs to node {meta.get('node_id')}, "
+                f"not node {node_id}")
         return cls(conn, path, meta["incarnation"], created=created)
 
     def load_slots(self) -> dict[str, int]:
