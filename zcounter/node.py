@@ -106,14 +106,22 @@ Message = Union[ToClient, ToPeer, Publish]
 
 @dataclass(slots=True)
 class Persist:
-    """What must be durable before the batch's messages go out."""
+    """What must be committed before the batch's messages go out.
+
+    ``sync``: the batch acknowledges something only this node vouches for (its own
+    increments, or a push it confirms as durable), so the commit must reach the disk
+    (fsync) first.  Without it - state merged from peers, ids learned from them - the
+    commit need only survive a process crash: after a power loss that data is re-pulled
+    from the peers that hold it durably, so paying an fsync for it would buy nothing.
+    """
 
     slots: dict[str, int] = field(default_factory=dict)
     rids: list[tuple[str, str, int]] = field(default_factory=list)  # (rid, slot, value)
     forget: list[str] = field(default_factory=list)
+    sync: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.slots or self.rids or self.forget)
+        return bool(self.slots or self.rids or self.forget or self.sync)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +263,11 @@ class NodeCore:
         return self.counter.value
 
     def needed(self, level: Level) -> int:
+        """How many nodes (this one included) a level asks for."""
+        if level == "local":
+            return 1
         n = len(self.cluster)
-        return {"local": 1, "majority": n // 2 + 1, "all": n}[level]
+        return n // 2 + 1 if level == "majority" else n
 
     def _view(self) -> Slots:
         # Replies share one immutable-by-convention copy per state change, so a batch of
@@ -341,6 +352,9 @@ class NodeCore:
                 return
             self._out.append(ToClient(client, self._pull_reply(request)))
         elif isinstance(request, Push):
+            # The answer tells the pusher we hold these slots durably: an fsync must
+            # precede it even if nothing grows (what we hold may sit in unsynced commits).
+            self._persist.sync = True
             if request.origin not in self._peers or not self._accept_slots(
                     request.slots, request.origin):
                 if request.origin not in self._peers:
@@ -386,6 +400,7 @@ class NodeCore:
         value = self.counter.increment(self.slot, req.by)
         self._changed({self.slot: value})
         self._own_grew = True
+        self._persist.sync = True
         self.stats["increments"] += 1
         if req.rid is not None:
             self._remember_rid(req.rid, self.slot, value)
@@ -394,6 +409,11 @@ class NodeCore:
 
     def _acknowledge(self, client: ClientId, req: Increment, slot: str, value: int,
                      duplicate: bool) -> None:
+        if req.wait == "local":
+            # Hot path: this node holds what it applied (or remembers; a remembered id's
+            # slot was merged before the id was recorded), so no waiter is needed.
+            self._reply_ok(client, req.id, duplicate)
+            return
         needed = self.needed(req.wait)
         wait = _Wait(client, req.id, slot, value, needed,
                      self._now + _budget_s(req.timeout_ms), duplicate, req.rid)
