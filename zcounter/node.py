@@ -48,7 +48,6 @@ import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Union
 
 from .config import Settings
 from .crdt import MAX_COUNT, GCounter, make_slot, slot_node
@@ -101,7 +100,7 @@ class Publish:
     message: Broadcast
 
 
-Message = Union[ToClient, ToPeer, Publish]
+Message = ToClient | ToPeer | Publish
 
 
 @dataclass(slots=True)
