@@ -656,6 +656,49 @@ def _open_runner(system: System, rate: int, o: Options, observe: list[str],
                                    o.poll_interval_s, origin, p)
 
 
+def commit_costs(root: Path, n: int = 300) -> dict[str, float]:
+    """Mean seconds per durable write on ``root``'s file system, the floor under window 1:
+    the node's SQLite commit (synchronous FULL and NORMAL) against a raw append+fdatasync
+    (what Redis' appendfsync always pays) and a write into a preallocated file."""
+    from .node import Persist
+    from .storage import Storage
+
+    where = root / "commit-cost"
+    store = Storage.open(where, 1)
+    slot = f"1.{store.incarnation}"
+    out: dict[str, float] = {}
+    try:
+        for label, sync in (("sqlite_full_s", True), ("sqlite_normal_s", False)):
+            t0 = time.perf_counter()
+            for i in range(n):
+                store.commit(Persist(slots={slot: (i + 1) + (n if not sync else 0)}, sync=sync))
+            out[label] = (time.perf_counter() - t0) / n
+    finally:
+        store.close()
+    fd = os.open(where / "append.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            os.write(fd, b"x" * 48)
+            os.fdatasync(fd)
+        out["append_fdatasync_s"] = (time.perf_counter() - t0) / n
+    finally:
+        os.close(fd)
+    fd = os.open(where / "prealloc.log", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, b"\0" * 64 * n, 0)
+        os.fsync(fd)
+        t0 = time.perf_counter()
+        for i in range(n):
+            os.pwrite(fd, b"x" * 48, i * 64)
+            os.fdatasync(fd)
+        out["prealloc_fdatasync_s"] = (time.perf_counter() - t0) / n
+    finally:
+        os.close(fd)
+    shutil.rmtree(where, ignore_errors=True)
+    return out
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (robust to a noisy, shared host)."""
     with open(f"/proc/{pid}/stat") as fh:
@@ -920,6 +963,13 @@ def build_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
         row(f"node {i} RSS after soak ({growth:+.1f} MB)", "MB", after, ("rss_kib",))
     for i in sorted(zc["ready_s"], key=int):
         row(f"node {i} start to first answer", "s", zc["ready_s"][i], ("ready_s",))
+    costs = res.get("commit_costs", {})
+    for key, label in (("sqlite_full_s", "SQLite commit, synchronous=FULL"),
+                       ("sqlite_normal_s", "SQLite commit, synchronous=NORMAL"),
+                       ("append_fdatasync_s", "raw append + fdatasync (Redis always)"),
+                       ("prealloc_fdatasync_s", "raw preallocated write + fdatasync")):
+        if key in costs:
+            row(label, "ms", costs[key])
     return rows
 
 
@@ -1057,6 +1107,7 @@ def main(ops: int, seconds: float, latency_seconds: float, count: int,
                       "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
                       "data_root": str(root)}
     try:
+        res["commit_costs"] = commit_costs(root)
         bench.run(baselines=not skip_baselines)
     except KeyboardInterrupt:
         progress.close()
