@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,6 +54,23 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.02,
             raise AssertionError(f"timed out after {timeout}s waiting for {what}"
                                  + (f" (last error: {last_exc})" if last_exc else ""))
         time.sleep(interval)
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]], grace_s: float = 10.0) -> None:
+    """SIGTERM every live process (SIGCONT first: a stopped one cannot act on it), wait up
+    to ``grace_s`` for all of them together, then SIGKILL what is left."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def write_config(path: Path, nodes: dict[int, tuple[str, int, int]],
@@ -161,17 +178,14 @@ class LocalCluster:
         self.stopped.discard(node)
 
     def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs.values())
+
+    def cli(self, *args: str, timeout: float = 2.0) -> subprocess.CompletedProcess[str]:
+        """Run ``zcounter client`` as a user would, against this cluster's config."""
+        return subprocess.run(
+            [sys.executable, "-m", "zcounter.cli", "client", "--config", str(self.config_path),
+             "--timeout", str(timeout), *args],
+            capture_output=True, text=True, timeout=30, env=self.env, check=False)
 
     def __enter__(self) -> LocalCluster:
         return self

@@ -9,8 +9,6 @@ is proven is quorum intersection in the nodes, not the session mechanism.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,14 +18,6 @@ from zcounter.errors import Indeterminate, RequestRefused, SessionBehind
 
 pytestmark = pytest.mark.integration
 
-
-def cli(cluster: LocalCluster, *args: str,
-        timeout: float = 2.0) -> subprocess.CompletedProcess[str]:
-    """Run ``zcounter client`` as a user would, against this cluster's config."""
-    return subprocess.run(
-        [sys.executable, "-m", "zcounter.cli", "client", "--config", str(cluster.config_path),
-         "--timeout", str(timeout), *args],
-        capture_output=True, text=True, timeout=30, env=cluster.env, check=False)
 
 
 def read(cluster: LocalCluster, node: int, level: str, timeout: float = 2.0) -> int:
@@ -103,7 +93,7 @@ def test_wait_all_with_a_node_down_is_indeterminate_then_spreads(
     fault(cluster, 3, how)
     with cluster.client(1, timeout=1.0) as c, pytest.raises(Indeterminate):
         c.increment(wait="all")
-    result = cli(cluster, "--node", "2", "increment", "--wait", "all", timeout=1.0)
+    result = cluster.cli("--node", "2", "increment", "--wait", "all", timeout=1.0)
     assert result.returncode == 3, result.stderr
     assert "indeterminate" in result.stderr
     # Both increments were applied where they landed, and a majority still works.
@@ -119,7 +109,7 @@ def test_read_all_with_a_node_down_is_a_clear_error(cluster: LocalCluster, how: 
     with pytest.raises(RequestRefused) as refused:
         read(cluster, 1, "all", timeout=1.0)
     assert refused.value.code == "unavailable"
-    result = cli(cluster, "--node", "3", "getCount", "--read", "all", timeout=1.0)
+    result = cluster.cli("--node", "3", "getCount", "--read", "all", timeout=1.0)
     assert (result.returncode, result.stdout) == (1, ""), result.stderr
     heal(cluster, 2, how)
     assert wait_for(lambda: read(cluster, 1, "all") == 1, 10.0, what="read=all after heal")
@@ -148,15 +138,15 @@ def test_local_write_on_an_isolated_node_is_invisible_until_heal(cluster: LocalC
 
 
 def test_cli_levels(cluster: LocalCluster) -> None:
-    inc = cli(cluster, "--node", "1", "increment", "--wait", "majority", "--by", "5")
+    inc = cluster.cli("--node", "1", "increment", "--wait", "majority", "--by", "5")
     assert (inc.returncode, inc.stdout.strip()) == (0, "5"), inc.stderr
-    got = cli(cluster, "--node", "3", "getCount", "--read", "majority")
+    got = cluster.cli("--node", "3", "getCount", "--read", "majority")
     assert (got.returncode, got.stdout.strip()) == (0, "5"), got.stderr
-    every = cli(cluster, "--node", "2", "increment", "--wait", "all", "--request-id", "c-1")
+    every = cluster.cli("--node", "2", "increment", "--wait", "all", "--request-id", "c-1")
     assert (every.returncode, every.stdout.strip()) == (0, "6"), every.stderr
-    got = cli(cluster, "--node", "2", "getCount", "--read", "all")
+    got = cluster.cli("--node", "2", "getCount", "--read", "all")
     assert (got.returncode, got.stdout.strip()) == (0, "6"), got.stderr
-    bad = cli(cluster, "--node", "1", "increment", "--wait", "most")
+    bad = cluster.cli("--node", "1", "increment", "--wait", "most")
     assert bad.returncode == 2
 
 

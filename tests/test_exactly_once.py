@@ -9,8 +9,6 @@ and check that each distinct request id counts exactly once - and where that sto
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,14 +21,6 @@ from zcounter.errors import Indeterminate, Unavailable
 
 pytestmark = pytest.mark.integration
 
-
-def cli(cluster: LocalCluster, *args: str,
-        timeout: float = 2.0) -> subprocess.CompletedProcess[str]:
-    """Run ``zcounter client`` as a user would, against this cluster's config."""
-    return subprocess.run(
-        [sys.executable, "-m", "zcounter.cli", "client", "--config", str(cluster.config_path),
-         "--timeout", str(timeout), *args],
-        capture_output=True, text=True, timeout=30, env=cluster.env, check=False)
 
 
 def via_proxy(config: ClusterConfig, node: int, endpoint: str) -> ClusterConfig:
@@ -88,20 +78,20 @@ def test_without_request_id_reuse_a_lost_reply_counts_twice(cluster: LocalCluste
 
 
 def test_cli_same_request_id_counts_once_at_one_node(cluster: LocalCluster) -> None:
-    first = cli(cluster, "--node", "1", "increment", "--request-id", "cli-dup-1")
-    second = cli(cluster, "--node", "1", "increment", "--request-id", "cli-dup-1")
+    first = cluster.cli("--node", "1", "increment", "--request-id", "cli-dup-1")
+    second = cluster.cli("--node", "1", "increment", "--request-id", "cli-dup-1")
     assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
     assert first.stdout.strip() == second.stdout.strip() == "1"
-    got = cli(cluster, "--node", "1", "getCount")
+    got = cluster.cli("--node", "1", "getCount")
     assert (got.returncode, got.stdout.strip()) == (0, "1")
     assert stat(cluster, 1, "duplicates") == 1
 
 
 def test_cli_request_id_counts_once_across_nodes_after_replication(
         cluster: LocalCluster) -> None:
-    assert cli(cluster, "--node", "1", "increment", "--request-id", "cross-1").returncode == 0
+    assert cluster.cli("--node", "1", "increment", "--request-id", "cross-1").returncode == 0
     cluster.wait_converged(1)
-    again = cli(cluster, "--node", "2", "increment", "--request-id", "cross-1",
+    again = cluster.cli("--node", "2", "increment", "--request-id", "cross-1",
                 "--wait", "majority")
     # The node's own reply already shows it was not applied a second time.
     assert (again.returncode, again.stdout.strip()) == (0, "1"), again.stderr

@@ -48,7 +48,7 @@ _TESTS = Path(__file__).resolve().parent.parent
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
-from harness import FAST_SETTINGS, write_config  # noqa: E402
+from harness import FAST_SETTINGS, stop_processes, write_config  # noqa: E402
 
 REPO = _TESTS.parent
 AGENT = Path(__file__).resolve().parent / "agent.py"
@@ -368,18 +368,7 @@ class NetCluster:
         shutil.rmtree(self.data_dir(node), ignore_errors=True)
 
     def stop_nodes(self) -> None:
-        for node, proc in self.procs.items():
-            if proc.poll() is None:
-                if node in self.paused:
-                    proc.send_signal(signal.SIGCONT)
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs.values())
         self.paused.clear()
 
     # ------------------------------------------------------------------ client side
