@@ -297,3 +297,20 @@ def test_fresh_node_alone_serves_after_one_peer_timeout():
     c.tick(S.peer_timeout_s)
     (reply,) = [m.reply for m in c.take_outputs().messages if isinstance(m, ToClient)]
     assert reply.ok and reply.count == 0
+
+
+def test_pull_answers_page_the_request_id_log_after_the_cursor():
+    c = NodeCore(1, [1, 2], "0" * 12, Settings(request_id_window=5000), 0.0)
+    for i in range(7000):
+        c.handle_request("cli", Increment(id=i, rid=f"r{i}"), 0.0)
+    c.tick(0.0)  # prunes to the newest 5,000 and compacts the log
+    c.take_outputs()
+    c.handle_request(("peer", 2), Pull(1, 2), 0.0)
+    (first,) = [m.reply for m in c.take_outputs().messages if isinstance(m, ToClient)]
+    assert [r for r, _, _ in first.rids][:2] == ["r2000", "r2001"]
+    assert len(first.rids) == 5000 and not first.rid_more
+    c.handle_request("cli", Increment(id="x", rid="late"), 0.0)
+    c.take_outputs()
+    c.handle_request(("peer", 2), Pull(2, 2, first.rid_epoch, first.rid_cursor), 0.0)
+    (second,) = [m.reply for m in c.take_outputs().messages if isinstance(m, ToClient)]
+    assert [r for r, _, _ in second.rids] == ["late"]

@@ -43,7 +43,6 @@ answers a repeat without applying it again.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -225,7 +224,11 @@ class NodeCore:
             self._rids[rid] = (slot, value, now)
         # The rid log: entries are numbered in insertion order, _rid_first.._rid_next-1,
         # contiguous because pruning only removes the oldest.  Numbers restart with the
-        # process, so pullers keep a cursor per (peer, epoch).
+        # process, so pullers keep a cursor per (peer, epoch).  Entry k sits at index
+        # k - 1 - _rid_base of _rid_order, so a page after a cursor is a slice (O(page)),
+        # not a walk over the whole window for every pull.
+        self._rid_order: list[str] = list(self._rids)
+        self._rid_base = 0
         self._rid_first = 1
         self._rid_next = 1 + len(self._rids)
         self._rid_epoch = f"{incarnation}.{now:.6f}"[:64]
@@ -269,8 +272,8 @@ class NodeCore:
         return n // 2 + 1 if level == "majority" else n
 
     def _view(self) -> Slots:
-        # Replies share one immutable-by-convention copy per state change, so a batch of
-        # a thousand replies copies the slot map once, not a thousand times.
+        # Replies between two state changes share one immutable-by-convention copy: a
+        # burst of reads, statuses or pull answers copies the slot map once.
         if self._slots_view is None:
             self._slots_view = self.counter.slots()
         return self._slots_view
@@ -302,6 +305,7 @@ class NodeCore:
         if rid in self._rids:
             return
         self._rids[rid] = (slot, value, self._now)
+        self._rid_order.append(rid)
         self._rid_next += 1
         self._persist.rids.append((rid, slot, value))
 
@@ -370,9 +374,9 @@ class NodeCore:
         the Update) would count a retried id a second time."""
         after = request.rids_after if request.rid_epoch == self._rid_epoch else 0
         start = max(after + 1, self._rid_first)
-        offset = start - self._rid_first
-        page = [(rid, slot, value) for rid, (slot, value, _) in
-                itertools.islice(self._rids.items(), offset, offset + _RIDS_PER_PULL)]
+        index = start - 1 - self._rid_base
+        rids = self._rids
+        page = [(rid, *rids[rid][:2]) for rid in self._rid_order[index:index + _RIDS_PER_PULL]]
         cursor = start + len(page) - 1
         return PeerReply(request.id, self.node_id, self._view(), tuple(page),
                          self._rid_epoch, cursor, cursor < self._rid_next - 1)
@@ -657,6 +661,10 @@ class NodeCore:
                 self._persist.forget.append(rid)
             else:
                 break
+        dead = self._rid_first - 1 - self._rid_base
+        if dead > 4096 and dead * 2 > len(self._rid_order):
+            del self._rid_order[:dead]  # amortised O(1) per pruned id
+            self._rid_base += dead
 
     def next_deadline(self) -> float:
         """The latest time by which :meth:`tick` must be called again."""
