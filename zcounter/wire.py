@@ -41,6 +41,9 @@ MAX_SLOTS = 100_000
 MAX_RIDS_PER_MESSAGE = 20_000
 MAX_TIMEOUT_MS = 10 * 60 * 1000
 
+#: Shared, never mutated: the "seen" of requests that carry none.
+_NO_SLOTS: dict[str, int] = {}
+
 _RID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
 Tag = str | int | None
@@ -269,15 +272,15 @@ def decode_request(frames: list[bytes]) -> ClientRequest | PeerRequest:
             f"request too large ({len(frames[0])} bytes, limit {MAX_REQUEST_BYTES})")
     tag = _tag(obj)
     if op == "increment":
+        by = obj.get("by", 1)
+        if type(by) is not int or not 1 <= by <= MAX_INCREMENT:  # the common case is cheap
+            by = _int(obj, "by", 1, MAX_INCREMENT, default=1)  # ... and this names the error
         rid = obj.get("rid")
+        seen = obj.get("seen")
         return Increment(
-            id=tag,
-            by=_int(obj, "by", 1, MAX_INCREMENT, default=1),
-            rid=None if rid is None else validate_rid(rid),
-            wait=_level(obj, "wait"),
-            timeout_ms=_int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, default=2000),
-            seen=validate_slots(obj.get("seen", {}), "seen"),
-        )
+            tag, by, None if rid is None else validate_rid(rid), _level(obj, "wait"),
+            _int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, default=2000),
+            _NO_SLOTS if seen is None else validate_slots(seen, "seen"))
     if op in ("get", "getCount"):
         return GetCount(
             id=tag,
