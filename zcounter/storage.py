@@ -12,11 +12,9 @@ a commit is harmless.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import sqlite3
-import threading
 from pathlib import Path
 
 from .errors import ConfigError
@@ -24,42 +22,6 @@ from .node import Persist
 
 SCHEMA_VERSION = 1
 DB_NAME = "zcounter.sqlite3"
-#: How often the background thread copies WAL frames into the database file.
-CHECKPOINT_INTERVAL_S = 1.0
-#: After a checkpoint, a WAL file larger than this is truncated back to it.
-WAL_SIZE_LIMIT = 64 * 1024 * 1024
-
-
-class _Checkpointer(threading.Thread):
-    """Checkpoints the WAL from its own connection, off the request path.
-
-    SQLite's automatic checkpoint runs inside whichever commit crosses 1,000 WAL pages,
-    with an fsync of the database file: a stall of milliseconds for whatever requests
-    share that batch (latency tails).  A PASSIVE checkpoint here never blocks the writer,
-    and the sqlite3 module releases the GIL while SQLite works.
-    """
-
-    def __init__(self, path: Path, interval_s: float) -> None:
-        super().__init__(name="zcounter-checkpoint", daemon=True)
-        self._path = path
-        self._interval_s = interval_s
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        try:
-            while not self._halt.wait(self._interval_s):
-                # A failed checkpoint only lets the WAL grow until the next one succeeds.
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=5)
-
-
 class Storage:
     """The node's database.  Use :meth:`open`; one instance per process."""
 
@@ -71,8 +33,6 @@ class Storage:
         self.created = created
         self._synced = True  # the connection starts with synchronous=FULL
         self._barriers = 0
-        self._checkpointer = _Checkpointer(path, CHECKPOINT_INTERVAL_S)
-        self._checkpointer.start()
 
     @classmethod
     def open(cls, data_dir: Path, node_id: int) -> Storage:
@@ -89,8 +49,10 @@ class Storage:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
-            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+            # Checkpoints stay SQLite's automatic ones, inside the committing thread.  A
+            # background checkpointer was tried and removed: under sustained load it never
+            # caught up with the writer, so the WAL never restarted (196 MB in 6 s at
+            # 2,500 commits/s) and commits paid for growing the file (p50 0.28 vs 0.16 ms).
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             conn.execute(
@@ -162,5 +124,4 @@ class Storage:
             raise
 
     def close(self) -> None:
-        self._checkpointer.stop()
         self._conn.close()
