@@ -51,7 +51,6 @@ from dataclasses import dataclass, field
 from .config import Settings
 from .crdt import MAX_COUNT, GCounter, make_slot, slot_node
 from .wire import (
-    LEVELS,
     Broadcast,
     ClientRequest,
     GetCount,
@@ -136,7 +135,6 @@ class Outputs:
 class _Peer:
     last_heard: float | None = None
     last_seq: int | None = None
-    digest: str | None = None
     in_sync: bool = False
     #: Slot values this peer has told us it holds durably (replies only).
     held: dict[str, int] = field(default_factory=dict)
@@ -179,7 +177,6 @@ class _Read:
     client: ClientId
     request: GetCount | Increment
     needed: int
-    started: float
     deadline: float
     #: Orders this read against pulls (see ``_Peer.fresh_as_of``).
     stamp: int = 0
@@ -438,8 +435,8 @@ class NodeCore:
 
     def _start_read(self, client: ClientId, req: GetCount | Increment, needed: int) -> None:
         self._stamp += 1
-        self._reads.append(_Read(client, req, needed, self._now,
-                                 self._now + _budget_s(req.timeout_ms), self._stamp))
+        self._reads.append(_Read(client, req, needed, self._now + _budget_s(req.timeout_ms),
+                                 self._stamp))
         for peer in self._peers.values():
             peer.want_pull = True
 
@@ -506,7 +503,6 @@ class NodeCore:
         if isinstance(message, Update):
             self._learn_rids(message.rids, message.slots)
         else:
-            peer.digest = message.digest
             peer.in_sync = message.digest == self.counter.digest()
             if not peer.in_sync:
                 peer.want_pull = True
@@ -741,5 +737,5 @@ class NodeCore:
 
 
 __all__ = [
-    "LEVELS", "Message", "NodeCore", "Outputs", "Persist", "Publish", "ToClient", "ToPeer",
+    "Message", "NodeCore", "Outputs", "Persist", "Publish", "ToClient", "ToPeer",
 ]
