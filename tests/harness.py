@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from zcounter import Client, ZCounterError
 from zcounter.config import ClusterConfig, load_config
+from zcounter.procs import free_port, stop_processes
 
 T = TypeVar("T")
 
@@ -30,12 +30,6 @@ FAST_SETTINGS = {
     "snapshot_interval_s": 0.25,
     "retry_interval_s": 0.05,
 }
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.02,
@@ -54,23 +48,6 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.02,
             raise AssertionError(f"timed out after {timeout}s waiting for {what}"
                                  + (f" (last error: {last_exc})" if last_exc else ""))
         time.sleep(interval)
-
-
-def stop_processes(procs: Iterable[subprocess.Popen[bytes]], grace_s: float = 10.0) -> None:
-    """SIGTERM every live process (SIGCONT first: a stopped one cannot act on it), wait up
-    to ``grace_s`` for all of them together, then SIGKILL what is left."""
-    procs = list(procs)
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def write_config(path: Path, nodes: dict[int, tuple[str, int, int]],

@@ -52,7 +52,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -66,6 +65,8 @@ from typing import Any
 import click
 import orjson
 import zmq
+
+from .procs import free_port, stop_processes
 
 WINDOWS = (1, 16, 256)
 RATES = (1000, 5000)
@@ -136,12 +137,6 @@ _NO_PROGRESS: Callable[[int], None] = lambda n: None  # noqa: E731
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_kib(pid: int) -> int | None:
@@ -568,20 +563,7 @@ class Cluster:
         return {i: rss_kib(p.pid) for i, p in self.procs.items()}
 
     def stop(self) -> None:
-        _stop_procs(list(self.procs.values()))
-
-
-def _stop_procs(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_processes(self.procs.values())
 
 
 @contextlib.contextmanager
@@ -610,7 +592,7 @@ def redis_server(root: Path, fsync: str) -> Iterator[tuple[int, float, int]]:
                 time.sleep(0.005)
         yield port, time.perf_counter() - started, proc.pid
     finally:
-        _stop_procs([proc])
+        stop_processes([proc])
 
 
 # --------------------------------------------------------------------------- orchestration

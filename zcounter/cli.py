@@ -23,6 +23,7 @@ import orjson
 from .client import Client
 from .config import ClusterConfig, load_config
 from .errors import ConfigError, Indeterminate, ZCounterError
+from .procs import stop_processes
 from .wire import LEVELS
 
 EXIT_FAILED = 1
@@ -245,16 +246,7 @@ def cluster_main(config_path: str | None, data_home: Path | None) -> None:
                     break
             time.sleep(0.1)
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5.0
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs.values(), grace_s=5.0)
         for t in pumps:
             t.join(timeout=1.0)
     click.echo("[cluster] all nodes stopped", err=True)

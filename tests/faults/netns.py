@@ -48,7 +48,9 @@ _TESTS = Path(__file__).resolve().parent.parent
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
-from harness import FAST_SETTINGS, stop_processes, write_config  # noqa: E402
+from harness import FAST_SETTINGS, write_config  # noqa: E402
+
+from zcounter.procs import stop_processes  # noqa: E402
 
 REPO = _TESTS.parent
 AGENT = Path(__file__).resolve().parent / "agent.py"
