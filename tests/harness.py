@@ -23,6 +23,11 @@ from zcounter.procs import free_port, stop_processes
 
 T = TypeVar("T")
 
+#: Directories of the clusters started by the running test (real-process and namespace
+#: harnesses alike).  conftest.py prints the node logs found there when the test fails,
+#: so a red CI run shows what the nodes saw, not only the assertion.
+CLUSTER_ROOTS: list[Path] = []
+
 #: Test clusters use quicker timers than the defaults so repairs show up fast.
 FAST_SETTINGS = {
     "heartbeat_interval_s": 0.1,
@@ -71,6 +76,7 @@ class LocalCluster:
                  env: dict[str, str] | None = None) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        CLUSTER_ROOTS.append(root)
         self.ids = list(range(1, n + 1))
         nodes = {i: ("127.0.0.1", free_port(), free_port()) for i in self.ids}
         self.config_path = write_config(root / "cluster.toml", nodes,

@@ -48,7 +48,7 @@ _TESTS = Path(__file__).resolve().parent.parent
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
-from harness import FAST_SETTINGS, write_config  # noqa: E402
+from harness import CLUSTER_ROOTS, FAST_SETTINGS, write_config  # noqa: E402
 
 from zcounter.procs import stop_processes  # noqa: E402
 
@@ -249,6 +249,7 @@ class NetCluster:
         sweep_orphans()
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        CLUSTER_ROOTS.append(root)
         self.ids = list(range(1, n + 1))
         self.run_id = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
         a, b = secrets.randbelow(250) + 1, secrets.randbelow(250) + 1
