@@ -1,11 +1,13 @@
-"""zcounter: a replicated, durable counter over ZeroMQ.
+"""zcounter: replicated, durable named counters over ZeroMQ.
 
-Any node takes an increment; every node converges on the same count through message
-loss, partitions, crashes and restarts.  See README.md and WRITEUP.md.
+Any node takes an update to any key; every node converges on the same counts through
+message loss, partitions, crashes and restarts.  See README.md and WRITEUP.md.
 """
 
-from .client import Client
-from .errors import (
+__version__ = "0.2.0"
+
+from .client import Client  # noqa: E402
+from .errors import (  # noqa: E402
     ConfigError,
     Indeterminate,
     ProtocolError,
@@ -14,8 +16,6 @@ from .errors import (
     Unavailable,
     ZCounterError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Client", "ConfigError", "Indeterminate", "ProtocolError", "RequestRefused",

@@ -14,21 +14,51 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
 
+from . import __version__
 from .client import Client
 from .config import ClusterConfig, load_config
-from .errors import ConfigError, Indeterminate, ZCounterError
+from .errors import ConfigError, Indeterminate, ProtocolError, ZCounterError
 from .procs import stop_processes
-from .wire import LEVELS
+from .protocol.codec import validate_key
+from .protocol.messages import DEFAULT_KEY, Level
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_INDETERMINATE = 3
+
+LEVELS = [level.value for level in Level]
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _version(prog: str) -> Callable[[F], F]:
+    return click.version_option(__version__, "--version", prog_name=prog,
+                                message="%(prog)s %(version)s")
+
+
+class KeyType(click.ParamType):  # type: ignore[type-arg]  # generic in click 8.2+
+    """A counter's key: a non-empty UTF-8 string of at most 256 bytes."""
+
+    name = "KEY"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        try:
+            return validate_key(value)
+        except ProtocolError as exc:
+            self.fail(f"{str(value)[:60]!r}: {exc}".replace("field 'key' ", ""), param, ctx)
+
+
+KEY = KeyType()
 
 _config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="ZCOUNTER_CONFIG",
@@ -51,7 +81,8 @@ def _load(config_path: str | None) -> ClusterConfig:
 # --------------------------------------------------------------------------- node
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=_CONTEXT)
+@_version("zcounter-node")
 @click.option("--id", "node_id", type=int, required=True, help="This node's id in the cluster.")
 @_config_option
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -64,7 +95,7 @@ def node_main(node_id: int, config_path: str | None, data_dir: Path | None, verb
 
     Logs go to stderr. A clean stop commits, closes its sockets and exits 0.
     """
-    from .runtime import NodeServer, install_signal_handlers
+    from .runtime.server import NodeServer, install_signal_handlers
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
@@ -83,8 +114,8 @@ def node_main(node_id: int, config_path: str | None, data_dir: Path | None, verb
 # --------------------------------------------------------------------------- client
 
 
-@click.group(invoke_without_command=True,
-             context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(invoke_without_command=True, context_settings=_CONTEXT)
+@_version("zcounter-client")
 @_config_option
 @click.option("--node", type=int, help="Node id to ask. Default: the first node that answers.")
 @click.option("--timeout", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
@@ -95,7 +126,9 @@ def node_main(node_id: int, config_path: str | None, data_dir: Path | None, verb
 @click.pass_context
 def client_main(ctx: click.Context, config_path: str | None, node: int | None, timeout: float,
                 node_id_seed: int | None, action: str | None) -> None:
-    """Talk to a zcounter cluster: increment, getCount, status.
+    """Talk to a zcounter cluster: increment, decrement, getCount, reset, keys, status.
+
+    Every command that names no --key uses the key "default".
 
     Exit codes: 0 ok, 1 refused or no answer in time, 2 usage or configuration error,
     3 indeterminate (applied, but the --wait level was not confirmed in time).
@@ -128,36 +161,95 @@ def _run(obj: dict[str, Any], fn: Any) -> Any:
             _fail(str(exc), EXIT_FAILED)
 
 
+_key_option = click.option("--key", type=KEY, default=DEFAULT_KEY, show_default=True,
+                           help="The counter: a non-empty UTF-8 string of at most 256 bytes.")
+_by_option = click.option("--by", type=click.IntRange(1, 2**32), default=1, show_default=True,
+                          help="How much (1 to 2**32).")
+_wait_option = click.option(
+    "--wait", type=click.Choice(LEVELS), default="local", show_default=True,
+    help="Acknowledge once this many nodes hold it: the receiving node, a majority, or all.")
+_rid_option = click.option(
+    "--request-id", help="Idempotency key: the same id applied twice counts once. "
+                         "Default: a fresh random id.")
+
+
 @client_main.command()
-@click.option("--by", type=click.IntRange(1, 2**32), default=1, show_default=True,
-              help="How much to add (1 to 2**32).")
-@click.option("--wait", type=click.Choice(LEVELS), default="local", show_default=True,
-              help="Acknowledge once this many nodes hold it: the receiving node, a "
-                   "majority, or all.")
-@click.option("--request-id", help="Idempotency key: the same id applied twice counts once. "
-                                    "Default: a fresh random id.")
+@_key_option
+@_by_option
+@_wait_option
+@_rid_option
 @click.pass_obj
-def increment(obj: dict[str, Any], by: int = 1, wait: str = "local",
+def increment(obj: dict[str, Any], key: str = DEFAULT_KEY, by: int = 1, wait: str = "local",
               request_id: str | None = None) -> None:
-    """Add to the count; print the node's count after it."""
-    count = _run(obj, lambda c: c.increment(by=by, wait=wait, request_id=request_id))
-    click.echo(count)
+    """Add to a counter; print its count after it."""
+    click.echo(_run(obj, lambda c: c.increment(by, key=key, wait=wait, request_id=request_id)))
+
+
+@client_main.command()
+@_key_option
+@_by_option
+@_wait_option
+@_rid_option
+@click.pass_obj
+def decrement(obj: dict[str, Any], key: str, by: int, wait: str,
+              request_id: str | None) -> None:
+    """Subtract from a counter (it may go below zero); print its count after it."""
+    click.echo(_run(obj, lambda c: c.decrement(by, key=key, wait=wait, request_id=request_id)))
+
+
+@client_main.command()
+@_key_option
+@_wait_option
+@_rid_option
+@click.pass_obj
+def reset(obj: dict[str, Any], key: str, wait: str, request_id: str | None) -> None:
+    """Reset a counter to zero as of everything the answering node has seen of it.
+
+    Updates made elsewhere that the node had not seen survive and count after it.
+    Prints the count after the reset (0 unless such updates arrived meanwhile).
+    """
+    click.echo(_run(obj, lambda c: c.reset(key, wait=wait, request_id=request_id)))
 
 
 @client_main.command("getCount")
+@click.option("--key", "keys", type=KEY, multiple=True,
+              help="A counter to read (repeat for several; default: \"default\").")
 @click.option("--read", type=click.Choice(LEVELS), default="local", show_default=True,
               help="Merge the states of this many nodes before answering.")
 @click.pass_obj
-def get_count(obj: dict[str, Any], read: str = "local") -> None:
-    """Print the count as a bare integer."""
-    click.echo(_run(obj, lambda c: c.get_count(read=read)))
+def get_count(obj: dict[str, Any], keys: tuple[str, ...] = (), read: str = "local") -> None:
+    """Print a count: a bare integer for one key; KEY<TAB>COUNT lines, in the order
+    given, for several (one request)."""
+    if len(keys) <= 1:
+        key = keys[0] if keys else DEFAULT_KEY
+        click.echo(_run(obj, lambda c: c.get_count(key, read=read)))
+        return
+    counts = _run(obj, lambda c: c.get_counts(keys, read=read))
+    for key in keys:
+        click.echo(f"{key}\t{counts[key]}")
+
+
+@client_main.command("keys")
+@click.option("--prefix", default="", help="Only keys starting with this.")
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many keys.")
+@click.pass_obj
+def list_keys(obj: dict[str, Any], prefix: str, limit: int | None) -> None:
+    """List keys and their counts (KEY<TAB>COUNT), sorted, from one node.
+
+    Fetched a page at a time, so listing a million keys never builds one huge message.
+    Keys whose every update was reset are not listed.
+    """
+    def run(client: Client) -> None:
+        for key, count in client.keys(prefix, limit):
+            click.echo(f"{key}\t{count}")
+    _run(obj, run)
 
 
 @client_main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status objects as JSON.")
 @click.pass_obj
 def status(obj: dict[str, Any], as_json: bool) -> None:
-    """Print each node's view: count, slots and when it last heard each peer.
+    """Print each node's view: keys, repair state and when it last heard each peer.
 
     Exits 1 if any node did not answer (its line says so).
     """
@@ -181,20 +273,27 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
                 click.echo(f"node {node}: unavailable ({view['error']})")
                 continue
             peers = ", ".join(
-                f"{p}: " + ("never" if v["last_heard_s_ago"] is None
-                            else f"{v['last_heard_s_ago']:.2f}s ago")
-                + ("" if v["in_sync"] else " (diverged)")
+                f"{p}: {v['liveness']}" + ("" if v["last_heard_s_ago"] is None
+                                           else f" {v['last_heard_s_ago']:.2f}s ago")
+                + ("" if v["same_root"] else " (differs)")
+                + (" (wants repair)" if v["wants_repair"] else "")
                 for p, v in view["peers"].items())
-            slots = ", ".join(f"{s}={v}" for s, v in sorted(view["slots"].items()))
-            click.echo(f"node {node}: count {view['count']}  slots {{{slots}}}  "
-                       f"heard {{{peers}}}")
+            repair = view["repair"]
+            doing = ("idle" if repair is None else
+                     f"from node {repair['peer']} ({repair['phase']}, "
+                     f"{repair['running_s']:.1f}s)")
+            click.echo(f"node {node}: {view['keys']} keys ({view['live_keys']} live), "
+                       f"{view['slots']} slots, root {view['root']}, repair {doing}"
+                       + (", bootstrapping" if view["bootstrapping"] else "")
+                       + f"  peers {{{peers}}}")
     sys.exit(EXIT_FAILED if failed else 0)
 
 
 # --------------------------------------------------------------------------- cluster
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=_CONTEXT)
+@_version("zcounter-cluster")
 @_config_option
 @click.option("--data-home", type=click.Path(file_okay=False, path_type=Path),
               help="Parent of each node's data directory (node-<id> inside). "
@@ -256,7 +355,8 @@ def cluster_main(config_path: str | None, data_home: Path | None) -> None:
 # --------------------------------------------------------------------------- python -m
 
 
-@click.group()
+@click.group(context_settings=_CONTEXT)
+@_version("zcounter")
 def main() -> None:
     """zcounter: a replicated counter over ZeroMQ."""
 

@@ -1,9 +1,10 @@
 """The Python client: ``from zcounter import Client``.
 
-A client is a *session*: it remembers the slots it has observed and sends them with
-every request, so a node that is behind what the session saw catches up first or refuses
-(read-your-writes and monotonic reads, also across nodes).  Increments carry a request id
-and are retried with the same id, so a lost reply never counts twice at one node.
+A client is a *session*: for every key it touches it remembers the state it has
+observed, and sends that (for the keys of the request only) with every request, so a
+node that is behind what the session saw catches up first or refuses (read-your-writes
+and monotonic reads, also across nodes).  Writes carry a request id and are retried
+with the same id, so a lost reply never counts twice at one node.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -29,30 +31,67 @@ from .errors import (
     SessionBehind,
     Unavailable,
 )
-from .wire import (
-    LEVELS,
-    ClientRequest,
-    GetCount,
-    Increment,
-    Level,
-    Ping,
-    Reply,
-    Status,
-    Tag,
+from .model.pncounter import MAX_STEP, Record, join_record
+from .protocol.codec import (
+    MAX_KEYS_PER_GET,
     decode_reply,
     encode_request,
+    validate_key,
     validate_rid,
+)
+from .protocol.messages import (
+    DEFAULT_KEY,
+    Add,
+    ClientReply,
+    ClientRequest,
+    Counted,
+    ErrorCode,
+    Get,
+    KeysPage,
+    Level,
+    ListKeys,
+    Ping,
+    Refused,
+    Reset,
+    States,
+    Status,
+    StatusReply,
+    Tag,
 )
 
 _BACKOFF_S = 0.02
-#: Error codes after which the same request may be re-sent to the same node: the node
-#: either applied nothing (behind, unavailable) or remembers the request id (indeterminate).
-_RETRYABLE = frozenset({"indeterminate", "behind", "unavailable"})
+#: Keys a session remembers (least recently used forgotten first): forgetting a key only
+#: drops the session guarantees for that key.
+MAX_SESSION_KEYS = 100_000
+#: Keys per page when listing.
+PAGE = 1000
+
+LevelLike = Level | str
 
 
 def new_request_id() -> str:
     """A fresh random request id (96 bits, URL-safe)."""
     return secrets.token_urlsafe(12)
+
+
+def _level(value: LevelLike, name: str) -> Level:
+    try:
+        return Level(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be one of {', '.join(lv.value for lv in Level)}") from None
+
+
+def _key(value: Any) -> str:
+    try:
+        return validate_key(value)
+    except ProtocolError as exc:
+        raise RequestRefused(f"bad key {str(value)[:60]!r}: {exc}", "bad_request") from None
+
+
+def _step(by: Any) -> int:
+    if type(by) is not int or not 1 <= by <= MAX_STEP:
+        raise RequestRefused(f"by must be an integer from 1 to 2**32, got {by!r}", "bad_request")
+    return by
 
 
 class Client:
@@ -63,19 +102,20 @@ class Client:
     ``$ZCOUNTER_CONFIG``, then the built-in three-node cluster.
     ``timeout``: overall seconds per call, retries included.
     ``retries``: extra attempts on the same node after an attempt timed out.
-    ``failover``: after the retries, try other nodes.  An increment whose reply was lost
-    may then count twice if its first node had not yet replicated it - opt in knowingly.
-    ``seen``: start from another session's observed slots (e.g. ``other.seen``), so the
+    ``failover``: after the retries, try other nodes.  A write whose reply was lost may
+    then count twice if its first node had not yet replicated it - opt in knowingly.
+    ``seen``: start from another session's observed states (e.g. ``other.seen``), so the
     new client keeps that session's guarantees.
 
     To move a session to another node, call :meth:`use`: the guarantees travel with the
-    ``seen`` vector, not with the connection, so the next call on the new node answers
+    ``seen`` states, not with the connection, so the next call on the new node answers
     with at least what this session saw or raises :class:`SessionBehind`.
     """
 
     def __init__(self, node: int | None = None, config: str | os.PathLike[str] | ClusterConfig
                  | None = None, timeout: float = 2.0, retries: int = 2,
-                 failover: bool = False, seen: Mapping[str, int] | None = None) -> None:
+                 failover: bool = False,
+                 seen: Mapping[str, Mapping[str, Record]] | None = None) -> None:
         self.config = config if isinstance(config, ClusterConfig) else load_config(config)
         if node is not None:
             self.config.node(node)  # raises ConfigError for unknown ids
@@ -87,8 +127,9 @@ class Client:
         self.timeout = float(timeout)
         self.retries = retries
         self.failover = failover
-        #: Slots this session has observed (max per slot): its causal past.
-        self.seen: dict[str, int] = dict(seen or {})
+        #: key -> {slot: (p, n, bp, bn)}: what this session has observed of each key.
+        self.seen: OrderedDict[str, dict[str, Record]] = OrderedDict(
+            (k, dict(v)) for k, v in (seen or {}).items())
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sockets: dict[int, zmq.Socket[bytes]] = {}
         self._tags = itertools.count(1)
@@ -120,39 +161,116 @@ class Client:
             self.config.node(node)
         self.node = node
 
-    def increment(self, by: int = 1, wait: Level = "local", request_id: str | None = None) -> int:
-        """Add ``by`` (1..2**32); return the node's count after it.
+    def increment(self, by: int = 1, *, key: str = DEFAULT_KEY, wait: LevelLike = "local",
+                  request_id: str | None = None) -> int:
+        """Add ``by`` (1..2**32) to ``key``; return the node's count of it after.
 
         Raises :class:`Indeterminate` if it was applied but ``wait`` was not confirmed in
         time, :class:`Unavailable` if no node answered (it may or may not have applied),
         :class:`RequestRefused` if a node refused it (certainly not applied).
         """
-        if wait not in LEVELS:
-            raise ConfigError(f"wait must be one of {', '.join(LEVELS)}")
-        rid = validate_rid(request_id) if request_id is not None else new_request_id()
-        reply = self._call(lambda tag, ms: Increment(tag, by, rid, wait, ms, dict(self.seen)),
-                           "; the increment may or may not have been applied")
-        assert reply.count is not None
-        return reply.count
+        return self._write(key, _step(by), wait, request_id)
 
-    def get_count(self, read: Level = "local") -> int:
-        """Return the count after merging the states of ``read`` nodes."""
-        if read not in LEVELS:
-            raise ConfigError(f"read must be one of {', '.join(LEVELS)}")
-        reply = self._call(lambda tag, ms: GetCount(tag, read, ms, dict(self.seen)))
-        assert reply.count is not None
-        return reply.count
+    def decrement(self, by: int = 1, *, key: str = DEFAULT_KEY, wait: LevelLike = "local",
+                  request_id: str | None = None) -> int:
+        """Subtract ``by`` (1..2**32) from ``key``; return the count after.  Counts may go
+        below zero.  Errors as for :meth:`increment`."""
+        return self._write(key, -_step(by), wait, request_id)
+
+    def reset(self, key: str = DEFAULT_KEY, *, wait: LevelLike = "local",
+              request_id: str | None = None) -> int:
+        """Observed reset: ``key`` becomes 0 as of everything the answering node has seen
+        of it; updates made elsewhere that it had not seen survive and still count.
+        Returns the count after it (0 unless such updates arrived meanwhile)."""
+        return self._write(key, 0, wait, request_id)
+
+    def get_count(self, key: str = DEFAULT_KEY, *, read: LevelLike = "local") -> int:
+        """Return ``key``'s count after merging the states of ``read`` nodes (0 for a key
+        never written)."""
+        return self.get_counts([key], read=read)[_key(key)]
+
+    def get_counts(self, keys: Iterable[str], *, read: LevelLike = "local") -> dict[str, int]:
+        """Counts of several keys from one request, in the order given."""
+        names = tuple(dict.fromkeys(_key(k) for k in keys))
+        if not names:
+            return {}
+        if len(names) > MAX_KEYS_PER_GET:
+            raise ConfigError(f"at most {MAX_KEYS_PER_GET} keys per request, got {len(names)}")
+        level = _level(read, "read")
+        reply = self._call(lambda tag, ms: Get(tag, names, level, ms, self._seen_of(names), True))
+        assert isinstance(reply, Counted)
+        return dict(zip(names, reply.counts, strict=False))
+
+    def keys(self, prefix: str = "", limit: int | None = None) -> Iterator[tuple[str, int]]:
+        """``(key, count)`` of every live key starting with ``prefix``, sorted, fetched a
+        page at a time (never one huge message); at most ``limit`` of them."""
+        if limit is not None and limit < 0:
+            raise ConfigError("limit must be zero or more")
+        if prefix and len(prefix.encode("utf-8", "surrogatepass")) > 256:
+            raise RequestRefused("prefix is longer than 256 bytes", "bad_request")
+        after: str | None = None
+        left = limit
+        node = self.node
+        while left is None or left > 0:
+            size = PAGE if left is None else min(PAGE, left)
+
+            def make(tag: int, ms: int, after: str | None = after, size: int = size) -> ListKeys:
+                return ListKeys(tag, prefix, after, size)
+            reply = self._call(make, pin=node)
+            assert isinstance(reply, KeysPage)
+            node = reply.node  # one node's view for the whole listing
+            yield from reply.entries
+            if left is not None:
+                left -= len(reply.entries)
+            if not reply.more or not reply.entries:
+                return
+            after = reply.entries[-1][0]
 
     def status(self, node: int) -> dict[str, Any]:
-        """Node ``node``'s view: count, slots, peers last heard, counters."""
+        """Node ``node``'s view: keys, peers, repairs, counters."""
         self.config.node(node)
         deadline = time.monotonic() + self.timeout
         reply = self._attempt(node, Status(next(self._tags)), deadline)
         if reply is None:
             raise Unavailable(f"node {node} did not answer within {self.timeout:g}s", node)
-        return reply.status or {}
+        if isinstance(reply, Refused):
+            raise _error_from(reply)
+        assert isinstance(reply, StatusReply)
+        return reply.status
 
     # ------------------------------------------------------------------ plumbing
+
+    def _write(self, key: str, amount: int, wait: LevelLike, request_id: str | None) -> int:
+        name = _key(key)
+        level = _level(wait, "wait")
+        rid = validate_rid(request_id) if request_id is not None else new_request_id()
+        keys = (name,)
+
+        def make(tag: int, ms: int) -> ClientRequest:
+            if amount == 0:
+                return Reset(tag, name, rid, level, ms, self._seen_of(keys), True)
+            return Add(tag, name, amount, rid, level, ms, self._seen_of(keys), True)
+        reply = self._call(make, "; it may or may not have been applied")
+        assert isinstance(reply, Counted)
+        return reply.counts[0]
+
+    def _seen_of(self, keys: tuple[str, ...]) -> States:
+        seen = self.seen
+        return {k: seen[k] for k in keys if k in seen}
+
+    def _observe(self, states: States) -> None:
+        seen = self.seen
+        for key, state in states.items():
+            mine = seen.get(key)
+            if mine is None:
+                seen[key] = dict(state)
+                if len(seen) > MAX_SESSION_KEYS:
+                    seen.popitem(last=False)
+                continue
+            seen.move_to_end(key)
+            for slot, rec in state.items():
+                old = mine.get(slot)
+                mine[slot] = rec if old is None else join_record(old, rec)
 
     def _socket(self, node: int) -> zmq.Socket[bytes]:
         sock = self._sockets.get(node)
@@ -170,7 +288,7 @@ class Client:
             self._sockets[node] = sock
         return sock
 
-    def _attempt(self, node: int, request: ClientRequest, deadline: float) -> Reply | None:
+    def _attempt(self, node: int, request: ClientRequest, deadline: float) -> ClientReply | None:
         """Send once; wait for the reply with this request's tag until ``deadline``."""
         sock = self._socket(node)
         try:
@@ -208,28 +326,29 @@ class Client:
                     reply = decode_reply(sock.recv())
                 except ProtocolError:
                     continue
-                if reply.ok and reply.id in tags:
+                if not isinstance(reply, Refused) and reply.id in tags:
                     return tags[reply.id]
         raise Unavailable(f"no node answered within {self.timeout:g}s "
                           f"(tried {', '.join(map(str, nodes))})")
 
-    def _call(self, make: Callable[[int, int], ClientRequest],
-              unknown_outcome: str = "") -> Reply:
+    def _call(self, make: Callable[[int, int], ClientRequest], unknown_outcome: str = "",
+              pin: int | None = None) -> ClientReply:
         """Run one logical request with retries (same request id) and optional failover.
 
         The time left is shared among the attempts still allowed, and each attempt tells
         the node its share, so a negative answer arrives before we give up on it.
         A *retryable* answer (``indeterminate``, ``behind``, ``unavailable``) is retried
-        on the same node while attempts and time remain: an increment re-sent with its
+        on the same node while attempts and time remain: a write re-sent with its
         request id is answered as a duplicate and simply waits again for its level, so a
         retry is never a second count, and a slow replica gets the whole timeout rather
         than one attempt's share.
         """
         start = time.monotonic()
         deadline = start + self.timeout
-        node = self.node if self.node is not None else self._pick_node(deadline)
+        node = pin if pin is not None else (
+            self.node if self.node is not None else self._pick_node(deadline))
         order = [node] + ([n for n in sorted(self.config.nodes) if n != node]
-                          if self.failover else [])
+                          if self.failover and pin is None else [])
         tried: list[int] = []
         last_error: Exception | None = None
         for index, target in enumerate(order):
@@ -246,15 +365,12 @@ class Client:
                     backoff = _BACKOFF_S * (2 ** attempt)
                     time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
                     continue
-                if reply.ok:
-                    if reply.slots:
-                        seen = self.seen
-                        for slot, value in reply.slots.items():
-                            if value > seen.get(slot, 0):
-                                seen[slot] = value
+                if not isinstance(reply, Refused):
+                    if isinstance(reply, Counted) and reply.states:
+                        self._observe(reply.states)
                     return reply
                 last_error = _error_from(reply)
-                if reply.error not in _RETRYABLE:
+                if not reply.code.retryable:
                     raise last_error
             if isinstance(last_error, Indeterminate):
                 # Applied at ``target``: only that node surely remembers the request id,
@@ -271,10 +387,10 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
-def _error_from(reply: Reply) -> Exception:
+def _error_from(reply: Refused) -> Exception:
     message = f"node {reply.node}: {reply.message}"
-    if reply.error == "indeterminate":
+    if reply.code is ErrorCode.INDETERMINATE:
         return Indeterminate(message, reply.node)
-    if reply.error == "behind":
-        return SessionBehind(message, "behind", reply.node)
-    return RequestRefused(message, reply.error or "refused", reply.node)
+    if reply.code is ErrorCode.BEHIND:
+        return SessionBehind(message, reply.code.value, reply.node)
+    return RequestRefused(message, reply.code.value, reply.node)

@@ -36,8 +36,11 @@ class Settings:
     heartbeat_interval_s: float = 0.2
     #: A peer silent this long is "not heard"; we then pull its state over DEALER.
     peer_timeout_s: float = 1.0
-    #: How often divergence (digest mismatch, silent peer) may trigger a snapshot pull.
+    #: At most one repair (anti-entropy sync) per peer per this interval.
     snapshot_interval_s: float = 0.5
+    #: Every this often, one live peer (in turn) whose hash-tree root differs from ours
+    #: is repaired from, whatever else says (defence in depth; Riak exchanges every 15 s).
+    anti_entropy_interval_s: float = 10.0
     #: How often a replication level still unmet re-pushes / re-pulls.
     retry_interval_s: float = 0.1
     #: Request ids remembered for exactly-once retries: at most this many ...

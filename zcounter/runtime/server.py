@@ -1,5 +1,5 @@
-"""The thin I/O shell around :class:`~zcounter.node.NodeCore`: zmq sockets, the clock,
-SQLite, signals and logs.
+"""The thin I/O shell around :class:`~zcounter.protocol.node.NodeCore`: zmq sockets, the
+clock, SQLite, signals and logs.
 
 One thread, one ``zmq.Poller`` loop (no asyncio: simpler to reason about, and pyzmq's
 asyncio integration has had missed-wakeup bugs).  Each cycle:
@@ -8,7 +8,7 @@ asyncio integration has had missed-wakeup bugs).  Each cycle:
 2. drain every ready socket (up to ``max_batch`` messages each) into the core;
 3. ``tick(now)``; take the outputs;
 4. commit ``persist`` in one SQLite transaction (group commit), *then* send the batch's
-   replies, answers, pushes, pulls and broadcasts.
+   replies, answers, requests and broadcasts.
 
 Step 4's order is the durability guarantee: nothing that depends on a write leaves the
 process before the write is on disk.  A failed commit stops the node (fail-stop) rather
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import signal
 import sqlite3
 import time
@@ -28,13 +29,11 @@ from typing import cast
 
 import zmq
 
-from .config import ClusterConfig
-from .errors import ConfigError, ProtocolError
-from .node import NodeCore, Publish, ToClient, ToPeer
-from .storage import Storage
-from .wire import (
+from ..config import ClusterConfig
+from ..errors import ConfigError, ProtocolError
+from ..model.keyspace import Keyspace
+from ..protocol.codec import (
     MAX_PEER_MESSAGE_BYTES,
-    PeerReply,
     decode_broadcast,
     decode_peer_reply,
     decode_request,
@@ -44,30 +43,19 @@ from .wire import (
     encode_reply,
     request_tag,
 )
+from ..protocol.messages import ErrorCode, RidPage, StatesReply, SyncDiff, SyncStates
+from ..protocol.node import NodeCore
+from ..protocol.outputs import LogLevel, Publish, ToClient, ToPeer
+from .sockets import NOBLOCK, RCVMORE, SNDMORE_NOBLOCK, tune
+from .storage import Storage
 
 log = logging.getLogger("zcounter.node")
 
 #: Upper bound on one poll, so a stop signal is noticed promptly.
 MAX_POLL_S = 0.1
-#: Plain-int socket flags: pyzmq's enum flags cost a Python-level ``Flag.__or__`` and
-#: enum construction on every send/recv, measurable at tens of thousands of messages/s.
-_NOBLOCK = int(zmq.NOBLOCK)
-_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
-
-
-def _tune(sock: zmq.Socket[bytes]) -> None:
-    sock.setsockopt(zmq.LINGER, 0)
-    # ZMTP heartbeats drop dead TCP connections (e.g. after a partition) so that zmq
-    # reconnects instead of waiting on a half-open socket forever.
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-    sock.setsockopt(zmq.RECONNECT_IVL, 100)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-    # A connect whose SYNs are being dropped (a partition) would otherwise wait on the
-    # kernel's SYN backoff (1, 3, 7, 15, 31 s ...) and notice the heal only at its next
-    # retransmission; give up after 1 s and reconnect afresh instead.
-    sock.setsockopt(zmq.CONNECT_TIMEOUT, 1000)
+_PEER_REPLY_TYPES = (StatesReply, SyncDiff, SyncStates, RidPage)
+_LOG_LEVELS = {LogLevel.DEBUG: logging.DEBUG, LogLevel.INFO: logging.INFO,
+               LogLevel.WARNING: logging.WARNING}
 
 
 class NodeServer:
@@ -103,12 +91,23 @@ class NodeServer:
             ctx.term()
             storage.close()
 
+    def _load(self, storage: Storage, now: float) -> NodeCore:
+        started = time.monotonic()
+        keyspace = Keyspace()
+        keyspace.load(storage.load_slot_names(), storage.load_states())
+        core = NodeCore(self.node_id, sorted(self.config.nodes), storage.incarnation,
+                        secrets.token_hex(6), self.config.settings, now, keyspace=keyspace,
+                        rids=storage.load_rids(), fresh=storage.created)
+        log.info("node %d loaded %d keys and %d request ids in %.2fs", self.node_id,
+                 len(keyspace), len(core.rids), time.monotonic() - started)
+        return core
+
     def _serve(self, ctx: zmq.Context[zmq.Socket[bytes]], storage: Storage,
                sockets: list[zmq.Socket[bytes]]) -> int:
         settings = self.config.settings
         router = ctx.socket(zmq.ROUTER)
         sockets.append(router)
-        _tune(router)
+        tune(router)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # Absurd sizes drop the sender's connection; sizes between the client limit and
         # this one get a readable error reply from the decoder instead.
@@ -118,12 +117,12 @@ class NodeServer:
         self._bind(router, self.address.router, "router")
         pub = ctx.socket(zmq.PUB)
         sockets.append(pub)
-        _tune(pub)
+        tune(pub)
         pub.setsockopt(zmq.SNDHWM, 100_000)
         self._bind(pub, self.address.pub, "pub")
         sub = ctx.socket(zmq.SUB)
         sockets.append(sub)
-        _tune(sub)
+        tune(sub)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         dealers: dict[int, zmq.Socket[bytes]] = {}
         peer_of: dict[zmq.Socket[bytes], int] = {}
@@ -131,7 +130,7 @@ class NodeServer:
             sub.connect(self.config.nodes[peer].pub)
             dealer = ctx.socket(zmq.DEALER)
             sockets.append(dealer)
-            _tune(dealer)
+            tune(dealer)
             # Queue only on live connections: a request to a dead peer fails fast and is
             # retried by the core's timers instead of piling up stale work.
             dealer.setsockopt(zmq.IMMEDIATE, 1)
@@ -139,21 +138,16 @@ class NodeServer:
             dealers[peer] = dealer
             peer_of[dealer] = peer
 
-        now = time.monotonic()
-        core = NodeCore(self.node_id, sorted(self.config.nodes), storage.incarnation, settings,
-                        now, slots=storage.load_slots(), rids=storage.load_rids(),
-                        fresh=storage.created)
+        core = self._load(storage, time.monotonic())
         poller = zmq.Poller()
         for sock in sockets:
             if sock is not pub:
                 poller.register(sock, zmq.POLLIN)
-        log.info("node %d ready: router %s, pub %s, slot %s (%s), count %d, data %s",
-                 self.node_id, self.address.router, self.address.pub, core.slot,
-                 "new incarnation" if storage.created else "restored", core.value,
+        log.info("node %d ready: router %s, pub %s, slot %s (%s), %d keys, data %s",
+                 self.node_id, self.address.router, self.address.pub, core.slot_name,
+                 "new incarnation" if storage.created else "restored", len(core.keys),
                  storage.path)
         stats = core.stats
-        stats.update(peer_messages_sent=0, peer_bytes_sent=0, bad_requests=0,
-                     replies_undeliverable=0, send_queue_full=0)
         max_batch = settings.max_batch
         while not self._stop:
             timeout_ms = max(0.0, min(core.next_deadline() - time.monotonic(), MAX_POLL_S)) * 1000
@@ -168,15 +162,16 @@ class NodeServer:
                     # Frame by frame with int flags: pyzmq's recv_multipart costs ~2.5x
                     # as much per message (enum flag arithmetic, list building).
                     try:
-                        first = recv(_NOBLOCK)
+                        first = recv(NOBLOCK)
                     except zmq.Again:
                         break
                     frames = [first]
-                    while more(_RCVMORE):
-                        frames.append(recv(_NOBLOCK))
+                    while more(RCVMORE):
+                        frames.append(recv(NOBLOCK))
                     if sock is router:
                         self._on_router(core, frames, now)
                     elif sock is sub:
+                        stats["peer_bytes_received"] += len(frames[-1])
                         try:
                             broadcast = decode_broadcast(_one_frame(frames))
                         except ProtocolError as exc:
@@ -185,6 +180,8 @@ class NodeServer:
                             continue
                         core.handle_broadcast(broadcast, now)
                     else:
+                        stats["peer_bytes_received"] += len(frames[-1])
+                        stats["peer_reply_bytes_received"] += len(frames[-1])
                         try:
                             reply = decode_peer_reply(_one_frame(frames))
                         except ProtocolError as exc:
@@ -202,26 +199,27 @@ class NodeServer:
                               "acknowledging the batch", self.node_id, storage.path, exc)
                     return 1
             for line in out.logs:
-                log.warning(line) if line.startswith("WARNING") else log.info(line)
+                log.log(_LOG_LEVELS[line.level], line.text)
             for message in out.messages:
                 try:
                     if isinstance(message, ToClient):
-                        body = (encode_peer_reply(message.reply)
-                                if isinstance(message.reply, PeerReply)
-                                else encode_reply(message.reply))
+                        reply_ = message.reply
+                        body = (encode_peer_reply(reply_)
+                                if isinstance(reply_, _PEER_REPLY_TYPES) else
+                                encode_reply(reply_))
                         # Two sends with int flags instead of send_multipart (half the
                         # cost); a ROUTER message is atomic, so once the routing frame
                         # is accepted the body frame cannot fail on the HWM.
-                        router.send(cast(bytes, message.client), _SNDMORE_NOBLOCK)
-                        router.send(body, _NOBLOCK)
+                        router.send(cast(bytes, message.client), SNDMORE_NOBLOCK)
+                        router.send(body, NOBLOCK)
                     elif isinstance(message, Publish):
                         body = encode_broadcast(message.message)
-                        pub.send(body, _NOBLOCK)
+                        pub.send(body, NOBLOCK)
                         stats["peer_messages_sent"] += len(dealers)
                         stats["peer_bytes_sent"] += len(body) * len(dealers)
                     elif isinstance(message, ToPeer):
                         body = encode_peer_request(message.request)
-                        dealers[message.peer].send(body, _NOBLOCK)
+                        dealers[message.peer].send(body, NOBLOCK)
                         stats["peer_messages_sent"] += 1
                         stats["peer_bytes_sent"] += len(body)
                 except zmq.Again:
@@ -231,16 +229,21 @@ class NodeServer:
                         raise
                     stats["replies_undeliverable"] += 1
         # Shutdown: whatever the last cycle produced is already committed; say goodbye.
-        log.info("node %d stopping (count %d)", self.node_id, core.value)
+        log.info("node %d stopping (%d keys)", self.node_id, len(core.keys))
         return 0
 
     def _on_router(self, core: NodeCore, frames: list[bytes], now: float) -> None:
         client, body = frames[0], frames[1:]
+        if len(body) != 1:
+            core.stats["bad_requests"] += 1
+            core.refuse(client, None, ErrorCode.BAD_REQUEST,
+                        f"expected 1 frame after the routing id, got {len(body)}")
+            return
         try:
-            request = decode_request(body)
+            request = decode_request(body[0])
         except ProtocolError as exc:
             core.stats["bad_requests"] += 1
-            core.refuse(client, request_tag(body[0]) if len(body) == 1 else None, str(exc))
+            core.refuse(client, request_tag(body[0]), ErrorCode.BAD_REQUEST, str(exc))
             return
         core.handle_request(client, request, now)
 

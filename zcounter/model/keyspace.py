@@ -1,0 +1,367 @@
+"""The keyspace: every named counter's state, compact enough for a million keys.
+
+Layout (measured at a million keys with three slots each, see WRITEUP.md section 2.4):
+
+* ``key -> bytes``: a key's records packed as ``(slot index u32, p, n, bp, bn u64)``,
+  36 bytes each, so a counter costs one ``bytes`` object (33 bytes + 36 per slot)
+  instead of a dict of tuples of int objects (~800 bytes for three slots);
+* slot names (``"2.5f0c1a9e3b7d"``) are interned once in a :class:`SlotTable`; records
+  carry their small index.  Indices are local to a node (and persisted with it): the
+  wire and the hash tree always use names;
+* a :class:`~.hashtree.HashTree` over the keys, and a list of keys per tree segment (what
+  a repair lists), both kept up to date by :meth:`Keyspace.flush`;
+* a sorted index of the keys (``sortedcontainers.SortedList``), built the first time
+  someone lists keys and maintained from then on.
+
+Changes happen in *batches* (one per poll cycle of the node).  The first change to a key
+in a batch unpacks it into a mutable "hot" entry; further changes in the batch touch only
+that entry; :meth:`Keyspace.flush` then repacks each changed key once, updates the tree
+with the records that changed, and reports what to persist and what this node changed
+itself (the batch's delta).  Under a single-key load ~100 increments share one repack,
+one tree update and one row write.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from sortedcontainers import SortedList
+
+from .hashtree import HashTree, key_digest, record_hash, segment_of
+from .pncounter import MAX_TOTAL, ZERO, Overflow, Record, State
+
+_REC = struct.Struct("<IQQQQ")
+
+
+class SlotTable:
+    """Slot names <-> small local indices."""
+
+    __slots__ = ("_added", "index", "name_bytes", "names")
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self.names: list[str] = []
+        self.name_bytes: list[bytes] = []
+        self.index: dict[str, int] = {}
+        self._added: list[tuple[int, str]] = []
+        for name in names:
+            self.intern(name)
+        self._added.clear()
+
+    def intern(self, name: str) -> int:
+        idx = self.index.get(name)
+        if idx is None:
+            idx = len(self.names)
+            self.names.append(name)
+            self.name_bytes.append(name.encode())
+            self.index[name] = idx
+            self._added.append((idx, name))
+        return idx
+
+    def take_added(self) -> list[tuple[int, str]]:
+        """Slots interned since the last call (to persist with the batch)."""
+        added, self._added = self._added, []
+        return added
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def pack(records: Mapping[int, list[int] | Record]) -> bytes:
+    return b"".join(_REC.pack(s, r[0], r[1], r[2], r[3]) for s, r in sorted(records.items()))
+
+
+def unpack(packed: bytes) -> dict[int, list[int]]:
+    return {s: [p, n, bp, bn] for s, p, n, bp, bn in _REC.iter_unpack(packed)}
+
+
+def _value(records: Iterable[list[int] | Record]) -> int:
+    return sum(r[0] - r[2] - r[1] + r[3] for r in records)
+
+
+def _live(records: Iterable[list[int] | Record]) -> bool:
+    return any(r[0] > r[2] or r[1] > r[3] for r in records)
+
+
+class _Hot:
+    """A key changed in the current batch: its records unpacked, and what they were."""
+
+    __slots__ = ("local", "orig", "records")
+
+    def __init__(self, records: dict[int, list[int]]) -> None:
+        self.records = records
+        self.orig: dict[int, Record] = {s: (r[0], r[1], r[2], r[3]) for s, r in records.items()}
+        #: Slots this node changed itself (increments, decrements, resets): the delta.
+        self.local: set[int] = set()
+
+
+@dataclass(slots=True)
+class Flushed:
+    """What a batch changed: see :meth:`Keyspace.flush`."""
+
+    #: key -> packed state, for every key whose state changed (to persist).
+    changed: dict[str, bytes] = field(default_factory=dict)
+    #: key -> {slot name: record} of the records this node changed itself (to publish).
+    local: dict[str, dict[str, Record]] = field(default_factory=dict)
+    #: Slots first seen in this batch (index, name), to persist before the states.
+    new_slots: list[tuple[int, str]] = field(default_factory=list)
+
+
+class Keyspace:
+    """Every counter's state.  Not thread-safe: one node core owns one."""
+
+    def __init__(self) -> None:
+        self.slots = SlotTable()
+        self.tree = HashTree()
+        self._packed: dict[str, bytes] = {}
+        self._hot: dict[str, _Hot] = {}
+        self._segments: dict[int, list[str]] = {}
+        self._sorted: SortedList | None = None
+        #: Keys with an update no reset has covered (what ``keys`` lists).
+        self.live = 0
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, slot_names: Iterable[str], rows: Iterable[tuple[str, bytes]]) -> None:
+        """Restore from storage: slot names in index order, then (key, packed) rows."""
+        for name in slot_names:
+            self.slots.intern(name)
+        self.slots.take_added()
+        names = self.slots.name_bytes
+        for key, packed in rows:
+            packed = bytes(packed)
+            self._packed[key] = packed
+            records = unpack(packed)
+            digest = key_digest(key.encode())
+            h = 0
+            for s, rec in records.items():
+                h ^= record_hash(digest, names[s], rec)
+            segment = segment_of(digest)
+            self.tree.toggle(segment, h)
+            self._segments.setdefault(segment, []).append(key)
+            if _live(records.values()):
+                self.live += 1
+
+    # ------------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        """Keys with any state (reset ones included)."""
+        return len(self._packed) + sum(1 for k in self._hot if k not in self._packed)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._packed or key in self._hot
+
+    def _records(self, key: str) -> Mapping[int, list[int] | Record] | None:
+        hot = self._hot.get(key)
+        if hot is not None:
+            return hot.records
+        packed = self._packed.get(key)
+        return None if packed is None else unpack(packed)
+
+    def value(self, key: str) -> int:
+        records = self._records(key)
+        return 0 if records is None else _value(records.values())
+
+    def is_live(self, key: str) -> bool:
+        records = self._records(key)
+        return records is not None and _live(records.values())
+
+    def state(self, key: str) -> dict[str, Record]:
+        """The key's state by slot name ({} if never written)."""
+        records = self._records(key)
+        if not records:
+            return {}
+        names = self.slots.names
+        return {names[s]: (r[0], r[1], r[2], r[3]) for s, r in records.items()}
+
+    def dominates(self, key: str, state: State) -> bool:
+        """True when our state of ``key`` holds everything ``state`` does."""
+        if not state:
+            return True
+        records = self._records(key) or {}
+        index = self.slots.index
+        for name, rec in state.items():
+            s = index.get(name)
+            mine = records.get(s, ZERO) if s is not None else ZERO
+            if (mine[0] < rec[0] or mine[1] < rec[1] or mine[2] < rec[2]
+                    or mine[3] < rec[3]):
+                return False
+        return True
+
+    def key_hash(self, key: str) -> int:
+        """XOR of the key's record hashes (what its segment holds for it)."""
+        records = self._records(key)
+        if not records:
+            return 0
+        digest = key_digest(key.encode())
+        names = self.slots.name_bytes
+        h = 0
+        for s, rec in records.items():
+            h ^= record_hash(digest, names[s], rec)
+        return h
+
+    def keys_in_segments(self, segments: Iterable[int]) -> list[str]:
+        """Keys stored in ``segments`` (flushed keys only: call between batches)."""
+        out: list[str] = []
+        for segment in segments:
+            out += self._segments.get(segment, ())
+        return out
+
+    def list_keys(self, prefix: str = "", after: str | None = None,
+                  limit: int = 1000) -> tuple[list[tuple[str, int]], bool]:
+        """Live keys starting with ``prefix``, sorted, strictly after ``after``; at most
+        ``limit`` of them, and whether more follow."""
+        if self._sorted is None:
+            # Built on first use (~1.5 s at a million keys), then kept up to date.
+            self._sorted = SortedList(self._packed)
+        start = prefix if after is None or after < prefix else after
+        page: list[tuple[str, int]] = []
+        for key in self._sorted.irange(minimum=start, inclusive=(after is None or
+                                                                  after < prefix, True)):
+            if not key.startswith(prefix):
+                break
+            records = self._records(key)
+            if records is None or not _live(records.values()):
+                continue
+            if len(page) == limit:
+                return page, True
+            page.append((key, _value(records.values())))
+        return page, False
+
+    def iter_keys(self) -> Iterator[str]:
+        return iter(self._packed)
+
+    # ------------------------------------------------------------------ changing
+
+    def _touch(self, key: str) -> _Hot:
+        hot = self._hot.get(key)
+        if hot is None:
+            packed = self._packed.get(key)
+            hot = self._hot[key] = _Hot(unpack(packed) if packed is not None else {})
+        return hot
+
+    def add(self, key: str, slot: int, amount: int) -> tuple[int, int, int, int]:
+        """The owner of ``slot`` adds ``amount`` (negative: subtracts) to ``key``.
+
+        Returns the slot's new record.  Raises :class:`Overflow` (nothing changed) if the
+        key's total of increments or of decrements would pass 2**63-1.
+        """
+        hot = self._hot.get(key) or self._touch(key)
+        records = hot.records
+        field_ = 0 if amount > 0 else 1
+        step = amount if amount > 0 else -amount
+        if sum(r[field_] for r in records.values()) + step > MAX_TOTAL:
+            raise Overflow("the counter's total would pass 2**63-1")
+        rec = records.get(slot)
+        if rec is None:
+            rec = records[slot] = [0, 0, 0, 0]
+        rec[field_] += step
+        hot.local.add(slot)
+        return rec[0], rec[1], rec[2], rec[3]
+
+    def reset(self, key: str) -> dict[str, Record]:
+        """Observed reset of ``key``: every base raised to its total.  Returns the records
+        written, by slot name: what a peer must hold for the reset to have reached it (a
+        valid state on its own, ``bp = p``, so it can be merged anywhere)."""
+        if key not in self:
+            return {}
+        hot = self._touch(key)
+        names = self.slots.names
+        written: dict[str, Record] = {}
+        for s, rec in hot.records.items():
+            rec[2], rec[3] = rec[0], rec[1]
+            hot.local.add(s)
+            written[names[s]] = (rec[0], rec[1], rec[0], rec[1])
+        return written
+
+    def check_merge(self, key: str, state: State) -> bool:
+        """True when merging ``state`` into ``key`` keeps both totals within bounds."""
+        records = self._records(key) or {}
+        index = self.slots.index
+        p_total = sum(r[0] for r in records.values())
+        n_total = sum(r[1] for r in records.values())
+        for name, rec in state.items():
+            s = index.get(name)
+            mine = records.get(s, ZERO) if s is not None else ZERO
+            if rec[0] > mine[0]:
+                p_total += rec[0] - mine[0]
+            if rec[1] > mine[1]:
+                n_total += rec[1] - mine[1]
+        return p_total <= MAX_TOTAL and n_total <= MAX_TOTAL
+
+    def merge(self, key: str, state: State) -> bool:
+        """Join ``state`` (by slot name) into ``key``; True if anything grew.
+
+        Callers check :meth:`check_merge` first (peers' states are validated at the
+        boundary); this raises :class:`Overflow` rather than break a bound.
+        """
+        if not state:
+            return False
+        if not self.check_merge(key, state):
+            raise Overflow(f"merging into {key!r} would pass 2**63-1")
+        hot = self._hot.get(key) or self._touch(key)
+        records = hot.records
+        intern = self.slots.intern
+        grew = False
+        for name, rec in state.items():
+            s = intern(name)
+            mine = records.get(s)
+            if mine is None:
+                records[s] = [rec[0], rec[1], rec[2], rec[3]]
+                grew = True
+                continue
+            for i in range(4):
+                if rec[i] > mine[i]:
+                    mine[i] = rec[i]
+                    grew = True
+        return grew
+
+    def flush(self) -> Flushed:
+        """End of batch: repack changed keys, update the tree and indexes, report."""
+        out = Flushed(new_slots=self.slots.take_added())
+        if not self._hot:
+            return out
+        names = self.slots.names
+        name_bytes = self.slots.name_bytes
+        tree = self.tree
+        for key, hot in self._hot.items():
+            records = hot.records
+            orig = hot.orig
+            if hot.local:
+                out.local[key] = {names[s]: (r[0], r[1], r[2], r[3])
+                                  for s in hot.local for r in (records[s],)}
+            digest = 0
+            h = 0
+            for s, rec in records.items():
+                before = orig.get(s)
+                now = (rec[0], rec[1], rec[2], rec[3])
+                if before == now:
+                    continue
+                if not digest:
+                    digest = key_digest(key.encode())
+                if before is not None:
+                    h ^= record_hash(digest, name_bytes[s], before)
+                h ^= record_hash(digest, name_bytes[s], now)
+            if not digest:
+                continue  # touched, nothing changed
+            segment = segment_of(digest)
+            if h:
+                tree.toggle(segment, h)
+            is_new = key not in self._packed
+            was_live = not is_new and _live(orig.values())
+            now_live = _live(records.values())
+            self.live += now_live - was_live
+            packed = pack(records)
+            self._packed[key] = packed
+            out.changed[key] = packed
+            if is_new:
+                self._segments.setdefault(segment, []).append(key)
+                if self._sorted is not None:
+                    self._sorted.add(key)
+        self._hot.clear()
+        return out
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._hot)

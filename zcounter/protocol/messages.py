@@ -1,0 +1,342 @@
+"""Every message of the protocol, as frozen dataclasses, and the enums they use.
+
+Three conversations (the codec, :mod:`.codec`, turns these into bytes and back):
+
+* **client -> node** over the node's ROUTER (clients are DEALERs): :class:`Add`,
+  :class:`Reset`, :class:`Get`, :class:`ListKeys`, :class:`Status`, :class:`Ping`;
+  answered by :class:`Counted`, :class:`KeysPage`, :class:`StatusReply`, :class:`Pong`
+  or :class:`Refused`.  ``id`` is the caller's correlation tag, echoed verbatim.
+* **node -> node requests** over the same ROUTER from each peer's DEALER:
+  :class:`Fetch` (states of some keys), :class:`Merge` (hold these states durably),
+  the three steps of a repair (:class:`SyncBuckets`, :class:`SyncSegments`,
+  :class:`SyncKeys`) and :class:`RidPull` (pages of the request-id log); answered by
+  :class:`States`, :class:`SyncDiff`, :class:`SyncStates` or :class:`RidPage`.
+* **node -> all peers** over PUB/SUB: :class:`Delta` (what a batch changed here) and
+  :class:`Heartbeat` (alive; constant size whatever the number of keys).
+
+States on the wire are always by slot *name*: ``{slot: (p, n, bp, bn)}``
+(:mod:`zcounter.model.pncounter`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from ..model.pncounter import Record
+
+#: key -> {slot name -> record}
+States = dict[str, dict[str, Record]]
+Tag = str | int | None
+
+#: The counter a request names when it names none (zcounter 0.1's single counter).
+DEFAULT_KEY = "default"
+MAX_KEY_BYTES = 256
+
+
+class Level(str, Enum):
+    """How many nodes a write waits for / a read merges (this node included)."""
+
+    LOCAL = "local"
+    MAJORITY = "majority"
+    ALL = "all"
+
+    def needed(self, cluster_size: int) -> int:
+        if self is Level.LOCAL:
+            return 1
+        return cluster_size // 2 + 1 if self is Level.MAJORITY else cluster_size
+
+
+class ErrorCode(str, Enum):
+    """Why a node refused (or could not confirm) a request."""
+
+    #: Malformed request (bad key, field, size): certainly not applied.
+    BAD_REQUEST = "bad_request"
+    #: A total would pass 2**63-1: certainly not applied.
+    OVERFLOW = "overflow"
+    #: Too few nodes answered in time for the read level: nothing applied.
+    UNAVAILABLE = "unavailable"
+    #: The node is behind what the session has seen and could not catch up: not applied.
+    BEHIND = "behind"
+    #: Applied durably here, but the wait level was not confirmed in time.
+    INDETERMINATE = "indeterminate"
+    #: The connection's role may not do this (a peer operation from a client).
+    FORBIDDEN = "forbidden"
+
+    @property
+    def applied(self) -> bool:
+        """True when the request was applied despite the error."""
+        return self is ErrorCode.INDETERMINATE
+
+    @property
+    def retryable(self) -> bool:
+        """True when re-sending the same request to the same node may succeed and can
+        never count twice (nothing applied, or the request id is remembered)."""
+        return self in (ErrorCode.INDETERMINATE, ErrorCode.BEHIND, ErrorCode.UNAVAILABLE)
+
+
+# --------------------------------------------------------------------------- client side
+
+
+@dataclass(frozen=True, slots=True)
+class Add:
+    """Add ``amount`` to ``key`` (negative: a decrement); acknowledge once ``wait``
+    nodes hold it durably.  ``seen``: the session's view of this key."""
+
+    id: Tag
+    key: str = DEFAULT_KEY
+    amount: int = 1
+    rid: str | None = None
+    wait: Level = Level.LOCAL
+    timeout_ms: int = 2000
+    seen: States = field(default_factory=dict)
+    #: Ask for the key's state in the reply (sessions do; raw clients need not).
+    session: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Observed reset of ``key``: zero as of everything the answering node has seen."""
+
+    id: Tag
+    key: str = DEFAULT_KEY
+    rid: str | None = None
+    wait: Level = Level.LOCAL
+    timeout_ms: int = 2000
+    seen: States = field(default_factory=dict)
+    session: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """Read ``keys`` after merging the states of ``read`` nodes (self included)."""
+
+    id: Tag
+    keys: tuple[str, ...] = (DEFAULT_KEY,)
+    read: Level = Level.LOCAL
+    timeout_ms: int = 2000
+    seen: States = field(default_factory=dict)
+    session: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ListKeys:
+    """One page of live keys (sorted) starting with ``prefix``, after ``after``."""
+
+    id: Tag
+    prefix: str = ""
+    after: str | None = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    id: Tag
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    id: Tag
+
+
+ClientRequest = Add | Reset | Get | ListKeys | Status | Ping
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """Success of Add, Reset or Get: one count per key, in request order.  ``states``:
+    the keys' states, for sessions (empty unless the request asked)."""
+
+    id: Tag
+    node: int
+    counts: tuple[int, ...]
+    states: States
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KeysPage:
+    id: Tag
+    node: int
+    entries: tuple[tuple[str, int], ...]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReply:
+    id: Tag
+    node: int
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    id: Tag
+    node: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    id: Tag
+    node: int
+    code: ErrorCode
+    message: str
+
+
+ClientReply = Counted | KeysPage | StatusReply | Pong | Refused
+
+
+# --------------------------------------------------------------------------- peer side
+
+#: A request id with the key it changed and the partial state that proves it applied.
+RidEntry = tuple[str, str, dict[str, Record]]
+#: node id -> (epoch, last update sequence applied)
+Applied = dict[int, tuple[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """Broadcast: what one batch changed at ``origin`` (its own records only), with the
+    request ids it applied.  ``seq`` counts deltas within the origin's ``epoch``."""
+
+    origin: int
+    epoch: str
+    seq: int
+    states: States
+    rids: tuple[RidEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Broadcast: alive.  Constant size whatever the number of keys: the root of the
+    hash tree, the last delta sent, how far this node has applied every origin's deltas,
+    and how long its request-id log is."""
+
+    origin: int
+    epoch: str
+    seq: int
+    root: int
+    keys: int
+    applied: Applied
+    rid_epoch: str
+    rid_next: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Peer request: your states of ``keys`` (reads, session catch-up, bootstrap)."""
+
+    id: int
+    origin: int
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """Peer request: merge these states and request ids, answer once they are durable
+    (``wait=majority|all``, and a repair giving back what the responder lacked)."""
+
+    id: int
+    origin: int
+    states: States
+    rids: tuple[RidEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SyncBuckets:
+    """Repair step 1: the initiator's 256 bucket hashes."""
+
+    id: int
+    origin: int
+    hashes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSegments:
+    """Repair step 2: the initiator's 256 segment hashes of each bucket in ``buckets``."""
+
+    id: int
+    origin: int
+    buckets: tuple[int, ...]
+    hashes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncKeys:
+    """Repair step 3: the initiator's keys in ``segments`` with their hashes; the
+    responder answers with its states of every key that differs."""
+
+    id: int
+    origin: int
+    segments: tuple[int, ...]
+    entries: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RidPull:
+    """Peer request: your request-id log after position ``after`` of log ``epoch``."""
+
+    id: int
+    origin: int
+    epoch: str
+    after: int
+
+
+PeerRequest = Fetch | Merge | SyncBuckets | SyncSegments | SyncKeys | RidPull
+
+
+@dataclass(frozen=True, slots=True)
+class StatesReply:
+    """Answer to Fetch (the states it has of those keys) or Merge (the states it now
+    holds durably)."""
+
+    id: int
+    node: int
+    states: States
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDiff:
+    """Answer to SyncBuckets / SyncSegments: which of the indexes differ.  The answer to
+    SyncBuckets also carries the responder's ``applied`` vector at that moment: once the
+    repair completes, the initiator holds everything those deltas carried."""
+
+    id: int
+    node: int
+    indexes: tuple[int, ...]
+    applied: Applied = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStates:
+    """Answer to SyncKeys: the responder's states of the keys that differ (or that the
+    initiator lacks), the keys the initiator listed that the responder lacks or holds
+    differently (the initiator gives those back), and how far it got: segments up to
+    ``done`` (an index into the request's ``segments``) are complete."""
+
+    id: int
+    node: int
+    states: States
+    differ: tuple[str, ...]
+    done: int
+
+
+@dataclass(frozen=True, slots=True)
+class RidPage:
+    """Answer to RidPull: entries of the log, its epoch, the position of the last entry
+    sent, and whether more follow."""
+
+    id: int
+    node: int
+    entries: tuple[RidEntry, ...]
+    epoch: str
+    cursor: int
+    more: bool
+
+
+PeerReply = StatesReply | SyncDiff | SyncStates | RidPage
+Broadcast = Delta | Heartbeat
+
+#: Operations only peers may send (role checks: issue 10).
+PEER_REQUESTS = (Fetch, Merge, SyncBuckets, SyncSegments, SyncKeys, RidPull)

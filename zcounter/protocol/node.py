@@ -1,0 +1,810 @@
+"""The node's protocol logic, sans I/O: inputs and ``now`` in, outputs out.
+
+Theory of operation
+-------------------
+A node holds the *keyspace*: every named counter's state, a PN-counter with observed
+reset (:mod:`zcounter.model`).  The node's updates go to its own *slot*, named by its
+id and an *incarnation* drawn when its storage was created; a reset raises the bases
+of every slot the node knows.  Everything a node learns from others is merged by
+per-field max, so every message below is safe to lose, repeat or reorder.
+
+The core never touches a socket, a clock or a disk.  The runtime feeds it inputs -
+client requests, peer requests, broadcasts, peer replies, and ``tick(now)`` - and after
+each batch calls :meth:`NodeCore.take_outputs`, which returns
+
+* ``persist``: the states, slots and request ids that must be committed **before**
+  anything else of the batch is sent (one commit serves the whole batch: group commit);
+* ``messages``: replies to clients, answers to peers, requests to peers, broadcasts.
+
+Replication has three layers, each repairing what the one above may lose:
+
+1. *Deltas* (PUB/SUB): after each batch the node publishes the records it changed
+   itself, with the request ids it applied, numbered within its *epoch* (one per
+   process start).  Cheap and fast; lossy by design (slow joiners, HWM drops, cuts).
+2. *Heartbeats* (PUB/SUB, every ``heartbeat_interval_s``), constant in size whatever
+   the number of keys: the root of the hash tree, the last delta number, and how far the
+   node holds every origin's deltas.  A gap, a third node's deltas a peer holds and we
+   do not, or a root that differs while both sides hold the same deltas, start a
+   *repair* with that peer (:mod:`.repair`): hash tree down to the keys that differ,
+   only those move.  A silent peer's deltas reach us through any peer that heard them.
+3. *Merges* (DEALER/ROUTER), only for writes asking ``wait=majority|all``: the node
+   sends the key's state to every peer until enough of them answered that they hold it
+   durably.  Reads asking ``read=majority|all`` *fetch* the keys from the peers.
+
+The parts, one job each: :class:`~.rids.RidLog` (exactly-once window),
+:class:`~.pending.Pending` (waits and reads), :class:`~.peers.Peer` (liveness, delta
+positions, when to repair), :class:`~.repair.SyncSession` (one repair).  This class
+routes inputs to them and owns the rules that tie them together.
+
+Consistency levels: ``wait`` counts nodes known to hold the write durably (this one
+included); ``read`` counts nodes whose state of the keys was fetched after the read
+began.  ``majority`` for both gives read-your-acknowledged-writes (quorum
+intersection).  A session carries, per key it touched, the state it has seen; a node
+behind it fetches that key from its peers until it holds it, or refuses with
+``behind`` - never answers older.  A node whose storage was just created (first start,
+or a wiped directory) answers each request only after a peer sent it the keys involved
+(or after one peer timeout if no peer answers), until its first repair has completed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from enum import Enum
+
+from ..config import Settings
+from ..model.keyspace import Keyspace
+from ..model.pncounter import Overflow, Record, dominates, make_slot, slot_node
+from .messages import (
+    Add,
+    Applied,
+    Broadcast,
+    ClientRequest,
+    Counted,
+    Delta,
+    ErrorCode,
+    Fetch,
+    Get,
+    Heartbeat,
+    KeysPage,
+    Level,
+    ListKeys,
+    Merge,
+    PeerReply,
+    PeerRequest,
+    Ping,
+    Pong,
+    Refused,
+    Reset,
+    RidEntry,
+    RidPage,
+    RidPull,
+    States,
+    StatesReply,
+    Status,
+    StatusReply,
+    SyncBuckets,
+    SyncDiff,
+    SyncKeys,
+    SyncSegments,
+    SyncStates,
+    Tag,
+)
+from .outputs import ClientId, Log, LogLevel, Message, Outputs, Persist, Publish, ToClient, ToPeer
+from .peers import Liveness, Peer, vector
+from .pending import Pending, Read, Wait
+from .repair import Phase, SyncSession, answer_buckets, answer_keys, answer_segments, give_back
+from .rids import RidLog
+
+#: Keys one Fetch or Merge carries at most (a few MB at most; the rest goes next round).
+MAX_KEYS_PER_MESSAGE = 5000
+#: Outstanding peer requests are forgotten after this long (their answers are dropped).
+REQUEST_HORIZON_S = 60.0
+
+_NO_STATES: States = {}
+
+
+class Kind(Enum):
+    FETCH = "fetch"
+    MERGE = "merge"
+    SYNC = "sync"
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    kind: Kind
+    peer: int
+    sent: float
+    stamp: int = 0
+    keys: tuple[str, ...] = ()
+
+
+def _budget_s(timeout_ms: int) -> float:
+    """How long the node may work on a request: most of the client's timeout, so the
+    answer (even a negative one) arrives before the client gives up."""
+    return timeout_ms / 1000.0 * 0.8
+
+
+class NodeCore:
+    """One node's protocol state machine.  Feed it inputs; collect :class:`Outputs`."""
+
+    def __init__(self, node_id: int, cluster: list[int], incarnation: str, epoch: str,
+                 settings: Settings, now: float, keyspace: Keyspace | None = None,
+                 rids: list[RidEntry] | None = None, fresh: bool = False) -> None:
+        """``keyspace``: restored from storage (empty if None); ``epoch``: unique for
+        this process start; ``fresh``: the storage was just created."""
+        if node_id not in cluster:
+            raise ValueError(f"node {node_id} is not in the cluster {cluster}")
+        self.node_id = node_id
+        self.cluster = sorted(cluster)
+        self.settings = settings
+        self.slot_name = make_slot(node_id, incarnation)
+        self.keys = keyspace if keyspace is not None else Keyspace()
+        self.slot = self.keys.slots.intern(self.slot_name)
+        self.epoch = epoch
+        self.seq = 0
+        self.peers = {p: Peer(p) for p in self.cluster if p != node_id}
+        self.rids = RidLog(settings.request_id_window, settings.request_id_max_age_s,
+                           epoch, now, rids)
+        self.pending = Pending()
+        self.sync: SyncSession | None = None
+        self._now = now
+        self._requests: dict[int, _Outstanding] = {}
+        self._next_req = 1
+        self._out: list[Message] = []
+        self._logs: list[Log] = []
+        self._batch_rids: list[RidEntry] = []
+        self._sync_commit = False
+        self._heartbeat_due = True
+        self._next_heartbeat = now
+        self._next_anti_entropy = now + settings.anti_entropy_interval_s
+        self._ae_turn = 0
+        # A fresh node knows nothing its peers hold (after a wipe, not even its own old
+        # slot).  Answering from that would show a count going backwards, so until its
+        # first repair completes every request first fetches its keys from a peer (one
+        # round trip), or, if no peer answers, waits one peer timeout.
+        self.bootstrapping = fresh and bool(self.peers)
+        self._bootstrap_until = now + settings.peer_timeout_s if self.bootstrapping else -math.inf
+        self.started = now
+        self.stats: Counter[str] = Counter()
+        #: (operation, outcome) -> count: outcome is "ok", "duplicate" or an error code.
+        self.requests: Counter[tuple[str, str]] = Counter()
+
+    # ------------------------------------------------------------------ helpers
+
+    def needed(self, level: Level) -> int:
+        return level.needed(len(self.cluster))
+
+    def _new_id(self) -> int:
+        req_id = self._next_req
+        self._next_req += 1
+        return req_id
+
+    def _log(self, text: str, level: LogLevel = LogLevel.INFO) -> None:
+        self._logs.append(Log(level, text))
+
+    def _send(self, peer: int, request: PeerRequest, kind: Kind, stamp: int = 0,
+              keys: tuple[str, ...] = ()) -> None:
+        self._requests[request.id] = _Outstanding(kind, peer, self._now, stamp, keys)
+        self._out.append(ToPeer(peer, request))
+
+    def vector(self) -> Applied:
+        return vector((self.epoch, self.seq), self.node_id, self.peers)
+
+    def _reply_counts(self, client: ClientId, request: Add | Reset | Get,
+                      duplicate: bool = False) -> None:
+        keys = request.keys if type(request) is Get else (request.key,)  # type: ignore[union-attr]
+        value = self.keys.value
+        states = ({k: self.keys.state(k) for k in keys} if request.session else _NO_STATES)
+        # Positional: this is the per-request hot path.
+        self._out.append(ToClient(client, Counted(
+            request.id, self.node_id, tuple(value(k) for k in keys), states, duplicate)))
+        self.requests[(_op(request), "duplicate" if duplicate else "ok")] += 1
+
+    def refuse(self, client: ClientId, tag: Tag, code: ErrorCode, message: str,
+               op: str = "invalid") -> None:
+        """Answer a request with an error (also used by the runtime for requests it could
+        not decode, and for roles: ``forbidden``)."""
+        self.requests[(op, code.value)] += 1
+        self._out.append(ToClient(client, Refused(tag, self.node_id, code, message)))
+
+    def _drop(self, reason: str) -> None:
+        self.stats["dropped_peer_messages"] += 1
+        self._log(f"dropped peer message: {reason}", LogLevel.DEBUG)
+
+    def _accept(self, states: States, sender: int) -> int | None:
+        """Validate a peer's states against the cluster and the bounds, then merge.
+        Returns how many keys grew, or None if the message was dropped."""
+        keys = self.keys
+        for key, state in states.items():
+            for slot in state:
+                owner = slot_node(slot)
+                if owner != self.node_id and owner not in self.peers:
+                    self._drop(f"slot {slot!r} from node {sender} names an unknown node")
+                    return None
+            if not keys.check_merge(key, state):
+                self._drop(f"state of {key!r} from node {sender} would pass 2**63-1")
+                return None
+        grew = 0
+        own = self.slot_name
+        for key, state in states.items():
+            mine = state.get(own)
+            if mine is not None and not keys.dominates(key, {own: mine}):
+                # Someone holds more of our own slot than we do: our storage lost
+                # commits (e.g. power loss with a lying disk).  Max-merge heals it.
+                self._log(f"node {sender} holds more of our slot {own} for {key!r} than "
+                          "we do: local storage lost data", LogLevel.WARNING)
+            grew += keys.merge(key, state)
+        return grew
+
+    def _learn_rids(self, entries: tuple[RidEntry, ...]) -> None:
+        for rid, key, target in entries:
+            self.rids.remember(rid, key, target, self._now)
+
+    def _gated(self, request: Add | Reset | Get, keys: tuple[str, ...]) -> bool:
+        """True when the request must first catch up (session or bootstrap)."""
+        if self.bootstrapping:
+            return True
+        seen = request.seen
+        if seen:
+            dom = self.keys.dominates
+            return not all(dom(k, st) for k, st in seen.items())
+        return False
+
+    # ------------------------------------------------------------------ client requests
+
+    def handle_request(self, client: ClientId, request: ClientRequest | PeerRequest,
+                       now: float) -> None:
+        """A decoded message arrived on our ROUTER from ``client``."""
+        self._now = now
+        kind = type(request)
+        if kind is Add:
+            self._add(client, request)  # type: ignore[arg-type]
+        elif kind is Get:
+            self._get(client, request)  # type: ignore[arg-type]
+        elif kind is Reset:
+            self._reset(client, request)  # type: ignore[arg-type]
+        elif kind is ListKeys:
+            assert isinstance(request, ListKeys)
+            page, more = self.keys.list_keys(request.prefix, request.after, request.limit)
+            self._out.append(ToClient(client, KeysPage(request.id, self.node_id,
+                                                       tuple(page), more)))
+            self.requests[("keys", "ok")] += 1
+        elif kind is Status:
+            self._out.append(ToClient(client, StatusReply(request.id, self.node_id,
+                                                          self.status(now))))
+            self.requests[("status", "ok")] += 1
+        elif kind is Ping:
+            self._out.append(ToClient(client, Pong(request.id, self.node_id)))
+            self.requests[("ping", "ok")] += 1
+        else:
+            self._peer_request(client, request)  # type: ignore[arg-type]
+
+    def _known_rid(self, client: ClientId, request: Add | Reset) -> bool:
+        """Answer a request whose id was already applied; False if the id is new."""
+        rid = request.rid
+        if rid is None:
+            return False
+        known = self.rids.get(rid)
+        if known is None:
+            return False
+        key, target = known
+        if key != request.key:
+            self.refuse(client, request.id, ErrorCode.BAD_REQUEST,
+                        f"request id {rid!r} was already used for key {key!r}", _op(request))
+            return True
+        self.stats["duplicates"] += 1
+        # A learned id's state normally arrived with it; if not, its target is a true
+        # lower bound of a real state, so merging it is safe.
+        if self.keys.check_merge(key, target):
+            self.keys.merge(key, target)
+        self._acknowledge(client, request, target, duplicate=True)
+        return True
+
+    def _add(self, client: ClientId, req: Add, caught_up: bool = False) -> None:
+        if self._known_rid(client, req):
+            return
+        key = req.key
+        if not caught_up and (req.seen or self.bootstrapping) and self._gated(req, (key,)):
+            self._start_read(client, req, (key,), 1)
+            return
+        try:
+            rec = self.keys.add(key, self.slot, req.amount)
+        except Overflow:
+            self.refuse(client, req.id, ErrorCode.OVERFLOW,
+                        f"{key!r}: its total of {'increments' if req.amount > 0 else 'decrements'}"
+                        f" would pass 2**63-1 (count now {self.keys.value(key)})", _op(req))
+            return
+        self._sync_commit = True
+        self.stats["increments" if req.amount > 0 else "decrements"] += 1
+        rid = req.rid
+        if rid is None and req.wait is Level.LOCAL:
+            self._reply_counts(client, req)  # the hot path: nothing to remember
+            return
+        target = {self.slot_name: (rec[0], 0, 0, 0) if req.amount > 0 else (0, rec[1], 0, 0)}
+        if rid is not None:
+            self.rids.remember(rid, key, target, self._now)
+            self._batch_rids.append((rid, key, target))
+        self._acknowledge(client, req, target, duplicate=False)
+
+    def _reset(self, client: ClientId, req: Reset, caught_up: bool = False) -> None:
+        if self._known_rid(client, req):
+            return
+        key = req.key
+        if not caught_up and self._gated(req, (key,)):
+            self._start_read(client, req, (key,), 1)
+            return
+        target = self.keys.reset(key)
+        self._sync_commit = True
+        self.stats["resets"] += 1
+        if req.rid is not None:
+            self.rids.remember(req.rid, key, target, self._now)
+            self._batch_rids.append((req.rid, key, target))
+        self._acknowledge(client, req, target, duplicate=False)
+
+    def _acknowledge(self, client: ClientId, req: Add | Reset, target: dict[str, Record],
+                     duplicate: bool) -> None:
+        if req.wait is Level.LOCAL:
+            self._reply_counts(client, req, duplicate)
+            return
+        self.pending.add_wait(Wait(client, req, target, self.needed(req.wait),
+                                   self._now + _budget_s(req.timeout_ms), duplicate))
+
+    def _get(self, client: ClientId, req: Get) -> None:
+        needed = self.needed(req.read)
+        if needed == 1 and not self._gated(req, req.keys):
+            self._reply_counts(client, req)
+        else:
+            self._start_read(client, req, req.keys, needed)
+
+    def _start_read(self, client: ClientId, req: Add | Reset | Get, keys: tuple[str, ...],
+                    needed: int) -> None:
+        min_peers = 1 if self.bootstrapping and self._now < self._bootstrap_until else 0
+        self.pending.add_read(Read(client, req, keys, needed, min_peers,
+                                   self._now + _budget_s(req.timeout_ms),
+                                   self.pending.next_stamp()))
+
+    def _read_done(self, read: Read) -> bool:
+        fresh = len(read.fresh)
+        if fresh + 1 < read.needed:
+            return False
+        if fresh < read.min_peers and self._now < self._bootstrap_until:
+            return False
+        seen = read.request.seen
+        dom = self.keys.dominates
+        return not seen or all(dom(k, st) for k, st in seen.items())
+
+    def _settle(self) -> None:
+        """Answer every pending wait and read whose condition now holds."""
+        pending = self.pending
+        if pending.reads:
+            for read in pending.take_done(self._read_done):
+                req = read.request
+                if isinstance(req, Add):
+                    self._add(read.client, req, caught_up=True)
+                elif isinstance(req, Reset):
+                    self._reset(read.client, req, caught_up=True)
+                else:
+                    self._reply_counts(read.client, req)
+        if pending.waits:
+            for wait in pending.take_confirmed():
+                self._reply_counts(wait.client, wait.request, wait.duplicate)
+
+    # ------------------------------------------------------------------ peer requests
+
+    def _peer_request(self, client: ClientId, request: PeerRequest) -> None:
+        origin = request.origin
+        if origin not in self.peers:
+            self._drop(f"{type(request).__name__} from unknown node {origin}")
+            return
+        node = self.node_id
+        if isinstance(request, Fetch):
+            states = {k: st for k in request.keys if (st := self.keys.state(k))}
+            self._out.append(ToClient(client, StatesReply(request.id, node, states)))
+        elif isinstance(request, Merge):
+            # The answer tells the sender we hold these durably: an fsync must precede
+            # it even if nothing grows (what we hold may sit in unsynced commits).
+            self._sync_commit = True
+            if self._accept(request.states, origin) is None:
+                return
+            self._learn_rids(request.rids)
+            held = {k: self.keys.state(k) for k in request.states}
+            self._out.append(ToClient(client, StatesReply(request.id, node, held)))
+            self._settle()
+        elif isinstance(request, SyncBuckets):
+            self._out.append(ToClient(client, answer_buckets(self.keys, request, node,
+                                                             self.vector())))
+        elif isinstance(request, SyncSegments):
+            self._out.append(ToClient(client, answer_segments(self.keys, request, node)))
+        elif isinstance(request, SyncKeys):
+            self._out.append(ToClient(client, answer_keys(self.keys, request, node)))
+        elif isinstance(request, RidPull):
+            entries, cursor, more = self.rids.page(request.epoch, request.after)
+            self._out.append(ToClient(client, RidPage(request.id, node, tuple(entries),
+                                                      self.rids.epoch, cursor, more)))
+
+    # ------------------------------------------------------------------ broadcasts
+
+    def _heard(self, peer: Peer, now: float) -> None:
+        if peer.last_heard is None or peer.silent_logged:
+            self._log(f"hearing node {peer.node_id}")
+            peer.silent_logged = False
+        peer.last_heard = now
+
+    def handle_broadcast(self, message: Broadcast, now: float) -> None:
+        """A decoded message arrived on our SUB socket."""
+        self._now = now
+        peer = self.peers.get(message.origin)
+        if peer is None:
+            self._drop(f"broadcast from unknown node {message.origin}")
+            return
+        self._heard(peer, now)
+        if isinstance(message, Delta):
+            if self._accept(message.states, message.origin) is None:
+                return
+            self._learn_rids(message.rids)
+            if not peer.stream.applied(message.epoch, message.seq):
+                peer.flag = True  # a gap: deltas of this peer were lost
+        else:
+            self._on_heartbeat(peer, message, now)
+        self._settle()
+
+    def _on_heartbeat(self, peer: Peer, hb: Heartbeat, now: float) -> None:
+        peer.heartbeat = hb
+        me = self.node_id
+        for other, (epoch, seq) in hb.applied.items():
+            if other in (me, hb.origin):
+                continue
+            third = self.peers.get(other)
+            if third is None:
+                continue
+            if third.stream.covers(epoch, seq):
+                peer.watch.pop(other, None)
+            elif other not in peer.watch:
+                # It holds more of ``other`` than we do: in flight, or lost to us.
+                peer.watch[other] = (epoch, seq, now)
+        peer.same_root = hb.root == self.keys.tree.root
+        if not peer.same_root and not self.keys.dirty and hb.applied == self.vector():
+            # Same deltas held on both sides, different states: silent divergence.
+            peer.flag = True
+
+    # ------------------------------------------------------------------ peer replies
+
+    def handle_peer_reply(self, reply: PeerReply, now: float) -> None:
+        """A decoded reply arrived on our DEALER to node ``reply.node``."""
+        self._now = now
+        sent = self._requests.pop(reply.id, None)
+        if sent is None or sent.peer != reply.node:
+            self._drop(f"unexpected reply {reply.id} from node {reply.node}")
+            return
+        peer = self.peers[sent.peer]
+        if sent.kind is Kind.SYNC:
+            self._on_sync_reply(peer, reply)
+        elif isinstance(reply, StatesReply):
+            if self._accept(reply.states, reply.node) is None:
+                return
+            if sent.kind is Kind.FETCH:
+                peer.fresh_as_of = max(peer.fresh_as_of, sent.stamp)
+                self.pending.answered(peer.node_id, sent.stamp, sent.keys)
+            else:
+                self.pending.held(peer.node_id, reply.states, dominates)
+        self._settle()
+
+    def _on_sync_reply(self, peer: Peer, reply: PeerReply) -> None:
+        sync = self.sync
+        if sync is None or sync.peer != peer.node_id or reply.id not in sync.inflight:
+            return  # an aborted sync's late answer
+        sync.last_progress = self._now
+        if isinstance(reply, SyncDiff):
+            sync.on_diff(reply, self.keys)
+        elif isinstance(reply, SyncStates):
+            grew = self._accept(reply.states, reply.node)
+            if grew is None:
+                self._abort_sync("dropped a malformed page")
+                return
+            sync.keys_repaired += grew
+            sync.on_states(reply)
+            back = give_back(self.keys, reply)
+            for chunk in _chunks(back, MAX_KEYS_PER_MESSAGE):
+                sync.keys_given += len(chunk)
+                self._send(peer.node_id, Merge(self._new_id(), self.node_id, chunk), Kind.MERGE)
+        elif isinstance(reply, RidPage):
+            sync.inflight.pop(reply.id, None)
+            self._learn_rids(reply.entries)
+            peer.rid_epoch, peer.rid_cursor = reply.epoch, reply.cursor
+            self.stats["rid_pages_pulled"] += 1
+            if not reply.more:
+                self._complete_sync(sync, peer)
+                return
+        self._drive_sync(sync, peer)
+
+    def _drive_sync(self, sync: SyncSession, peer: Peer) -> None:
+        for request in sync.next_requests(self.keys, self._new_id, self.node_id):
+            self._send(peer.node_id, request, Kind.SYNC)
+        if sync.tree_done and sync.phase is not Phase.RIDS:
+            sync.phase = Phase.RIDS
+            self._pull_rids(sync, peer)
+
+    def _pull_rids(self, sync: SyncSession, peer: Peer) -> None:
+        request = RidPull(self._new_id(), self.node_id, peer.rid_epoch, peer.rid_cursor)
+        sync.inflight[request.id] = request
+        self._send(peer.node_id, request, Kind.SYNC)
+
+    def _start_sync(self, peer: Peer) -> None:
+        sync = self.sync = SyncSession(peer.node_id, self._now, self._now)
+        peer.last_sync_start = self._now
+        self.stats["syncs_started"] += 1
+        self._send(peer.node_id, sync.start(self.keys, self._new_id(), self.node_id), Kind.SYNC)
+
+    def _complete_sync(self, sync: SyncSession, peer: Peer) -> None:
+        sync.phase = Phase.DONE
+        self.sync = None
+        peer.flag = False
+        peer.last_sync_end = self._now
+        peer.syncs += 1
+        peer.keys_repaired += sync.keys_repaired
+        self.stats["syncs_completed"] += 1
+        self.stats["keys_repaired"] += sync.keys_repaired
+        self.stats["keys_given_back"] += sync.keys_given
+        # Everything the responder held when the repair began is now ours too.
+        for origin, (epoch, seq) in sync.applied.items():
+            other = self.peers.get(origin)
+            if other is None:
+                continue
+            stream = other.stream
+            current = other.heartbeat.epoch if other.heartbeat is not None else None
+            if (stream.epoch in (None, epoch) or current == epoch
+                    or other.liveness(self._now, self.settings.peer_timeout_s)
+                    is not Liveness.LIVE):
+                stream.raise_to(epoch, seq)
+        if self.bootstrapping:
+            self.bootstrapping = False
+            self._bootstrap_until = -math.inf
+            self._log(f"bootstrap from node {peer.node_id} complete: {len(self.keys)} keys "
+                      f"in {self._now - self.started:.2f}s")
+        if sync.keys_repaired or sync.keys_given:
+            self._log(f"repair with node {peer.node_id}: {sync.keys_repaired} keys grew here, "
+                      f"{sync.keys_given} given back, {sync.states_received} states received "
+                      f"in {self._now - sync.started:.3f}s")
+
+    def _abort_sync(self, reason: str) -> None:
+        sync = self.sync
+        if sync is None:
+            return
+        self.sync = None
+        self.stats["syncs_aborted"] += 1
+        self._log(f"repair with node {sync.peer} abandoned: {reason}")
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float) -> None:
+        """Advance timers: heartbeats, repairs, retries and deadlines."""
+        self._now = now
+        s = self.settings
+        if now >= self._next_heartbeat:
+            self._heartbeat_due = True
+            self._next_heartbeat = now + s.heartbeat_interval_s
+        settle_s = 2 * s.heartbeat_interval_s
+        for node_id, peer in self.peers.items():
+            if (peer.liveness(now, s.peer_timeout_s) is Liveness.SILENT
+                    and not peer.silent_logged):
+                assert peer.last_heard is not None
+                self._log(f"node {node_id} silent for {now - peer.last_heard:.1f}s")
+                peer.silent_logged = True
+            for other, (epoch, seq, since) in list(peer.watch.items()):
+                if self.peers[other].stream.covers(epoch, seq):
+                    del peer.watch[other]
+                elif now - since >= settle_s:
+                    peer.flag = True  # it holds deltas of ``other`` we never got
+                    del peer.watch[other]
+        if now >= self._next_anti_entropy:
+            self._next_anti_entropy = now + s.anti_entropy_interval_s
+            self._periodic_check(now)
+        self._schedule_sync(now)
+        if self.pending:
+            self._settle()  # e.g. reads held while bootstrapping, once its grace ends
+            self._expire(now)
+            self._retry(now, fresh_only=False)
+        self.rids.prune(now)
+        if self._requests:
+            horizon = now - REQUEST_HORIZON_S
+            self._requests = {k: v for k, v in self._requests.items() if v.sent >= horizon}
+
+    def _periodic_check(self, now: float) -> None:
+        """Every ``anti_entropy_interval_s``: one live peer in turn whose root differs
+        is repaired from (defence in depth; under load the difference is what is in
+        flight, so this costs little)."""
+        live = [p for p in self.peers.values()
+                if p.liveness(now, self.settings.peer_timeout_s) is Liveness.LIVE]
+        if not live:
+            return
+        peer = live[self._ae_turn % len(live)]
+        self._ae_turn += 1
+        if peer.heartbeat is not None and peer.heartbeat.root != self.keys.tree.root:
+            peer.flag = True
+
+    def _sync_timeout_s(self) -> float:
+        return 2 * self.settings.peer_timeout_s
+
+    def _schedule_sync(self, now: float) -> None:
+        s = self.settings
+        sync = self.sync
+        if sync is not None:
+            if now - sync.last_progress > self._sync_timeout_s():
+                self._abort_sync(f"no answer from node {sync.peer} for "
+                                 f"{now - sync.last_progress:.1f}s")
+            else:
+                return
+        candidates = [p for p in self.peers.values()
+                      if p.wants_sync()
+                      and p.liveness(now, s.peer_timeout_s) is Liveness.LIVE
+                      and now - p.last_sync_start >= s.snapshot_interval_s]
+        if candidates:
+            # The peer that holds the most of everyone's deltas repairs the most at once.
+            best = max(candidates, key=lambda p: (p.flag, sum(
+                seq for _, seq in (p.heartbeat.applied.values() if p.heartbeat else ()))))
+            self._start_sync(best)
+
+    def _retry(self, now: float, fresh_only: bool) -> None:
+        """Fetch for pending reads and push for pending waits.  ``fresh_only`` (end of a
+        batch): only what has not been asked yet; otherwise (tick) also re-send what is
+        unanswered after ``retry_interval_s``."""
+        interval = self.settings.retry_interval_s
+        pending = self.pending
+        if pending.reads:
+            oldest = min(r.stamp for r in pending.reads)
+            keys = tuple(pending.read_keys()[:MAX_KEYS_PER_MESSAGE])
+            for peer_id in pending.stale_peers(self.peers):
+                peer = self.peers[peer_id]
+                # A read counts only answers to fetches sent after it began.
+                if peer.fetch_stamp < oldest or (
+                        not fresh_only and now - peer.last_fetch >= interval):
+                    stamp = pending.next_stamp()
+                    peer.fetch_stamp, peer.last_fetch = stamp, now
+                    self.stats["fetches_sent"] += 1
+                    self._send(peer_id, Fetch(self._new_id(), self.node_id, keys),
+                               Kind.FETCH, stamp, keys)
+        if pending.waits:
+            for peer_id, peer in self.peers.items():
+                waits = [w for w in pending.waits if peer_id not in w.holders]
+                if not waits or (all(peer_id in w.pushed for w in waits) and (
+                        fresh_only or now - peer.last_push < interval)):
+                    continue
+                peer.last_push = now
+                waits = waits[:MAX_KEYS_PER_MESSAGE]
+                for wait in waits:
+                    wait.pushed.add(peer_id)
+                rids = tuple((w.request.rid, w.key, w.target) for w in waits
+                             if w.request.rid is not None)
+                self.stats["merges_sent"] += 1
+                self._send(peer_id, Merge(self._new_id(), self.node_id,
+                                          {w.key: self.keys.state(w.key) for w in waits},
+                                          rids), Kind.MERGE)
+
+    def _expire(self, now: float) -> None:
+        waits, reads = self.pending.take_expired(now)
+        for wait in waits:
+            self.refuse(
+                wait.client, wait.request.id, ErrorCode.INDETERMINATE,
+                f"applied at node {self.node_id}, but only {len(wait.holders) + 1} of the "
+                f"{wait.needed} nodes required confirmed {wait.key!r} in time; it may still "
+                "spread", _op(wait.request))
+        for read in reads:
+            req = read.request
+            dom = self.keys.dominates
+            if req.seen and not all(dom(k, st) for k, st in req.seen.items()):
+                self.refuse(read.client, req.id, ErrorCode.BEHIND,
+                            f"node {self.node_id} is behind what this session has seen of "
+                            f"{_keys_text(read.keys)} and could not catch up in time"
+                            + ("" if isinstance(req, Get) else "; nothing was applied"),
+                            _op(req))
+            else:
+                self.refuse(read.client, req.id, ErrorCode.UNAVAILABLE,
+                            f"only {len(read.fresh) + 1} of the {read.needed} nodes required "
+                            f"answered for {_keys_text(read.keys)} in time"
+                            + ("" if isinstance(req, Get) else "; nothing was applied"),
+                            _op(req))
+
+    def next_deadline(self) -> float:
+        """The latest time by which :meth:`tick` must be called again."""
+        s = self.settings
+        deadline = min(self._next_heartbeat, self._next_anti_entropy)
+        now = self._now
+        settle_s = 2 * s.heartbeat_interval_s
+        for peer in self.peers.values():
+            if peer.last_heard is not None and not peer.silent_logged:
+                deadline = min(deadline, peer.last_heard + s.peer_timeout_s + 1e-3)
+            for _, _, since in peer.watch.values():
+                deadline = min(deadline, since + settle_s)
+            if peer.wants_sync() and self.sync is None:
+                deadline = min(deadline, max(now, peer.last_sync_start + s.snapshot_interval_s))
+        if self.sync is not None:
+            deadline = min(deadline, self.sync.last_progress + self._sync_timeout_s() + 1e-3)
+        if self._bootstrap_until > now:
+            deadline = min(deadline, self._bootstrap_until)
+        if self.pending:
+            deadline = min(deadline, now + s.retry_interval_s, self.pending.next_deadline())
+        return deadline
+
+    # ------------------------------------------------------------------ outputs
+
+    def take_outputs(self) -> Outputs:
+        """Everything the batch produced.  Commit ``persist`` before sending ``messages``."""
+        flushed = self.keys.flush()
+        if flushed.local:
+            self.seq += 1
+            self._out.append(Publish(Delta(self.node_id, self.epoch, self.seq, flushed.local,
+                                           tuple(self._batch_rids))))
+            self.stats["deltas_sent"] += 1
+            self._batch_rids = []
+        if self._heartbeat_due:
+            self._heartbeat_due = False
+            self._out.append(Publish(Heartbeat(
+                self.node_id, self.epoch, self.seq, self.keys.tree.root, len(self.keys),
+                self.vector(), self.rids.epoch, self.rids.next)))
+            self.stats["heartbeats_sent"] += 1
+        if self.pending:
+            self._retry(self._now, fresh_only=True)
+        rids, forget = self.rids.take_changes()
+        persist = Persist(flushed.changed, flushed.new_slots, rids, forget, self._sync_commit)
+        self._sync_commit = False
+        out, self._out = self._out, []
+        logs, self._logs = self._logs, []
+        return Outputs(persist if persist else None, out, logs)
+
+    # ------------------------------------------------------------------ introspection
+
+    def status(self, now: float) -> dict[str, object]:
+        s = self.settings
+        sync = self.sync
+        return {
+            "node": self.node_id,
+            "slot": self.slot_name,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "keys": len(self.keys),
+            "live_keys": self.keys.live,
+            "slots": len(self.keys.slots),
+            "root": f"{self.keys.tree.root:016x}",
+            "bootstrapping": self.bootstrapping,
+            "request_ids_remembered": len(self.rids),
+            "repair": None if sync is None else {
+                "peer": sync.peer, "phase": sync.phase.value,
+                "running_s": round(now - sync.started, 3),
+                "states_received": sync.states_received},
+            "peers": {
+                str(node_id): {
+                    "liveness": p.liveness(now, s.peer_timeout_s).value,
+                    "last_heard_s_ago": None if p.last_heard is None
+                    else round(now - p.last_heard, 3),
+                    "same_root": p.same_root,
+                    "deltas_held": p.stream.seq,
+                    "deltas_sent": None if p.heartbeat is None else p.heartbeat.seq,
+                    "wants_repair": p.wants_sync(),
+                    "repairs": p.syncs,
+                    "keys_repaired": p.keys_repaired,
+                }
+                for node_id, p in self.peers.items()
+            },
+            "stats": dict(self.stats),
+        }
+
+
+def _op(request: Add | Reset | Get) -> str:
+    if isinstance(request, Add):
+        return "increment" if request.amount > 0 else "decrement"
+    return "reset" if isinstance(request, Reset) else "get"
+
+
+def _keys_text(keys: tuple[str, ...]) -> str:
+    shown = ", ".join(repr(k) for k in keys[:3])
+    return shown + (f" and {len(keys) - 3} more keys" if len(keys) > 3 else "")
+
+
+def _chunks(states: dict[str, dict[str, Record]], size: int) -> list[States]:
+    items = list(states.items())
+    return [dict(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+__all__ = ["NodeCore"]

@@ -1,0 +1,81 @@
+"""What the core asks its runtime to do after a batch of inputs (sans-IO outputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .messages import Broadcast, ClientReply, PeerReply, PeerRequest, RidEntry
+
+#: Whatever the runtime uses to route a reply back (a ROUTER routing id, a RESP
+#: connection, a simulated client): opaque to the core.
+ClientId = Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class ToClient:
+    """Send ``reply`` to the client (or peer) known as ``client``."""
+
+    client: ClientId
+    reply: ClientReply | PeerReply
+
+
+@dataclass(frozen=True, slots=True)
+class ToPeer:
+    """Send ``request`` to node ``peer`` (our DEALER connected to its ROUTER)."""
+
+    peer: int
+    request: PeerRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Broadcast ``message`` on our PUB socket."""
+
+    message: Broadcast
+
+
+Message = ToClient | ToPeer | Publish
+
+
+class LogLevel(Enum):
+    DEBUG = 10
+    INFO = 20
+    WARNING = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    level: LogLevel
+    text: str
+
+
+@dataclass(slots=True)
+class Persist:
+    """What must be committed before the batch's messages go out.
+
+    ``sync``: the batch acknowledges something only this node vouches for (its own
+    updates, or a merge it confirms as durable), so the commit must reach the disk
+    (fsync) first.  Without it - state merged from peers, ids learned from them - the
+    commit need only survive a process crash: after a power loss that data is pulled
+    back from the peers that hold it durably, so an fsync would buy nothing.
+    """
+
+    #: key -> packed state (slot indices local to this node, see ``slots``).
+    states: dict[str, bytes] = field(default_factory=dict)
+    #: Slot names first seen in this batch: (index, name).
+    slots: list[tuple[int, str]] = field(default_factory=list)
+    rids: list[RidEntry] = field(default_factory=list)
+    forget: list[str] = field(default_factory=list)
+    sync: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.states or self.slots or self.rids or self.forget or self.sync)
+
+
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    persist: Persist | None
+    messages: list[Message]
+    logs: list[Log]

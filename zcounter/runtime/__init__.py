@@ -1,0 +1,1 @@
+"""The I/O shell around the pure core: zmq sockets, the clock, SQLite storage."""
