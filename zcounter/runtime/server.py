@@ -21,7 +21,6 @@ import logging
 import math
 import secrets
 import signal
-import sqlite3
 import time
 from pathlib import Path
 from types import FrameType
@@ -47,7 +46,7 @@ from ..protocol.messages import ErrorCode, RidPage, StatesReply, SyncDiff, SyncS
 from ..protocol.node import NodeCore
 from ..protocol.outputs import LogLevel, Publish, ToClient, ToPeer
 from .sockets import NOBLOCK, RCVMORE, SNDMORE_NOBLOCK, tune
-from .storage import Storage
+from .storage import Storage, StorageError
 
 log = logging.getLogger("zcounter.node")
 
@@ -98,8 +97,9 @@ class NodeServer:
         core = NodeCore(self.node_id, sorted(self.config.nodes), storage.incarnation,
                         secrets.token_hex(6), self.config.settings, now, keyspace=keyspace,
                         rids=storage.load_rids(), fresh=storage.created)
-        log.info("node %d loaded %d keys and %d request ids in %.2fs", self.node_id,
-                 len(keyspace), len(core.rids), time.monotonic() - started)
+        log.info("node %d loaded %d keys and %d request ids in %.2fs (%d log records "
+                 "replayed)", self.node_id, len(keyspace), len(core.rids),
+                 time.monotonic() - started, storage.recovered_records)
         return core
 
     def _serve(self, ctx: zmq.Context[zmq.Socket[bytes]], storage: Storage,
@@ -194,7 +194,7 @@ class NodeServer:
             if out.persist:
                 try:
                     storage.commit(out.persist)
-                except sqlite3.Error as exc:
+                except StorageError as exc:
                     log.error("node %d: cannot commit to %s (%s); stopping without "
                               "acknowledging the batch", self.node_id, storage.path, exc)
                     return 1

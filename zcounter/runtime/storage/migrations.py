@@ -19,9 +19,9 @@ from pathlib import Path
 
 import orjson
 
-from ..errors import ConfigError
-from ..model.keyspace import pack
-from ..protocol.messages import DEFAULT_KEY
+from ...errors import ConfigError
+from ...model.keyspace import pack
+from ...protocol.messages import DEFAULT_KEY
 
 SCHEMA_VERSION = 2
 
@@ -30,12 +30,15 @@ _SCHEMA = (
     "CREATE TABLE counters (key TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID",
     "CREATE TABLE request_ids (rid TEXT PRIMARY KEY, key TEXT NOT NULL, target TEXT NOT NULL)",
 )
+#: Rows of ``meta`` a schema-2 database has beside schema, node_id and incarnation.
+_META_DEFAULTS = (("checkpoint_lsn", "0"),)
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """The current schema's tables (inside the caller's transaction)."""
     for statement in _SCHEMA:
         conn.execute(statement)
+    conn.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", _META_DEFAULTS)
 
 
 def migrate(conn: sqlite3.Connection, path: Path, schema: str | None) -> None:

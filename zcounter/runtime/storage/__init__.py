@@ -1,0 +1,288 @@
+"""Durable node state: an append-only log of batches plus a SQLite checkpoint.
+
+The write path (every batch, on the request path): the batch's changes go to the log
+(:mod:`.log`) as one record - ``fdatasync``ed when the batch acknowledges something only
+this node vouches for (its own updates, or a merge it confirms as durable), only written
+(page cache: survives a process crash) when it merely holds what peers hold durably.
+
+Off the request path: when the log moves to a new segment, every key changed since the
+previous checkpoint is handed to a checkpointer thread, which writes it into SQLite
+(:mod:`.checkpoint`) in one durable transaction that records the LSN it reaches, then
+deletes the segments it covers.  SQLite and ``os.fdatasync`` release the GIL, so this
+overlaps with the node's loop.  Snapshots handed over while the previous one is still
+being written are merged into one (newest state of each key wins), so a slow disk
+delays checkpoints but never queues unbounded work.
+
+Recovery (at open): load the checkpoint, replay every valid log record after its LSN
+(a torn or unflushed tail is ignored: see :mod:`.log`), write the result as a new
+checkpoint, delete the old segments, and start a fresh segment.
+
+The on-disk layout of a data directory: ``zcounter.sqlite3`` (and its ``-wal``/``-shm``),
+``wal-NNNNNNNN.log`` segments of ``SEGMENT_SIZE`` bytes (at most the current one, one
+pre-created spare and those still being checkpointed).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import ConfigError
+from ...protocol.messages import RidEntry
+from ...protocol.outputs import Persist
+from . import records
+from .checkpoint import DB_NAME, Checkpoint
+from .fileio import Files, OsFiles
+from .log import LogError, SegmentLog
+
+#: Largest log segment.  Small enough that a data directory at a million keys stays far
+#: under 300 MB (SQLite ~150 MB + at most ~3 segments), large enough that checkpoints
+#: are rare (one per ~200,000 key changes).  Segments start at FIRST_SEGMENT_SIZE and
+#: double at each rotation.
+SEGMENT_SIZE = 32 * 1024 * 1024
+FIRST_SEGMENT_SIZE = 1024 * 1024
+
+__all__ = ["DB_NAME", "SEGMENT_SIZE", "LogError", "Storage", "StorageError"]
+
+
+class StorageError(Exception):
+    """Durable storage failed; the node must stop without acknowledging anything more."""
+
+
+@dataclass(slots=True)
+class _Changes:
+    """Everything changed since the last checkpoint hand-over (the next checkpoint)."""
+
+    states: dict[str, bytes] = field(default_factory=dict)
+    slots: list[tuple[int, str]] = field(default_factory=list)
+    #: rid -> entry (learned) or None (forgotten), in log order.
+    rids: dict[str, RidEntry | None] = field(default_factory=dict)
+    lsn: int = 0
+    #: Segments below this number are covered once this is checkpointed.
+    segment: int = 0
+
+    def add(self, persist: Persist) -> None:
+        self.states.update(persist.states)
+        self.slots += persist.slots
+        rids = self.rids
+        for entry in persist.rids:
+            rids.pop(entry[0], None)  # re-inserted at the end: log order
+            rids[entry[0]] = entry
+        for rid in persist.forget:
+            rids.pop(rid, None)
+            rids[rid] = None
+
+    def absorb(self, later: _Changes) -> None:
+        self.states.update(later.states)
+        self.slots += later.slots
+        for rid, entry in later.rids.items():
+            self.rids.pop(rid, None)
+            self.rids[rid] = entry
+        self.lsn, self.segment = later.lsn, later.segment
+
+    def __bool__(self) -> bool:
+        return bool(self.states or self.slots or self.rids)
+
+
+class _Checkpointer:
+    """The background thread that writes checkpoints and deletes covered segments."""
+
+    def __init__(self, checkpoint: Checkpoint, log: SegmentLog, background: bool,
+                 lag: int = 0) -> None:
+        self._checkpoint = checkpoint
+        self._log = log
+        self._cond = threading.Condition()
+        self._pending: _Changes | None = None
+        self._busy = False
+        self._stop = False
+        self.error: BaseException | None = None
+        self.written = 0
+        #: Without a thread (the crash tests: every step at a known point), a checkpoint
+        #: is written by :meth:`step` once ``lag`` more commits have started, which is
+        #: how far a background checkpoint may trail the log.
+        self._lag = lag
+        self._countdown = 0
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._run, name="zcounter-checkpoint",
+                                            daemon=True)
+            self._thread.start()
+
+    def _write(self, changes: _Changes) -> None:
+        self._checkpoint.write(changes.lsn, changes.slots, changes.states, changes.rids)
+        self._log.delete_before(changes.segment)
+        self.written += 1
+
+    def step(self) -> None:
+        """Without a thread: write the pending checkpoint once its lag has passed."""
+        if self._thread is None and self._pending is not None:
+            if self._countdown <= 0:
+                changes, self._pending = self._pending, None
+                self._write(changes)
+            else:
+                self._countdown -= 1
+
+    def submit(self, changes: _Changes) -> None:
+        if self._thread is None:
+            if self._pending is None:
+                self._pending, self._countdown = changes, self._lag
+            else:
+                self._pending.absorb(changes)
+            self.step()
+            return
+        with self._cond:
+            if self._pending is None:
+                self._pending = changes
+            else:
+                self._pending.absorb(changes)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stop:
+                    self._cond.wait()
+                if self._pending is None:
+                    return
+                changes, self._pending = self._pending, None
+                self._busy = True
+            try:
+                self._write(changes)
+            except BaseException as exc:  # reported to the main thread at its next commit
+                self.error = exc
+                return
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until nothing is pending or being written; False on timeout."""
+        if self._thread is None:
+            self._countdown = 0
+            self.step()
+            return True
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: (self._pending is None and not self._busy) or self.error is not None,
+                timeout_s)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class Storage:
+    """One node's durable state.  Use :meth:`open`; one instance per process."""
+
+    def __init__(self, checkpoint: Checkpoint, log: SegmentLog, data_dir: Path,
+                 recovered: int, background: bool, lag: int) -> None:
+        self._checkpoint = checkpoint
+        self._log = log
+        self.data_dir = data_dir
+        self.path = checkpoint.path
+        self.incarnation = checkpoint.incarnation
+        #: True when this run created the database (first start, or a wiped directory).
+        self.created = checkpoint.created
+        self._changes = _Changes()
+        self._segment = log.current_number
+        self._checkpointer = _Checkpointer(checkpoint, log, background, lag)
+        #: Log records replayed at open (what the last run wrote after its checkpoint).
+        self.recovered_records = recovered
+
+    @classmethod
+    def open(cls, data_dir: Path, node_id: int, files: Files | None = None,
+             segment_size: int = SEGMENT_SIZE, background: bool = True,
+             lag: int = 0) -> Storage:
+        """Open (creating, upgrading or recovering) the storage under ``data_dir``.
+
+        ``files``, ``background`` and ``lag`` are for the crash tests: a simulated disk,
+        no threads, and checkpoints written ``lag`` commits after they are due."""
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"data directory {data_dir}: cannot create ({exc.strerror})") from None
+        if not os.access(data_dir, os.W_OK):
+            raise ConfigError(f"data directory {data_dir}: not writable")
+        checkpoint = Checkpoint.open(data_dir, node_id)
+        log = SegmentLog(str(data_dir), files or OsFiles(), segment_size, background,
+                         min(FIRST_SEGMENT_SIZE, segment_size))
+        replayed = _Changes()
+        count = 0
+        for lsn, payload in log.recover(checkpoint.lsn):
+            replayed.add(records.decode(payload))
+            replayed.lsn = lsn
+            count += 1
+        if replayed:
+            # Fold the replayed tail into the checkpoint now: from here on the log
+            # starts empty, and the checkpoint holds everything recovered.
+            checkpoint.write(replayed.lsn, replayed.slots, replayed.states, replayed.rids)
+        log.start()
+        log.delete_before(log.current_number)
+        return cls(checkpoint, log, data_dir, count, background, lag)
+
+    # ------------------------------------------------------------------ loading
+
+    def load_slot_names(self) -> list[str]:
+        return self._checkpoint.slot_names()
+
+    def load_states(self) -> Iterator[tuple[str, bytes]]:
+        return self._checkpoint.states()
+
+    def load_rids(self) -> list[RidEntry]:
+        return self._checkpoint.rids()
+
+    # ------------------------------------------------------------------ writing
+
+    def commit(self, persist: Persist) -> None:
+        """Make one batch's changes durable (``persist.sync``) or at least written.
+
+        Raises :class:`StorageError` if the log cannot be written or a checkpoint failed;
+        the caller must stop without sending anything of the batch.
+        """
+        checkpointer = self._checkpointer
+        if checkpointer.error is not None:
+            raise StorageError(f"checkpoint into {self.path} failed: {checkpointer.error}")
+        checkpointer.step()
+        log = self._log
+        try:
+            if persist.states or persist.slots or persist.rids or persist.forget:
+                self._changes.lsn = log.append(records.encode(persist), persist.sync)
+                self._changes.add(persist)
+            elif persist.sync:
+                log.flush()
+        except LogError as exc:
+            raise StorageError(str(exc)) from exc
+        if log.current_number != self._segment:
+            # The log moved on: checkpoint everything up to here, off the request path.
+            self._segment = log.current_number
+            changes, self._changes = self._changes, _Changes()
+            changes.segment = self._segment
+            self._checkpointer.submit(changes)
+
+    def size_bytes(self) -> int:
+        """Bytes on disk under the data directory."""
+        total = 0
+        for entry in os.scandir(self.data_dir):
+            if entry.is_file():
+                total += entry.stat().st_size
+        return total
+
+    def close(self, checkpoint_timeout_s: float = 10.0) -> None:
+        """Stop; the last batch is already in the log.  A final checkpoint (bounded in
+        time) makes the next start quicker; without it the log is replayed."""
+        if self._changes and self._checkpointer.error is None:
+            changes, self._changes = self._changes, _Changes()
+            changes.segment = self._log.current_number
+            self._checkpointer.submit(changes)
+        self._checkpointer.drain(checkpoint_timeout_s)
+        self._checkpointer.stop()
+        self._log.close()
+        self._checkpoint.close()

@@ -1,0 +1,134 @@
+"""The checkpoint: the keyspace as of one log position, in SQLite.
+
+The log (:mod:`.log`) makes each batch durable cheaply; the checkpoint lets a restart
+avoid replaying all of history, and lets old log segments be deleted.  A background
+thread (:class:`~.Storage`) writes into it every key changed since the previous
+checkpoint, in one transaction that also records the LSN it reaches, with
+``synchronous=FULL`` - so after a crash at any moment the checkpoint is either the old
+one or the new one, and replaying the log after its LSN restores the rest.
+
+Schema 2 (zcounter 0.2): ``meta(key, value)`` (``schema``, ``node_id``, ``incarnation``,
+``checkpoint_lsn``), ``slot_names(idx, name)``, ``counters(key, state)`` (``WITHOUT ROWID``:
+the table is the key index), ``request_ids(rid, key, target)`` in insertion (rowid) order.
+A database of schema 1 (zcounter 0.1) is upgraded in place when opened
+(:mod:`.migrations`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from ...errors import ConfigError
+from ...model.pncounter import Record
+from ...protocol.messages import RidEntry
+from .migrations import SCHEMA_VERSION, create_schema, migrate
+
+DB_NAME = "zcounter.sqlite3"
+#: Page cache of the checkpoint connection: big checkpoints write far fewer pages twice.
+_CACHE_KIB = 64 * 1024
+
+
+class Checkpoint:
+    """The SQLite database of one node.  Opened by the main thread, then written only by
+    the checkpointer thread (``check_same_thread=False``)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, incarnation: str, created: bool,
+                 lsn: int) -> None:
+        self._conn = conn
+        self.path = path
+        self.incarnation = incarnation
+        self.created = created
+        #: Every log record up to this LSN is in the checkpoint.
+        self.lsn = lsn
+
+    @classmethod
+    def open(cls, data_dir: Path, node_id: int) -> Checkpoint:
+        path = data_dir / DB_NAME
+        created = not path.exists()
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{path}: not a usable zcounter database ({exc})") from None
+        if not meta:
+            # A new incarnation for every new database: a node whose data was wiped must
+            # never continue its old slot, or peers' larger values for it would swallow
+            # its new updates (max merge) - the Riak actor-reuse bug (riak_kv#679).
+            incarnation = secrets.token_hex(6)
+            conn.execute("BEGIN IMMEDIATE")
+            create_schema(conn)
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("schema", str(SCHEMA_VERSION)), ("node_id", str(node_id)),
+                ("incarnation", incarnation)])
+            conn.execute("COMMIT")
+            return cls(conn, path, incarnation, True, 0)
+        if meta.get("node_id") != str(node_id):
+            raise ConfigError(
+                f"{path}: this data directory belongs to node {meta.get('node_id')}, "
+                f"not node {node_id}")
+        try:
+            migrate(conn, path, meta.get("schema"))
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{path}: upgrade failed ({exc})") from None
+        lsn = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint_lsn'").fetchone()
+        return cls(conn, path, meta["incarnation"], created, int(lsn[0]) if lsn else 0)
+
+    def slot_names(self) -> list[str]:
+        rows = self._conn.execute("SELECT idx, name FROM slot_names ORDER BY idx").fetchall()
+        for expected, (idx, _) in enumerate(rows):
+            if idx != expected:
+                raise ConfigError(f"{self.path}: slot table has a hole at index {expected}")
+        return [name for _, name in rows]
+
+    def states(self) -> Iterator[tuple[str, bytes]]:
+        return iter(self._conn.execute("SELECT key, state FROM counters"))
+
+    def rids(self) -> list[RidEntry]:
+        return [(rid, key, _target(orjson.loads(target))) for rid, key, target in
+                self._conn.execute("SELECT rid, key, target FROM request_ids ORDER BY rowid")]
+
+    def write(self, lsn: int, slots: list[tuple[int, str]], states: dict[str, bytes],
+              rid_ops: dict[str, RidEntry | None]) -> None:
+        """One checkpoint, atomically and durably.  ``rid_ops``: per request id, in log
+        order, its last change: the entry learned, or None if forgotten."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR IGNORE INTO slot_names VALUES (?, ?)", slots)
+            # Sorted: neighbouring keys share B-tree pages, so a big checkpoint writes
+            # each page once instead of once per key.
+            conn.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?)",
+                             sorted(states.items()))
+            for rid, entry in rid_ops.items():
+                if entry is None:
+                    conn.execute("DELETE FROM request_ids WHERE rid = ?", (rid,))
+                else:
+                    _, key, target = entry
+                    conn.execute("INSERT OR IGNORE INTO request_ids VALUES (?, ?, ?)", (
+                        rid, key, orjson.dumps({s: list(r) for s, r in target.items()})))
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint_lsn'", (str(lsn),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.lsn = lsn
+        # Keep the database's own WAL from growing with every big checkpoint.
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _target(obj: object) -> dict[str, Record]:
+    assert isinstance(obj, dict)
+    return {s: (r[0], r[1], r[2], r[3]) for s, r in obj.items()}
