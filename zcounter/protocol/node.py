@@ -166,6 +166,9 @@ class NodeCore:
         # round trip), or, if no peer answers, waits one peer timeout.
         self.bootstrapping = fresh and bool(self.peers)
         self._bootstrap_until = now + settings.peer_timeout_s if self.bootstrapping else -math.inf
+        #: Some peer has answered a request of ours (then a bootstrapping node keeps
+        #: waiting for peers, however long its first repair takes).
+        self._peer_answered = False
         self.started = now
         self.stats: Counter[str] = Counter()
         #: (operation, outcome) -> count: outcome is "ok", "duplicate" or an error code.
@@ -360,16 +363,21 @@ class NodeCore:
 
     def _start_read(self, client: ClientId, req: Add | Reset | Get, keys: tuple[str, ...],
                     needed: int) -> None:
-        min_peers = 1 if self.bootstrapping and self._now < self._bootstrap_until else 0
+        min_peers = 1 if self.bootstrapping and self._wait_for_peers() else 0
         self.pending.add_read(Read(client, req, keys, needed, min_peers,
                                    self._now + _budget_s(req.timeout_ms),
                                    self.pending.next_stamp()))
+
+    def _wait_for_peers(self) -> bool:
+        """While bootstrapping: hold requests for a peer's answer, unless no peer has
+        answered anything within one peer timeout of the start (then serve alone)."""
+        return self._peer_answered or self._now < self._bootstrap_until
 
     def _read_done(self, read: Read) -> bool:
         fresh = len(read.fresh)
         if fresh + 1 < read.needed:
             return False
-        if fresh < read.min_peers and self._now < self._bootstrap_until:
+        if fresh < read.min_peers and self._wait_for_peers():
             return False
         seen = read.request.seen
         dom = self.keys.dominates
@@ -479,6 +487,7 @@ class NodeCore:
             self._drop(f"unexpected reply {reply.id} from node {reply.node}")
             return
         peer = self.peers[sent.peer]
+        self._peer_answered = True
         if sent.kind is Kind.SYNC:
             self._on_sync_reply(peer, reply)
         elif isinstance(reply, StatesReply):
@@ -514,9 +523,11 @@ class NodeCore:
             self._learn_rids(reply.entries)
             peer.rid_epoch, peer.rid_cursor = reply.epoch, reply.cursor
             self.stats["rid_pages_pulled"] += 1
-            if not reply.more:
+            if reply.more:
+                self._pull_rids(sync, peer)
+            else:
                 self._complete_sync(sync, peer)
-                return
+            return
         self._drive_sync(sync, peer)
 
     def _drive_sync(self, sync: SyncSession, peer: Peer) -> None:
@@ -627,8 +638,16 @@ class NodeCore:
     def _sync_timeout_s(self) -> float:
         return 2 * self.settings.peer_timeout_s
 
+    def _sync_wanted(self, peer: Peer, now: float) -> bool:
+        """A repair from ``peer`` is wanted and possible (it is live)."""
+        return (peer.wants_sync()
+                and peer.liveness(now, self.settings.peer_timeout_s) is Liveness.LIVE)
+
+    def _sync_due_at(self, peer: Peer) -> float:
+        """Earliest start of the next repair with ``peer`` (rate limit)."""
+        return peer.last_sync_start + self.settings.snapshot_interval_s
+
     def _schedule_sync(self, now: float) -> None:
-        s = self.settings
         sync = self.sync
         if sync is not None:
             if now - sync.last_progress > self._sync_timeout_s():
@@ -637,9 +656,7 @@ class NodeCore:
             else:
                 return
         candidates = [p for p in self.peers.values()
-                      if p.wants_sync()
-                      and p.liveness(now, s.peer_timeout_s) is Liveness.LIVE
-                      and now - p.last_sync_start >= s.snapshot_interval_s]
+                      if self._sync_wanted(p, now) and now >= self._sync_due_at(p)]
         if candidates:
             # The peer that holds the most of everyone's deltas repairs the most at once.
             best = max(candidates, key=lambda p: (p.flag, sum(
@@ -717,8 +734,10 @@ class NodeCore:
                 deadline = min(deadline, peer.last_heard + s.peer_timeout_s + 1e-3)
             for _, _, since in peer.watch.values():
                 deadline = min(deadline, since + settle_s)
-            if peer.wants_sync() and self.sync is None:
-                deadline = min(deadline, max(now, peer.last_sync_start + s.snapshot_interval_s))
+            # Only a live peer can be repaired from: a silent one that wants it would
+            # otherwise put the deadline in the past and make the runtime spin.
+            if self.sync is None and self._sync_wanted(peer, now):
+                deadline = min(deadline, max(now, self._sync_due_at(peer)))
         if self.sync is not None:
             deadline = min(deadline, self.sync.last_progress + self._sync_timeout_s() + 1e-3)
         if self._bootstrap_until > now:
