@@ -8,6 +8,7 @@ __version__ = "0.2.0"
 
 from .client import Client  # noqa: E402
 from .errors import (  # noqa: E402
+    AuthenticationError,
     ConfigError,
     Indeterminate,
     ProtocolError,
@@ -18,6 +19,6 @@ from .errors import (  # noqa: E402
 )
 
 __all__ = [
-    "Client", "ConfigError", "Indeterminate", "ProtocolError", "RequestRefused",
+    "AuthenticationError", "Client", "ConfigError", "Indeterminate", "ProtocolError", "RequestRefused",
     "SessionBehind", "Unavailable", "ZCounterError", "__version__",
 ]

@@ -23,7 +23,7 @@ import orjson
 
 from . import __version__
 from .client import Client
-from .config import ClusterConfig, load_config
+from .config import ClusterConfig, default_cluster, load_config
 from .errors import ConfigError, Indeterminate, ProtocolError, ZCounterError
 from .procs import stop_processes
 from .protocol.codec import validate_key
@@ -89,11 +89,17 @@ def _load(config_path: str | None) -> ClusterConfig:
               help="Where the node keeps its SQLite database. Default: "
                    "$ZCOUNTER_DATA_HOME (or $XDG_DATA_HOME/zcounter, or "
                    "~/.local/share/zcounter)/<cluster name>/node-<id>.")
+@click.option("--secret-key", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="ZCOUNTER_SECRET_KEY",
+              help="This node's secret certificate (bin/keygen), needed when the cluster "
+                   "file's security mode is curve. Default: $ZCOUNTER_SECRET_KEY.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every dropped message too.")
-def node_main(node_id: int, config_path: str | None, data_dir: Path | None, verbose: bool) -> None:
+def node_main(node_id: int, config_path: str | None, data_dir: Path | None,
+              secret_key: Path | None, verbose: bool) -> None:
     """Run one zcounter node in the foreground until SIGINT or SIGTERM.
 
     Logs go to stderr. A clean stop commits, closes its sockets and exits 0.
+    SIGHUP re-reads the directory of authorized client keys (curve mode).
     """
     from .runtime.server import NodeServer, install_signal_handlers
 
@@ -103,7 +109,7 @@ def node_main(node_id: int, config_path: str | None, data_dir: Path | None, verb
     config = _load(config_path)
     try:
         config.node(node_id)
-        server = NodeServer(config, node_id, data_dir)
+        server = NodeServer(config, node_id, data_dir, secret_key)
         install_signal_handlers(server)
         code = server.run()
     except ConfigError as exc:
@@ -120,12 +126,15 @@ def node_main(node_id: int, config_path: str | None, data_dir: Path | None, verb
 @click.option("--node", type=int, help="Node id to ask. Default: the first node that answers.")
 @click.option("--timeout", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
               help="Seconds to wait in all, retries included.")
+@click.option("--cert", type=click.Path(dir_okay=False), envvar="ZCOUNTER_CERT",
+              help="This client's secret certificate (bin/keygen), for a cluster in curve "
+                   "mode. Default: $ZCOUNTER_CERT.")
 @click.option("--nodeId", "node_id_seed", type=int, hidden=True)
 @click.option("--action", type=click.Choice(["increment", "getCount"]), hidden=True,
               help="Seed-compatible form: --nodeId N --action=increment|getCount.")
 @click.pass_context
 def client_main(ctx: click.Context, config_path: str | None, node: int | None, timeout: float,
-                node_id_seed: int | None, action: str | None) -> None:
+                cert: str | None, node_id_seed: int | None, action: str | None) -> None:
     """Talk to a zcounter cluster: increment, decrement, getCount, reset, keys, status.
 
     Every command that names no --key uses the key "default".
@@ -134,7 +143,7 @@ def client_main(ctx: click.Context, config_path: str | None, node: int | None, t
     3 indeterminate (applied, but the --wait level was not confirmed in time).
     """
     ctx.obj = {"config": _load(config_path), "node": node if node is not None else node_id_seed,
-               "timeout": timeout}
+               "timeout": timeout, "cert": cert}
     if ctx.invoked_subcommand is None:
         if action is None:
             click.echo(ctx.get_help())
@@ -144,7 +153,8 @@ def client_main(ctx: click.Context, config_path: str | None, node: int | None, t
 
 def _client(obj: dict[str, Any]) -> Client:
     try:
-        return Client(node=obj["node"], config=obj["config"], timeout=obj["timeout"])
+        return Client(node=obj["node"], config=obj["config"], timeout=obj["timeout"],
+                      cert=obj["cert"])
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
 
@@ -298,11 +308,28 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
 @click.option("--data-home", type=click.Path(file_okay=False, path_type=Path),
               help="Parent of each node's data directory (node-<id> inside). "
                    "Default: each node's own default.")
-def cluster_main(config_path: str | None, data_home: Path | None) -> None:
+@click.option("--secure", is_flag=True,
+              help="Run the default cluster in curve mode: make keys for its three nodes "
+                   "and one client under the data home (once), write a cluster file there, "
+                   "and print the bin/client line that uses them.")
+def cluster_main(config_path: str | None, data_home: Path | None, secure: bool) -> None:
     """Start every node of the cluster in this terminal; Ctrl-C stops them all.
 
     Each node's log lines are prefixed with its id.
     """
+    secrets: dict[int, Path] = {}
+    if secure:
+        if config_path:
+            _fail("--secure makes its own cluster file; give --data-home, not --config",
+                  EXIT_CONFIG)
+        data_home = data_home or default_cluster().default_data_dir(1).parent.parent / "secure"
+        try:
+            path, secrets, cert = make_secure_cluster(data_home)
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+        config_path = str(path)
+        click.echo(f"[cluster] curve mode; keys in {data_home / 'keys'}. In another terminal:\n"
+                   f"  bin/client --config {path} --cert {cert} increment", err=True)
     config = _load(config_path)
     env = dict(os.environ)
     if config_path:
@@ -319,6 +346,8 @@ def cluster_main(config_path: str | None, data_home: Path | None) -> None:
         cmd = [sys.executable, "-m", "zcounter.cli", "node", "--id", str(node)]
         if data_home is not None:
             cmd += ["--data-dir", str(data_home / f"node-{node}")]
+        if node in secrets:
+            cmd += ["--secret-key", str(secrets[node])]
         procs[node] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         t = threading.Thread(target=pump, args=(node, procs[node].stdout), daemon=True)
@@ -352,6 +381,59 @@ def cluster_main(config_path: str | None, data_home: Path | None) -> None:
     sys.exit(code)
 
 
+def make_secure_cluster(home: Path) -> tuple[Path, dict[int, Path], Path]:
+    """Keys for the default cluster's nodes and one client under ``home/keys`` (made once,
+    kept afterwards) and a curve-mode cluster file ``home/cluster.toml`` naming them.
+    Returns (cluster file, node id -> secret key, the client's secret key)."""
+    from .security import generate
+
+    keys = home / "keys"
+    clients = keys / "clients"
+    clients.mkdir(parents=True, exist_ok=True)
+    base = default_cluster()
+    secrets: dict[int, Path] = {}
+    lines = ["# Written by zcounter-cluster --secure.", "[security]", 'mode = "curve"',
+             'clients = "keys/clients"', ""]
+    for node_id, node in sorted(base.nodes.items()):
+        secret = keys / f"node{node_id}.key_secret"
+        if not secret.exists():
+            generate(f"node{node_id}", keys)
+        secrets[node_id] = secret
+        lines += [f"[nodes.{node_id}]", f'router = "{node.router}"', f'pub = "{node.pub}"',
+                  f'public_key = "keys/node{node_id}.key"', ""]
+    cert = keys / "client.key_secret"
+    if not cert.exists():
+        generate("client", keys)
+    (clients / "client.key").write_bytes((keys / "client.key").read_bytes())
+    path = home / "cluster.toml"
+    path.write_text("\n".join(lines))
+    return path, secrets, cert
+
+
+# --------------------------------------------------------------------------- keygen
+
+
+@click.command(context_settings=_CONTEXT)
+@_version("zcounter-keygen")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=".", show_default=True, help="Where to write the two files.")
+def keygen_main(name: str, directory: Path) -> None:
+    """Make a CurveZMQ key pair NAME in zmq's certificate format.
+
+    Writes DIR/NAME.key (the public key: give it to the cluster file, or to a node's
+    clients directory) and DIR/NAME.key_secret (the secret key, mode 0600: keep it on
+    the machine that uses it). Refuses to overwrite an existing secret (exit 1).
+    """
+    from .security import generate
+
+    try:
+        public, secret = generate(name, directory)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_FAILED if "exists" in str(exc) else EXIT_CONFIG)
+    click.echo(f"public key: {public}\nsecret key: {secret}")
+
+
 # --------------------------------------------------------------------------- python -m
 
 
@@ -364,6 +446,7 @@ def main() -> None:
 main.add_command(node_main, "node")
 main.add_command(client_main, "client")
 main.add_command(cluster_main, "cluster")
+main.add_command(keygen_main, "keygen")
 
 if __name__ == "__main__":
     main()

@@ -17,13 +17,16 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from .config import ClusterConfig, load_config
 from .errors import (
+    AuthenticationError,
     ConfigError,
     Indeterminate,
     ProtocolError,
@@ -58,6 +61,7 @@ from .protocol.messages import (
     StatusReply,
     Tag,
 )
+from .security import read_secret_certificate
 
 _BACKOFF_S = 0.02
 #: Keys a session remembers (least recently used forgotten first): forgetting a key only
@@ -65,6 +69,10 @@ _BACKOFF_S = 0.02
 MAX_SESSION_KEYS = 100_000
 #: Keys per page when listing.
 PAGE = 1000
+ENV_CERT = "ZCOUNTER_CERT"
+#: Handshake events the client watches on each node socket (CurveZMQ failures).
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
 
 LevelLike = Level | str
 
@@ -106,6 +114,9 @@ class Client:
     then count twice if its first node had not yet replicated it - opt in knowingly.
     ``seen``: start from another session's observed states (e.g. ``other.seen``), so the
     new client keeps that session's guarantees.
+    ``cert``: this client's secret certificate (``bin/keygen``) for a cluster in ``curve``
+    mode; defaults to ``$ZCOUNTER_CERT``.  The nodes are authenticated by their public
+    keys from the cluster file.
 
     To move a session to another node, call :meth:`use`: the guarantees travel with the
     ``seen`` states, not with the connection, so the next call on the new node answers
@@ -115,8 +126,14 @@ class Client:
     def __init__(self, node: int | None = None, config: str | os.PathLike[str] | ClusterConfig
                  | None = None, timeout: float = 2.0, retries: int = 2,
                  failover: bool = False,
-                 seen: Mapping[str, Mapping[str, Record]] | None = None) -> None:
+                 seen: Mapping[str, Mapping[str, Record]] | None = None,
+                 cert: str | os.PathLike[str] | None = None) -> None:
         self.config = config if isinstance(config, ClusterConfig) else load_config(config)
+        cert = cert if cert is not None else (os.environ.get(ENV_CERT) or None)
+        self.cert = Path(cert) if cert is not None else None
+        self._keys: tuple[bytes, bytes] | None = None
+        if self.cert is not None and self.config.curve:
+            self._keys = read_secret_certificate(self.cert, f"--cert / {ENV_CERT}")
         if node is not None:
             self.config.node(node)  # raises ConfigError for unknown ids
         if not timeout > 0:
@@ -132,11 +149,15 @@ class Client:
             (k, dict(v)) for k, v in (seen or {}).items())
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sockets: dict[int, zmq.Socket[bytes]] = {}
+        self._monitors: dict[int, zmq.Socket[bytes]] = {}
         self._tags = itertools.count(1)
 
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
+        for sock in self._monitors.values():
+            sock.close(linger=0)
+        self._monitors.clear()
         for sock in self._sockets.values():
             sock.close(linger=0)
         self._sockets.clear()
@@ -275,7 +296,19 @@ class Client:
     def _socket(self, node: int) -> zmq.Socket[bytes]:
         sock = self._sockets.get(node)
         if sock is None:
+            address = self.config.node(node)
+            if self.config.curve and self._keys is None:
+                raise AuthenticationError(
+                    f"node {node}: the cluster ({self.config.source}) is in curve mode and "
+                    f"this client has no certificate (--cert FILE or {ENV_CERT})", node)
             sock = self._ctx.socket(zmq.DEALER)
+            if self._keys is not None:
+                sock.curve_publickey, sock.curve_secretkey = self._keys
+                assert address.public_key is not None
+                sock.curve_serverkey = address.public_key
+            # Handshake failures (a refused key, a wrong node key) end a call at once
+            # with the reason, instead of a silent timeout.
+            self._monitors[node] = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
             sock.setsockopt(zmq.LINGER, 0)
             # Do not sit in the kernel's SYN backoff after a partition heals.
             sock.setsockopt(zmq.CONNECT_TIMEOUT, 1000)
@@ -284,9 +317,30 @@ class Client:
             # partition) and reconnect, instead of waiting on TCP's retransmit backoff.
             sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-            sock.connect(self.config.node(node).router)
+            sock.connect(address.router)
             self._sockets[node] = sock
         return sock
+
+    def _check_handshake(self, node: int) -> None:
+        """Raise :class:`AuthenticationError` if a handshake with ``node`` failed."""
+        monitor = self._monitors.get(node)
+        while monitor is not None and monitor.poll(0):
+            event = recv_monitor_message(monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                raise AuthenticationError(
+                    f"node {node} refused this client's key ({self.cert}): it is not among "
+                    "the node's authorized client keys", node)
+            if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                         zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                if self.config.curve:
+                    key_file = self.config.node(node).public_key_file
+                    raise AuthenticationError(
+                        f"node {node}: secure handshake failed: the node's public key "
+                        f"({key_file}) does not match the node, or the node is not in "
+                        "curve mode", node)
+                raise AuthenticationError(
+                    f"node {node}: handshake failed: the node requires CurveZMQ keys but "
+                    f"the cluster file ({self.config.source}) says security mode none", node)
 
     def _attempt(self, node: int, request: ClientRequest, deadline: float) -> ClientReply | None:
         """Send once; wait for the reply with this request's tag until ``deadline``."""
@@ -295,10 +349,19 @@ class Client:
             sock.send(encode_request(request), zmq.NOBLOCK)
         except zmq.Again:
             return None
+        monitor = self._monitors[node]
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sock.poll(_ms(remaining), zmq.POLLIN):
-                return None
+            ready = dict(poller.poll(_ms(remaining))) if remaining > 0 else {}
+            if monitor in ready:
+                self._check_handshake(node)
+            if sock not in ready:
+                if remaining <= 0 or not ready:
+                    return None
+                continue
             try:
                 reply = decode_reply(sock.recv())
             except ProtocolError as exc:
@@ -318,16 +381,31 @@ class Client:
             with contextlib.suppress(zmq.Again):
                 self._socket(node).send(encode_request(Ping(tag)), zmq.NOBLOCK)
         poller = zmq.Poller()
+        monitors = {}
         for node in nodes:
             poller.register(self._socket(node), zmq.POLLIN)
+            poller.register(self._monitors[node], zmq.POLLIN)
+            monitors[self._monitors[node]] = node
+        refused: list[AuthenticationError] = []
         while (remaining := deadline - time.monotonic()) > 0:
             for sock, _ in poller.poll(_ms(remaining)):
+                if sock in monitors:
+                    try:
+                        self._check_handshake(monitors[sock])
+                    except AuthenticationError as exc:
+                        refused.append(exc)
+                        poller.unregister(sock)
+                        if len(refused) == len(nodes):
+                            raise refused[0] from None
+                    continue
                 try:
                     reply = decode_reply(sock.recv())
                 except ProtocolError:
                     continue
                 if not isinstance(reply, Refused) and reply.id in tags:
                     return tags[reply.id]
+        if refused:
+            raise refused[0]
         raise Unavailable(f"no node answered within {self.timeout:g}s "
                           f"(tried {', '.join(map(str, nodes))})")
 

@@ -2,8 +2,9 @@
 
 Sources, first found wins: ``--config FILE``, the ``ZCOUNTER_CONFIG`` environment
 variable, the built-in three-node cluster on 127.0.0.1 (node N: ROUTER on port 555N,
-PUB on port 556N).  Every problem is a :class:`ConfigError` whose message names the
-file and the field, because that is what a user has to edit.
+PUB on port 556N, Redis-protocol door on 637N, metrics on 957N).  Every problem is a
+:class:`ConfigError` whose message names the file and the field, because that is what a
+user has to edit.  Paths in the file (keys, the clients directory) are relative to it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field, fields, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,37 @@ class NodeAddress:
     node_id: int
     router: str
     pub: str
+    #: CurveZMQ public key (Z85) and the file it came from (``curve`` mode).
+    public_key: bytes | None = None
+    public_key_file: Path | None = None
+    #: Redis-protocol (RESP2) endpoint, ``tcp://HOST:PORT`` (None: no RESP door).
+    resp: str | None = None
+    #: Prometheus metrics, ``HOST:PORT`` serving ``/metrics`` (None: none).
+    metrics: str | None = None
+
+    @property
+    def host(self) -> str:
+        """The host part of the ROUTER endpoint (brackets of IPv6 removed)."""
+        match = _ENDPOINT_RE.match(self.router)
+        assert match is not None
+        return match.group(1).strip("[]")
+
+
+class Mode(str, Enum):
+    """How nodes and clients authenticate and encrypt (``[security] mode``)."""
+
+    NONE = "none"
+    CURVE = "curve"
+
+
+@dataclass(frozen=True)
+class Security:
+    mode: Mode = Mode.NONE
+    #: Directory of authorized client public keys (``*.key``), ``curve`` mode.
+    clients: Path | None = None
+    #: File holding the password RESP clients must AUTH with (needed in ``curve`` mode
+    #: for the RESP door to open at all).
+    resp_password_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +104,15 @@ class ClusterConfig:
     source: str = DEFAULT_SOURCE
     #: Names the cluster in default data directories, so two clusters never share one.
     name: str = "default"
+    security: Security = field(default_factory=Security)
+
+    @property
+    def curve(self) -> bool:
+        return self.security.mode is Mode.CURVE
+
+    def node_keys(self) -> dict[bytes, int]:
+        """Public key -> node id (``curve`` mode)."""
+        return {n.public_key: n.node_id for n in self.nodes.values() if n.public_key}
 
     def node(self, node_id: int) -> NodeAddress:
         try:
@@ -98,7 +140,8 @@ class ClusterConfig:
 
 def default_cluster(n: int = 3) -> ClusterConfig:
     nodes = {
-        i: NodeAddress(i, f"tcp://127.0.0.1:{5550 + i}", f"tcp://127.0.0.1:{5560 + i}")
+        i: NodeAddress(i, f"tcp://127.0.0.1:{5550 + i}", f"tcp://127.0.0.1:{5560 + i}",
+                       resp=f"tcp://127.0.0.1:{6370 + i}", metrics=f"127.0.0.1:{9570 + i}")
         for i in range(1, n + 1)
     }
     return ClusterConfig(nodes=nodes)
@@ -113,8 +156,54 @@ def check_endpoint(value: Any, where: str) -> str:
     return value
 
 
-def parse_config(data: dict[str, Any], source: str, name: str = "default") -> ClusterConfig:
-    unknown = set(data) - {"nodes", "settings", "name"}
+_HOSTPORT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):([0-9]{1,5})$")
+
+
+def check_hostport(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string like 127.0.0.1:9571")
+    match = _HOSTPORT_RE.match(value)
+    if not match or not 1 <= int(match.group(2)) <= 65535:
+        raise ConfigError(f"{where}: malformed address {value!r} (expected HOST:PORT)")
+    return value
+
+
+def _path(value: Any, base: Path, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a path (relative to the cluster file)")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _security(raw: Any, source: str, base: Path) -> Security:
+    if raw is None:
+        return Security()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: security must be a table")
+    unknown = set(raw) - {"mode", "clients", "resp_password_file"}
+    if unknown:
+        raise ConfigError(f"{source}: security.{sorted(unknown)[0]} is not a known field")
+    try:
+        mode = Mode(raw.get("mode", "none"))
+    except ValueError:
+        raise ConfigError(f"{source}: security.mode must be \"none\" or \"curve\"") from None
+    clients = (_path(raw["clients"], base, f"{source}: security.clients")
+               if "clients" in raw else None)
+    password = (_path(raw["resp_password_file"], base, f"{source}: security.resp_password_file")
+                if "resp_password_file" in raw else None)
+    if mode is Mode.CURVE and clients is None:
+        raise ConfigError(f"{source}: security.clients is missing (a directory of client "
+                          "public keys, needed in curve mode)")
+    return Security(mode, clients, password)
+
+
+def parse_config(data: dict[str, Any], source: str, name: str = "default",
+                 base: Path | None = None) -> ClusterConfig:
+    """``base``: the directory relative paths start from (the cluster file's)."""
+    from .security import read_public_key  # zmq is imported only where keys are read
+
+    base = base or Path.cwd()
+    unknown = set(data) - {"nodes", "settings", "name", "security"}
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key {sorted(unknown)[0]!r}")
     raw_nodes = data.get("nodes")
@@ -128,17 +217,25 @@ def parse_config(data: dict[str, Any], source: str, name: str = "default") -> Cl
             raise ConfigError(f"{where}: node ids must be positive integers")
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be a table with router and pub")
-        extra = set(entry) - {"router", "pub"}
+        extra = set(entry) - {"router", "pub", "public_key", "resp", "metrics"}
         if extra:
             raise ConfigError(f"{where}: unknown key {sorted(extra)[0]!r}")
-        for part in ("router", "pub"):
+        for part in ("router", "pub", "resp", "metrics"):
             if part not in entry:
-                raise ConfigError(f"{where}.{part} is missing")
-            endpoint = check_endpoint(entry[part], f"{where}.{part}")
+                if part in ("router", "pub"):
+                    raise ConfigError(f"{where}.{part} is missing")
+                continue
+            endpoint = (check_hostport(entry[part], f"{where}.{part}") if part == "metrics"
+                        else check_endpoint(entry[part], f"{where}.{part}"))
             if endpoint in seen_endpoints:
                 raise ConfigError(f"{where}.{part}: {endpoint} is also {seen_endpoints[endpoint]}")
             seen_endpoints[endpoint] = f"nodes.{key}.{part}"
-        nodes[int(key)] = NodeAddress(int(key), entry["router"], entry["pub"])
+        key_file = public_key = None
+        if "public_key" in entry:
+            key_file = _path(entry["public_key"], base, f"{where}.public_key")
+            public_key = read_public_key(key_file, f"{where}.public_key")
+        nodes[int(key)] = NodeAddress(int(key), entry["router"], entry["pub"], public_key,
+                                      key_file, entry.get("resp"), entry.get("metrics"))
     raw_settings = data.get("settings", {})
     if not isinstance(raw_settings, dict):
         raise ConfigError(f"{source}: settings must be a table")
@@ -156,7 +253,21 @@ def parse_config(data: dict[str, Any], source: str, name: str = "default") -> Cl
     cluster_name = data.get("name", name)
     if not isinstance(cluster_name, str) or not re.match(r"^[A-Za-z0-9._-]{1,64}$", cluster_name):
         raise ConfigError(f"{source}: name must be 1-64 letters, digits, '.', '_' or '-'")
-    return ClusterConfig(nodes=nodes, settings=settings, source=source, name=cluster_name)
+    security = _security(data.get("security"), source, base)
+    if security.mode is Mode.CURVE:
+        for node_id, node in sorted(nodes.items()):
+            if node.public_key is None:
+                raise ConfigError(f"{source}: nodes.{node_id}.public_key is missing "
+                                  "(every node needs one in curve mode)")
+        seen_keys: dict[bytes, int] = {}
+        for node_id, node in sorted(nodes.items()):
+            assert node.public_key is not None
+            if node.public_key in seen_keys:
+                raise ConfigError(f"{source}: nodes.{node_id}.public_key is the same key as "
+                                  f"nodes.{seen_keys[node.public_key]}.public_key")
+            seen_keys[node.public_key] = node_id
+    return ClusterConfig(nodes=nodes, settings=settings, source=source, name=cluster_name,
+                         security=security)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> ClusterConfig:
@@ -173,4 +284,5 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ClusterConfig:
         raise ConfigError(f"{source}: cannot read cluster file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
-    return parse_config(data, source, name=Path(source).stem)
+    return parse_config(data, source, name=Path(source).stem,
+                        base=Path(source).resolve().parent)

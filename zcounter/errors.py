@@ -10,6 +10,8 @@ script can catch one class.  The split follows what a caller must do next:
 * :class:`Indeterminate` - the node applied the increment but could not reach the asked
   replication level in time; it may still spread.  Never a plain failure.
 * :class:`SessionBehind` - every node tried was behind what this session already saw.
+* :class:`AuthenticationError` - CurveZMQ: the node refused this client's key, or the
+  client could not authenticate the node (wrong public key in the cluster file).
 """
 
 from __future__ import annotations
@@ -59,3 +61,11 @@ class Indeterminate(ZCounterError):
         super().__init__(message)
         self.node = node
         self.count = count
+
+
+class AuthenticationError(ZCounterError):
+    """The secure handshake with a node failed; nothing was sent to it."""
+
+    def __init__(self, message: str, node: int | None = None) -> None:
+        super().__init__(message)
+        self.node = node

@@ -42,9 +42,17 @@ from ..protocol.codec import (
     encode_reply,
     request_tag,
 )
-from ..protocol.messages import ErrorCode, RidPage, StatesReply, SyncDiff, SyncStates
+from ..protocol.messages import (
+    PEER_REQUESTS,
+    ErrorCode,
+    RidPage,
+    StatesReply,
+    SyncDiff,
+    SyncStates,
+)
 from ..protocol.node import NodeCore
 from ..protocol.outputs import LogLevel, Publish, ToClient, ToPeer
+from .auth import CLIENT_KEYS_RELOAD_S, Guard
 from .sockets import NOBLOCK, RCVMORE, SNDMORE_NOBLOCK, tune
 from .storage import Storage, StorageError
 
@@ -60,15 +68,23 @@ _LOG_LEVELS = {LogLevel.DEBUG: logging.DEBUG, LogLevel.INFO: logging.INFO,
 class NodeServer:
     """Runs one node until stopped.  ``run()`` returns the process exit code."""
 
-    def __init__(self, config: ClusterConfig, node_id: int, data_dir: Path | None = None) -> None:
+    def __init__(self, config: ClusterConfig, node_id: int, data_dir: Path | None = None,
+                 secret_key: Path | None = None) -> None:
         self.config = config
         self.node_id = node_id
         self.address = config.node(node_id)
         self.data_dir = data_dir or config.default_data_dir(node_id)
+        # Key problems stop the node before it touches its data (exit 2).
+        self.guard = Guard(config, node_id, secret_key)
         self._stop = False
+        self._reload = False
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop = True
+
+    def reload(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        """SIGHUP: re-read the clients directory at the next cycle."""
+        self._reload = True
 
     def _bind(self, sock: zmq.Socket[bytes], endpoint: str, field: str) -> None:
         try:
@@ -83,10 +99,12 @@ class NodeServer:
         ctx = zmq.Context()
         sockets: list[zmq.Socket[bytes]] = []
         try:
+            self.guard.start(ctx)
             return self._serve(ctx, storage, sockets)
         finally:
             for sock in sockets:
                 sock.close(linger=0)
+            self.guard.stop()
             ctx.term()
             storage.close()
 
@@ -105,9 +123,11 @@ class NodeServer:
     def _serve(self, ctx: zmq.Context[zmq.Socket[bytes]], storage: Storage,
                sockets: list[zmq.Socket[bytes]]) -> int:
         settings = self.config.settings
+        guard = self.guard
         router = ctx.socket(zmq.ROUTER)
         sockets.append(router)
         tune(router)
+        guard.serve(router, peers_only=False)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # Absurd sizes drop the sender's connection; sizes between the client limit and
         # this one get a readable error reply from the decoder instead.
@@ -118,6 +138,7 @@ class NodeServer:
         pub = ctx.socket(zmq.PUB)
         sockets.append(pub)
         tune(pub)
+        guard.serve(pub, peers_only=True)
         pub.setsockopt(zmq.SNDHWM, 100_000)
         self._bind(pub, self.address.pub, "pub")
         sub = ctx.socket(zmq.SUB)
@@ -127,10 +148,12 @@ class NodeServer:
         dealers: dict[int, zmq.Socket[bytes]] = {}
         peer_of: dict[zmq.Socket[bytes], int] = {}
         for peer in self.config.peers_of(self.node_id):
+            guard.connect_to(sub, peer)
             sub.connect(self.config.nodes[peer].pub)
             dealer = ctx.socket(zmq.DEALER)
             sockets.append(dealer)
             tune(dealer)
+            guard.connect_to(dealer, peer)
             # Queue only on live connections: a request to a dead peer fails fast and is
             # retried by the core's timers instead of piling up stale work.
             dealer.setsockopt(zmq.IMMEDIATE, 1)
@@ -143,12 +166,13 @@ class NodeServer:
         for sock in sockets:
             if sock is not pub:
                 poller.register(sock, zmq.POLLIN)
-        log.info("node %d ready: router %s, pub %s, slot %s (%s), %d keys, data %s",
-                 self.node_id, self.address.router, self.address.pub, core.slot_name,
-                 "new incarnation" if storage.created else "restored", len(core.keys),
-                 storage.path)
+        log.info("node %d ready: router %s, pub %s, slot %s (%s), %d keys, data %s, "
+                 "security %s", self.node_id, self.address.router, self.address.pub,
+                 core.slot_name, "new incarnation" if storage.created else "restored",
+                 len(core.keys), storage.path, self.config.security.mode.value)
         stats = core.stats
         max_batch = settings.max_batch
+        next_reload = time.monotonic() + CLIENT_KEYS_RELOAD_S
         while not self._stop:
             timeout_ms = max(0.0, min(core.next_deadline() - time.monotonic(), MAX_POLL_S)) * 1000
             # Round up: pyzmq truncates to whole ms, and a 0 ms poll for a timer due in
@@ -161,6 +185,18 @@ class NodeServer:
                 for _ in range(max_batch):
                     # Frame by frame with int flags: pyzmq's recv_multipart costs ~2.5x
                     # as much per message (enum flag arithmetic, list building).
+                    if sock is router:
+                        # The routing frame as a zmq.Frame: it carries the connection's
+                        # properties (User-Id, Peer-Address) that roles are checked on.
+                        try:
+                            ident = recv(NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        parts: list[bytes] = []
+                        while more(RCVMORE):
+                            parts.append(recv(NOBLOCK))
+                        self._on_router(core, ident, parts, now)
+                        continue
                     try:
                         first = recv(NOBLOCK)
                     except zmq.Again:
@@ -168,9 +204,7 @@ class NodeServer:
                     frames = [first]
                     while more(RCVMORE):
                         frames.append(recv(NOBLOCK))
-                    if sock is router:
-                        self._on_router(core, frames, now)
-                    elif sock is sub:
+                    if sock is sub:
                         stats["peer_bytes_received"] += len(frames[-1])
                         try:
                             broadcast = decode_broadcast(_one_frame(frames))
@@ -189,6 +223,10 @@ class NodeServer:
                             log.debug("dropped reply from node %d: %s", peer_of[sock], exc)
                             continue
                         core.handle_peer_reply(reply, now)
+            if guard.curve and (self._reload or now >= next_reload):
+                self._reload = False
+                next_reload = now + CLIENT_KEYS_RELOAD_S
+                guard.reload_clients()
             core.tick(now)
             out = core.take_outputs()
             if out.persist:
@@ -232,8 +270,9 @@ class NodeServer:
         log.info("node %d stopping (%d keys)", self.node_id, len(core.keys))
         return 0
 
-    def _on_router(self, core: NodeCore, frames: list[bytes], now: float) -> None:
-        client, body = frames[0], frames[1:]
+    def _on_router(self, core: NodeCore, ident: zmq.Frame, body: list[bytes],
+                   now: float) -> None:
+        client = ident.bytes
         if len(body) != 1:
             core.stats["bad_requests"] += 1
             core.refuse(client, None, ErrorCode.BAD_REQUEST,
@@ -244,6 +283,12 @@ class NodeServer:
         except ProtocolError as exc:
             core.stats["bad_requests"] += 1
             core.refuse(client, request_tag(body[0]), ErrorCode.BAD_REQUEST, str(exc))
+            return
+        if isinstance(request, PEER_REQUESTS) and not self.guard.is_peer(ident):
+            core.stats["forbidden"] += 1
+            core.refuse(client, None, ErrorCode.FORBIDDEN,
+                        f"{type(request).__name__} is a peer operation and this connection "
+                        "is not a node's", "peer")
             return
         core.handle_request(client, request, now)
 
@@ -257,3 +302,4 @@ def _one_frame(frames: list[bytes]) -> bytes:
 def install_signal_handlers(server: NodeServer) -> None:
     signal.signal(signal.SIGTERM, server.stop)
     signal.signal(signal.SIGINT, server.stop)
+    signal.signal(signal.SIGHUP, server.reload)
