@@ -7,8 +7,10 @@ asyncio integration has had missed-wakeup bugs).  Each cycle:
 1. wait until a socket is readable or the core's next timer is due;
 2. drain every ready socket (up to ``max_batch`` messages each) into the core;
 3. ``tick(now)``; take the outputs;
-4. commit ``persist`` in one SQLite transaction (group commit), *then* send the batch's
-   replies, answers, requests and broadcasts.
+4. hand ``persist`` and the messages to the commit pipeline (:mod:`.committer`): the
+   batch is written to the log as one record (group commit) by a committer thread while
+   the loop goes on with the next batch, and its replies, answers, requests and
+   broadcasts are sent when that commit (and every earlier one) has returned.
 
 Step 4's order is the durability guarantee: nothing that depends on a write leaves the
 process before the write is on disk.  A failed commit stops the node (fail-stop) rather
@@ -21,7 +23,9 @@ import logging
 import math
 import secrets
 import signal
+import sys
 import time
+from collections import Counter
 from pathlib import Path
 from types import FrameType
 from typing import cast
@@ -51,8 +55,9 @@ from ..protocol.messages import (
     SyncStates,
 )
 from ..protocol.node import NodeCore
-from ..protocol.outputs import LogLevel, Publish, ToClient, ToPeer
+from ..protocol.outputs import LogLevel, Message, Publish, ToClient, ToPeer
 from .auth import CLIENT_KEYS_RELOAD_S, Guard
+from .committer import SWITCH_INTERVAL_S, Pipeline
 from .sockets import NOBLOCK, RCVMORE, SNDMORE_NOBLOCK, tune
 from .storage import Storage, StorageError
 
@@ -122,7 +127,6 @@ class NodeServer:
 
     def _serve(self, ctx: zmq.Context[zmq.Socket[bytes]], storage: Storage,
                sockets: list[zmq.Socket[bytes]]) -> int:
-        settings = self.config.settings
         guard = self.guard
         router = ctx.socket(zmq.ROUTER)
         sockets.append(router)
@@ -162,16 +166,33 @@ class NodeServer:
             peer_of[dealer] = peer
 
         core = self._load(storage, time.monotonic())
+        pipeline = Pipeline(storage)
         poller = zmq.Poller()
         for sock in sockets:
             if sock is not pub:
                 poller.register(sock, zmq.POLLIN)
+        poller.register(pipeline.wake_fd, zmq.POLLIN)
         log.info("node %d ready: router %s, pub %s, slot %s (%s), %d keys, data %s, "
                  "security %s", self.node_id, self.address.router, self.address.pub,
                  core.slot_name, "new incarnation" if storage.created else "restored",
                  len(core.keys), storage.path, self.config.security.mode.value)
+        out = _Out(router, pub, dealers, core.stats)
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        try:
+            return self._loop(core, poller, pipeline, router, sub, peer_of, out)
+        finally:
+            sys.setswitchinterval(switch_interval)
+            pipeline.close()
+
+    def _loop(self, core: NodeCore, poller: zmq.Poller, pipeline: Pipeline,
+              router: zmq.Socket[bytes], sub: zmq.Socket[bytes],
+              peer_of: dict[zmq.Socket[bytes], int], out: _Out) -> int:
+        """The poll loop (module docstring); returns the exit code."""
+        guard = self.guard
         stats = core.stats
-        max_batch = settings.max_batch
+        max_batch = self.config.settings.max_batch
+        wake = pipeline.wake_fd
         next_reload = time.monotonic() + CLIENT_KEYS_RELOAD_S
         while not self._stop:
             timeout_ms = max(0.0, min(core.next_deadline() - time.monotonic(), MAX_POLL_S)) * 1000
@@ -180,6 +201,16 @@ class NodeServer:
             ready = poller.poll(math.ceil(timeout_ms))
             now = time.monotonic()
             for sock, _ in ready:
+                if sock == wake:
+                    try:
+                        out.send(pipeline.completed())
+                    except StorageError as exc:
+                        log.error("node %d: cannot commit to %s (%s); stopping without "
+                                  "acknowledging the batch", self.node_id,
+                                  pipeline.storage.path, exc)
+                        return 1
+                    continue
+                assert isinstance(sock, zmq.Socket)
                 recv = sock.recv
                 more = sock.getsockopt
                 for _ in range(max_batch):
@@ -204,8 +235,8 @@ class NodeServer:
                     frames = [first]
                     while more(RCVMORE):
                         frames.append(recv(NOBLOCK))
+                    stats["peer_bytes_received"] += len(frames[-1])
                     if sock is sub:
-                        stats["peer_bytes_received"] += len(frames[-1])
                         try:
                             broadcast = decode_broadcast(_one_frame(frames))
                         except ProtocolError as exc:
@@ -214,7 +245,6 @@ class NodeServer:
                             continue
                         core.handle_broadcast(broadcast, now)
                     else:
-                        stats["peer_bytes_received"] += len(frames[-1])
                         stats["peer_reply_bytes_received"] += len(frames[-1])
                         try:
                             reply = decode_peer_reply(_one_frame(frames))
@@ -228,45 +258,19 @@ class NodeServer:
                 next_reload = now + CLIENT_KEYS_RELOAD_S
                 guard.reload_clients()
             core.tick(now)
-            out = core.take_outputs()
-            if out.persist:
-                try:
-                    storage.commit(out.persist)
-                except StorageError as exc:
-                    log.error("node %d: cannot commit to %s (%s); stopping without "
-                              "acknowledging the batch", self.node_id, storage.path, exc)
-                    return 1
-            for line in out.logs:
+            batch = core.take_outputs()
+            for line in batch.logs:
                 log.log(_LOG_LEVELS[line.level], line.text)
-            for message in out.messages:
-                try:
-                    if isinstance(message, ToClient):
-                        reply_ = message.reply
-                        body = (encode_peer_reply(reply_)
-                                if isinstance(reply_, _PEER_REPLY_TYPES) else
-                                encode_reply(reply_))
-                        # Two sends with int flags instead of send_multipart (half the
-                        # cost); a ROUTER message is atomic, so once the routing frame
-                        # is accepted the body frame cannot fail on the HWM.
-                        router.send(cast(bytes, message.client), SNDMORE_NOBLOCK)
-                        router.send(body, NOBLOCK)
-                    elif isinstance(message, Publish):
-                        body = encode_broadcast(message.message)
-                        pub.send(body, NOBLOCK)
-                        stats["peer_messages_sent"] += len(dealers)
-                        stats["peer_bytes_sent"] += len(body) * len(dealers)
-                    elif isinstance(message, ToPeer):
-                        body = encode_peer_request(message.request)
-                        dealers[message.peer].send(body, NOBLOCK)
-                        stats["peer_messages_sent"] += 1
-                        stats["peer_bytes_sent"] += len(body)
-                except zmq.Again:
-                    stats["send_queue_full"] += 1
-                except zmq.ZMQError as exc:
-                    if exc.errno != zmq.EHOSTUNREACH:
-                        raise
-                    stats["replies_undeliverable"] += 1
-        # Shutdown: whatever the last cycle produced is already committed; say goodbye.
+            # Persist before send: the batch's messages leave only once it (and every
+            # batch before it) is durable - the pipeline holds them until then.
+            out.send(pipeline.submit(batch.persist, batch.messages))
+        # Shutdown: let the commits in flight finish and their replies go out.
+        try:
+            out.send(pipeline.drain())
+        except StorageError as exc:
+            log.error("node %d: cannot commit to %s (%s)", self.node_id,
+                      pipeline.storage.path, exc)
+            return 1
         log.info("node %d stopping (%d keys)", self.node_id, len(core.keys))
         return 0
 
@@ -291,6 +295,48 @@ class NodeServer:
                         "is not a node's", "peer")
             return
         core.handle_request(client, request, now)
+
+
+class _Out:
+    """Encodes and sends what the core produced (after its batch is durable)."""
+
+    def __init__(self, router: zmq.Socket[bytes], pub: zmq.Socket[bytes],
+                 dealers: dict[int, zmq.Socket[bytes]], stats: Counter[str]) -> None:
+        self.router = router
+        self.pub = pub
+        self.dealers = dealers
+        self.stats = stats
+
+    def send(self, messages: list[Message]) -> None:
+        router, stats = self.router, self.stats
+        fanout = len(self.dealers)
+        for message in messages:
+            try:
+                if isinstance(message, ToClient):
+                    reply = message.reply
+                    body = (encode_peer_reply(reply) if isinstance(reply, _PEER_REPLY_TYPES)
+                            else encode_reply(reply))
+                    # Two sends with int flags instead of send_multipart (half the cost);
+                    # a ROUTER message is atomic, so once the routing frame is accepted
+                    # the body frame cannot fail on the HWM.
+                    router.send(cast(bytes, message.client), SNDMORE_NOBLOCK)
+                    router.send(body, NOBLOCK)
+                elif isinstance(message, Publish):
+                    body = encode_broadcast(message.message)
+                    self.pub.send(body, NOBLOCK)
+                    stats["peer_messages_sent"] += fanout
+                    stats["peer_bytes_sent"] += len(body) * fanout
+                elif isinstance(message, ToPeer):
+                    body = encode_peer_request(message.request)
+                    self.dealers[message.peer].send(body, NOBLOCK)
+                    stats["peer_messages_sent"] += 1
+                    stats["peer_bytes_sent"] += len(body)
+            except zmq.Again:
+                stats["send_queue_full"] += 1
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                stats["replies_undeliverable"] += 1
 
 
 def _one_frame(frames: list[bytes]) -> bytes:
