@@ -245,8 +245,11 @@ class Keyspace:
         """The owner of ``slot`` adds ``amount`` (negative: subtracts) to ``key``.
 
         Returns the slot's new record.  Raises :class:`Overflow` (nothing changed) if the
-        key's total of increments or of decrements would pass 2**63-1.
+        key's total of increments or of decrements would pass 2**63-1, ValueError for 0
+        (like :func:`.pncounter.add`: a zero step would create an all-zero record).
         """
+        if not amount:
+            raise ValueError("a step must not be zero")
         hot = self._hot.get(key) or self._touch(key)
         records = hot.records
         field_ = 0 if amount > 0 else 1

@@ -46,7 +46,8 @@ State = Mapping[str, Record]
 P, N, BP, BN = range(4)
 ZERO: Record = (0, 0, 0, 0)
 
-_SLOT_RE = re.compile(r"^([1-9][0-9]{0,8})\.([0-9a-f]{12})$")
+# fullmatch, not ``$``: ``$`` also matches before a trailing newline.
+_SLOT_RE = re.compile(r"([1-9][0-9]{0,8})\.([0-9a-f]{12})")
 
 
 class Overflow(ValueError):
@@ -60,7 +61,7 @@ def make_slot(node_id: int, incarnation: str) -> str:
 
 def slot_node(slot: str) -> int | None:
     """The node id a slot name names, or None when the name is malformed."""
-    match = _SLOT_RE.match(slot)
+    match = _SLOT_RE.fullmatch(slot)
     return int(match.group(1)) if match else None
 
 
