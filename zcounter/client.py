@@ -219,8 +219,7 @@ class Client:
             raise ConfigError(f"at most {MAX_KEYS_PER_GET} keys per request, got {len(names)}")
         level = _level(read, "read")
         reply = self._call(lambda tag, ms: Get(tag, names, level, ms, self._seen_of(names), True))
-        assert isinstance(reply, Counted)
-        return dict(zip(names, reply.counts, strict=False))
+        return dict(zip(names, _counts(reply, len(names)), strict=True))
 
     def keys(self, prefix: str = "", limit: int | None = None) -> Iterator[tuple[str, int]]:
         """``(key, count)`` of every live key starting with ``prefix``, sorted, fetched a
@@ -238,7 +237,8 @@ class Client:
             def make(tag: int, ms: int, after: str | None = after, size: int = size) -> ListKeys:
                 return ListKeys(tag, prefix, after, size)
             reply = self._call(make, pin=node)
-            assert isinstance(reply, KeysPage)
+            if not isinstance(reply, KeysPage):
+                raise _mismatch(reply, "a page of keys")
             node = reply.node  # one node's view for the whole listing
             yield from reply.entries
             if left is not None:
@@ -256,7 +256,8 @@ class Client:
             raise Unavailable(f"node {node} did not answer within {self.timeout:g}s", node)
         if isinstance(reply, Refused):
             raise _error_from(reply)
-        assert isinstance(reply, StatusReply)
+        if not isinstance(reply, StatusReply):
+            raise _mismatch(reply, "its status")
         return reply.status
 
     # ------------------------------------------------------------------ plumbing
@@ -272,8 +273,7 @@ class Client:
                 return Reset(tag, name, rid, level, ms, self._seen_of(keys), True)
             return Add(tag, name, amount, rid, level, ms, self._seen_of(keys), True)
         reply = self._call(make, "; it may or may not have been applied")
-        assert isinstance(reply, Counted)
-        return reply.counts[0]
+        return _counts(reply, 1)[0]
 
     def _seen_of(self, keys: tuple[str, ...]) -> States:
         seen = self.seen
@@ -463,6 +463,20 @@ class Client:
 def _ms(seconds: float) -> int:
     # zmq polls in whole milliseconds; round up so a short remainder still waits.
     return max(1, math.ceil(seconds * 1000))
+
+
+def _mismatch(reply: ClientReply, wanted: str) -> ProtocolError:
+    what = (f"{len(reply.counts)} counts" if isinstance(reply, Counted)
+            else type(reply).__name__)
+    return ProtocolError(f"node {reply.node} answered with {what}, not {wanted}")
+
+
+def _counts(reply: ClientReply, n: int) -> tuple[int, ...]:
+    """The counts of a reply that must carry exactly ``n`` of them (one per key asked);
+    anything else is the node's protocol error, never a silently shorter answer."""
+    if not isinstance(reply, Counted) or len(reply.counts) != n:
+        raise _mismatch(reply, f"{n} count{'s' if n != 1 else ''}")
+    return reply.counts
 
 
 def _error_from(reply: Refused) -> Exception:

@@ -51,6 +51,9 @@ class Settings:
     request_id_max_age_s: float = 3600.0
     #: Most client messages handled per poll cycle (one commit, one broadcast each).
     max_batch: int = 4096
+    #: A RESP client whose replies have not moved for this long (it stopped reading) is
+    #: disconnected, so it cannot hold the node's memory.
+    resp_stall_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -25,12 +25,14 @@ from .messages import (
     Broadcast,
     ClientReply,
     ClientRequest,
+    Confirm,
     Counted,
     Delta,
     ErrorCode,
     Fetch,
     Get,
     Heartbeat,
+    Held,
     KeysPage,
     Level,
     ListKeys,
@@ -66,6 +68,8 @@ MAX_KEYS_PER_GET = 10_000
 MAX_PAGE = 10_000
 MAX_TIMEOUT_MS = 10 * 60 * 1000
 MAX_NODE_ID = 999_999_999
+#: Nodes a Confirm may ask for (more than the cluster has only waits out its timeout).
+MAX_CONFIRM_NODES = 1_000_000
 #: Bounds on peer messages (far above what a node sends; they only stop garbage).
 MAX_STATES = 200_000
 MAX_SLOTS_PER_KEY = 10_000
@@ -222,7 +226,8 @@ def _applied(value: Any) -> Applied:
         raise ProtocolError("field 'a' must be an object of node -> [epoch, seq]")
     out: Applied = {}
     for node, pair in value.items():
-        if (not node.isdigit() or not 1 <= int(node) <= MAX_NODE_ID
+        # isascii: str.isdigit() holds for "²" (int() then raises) and "١" (int() reads 1).
+        if (not node.isascii() or not node.isdigit() or not 1 <= int(node) <= MAX_NODE_ID
                 or not isinstance(pair, list) or len(pair) != 2
                 or not isinstance(pair[0], str) or len(pair[0]) > _EPOCH_MAX
                 or type(pair[1]) is not int or not 0 <= pair[1] <= MAX_TOTAL):
@@ -260,7 +265,8 @@ def decode_request(frame: bytes) -> ClientRequest | PeerRequest:
     """Decode what a ROUTER received after the routing id (one frame)."""
     obj = _loads(frame, MAX_PEER_MESSAGE_BYTES)
     op = obj.get("op")
-    if op in _PEER_OPS:
+    # A JSON list or object is unhashable: test the type before the set lookup.
+    if type(op) is str and op in _PEER_OPS:
         return _decode_peer_request(op, obj)
     if len(frame) > MAX_REQUEST_BYTES:
         raise ProtocolError(f"request too large ({len(frame)} bytes, limit {MAX_REQUEST_BYTES})")
@@ -289,14 +295,19 @@ def decode_request(frame: bytes) -> ClientRequest | PeerRequest:
         return Status(tag)
     if op == "ping":
         return Ping(tag)
+    if op == "confirm":
+        return Confirm(tag, validate_key(obj.get("key")),
+                       _int(obj, "nodes", 1, MAX_CONFIRM_NODES),
+                       _int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, 2000))
     if op is None:
         raise ProtocolError("missing field 'op'")
     raise ProtocolError(f"unknown operation {str(op)[:40]!r}")
 
 
 def _key_field(obj: Mapping[str, Any]) -> str:
-    key = obj.get("key")
-    return DEFAULT_KEY if key is None else validate_key(key)
+    """The request's key: ``default`` when absent; anything else must be a valid key
+    (``null`` is not a string: refused)."""
+    return validate_key(obj["key"]) if "key" in obj else DEFAULT_KEY
 
 
 def _rid_field(obj: Mapping[str, Any]) -> str | None:
@@ -313,10 +324,8 @@ def _decode_add(obj: dict[str, Any], tag: Tag, negative: bool) -> Add:
     by = obj.get("by", 1)
     if type(by) is not int or not 1 <= by <= MAX_STEP:  # the common case stays cheap
         by = _int(obj, "by", 1, MAX_STEP, default=1)  # ... and this names the error
-    key = obj.get("key")
-    if key is None:
-        key = DEFAULT_KEY
-    elif type(key) is not str or not key or len(key) > 64 or not key.isascii():
+    key = obj.get("key", DEFAULT_KEY)
+    if type(key) is not str or not key or len(key) > 64 or not key.isascii():
         key = validate_key(key)
     wait = obj.get("wait")
     level = Level.LOCAL if wait is None or wait == "local" else _level(obj, "wait")
@@ -360,6 +369,9 @@ def encode_request(request: ClientRequest) -> bytes:
             obj["after"] = request.after
     elif isinstance(request, Status):
         obj = {"op": "status", "id": request.id}
+    elif isinstance(request, Confirm):
+        obj = {"op": "confirm", "id": request.id, "key": request.key, "nodes": request.nodes,
+               "timeout_ms": request.timeout_ms}
     else:
         obj = {"op": "ping", "id": request.id}
     return orjson.dumps(obj)
@@ -394,6 +406,9 @@ def encode_reply(reply: ClientReply) -> bytes:
     if isinstance(reply, StatusReply):
         return orjson.dumps({"id": reply.id, "node": reply.node, "ok": True,
                              "status": reply.status})
+    if isinstance(reply, Held):
+        return orjson.dumps({"id": reply.id, "node": reply.node, "ok": True, "key": reply.key,
+                             "held": reply.nodes})
     assert isinstance(reply, Pong)
     return orjson.dumps({"id": reply.id, "node": reply.node, "ok": True})
 
@@ -411,7 +426,7 @@ def decode_reply(data: bytes) -> ClientReply:
     tag = _tag(obj)
     if not ok:
         error, message = obj.get("error"), obj.get("message")
-        if not isinstance(message, str) or error not in _CODES:
+        if not isinstance(message, str) or not isinstance(error, str) or error not in _CODES:
             raise ProtocolError("error reply needs a known 'error' code and a 'message'")
         return Refused(tag, node, _CODES[error], message)
     if "status" in obj:
@@ -429,6 +444,9 @@ def decode_reply(data: bytes) -> ClientReply:
                 raise ProtocolError("'keys' must be a list of [key, count]")
             entries.append((validate_key(entry[0], "keys"), entry[1]))
         return KeysPage(tag, node, tuple(entries), obj.get("more") is True)
+    if "held" in obj:
+        return Held(tag, node, validate_key(obj.get("key")),
+                    _int(obj, "held", 1, MAX_CONFIRM_NODES))
     if "count" in obj:
         count = _int(obj, "count", -MAX_TOTAL, MAX_TOTAL)
         counts: tuple[int, ...] = (count,)

@@ -3,9 +3,11 @@
 Three conversations (the codec, :mod:`.codec`, turns these into bytes and back):
 
 * **client -> node** over the node's ROUTER (clients are DEALERs): :class:`Add`,
-  :class:`Reset`, :class:`Get`, :class:`ListKeys`, :class:`Status`, :class:`Ping`;
-  answered by :class:`Counted`, :class:`KeysPage`, :class:`StatusReply`, :class:`Pong`
-  or :class:`Refused`.  ``id`` is the caller's correlation tag, echoed verbatim.
+  :class:`Reset`, :class:`Get`, :class:`ListKeys`, :class:`Status`, :class:`Ping`,
+  :class:`Confirm`; answered by :class:`Counted`, :class:`KeysPage`,
+  :class:`StatusReply`, :class:`Pong`, :class:`Held` or :class:`Refused`.  ``id`` is the
+  caller's correlation tag, echoed verbatim.  The Redis-protocol door
+  (:mod:`zcounter.protocol.resp`) turns RESP commands into these same requests.
 * **node -> node requests** over the same ROUTER from each peer's DEALER:
   :class:`Fetch` (states of some keys), :class:`Merge` (hold these states durably),
   the three steps of a repair (:class:`SyncBuckets`, :class:`SyncSegments`,
@@ -140,7 +142,22 @@ class Ping:
     id: Tag
 
 
-ClientRequest = Add | Reset | Get | ListKeys | Status | Ping
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    """Wait until ``nodes`` nodes (this one included) hold durably everything this node
+    holds of ``key`` now - so every write it applied to ``key`` so far - or until
+    ``timeout_ms`` passes; answered with :class:`Held` either way.  Redis's ``WAIT``
+    over the RESP door: writes are acknowledged at once (``wait=local``) and confirmed
+    afterwards, and the answer says how many nodes were reached, not whether a level was.
+    """
+
+    id: Tag
+    key: str
+    nodes: int
+    timeout_ms: int = 2000
+
+
+ClientRequest = Add | Reset | Get | ListKeys | Status | Ping | Confirm
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +201,19 @@ class Refused:
     message: str
 
 
-ClientReply = Counted | KeysPage | StatusReply | Pong | Refused
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Answer to :class:`Confirm`: ``nodes`` nodes (this one included) are known to hold
+    ``key`` as this node held it when the Confirm arrived (at least ``Confirm.nodes`` of
+    them unless the timeout passed first)."""
+
+    id: Tag
+    node: int
+    key: str
+    nodes: int
+
+
+ClientReply = Counted | KeysPage | StatusReply | Pong | Held | Refused
 
 
 # --------------------------------------------------------------------------- peer side

@@ -61,12 +61,14 @@ from .messages import (
     Applied,
     Broadcast,
     ClientRequest,
+    Confirm,
     Counted,
     Delta,
     ErrorCode,
     Fetch,
     Get,
     Heartbeat,
+    Held,
     KeysPage,
     Level,
     ListKeys,
@@ -160,6 +162,10 @@ class NodeCore:
         self._next_heartbeat = now
         self._next_anti_entropy = now + settings.anti_entropy_interval_s
         self._ae_turn = 0
+        #: Delta positions as of the last flush: what the hash tree reflects.  A repair
+        #: answer must claim no more than that, or a delta merged in the same batch (not
+        #: yet in the tree) would be claimed and never sent (see _peer_request).
+        self._flushed_vector: Applied = self.vector()
         # A fresh node knows nothing its peers hold (after a wipe, not even its own old
         # slot).  Answering from that would show a count going backwards, so until its
         # first repair completes every request first fetches its keys from a peer (one
@@ -270,6 +276,13 @@ class NodeCore:
             self._reset(client, request)  # type: ignore[arg-type]
         elif kind is ListKeys:
             assert isinstance(request, ListKeys)
+            if self.bootstrapping:
+                # A partial keyspace would read as keys missing; the client retries.
+                self.refuse(client, request.id, ErrorCode.UNAVAILABLE,
+                            f"node {self.node_id} is still receiving the keyspace from its "
+                            f"peers ({len(self.keys)} keys so far); try again or ask another "
+                            "node", "keys")
+                return
             page, more = self.keys.list_keys(request.prefix, request.after, request.limit)
             self._out.append(ToClient(client, KeysPage(request.id, self.node_id,
                                                        tuple(page), more)))
@@ -281,6 +294,8 @@ class NodeCore:
         elif kind is Ping:
             self._out.append(ToClient(client, Pong(request.id, self.node_id)))
             self.requests[("ping", "ok")] += 1
+        elif kind is Confirm:
+            self._confirm(client, request)  # type: ignore[arg-type]
         else:
             self._peer_request(client, request)  # type: ignore[arg-type]
 
@@ -354,6 +369,24 @@ class NodeCore:
         self.pending.add_wait(Wait(client, req, target, self.needed(req.wait),
                                    self._now + _budget_s(req.timeout_ms), duplicate))
 
+    def _confirm(self, client: ClientId, req: Confirm) -> None:
+        """Wait until ``req.nodes`` nodes hold what this node holds of the key now: the
+        wait of a ``wait=majority|all`` write, for writes already applied and answered
+        (Redis's WAIT at the RESP door).  The target is the whole state, so the pushes
+        that serve waits (``_retry``: they send the whole state) are what satisfies it."""
+        target = self.keys.state(req.key)
+        if not target or req.nodes <= 1:
+            # Nothing to hold is held everywhere; one node is this one, and the answer
+            # leaves only after the batch (so every write it covers) is committed.
+            self._held(client, req, len(self.cluster) if not target else 1)
+            return
+        self.pending.add_wait(Wait(client, req, target, req.nodes,
+                                   self._now + req.timeout_ms / 1000.0, duplicate=False))
+
+    def _held(self, client: ClientId, req: Confirm, nodes: int) -> None:
+        self._out.append(ToClient(client, Held(req.id, self.node_id, req.key, nodes)))
+        self.requests[("confirm", "ok" if nodes >= req.nodes else "timeout")] += 1
+
     def _get(self, client: ClientId, req: Get) -> None:
         needed = self.needed(req.read)
         if needed == 1 and not self._gated(req, req.keys):
@@ -397,7 +430,10 @@ class NodeCore:
                     self._reply_counts(read.client, req)
         if pending.waits:
             for wait in pending.take_confirmed():
-                self._reply_counts(wait.client, wait.request, wait.duplicate)
+                if isinstance(wait.request, Confirm):
+                    self._held(wait.client, wait.request, len(wait.holders) + 1)
+                else:
+                    self._reply_counts(wait.client, wait.request, wait.duplicate)
 
     # ------------------------------------------------------------------ peer requests
 
@@ -422,7 +458,7 @@ class NodeCore:
             self._settle()
         elif isinstance(request, SyncBuckets):
             self._out.append(ToClient(client, answer_buckets(self.keys, request, node,
-                                                             self.vector())))
+                                                             self._flushed_vector)))
         elif isinstance(request, SyncSegments):
             self._out.append(ToClient(client, answer_segments(self.keys, request, node)))
         elif isinstance(request, SyncKeys):
@@ -494,6 +530,7 @@ class NodeCore:
             if self._accept(reply.states, reply.node) is None:
                 return
             if sent.kind is Kind.FETCH:
+                peer.fetch_rtt = now - sent.sent
                 peer.fresh_as_of = max(peer.fresh_as_of, sent.stamp)
                 self.pending.answered(peer.node_id, sent.stamp, sent.keys)
             else:
@@ -570,6 +607,7 @@ class NodeCore:
                     is not Liveness.LIVE):
                 stream.raise_to(epoch, seq)
         if self.bootstrapping:
+            self.stats["bootstraps_completed"] += 1
             self.bootstrapping = False
             self._bootstrap_until = -math.inf
             self._log(f"bootstrap from node {peer.node_id} complete: {len(self.keys)} keys "
@@ -606,7 +644,7 @@ class NodeCore:
             for other, (epoch, seq, since) in list(peer.watch.items()):
                 if self.peers[other].stream.covers(epoch, seq):
                     del peer.watch[other]
-                elif now - since >= settle_s:
+                elif now >= since + settle_s:  # the form next_deadline() uses: no float gap
                     peer.flag = True  # it holds deltas of ``other`` we never got
                     del peer.watch[other]
         if now >= self._next_anti_entropy:
@@ -639,8 +677,12 @@ class NodeCore:
         return 2 * self.settings.peer_timeout_s
 
     def _sync_wanted(self, peer: Peer, now: float) -> bool:
-        """A repair from ``peer`` is wanted and possible (it is live)."""
-        return (peer.wants_sync()
+        """A repair from ``peer`` is wanted and possible (it is live).  A bootstrapping
+        node wants one from any live peer: its delta positions may show nothing missing
+        (it heard a peer's deltas in order from that peer's first), yet only a completed
+        repair ends the bootstrap (tests/integration/test_replication.py, a node started
+        empty: without this it held every request for a peer's answer indefinitely)."""
+        return ((peer.wants_sync() or self.bootstrapping)
                 and peer.liveness(now, self.settings.peer_timeout_s) is Liveness.LIVE)
 
     def _sync_due_at(self, peer: Peer) -> float:
@@ -671,17 +713,25 @@ class NodeCore:
         pending = self.pending
         if pending.reads:
             oldest = min(r.stamp for r in pending.reads)
-            keys = tuple(pending.read_keys()[:MAX_KEYS_PER_MESSAGE])
+            # Every key of every pending read, in as many Fetches as it takes: a read
+            # whose keys were cut off one Fetch could never become fresh (a Get of 5,001+
+            # keys, or concurrent reads of more keys than that, expired "unavailable").
+            keys = pending.read_keys()
+            chunks = [tuple(keys[i:i + MAX_KEYS_PER_MESSAGE])
+                      for i in range(0, len(keys), MAX_KEYS_PER_MESSAGE)]
             for peer_id in pending.stale_peers(self.peers):
                 peer = self.peers[peer_id]
                 # A read counts only answers to fetches sent after it began.
                 if peer.fetch_stamp < oldest or (
-                        not fresh_only and now - peer.last_fetch >= interval):
+                        not fresh_only
+                        and now - peer.last_fetch >= max(interval, min(
+                            2 * peer.fetch_rtt, self.settings.peer_timeout_s))):
                     stamp = pending.next_stamp()
                     peer.fetch_stamp, peer.last_fetch = stamp, now
-                    self.stats["fetches_sent"] += 1
-                    self._send(peer_id, Fetch(self._new_id(), self.node_id, keys),
-                               Kind.FETCH, stamp, keys)
+                    for chunk in chunks:
+                        self.stats["fetches_sent"] += 1
+                        self._send(peer_id, Fetch(self._new_id(), self.node_id, chunk),
+                                   Kind.FETCH, stamp, chunk)
         if pending.waits:
             for peer_id, peer in self.peers.items():
                 waits = [w for w in pending.waits if peer_id not in w.holders]
@@ -693,7 +743,7 @@ class NodeCore:
                 for wait in waits:
                     wait.pushed.add(peer_id)
                 rids = tuple((w.request.rid, w.key, w.target) for w in waits
-                             if w.request.rid is not None)
+                             if not isinstance(w.request, Confirm) and w.request.rid is not None)
                 self.stats["merges_sent"] += 1
                 self._send(peer_id, Merge(self._new_id(), self.node_id,
                                           {w.key: self.keys.state(w.key) for w in waits},
@@ -702,6 +752,10 @@ class NodeCore:
     def _expire(self, now: float) -> None:
         waits, reads = self.pending.take_expired(now)
         for wait in waits:
+            if isinstance(wait.request, Confirm):
+                # Not an error: WAIT answers how many nodes it reached.
+                self._held(wait.client, wait.request, len(wait.holders) + 1)
+                continue
             self.refuse(
                 wait.client, wait.request.id, ErrorCode.INDETERMINATE,
                 f"applied at node {self.node_id}, but only {len(wait.holders) + 1} of the "
@@ -709,6 +763,15 @@ class NodeCore:
                 "spread", _op(wait.request))
         for read in reads:
             req = read.request
+            if not isinstance(req, Get) and req.rid is not None and req.rid in self.rids:
+                # Another attempt with this request id was applied while this one waited
+                # to catch up: "nothing was applied" would be false for the id (found by
+                # the simulator, bin/sim --seed 6 --nodes 5: a late first attempt applied
+                # at a bootstrapping node, then its retry's wait expired "unavailable").
+                self.refuse(read.client, req.id, ErrorCode.INDETERMINATE,
+                            f"request id {req.rid!r} was applied at node {self.node_id} by an "
+                            "earlier attempt; its level was not confirmed in time", _op(req))
+                continue
             dom = self.keys.dominates
             if req.seen and not all(dom(k, st) for k, st in req.seen.items()):
                 self.refuse(read.client, req.id, ErrorCode.BEHIND,
@@ -757,6 +820,7 @@ class NodeCore:
                                            tuple(self._batch_rids))))
             self.stats["deltas_sent"] += 1
             self._batch_rids = []
+        self._flushed_vector = self.vector()
         if self._heartbeat_due:
             self._heartbeat_due = False
             self._out.append(Publish(Heartbeat(

@@ -20,14 +20,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..model.pncounter import Record
-from .messages import Add, Get, Reset
+from .messages import Add, Confirm, Get, Reset
 from .outputs import ClientId
 
 
 @dataclass(slots=True)
 class Wait:
     client: ClientId
-    request: Add | Reset
+    #: A write waiting for its level, or a :class:`~.messages.Confirm` of writes already
+    #: answered (its target: the key's whole state when it arrived).
+    request: Add | Reset | Confirm
     target: dict[str, Record]
     needed: int
     deadline: float
@@ -54,6 +56,9 @@ class Read:
     deadline: float
     stamp: int
     fresh: set[int] = field(default_factory=set)
+    #: Peer -> keys of this read it answered fresh fetches of, while the read's keys
+    #: span several fetches (see :meth:`Pending.answered`).
+    partial: dict[int, set[str]] = field(default_factory=dict)
 
 
 class Pending:
@@ -101,11 +106,21 @@ class Pending:
         self.reads.append(read)
 
     def answered(self, peer: int, stamp: int, keys: Iterable[str]) -> None:
-        """``peer`` answered a fetch of ``keys`` that was sent with ``stamp``."""
+        """``peer`` answered a fetch of ``keys`` that was sent with ``stamp``.  A read
+        of more keys than one fetch carries is fresh from ``peer`` once fetches sent after
+        it began have covered all its keys."""
         fetched = set(keys)
         for read in self.reads:
-            if read.stamp < stamp and fetched.issuperset(read.keys):
+            if read.stamp >= stamp or peer in read.fresh:
+                continue
+            if fetched.issuperset(read.keys):
                 read.fresh.add(peer)
+                continue
+            got = read.partial.setdefault(peer, set())
+            got.update(k for k in read.keys if k in fetched)
+            if len(got) == len(set(read.keys)):
+                read.fresh.add(peer)
+                del read.partial[peer]
 
     def take_done(self, done: Callable[[Read], bool]) -> list[Read]:
         ready: list[Read] = []

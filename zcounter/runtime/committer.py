@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..protocol.outputs import Message, Persist
@@ -74,6 +76,10 @@ class Pipeline:
         self.waiting = Group()
         self.error: BaseException | None = None
         self.commits = 0
+        #: Called in the loop thread with each commit's duration in seconds, the flush
+        #: included (metrics); measured by the committer thread around ``commit``.
+        self.on_commit: Callable[[float], None] | None = None
+        self._duration = 0.0
         self._thread = threading.Thread(target=self._run, name="zcounter-commit", daemon=True)
         self._thread.start()
 
@@ -90,10 +96,13 @@ class Pipeline:
                 if self._todo is None:
                     return
                 persist = self._todo
+            started = time.perf_counter()
             try:
                 self.storage.commit(persist)
             except BaseException as exc:  # reported to the loop: it stops the node
                 self.error = exc
+            # Read by the loop after the wake-up byte below (the pipe orders them).
+            self._duration = time.perf_counter() - started
             with self._work:
                 self._todo = None
             os.write(self._write_fd, b"x")
@@ -129,6 +138,8 @@ class Pipeline:
             raise self.error
         group, self.in_flight = self.in_flight, None
         self.commits += 1
+        if self.on_commit is not None:
+            self.on_commit(self._duration)
         out = group.messages if group is not None else []
         return out + self._advance()
 

@@ -12,6 +12,12 @@ asyncio integration has had missed-wakeup bugs).  Each cycle:
    the loop goes on with the next batch, and its replies, answers, requests and
    broadcasts are sent when that commit (and every earlier one) has returned.
 
+The Redis-protocol door (:mod:`.resp`) is part of the same loop: its listening socket and
+connections are file descriptors in the same poller, its commands become the same core
+requests, and its replies are the core's outputs of step 4 - so they too leave only after
+the commit.  Metrics (:mod:`.metrics`) are plain counters kept here, copied out only when
+a scrape asks.
+
 Step 4's order is the durability guarantee: nothing that depends on a write leaves the
 process before the write is on disk.  A failed commit stops the node (fail-stop) rather
 than acknowledge what is not durable.
@@ -32,6 +38,7 @@ from typing import cast
 
 import zmq
 
+from .. import __version__
 from ..config import ClusterConfig
 from ..errors import ConfigError, ProtocolError
 from ..model.keyspace import Keyspace
@@ -48,6 +55,7 @@ from ..protocol.codec import (
 )
 from ..protocol.messages import (
     PEER_REQUESTS,
+    Delta,
     ErrorCode,
     RidPage,
     StatesReply,
@@ -56,8 +64,11 @@ from ..protocol.messages import (
 )
 from ..protocol.node import NodeCore
 from ..protocol.outputs import LogLevel, Message, Publish, ToClient, ToPeer
+from ..protocol.resp import RespClient
 from .auth import CLIENT_KEYS_RELOAD_S, Guard
 from .committer import SWITCH_INTERVAL_S, Pipeline
+from .metrics import MetricsServer, NodeMetrics, start_metrics
+from .resp import RespDoor, make_door
 from .sockets import NOBLOCK, RCVMORE, SNDMORE_NOBLOCK, tune
 from .storage import Storage, StorageError
 
@@ -83,6 +94,8 @@ class NodeServer:
         self.guard = Guard(config, node_id, secret_key)
         self._stop = False
         self._reload = False
+        #: Set when ``[nodes.N] metrics`` is (request timing costs a dict entry each).
+        self.metrics: NodeMetrics | None = None
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop = True
@@ -172,35 +185,65 @@ class NodeServer:
             if sock is not pub:
                 poller.register(sock, zmq.POLLIN)
         poller.register(pipeline.wake_fd, zmq.POLLIN)
-        log.info("node %d ready: router %s, pub %s, slot %s (%s), %d keys, data %s, "
-                 "security %s", self.node_id, self.address.router, self.address.pub,
-                 core.slot_name, "new incarnation" if storage.created else "restored",
-                 len(core.keys), storage.path, self.config.security.mode.value)
-        out = _Out(router, pub, dealers, core.stats)
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        door = make_door(self.config, self.node_id, __version__)
+        metrics_server: MetricsServer | None = None
         try:
-            return self._loop(core, poller, pipeline, router, sub, peer_of, out)
+            if door is not None:
+                door.register(poller)
+            if self.address.metrics is not None:
+                metrics = self.metrics = NodeMetrics(__version__)
+                metrics_server = start_metrics(self.config, self.node_id, metrics)
+                histogram = metrics.commit_duration
+
+                def committed(seconds: float) -> None:
+                    histogram.observe(seconds)
+                    metrics.commits += 1
+                pipeline.on_commit = committed
+                if door is not None:
+                    door.door.observe = metrics.request_duration.observe
+            log.info("node %d ready: router %s, pub %s, resp %s, metrics %s, slot %s (%s), "
+                     "%d keys, data %s, security %s", self.node_id, self.address.router,
+                     self.address.pub, door.endpoint if door else "off",
+                     self.address.metrics or "off", core.slot_name,
+                     "new incarnation" if storage.created else "restored",
+                     len(core.keys), storage.path, self.config.security.mode.value)
+            out = _Out(router, pub, dealers, core.stats, door, self.metrics)
+            switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+            try:
+                return self._loop(core, poller, pipeline, router, sub, peer_of, out, door)
+            finally:
+                sys.setswitchinterval(switch_interval)
+                pipeline.close()
         finally:
-            sys.setswitchinterval(switch_interval)
-            pipeline.close()
+            if door is not None:
+                door.close()
+            if metrics_server is not None:
+                metrics_server.close()
 
     def _loop(self, core: NodeCore, poller: zmq.Poller, pipeline: Pipeline,
               router: zmq.Socket[bytes], sub: zmq.Socket[bytes],
-              peer_of: dict[zmq.Socket[bytes], int], out: _Out) -> int:
+              peer_of: dict[zmq.Socket[bytes], int], out: _Out,
+              door: RespDoor | None = None) -> int:
         """The poll loop (module docstring); returns the exit code."""
         guard = self.guard
         stats = core.stats
+        metrics = self.metrics
         max_batch = self.config.settings.max_batch
         wake = pipeline.wake_fd
         next_reload = time.monotonic() + CLIENT_KEYS_RELOAD_S
         while not self._stop:
             timeout_ms = max(0.0, min(core.next_deadline() - time.monotonic(), MAX_POLL_S)) * 1000
+            if door is not None and door.busy:
+                timeout_ms = 0.0  # requests of the door wait for this cycle
             # Round up: pyzmq truncates to whole ms, and a 0 ms poll for a timer due in
             # 0.4 ms would spin.
             ready = poller.poll(math.ceil(timeout_ms))
             now = time.monotonic()
-            for sock, _ in ready:
+            received = 0
+            if door is not None:
+                door.start_cycle()
+            for sock, events in ready:
                 if sock == wake:
                     try:
                         out.send(pipeline.completed())
@@ -209,6 +252,10 @@ class NodeServer:
                                   "acknowledging the batch", self.node_id,
                                   pipeline.storage.path, exc)
                         return 1
+                    continue
+                if type(sock) is int:
+                    if door is not None:
+                        door.on_event(sock, events, core, now)
                     continue
                 assert isinstance(sock, zmq.Socket)
                 recv = sock.recv
@@ -226,6 +273,7 @@ class NodeServer:
                         parts: list[bytes] = []
                         while more(RCVMORE):
                             parts.append(recv(NOBLOCK))
+                        received += 1
                         self._on_router(core, ident, parts, now)
                         continue
                     try:
@@ -235,6 +283,7 @@ class NodeServer:
                     frames = [first]
                     while more(RCVMORE):
                         frames.append(recv(NOBLOCK))
+                    received += 1
                     stats["peer_bytes_received"] += len(frames[-1])
                     if sock is sub:
                         try:
@@ -257,6 +306,14 @@ class NodeServer:
                 self._reload = False
                 next_reload = now + CLIENT_KEYS_RELOAD_S
                 guard.reload_clients()
+            if door is not None:
+                door.pump(core, now)
+            if metrics is not None:
+                if received:
+                    metrics.batch_messages.observe(received)
+                if metrics.wanted:
+                    metrics.publish(core, now, door.snapshot if door else None,
+                                    {"peer_bytes_received": stats["peer_bytes_received"]})
             core.tick(now)
             batch = core.take_outputs()
             for line in batch.logs:
@@ -277,6 +334,7 @@ class NodeServer:
     def _on_router(self, core: NodeCore, ident: zmq.Frame, body: list[bytes],
                    now: float) -> None:
         client = ident.bytes
+        metrics = self.metrics
         if len(body) != 1:
             core.stats["bad_requests"] += 1
             core.refuse(client, None, ErrorCode.BAD_REQUEST,
@@ -288,12 +346,15 @@ class NodeServer:
             core.stats["bad_requests"] += 1
             core.refuse(client, request_tag(body[0]), ErrorCode.BAD_REQUEST, str(exc))
             return
-        if isinstance(request, PEER_REQUESTS) and not self.guard.is_peer(ident):
-            core.stats["forbidden"] += 1
-            core.refuse(client, None, ErrorCode.FORBIDDEN,
-                        f"{type(request).__name__} is a peer operation and this connection "
-                        "is not a node's", "peer")
-            return
+        if isinstance(request, PEER_REQUESTS):
+            if not self.guard.is_peer(ident):
+                core.stats["forbidden"] += 1
+                core.refuse(client, None, ErrorCode.FORBIDDEN,
+                            f"{type(request).__name__} is a peer operation and this "
+                            "connection is not a node's", "peer")
+                return
+        elif metrics is not None:
+            metrics.started[(client, request.id)] = now
         core.handle_request(client, request, now)
 
 
@@ -301,19 +362,35 @@ class _Out:
     """Encodes and sends what the core produced (after its batch is durable)."""
 
     def __init__(self, router: zmq.Socket[bytes], pub: zmq.Socket[bytes],
-                 dealers: dict[int, zmq.Socket[bytes]], stats: Counter[str]) -> None:
+                 dealers: dict[int, zmq.Socket[bytes]], stats: Counter[str],
+                 door: RespDoor | None = None, metrics: NodeMetrics | None = None) -> None:
         self.router = router
         self.pub = pub
         self.dealers = dealers
         self.stats = stats
+        self.door = door
+        self.metrics = metrics
 
     def send(self, messages: list[Message]) -> None:
-        router, stats = self.router, self.stats
+        if not messages:
+            return
+        router, stats, door, metrics = self.router, self.stats, self.door, self.metrics
         fanout = len(self.dealers)
+        now = time.monotonic()
+        started = metrics.started if metrics is not None else None
         for message in messages:
             try:
                 if isinstance(message, ToClient):
                     reply = message.reply
+                    client = message.client
+                    if type(client) is RespClient:
+                        if door is not None:
+                            door.deliver(client, reply, now)  # type: ignore[arg-type]
+                        continue
+                    if started is not None:
+                        at = started.pop((client, reply.id), None)
+                        if at is not None:
+                            metrics.request_duration.observe(now - at)  # type: ignore[union-attr]
                     body = (encode_peer_reply(reply) if isinstance(reply, _PEER_REPLY_TYPES)
                             else encode_reply(reply))
                     # Two sends with int flags instead of send_multipart (half the cost);
@@ -324,6 +401,8 @@ class _Out:
                 elif isinstance(message, Publish):
                     body = encode_broadcast(message.message)
                     self.pub.send(body, NOBLOCK)
+                    if metrics is not None and type(message.message) is Delta:
+                        metrics.delta_sent(message.message.seq, len(body))
                     stats["peer_messages_sent"] += fanout
                     stats["peer_bytes_sent"] += len(body) * fanout
                 elif isinstance(message, ToPeer):

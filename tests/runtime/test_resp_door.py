@@ -1,0 +1,159 @@
+"""The RESP door's runtime (zcounter.runtime.resp) in process: when a node opens it, and
+its sockets in a real zmq.Poller with a real core (loopback only, bounded waits)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "protocol"))
+from corelink import core
+
+from zcounter.config import ClusterConfig, Mode, NodeAddress, Security
+from zcounter.errors import ConfigError
+from zcounter.protocol.outputs import ToClient
+from zcounter.protocol.resp import RespClient
+from zcounter.runtime.resp import RespDoor, make_door
+
+
+def config(resp: str | None = "tcp://127.0.0.1:0", mode: Mode = Mode.NONE,
+           password: Path | None = None) -> ClusterConfig:
+    nodes = {1: NodeAddress(1, "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", resp=resp)}
+    return ClusterConfig(nodes, security=Security(mode, Path("/nonexistent"), password))
+
+
+def test_no_resp_endpoint_no_door() -> None:
+    assert make_door(config(resp=None), 1, "0") is None
+
+
+def test_curve_mode_without_a_password_file_keeps_the_door_shut(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, "zcounter.node"):
+        assert make_door(config(mode=Mode.CURVE), 1, "0") is None
+    assert "RESP door" in caplog.text and "resp_password_file" in caplog.text
+
+
+def test_a_password_file_opens_it_and_requires_auth(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\nignored\n")
+    door = make_door(config(mode=Mode.CURVE, password=secret), 1, "0")
+    assert door is not None
+    try:
+        assert door.door.password == b"s3cret"
+    finally:
+        door.close()
+
+
+def test_an_unreadable_or_empty_password_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        make_door(config(password=tmp_path / "missing"), 1, "0")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        make_door(config(password=tmp_path / "empty"), 1, "0")
+
+
+class Loop:
+    """The node's loop, reduced to the door and a core (no storage: answers are sent
+    as soon as the batch ends)."""
+
+    def __init__(self, stall_s: float = 10.0) -> None:
+        made = make_door(config(), 1, "0")
+        assert made is not None
+        self.door: RespDoor = made
+        self.door.stall_timeout_s = stall_s
+        self.core = core(1, n=1)
+        self.poller = zmq.Poller()
+        self.door.register(self.poller)
+        self.port = self.door.door.tcp_port
+
+    def cycle(self, timeout_ms: int = 20) -> None:
+        now = time.monotonic()
+        self.door.start_cycle()
+        for fd, events in self.poller.poll(0 if self.door.busy else timeout_ms):
+            self.door.on_event(fd, events, self.core, now)
+        self.door.pump(self.core, now)
+        for m in self.core.take_outputs().messages:
+            if isinstance(m, ToClient) and isinstance(m.client, RespClient):
+                self.door.deliver(m.client, m.reply, now)  # type: ignore[arg-type]
+
+    def until(self, done: object, what: str, limit_s: float = 10.0) -> None:
+        deadline = time.monotonic() + limit_s
+        while not done():  # type: ignore[operator]
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            self.cycle()
+
+    def close(self) -> None:
+        self.door.close()
+
+
+def recv_until(sock: socket.socket, loop: Loop, want: bytes) -> bytes:
+    got = b""
+    sock.setblocking(False)
+    deadline = time.monotonic() + 10
+    while not got.endswith(want):
+        assert time.monotonic() < deadline, f"got {got!r}"
+        loop.cycle()
+        with contextlib.suppress(BlockingIOError):
+            got += sock.recv(65536)
+    return got
+
+
+def test_pipelined_commands_over_a_real_socket() -> None:
+    loop = Loop()
+    try:
+        with socket.create_connection(("127.0.0.1", loop.port), timeout=5) as sock:
+            sock.sendall(b"*2\r\n$4\r\nINCR\r\n$1\r\na\r\n" * 3 + b"*1\r\n$4\r\nPING\r\n")
+            assert recv_until(sock, loop, b"+PONG\r\n") == b":1\r\n:2\r\n:3\r\n+PONG\r\n"
+            sock.sendall(b"*1\r\n$4\r\nQUIT\r\n")
+            assert recv_until(sock, loop, b"+OK\r\n") == b"+OK\r\n"
+            loop.until(lambda: not loop.door.conns, "QUIT to close the connection")
+        assert loop.door.disconnects == {"quit": 1}
+    finally:
+        loop.close()
+
+
+def test_a_stalled_reader_is_dropped_and_reading_pauses_first() -> None:
+    loop = Loop(stall_s=0.3)
+    try:
+        sock = socket.create_connection(("127.0.0.1", loop.port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        echo = b"*2\r\n$4\r\nECHO\r\n$65536\r\n" + b"x" * 65536 + b"\r\n"
+        sock.settimeout(0.05)
+        paused = False
+        for _ in range(400):  # bounded: 26 MB at most
+            try:
+                sock.sendall(echo)
+            except TimeoutError:
+                paused = True
+                break
+            finally:
+                loop.cycle(0)
+        assert paused, "the door never stopped reading"
+        (conn,) = loop.door.conns.values()
+        assert not conn.reading and conn.pending > 0
+        loop.until(lambda: not loop.door.conns, "the stalled client to be dropped")
+        assert loop.door.disconnects == {"stalled": 1}
+        sock.close()
+    finally:
+        loop.close()
+
+
+def test_a_client_gone_mid_command_is_forgotten() -> None:
+    loop = Loop()
+    try:
+        with socket.create_connection(("127.0.0.1", loop.port), timeout=5) as sock:
+            sock.sendall(b"*2\r\n$4\r\nINCR\r\n$1\r\na\r\n*2\r\n$4\r\nINC")
+            loop.until(lambda: loop.door.door.commands_processed == 1, "the first command")
+        loop.until(lambda: not loop.door.conns, "the connection to be forgotten")
+        assert loop.core.keys.value("a") == 1
+        # EOF, or a reset if our reply to the INCR reached a closed socket.
+        assert loop.door.disconnects in ({"closed": 1}, {"reset": 1})
+    finally:
+        loop.close()

@@ -1,0 +1,369 @@
+"""Prometheus metrics: ``/metrics`` over HTTP on ``[nodes.N] metrics = "HOST:PORT"``.
+
+Exposition is ``prometheus_client``'s (its HTTP server in a daemon thread, its text
+format); the figures come from the node's loop thread without a lock on its path:
+
+* The loop keeps plain figures: the core's ``stats`` and ``requests`` counters (which it
+  keeps anyway), and here :class:`Histogram` bucket arrays (request and commit
+  durations, batch sizes) and the cumulative bytes of the deltas it published.  Plain
+  ``+=`` in one thread: no lock, no atomic, no call into ``prometheus_client`` per
+  request (its ``Histogram.observe`` takes a lock per call).
+* A scrape, in the HTTP thread, asks the loop for a *snapshot* (:meth:`NodeMetrics.
+  request_snapshot`: a flag the loop tests once per cycle, then an ``Event`` it sets once
+  it has copied everything into plain Python objects) and renders that.  So the loop pays
+  for a snapshot only when someone scrapes (a few tens of microseconds per scrape), and
+  the HTTP thread never reads the loop's live structures.  If the loop does not answer
+  within :data:`SNAPSHOT_WAIT_S` (a long commit), the previous snapshot is served.
+
+What each metric means and where it comes from: README.md, section "Metrics".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from ..config import ClusterConfig
+from ..errors import ConfigError
+from ..protocol.messages import Tag
+from ..protocol.node import NodeCore
+from ..protocol.peers import Liveness
+
+log = logging.getLogger("zcounter.node")
+
+#: How long a scrape waits for the loop's snapshot before serving the previous one.
+SNAPSHOT_WAIT_S = 1.0
+#: Deltas whose cumulative size is remembered (per-peer lag in bytes, see
+#: :meth:`NodeMetrics.delta_sent`); a peer further behind is reported at least this far.
+DELTA_WINDOW = 65_536
+
+REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+COMMIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                  0.05, 0.1, 0.25, 0.5, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+class Histogram:
+    """Bucket counts kept by one thread (the loop): ``observe`` is a bisect and two
+    additions.  :meth:`snapshot` gives Prometheus's cumulative form."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def snapshot(self) -> tuple[list[tuple[str, float]], float]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            running += count
+            out.append((_le(bound), running))
+        out.append(("+Inf", running + self.counts[-1]))
+        return out, self.total
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+@dataclass
+class Snapshot:
+    """Everything a scrape renders, copied by the loop thread (plain objects only)."""
+
+    node: int
+    slot: str
+    version: str
+    requests: list[tuple[tuple[str, str], int]]
+    stats: dict[str, int]
+    keys: int
+    live_keys: int
+    slots: int
+    request_ids: int
+    bootstrapping: bool
+    commits: int
+    histograms: dict[str, tuple[list[tuple[str, float]], float]]
+    #: peer -> (up, silence_s, lag_deltas, lag_bytes, behind_deltas, repairs, keys_repaired)
+    peers: dict[int, tuple[int, float, int, int, int, int, int]]
+    resp: dict[str, Any] = field(default_factory=dict)
+
+
+class NodeMetrics:
+    """The loop thread's figures and the snapshot hand-over to the HTTP thread."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.request_duration = Histogram(REQUEST_BUCKETS)
+        self.commit_duration = Histogram(COMMIT_BUCKETS)
+        self.batch_messages = Histogram(BATCH_BUCKETS)
+        self.commits = 0
+        #: (client, tag) -> arrival time of a native client request not yet answered.
+        self.started: dict[tuple[Hashable, Tag], float] = {}
+        #: Cumulative bytes of the deltas published after each of the last
+        #: DELTA_WINDOW deltas (``_delta_first`` .. ``_delta_last``), and before them.
+        self._delta_cum: deque[int] = deque()
+        self._delta_first = 1
+        self._delta_last = 0
+        self._delta_base = 0
+        self._delta_bytes = 0
+        #: Set by a scrape, cleared by the loop when it publishes.
+        self.wanted = False
+        self._ready = threading.Event()
+        self._lock = threading.Lock()  # scrapes only: the loop never takes it
+        self.snapshot: Snapshot | None = None
+
+    # ------------------------------------------------------------------ loop thread
+
+    def delta_sent(self, seq: int, size: int) -> None:
+        """Our delta ``seq`` went out, ``size`` bytes (for per-peer lag in bytes)."""
+        cum = self._delta_cum
+        if seq != self._delta_last + 1:  # never, unless deltas are numbered anew
+            cum.clear()
+            self._delta_first, self._delta_base = seq, self._delta_bytes
+        if len(cum) == DELTA_WINDOW:
+            self._delta_base = cum.popleft()
+            self._delta_first += 1
+        self._delta_bytes += size
+        cum.append(self._delta_bytes)
+        self._delta_last = seq
+
+    def _bytes_after(self, seq: int) -> int:
+        """Bytes of our deltas after ``seq`` (those of the window, if it is older)."""
+        cum = self._delta_cum
+        if not cum or seq >= self._delta_last:
+            return 0
+        index = seq - self._delta_first
+        return cum[-1] - (self._delta_base if index < 0 else cum[index])
+
+    def publish(self, core: NodeCore, now: float, resp: Callable[[], dict[str, Any]] | None,
+                extra_stats: dict[str, int]) -> None:
+        """Copy everything a scrape shows (loop thread, when :attr:`wanted`)."""
+        self.wanted = False
+        keys = core.keys
+        timeout = core.settings.peer_timeout_s
+        peers: dict[int, tuple[int, float, int, int, int, int, int]] = {}
+        for node, peer in core.peers.items():
+            hb = peer.heartbeat
+            lag = core.seq
+            if hb is not None:
+                mine = hb.applied.get(core.node_id)
+                if mine is not None and mine[0] == core.epoch:
+                    lag = max(0, core.seq - mine[1])
+            behind = 0
+            if hb is not None:
+                stream = peer.stream
+                behind = hb.seq - stream.seq if stream.epoch == hb.epoch else hb.seq
+            heard = peer.last_heard
+            peers[node] = (
+                int(peer.liveness(now, timeout) is Liveness.LIVE),
+                now - (heard if heard is not None else core.started),
+                lag, self._bytes_after(core.seq - lag), max(0, behind),
+                peer.syncs, peer.keys_repaired)
+        stats = dict(core.stats)
+        stats.update(extra_stats)
+        self.snapshot = Snapshot(
+            core.node_id, core.slot_name, self.version, list(core.requests.items()), stats,
+            len(keys), keys.live, len(keys.slots), len(core.rids), core.bootstrapping,
+            self.commits,
+            {"request": self.request_duration.snapshot(),
+             "commit": self.commit_duration.snapshot(),
+             "batch": self.batch_messages.snapshot()},
+            peers, resp() if resp is not None else {})
+        self._ready.set()
+
+    # ------------------------------------------------------------------ HTTP thread
+
+    def request_snapshot(self) -> Snapshot | None:
+        """Ask the loop for a fresh snapshot; the previous one if it is slow to come."""
+        with self._lock:
+            self._ready.clear()
+            self.wanted = True
+            self._ready.wait(SNAPSHOT_WAIT_S)
+            return self.snapshot
+
+
+class _Collector(Collector):
+    """Renders a :class:`Snapshot` as metric families (runs in the HTTP thread)."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.metrics.request_snapshot()
+        if snap is None:
+            return
+        yield from _families(snap)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _families(s: Snapshot) -> Iterator[Metric]:
+    stat = s.stats.get
+    info = GaugeMetricFamily("zcounter_node_info", "This node: its id, slot and version "
+                             "(value 1).", labels=["node", "slot", "version"])
+    info.add_metric([str(s.node), s.slot, s.version], 1)
+    yield info
+    requests = CounterMetricFamily(
+        "zcounter_requests", "Client requests answered, by operation and outcome (ok, "
+        "duplicate, or the error code).", labels=["op", "outcome"])
+    for (op, outcome), count in sorted(s.requests):
+        requests.add_metric([op, outcome], count)
+    yield requests
+    for key, name, doc in (
+            ("request", "zcounter_request_duration_seconds",
+             "Client requests: from the poll cycle that read them to their reply's send "
+             "(so the commit included); RESP commands too."),
+            ("commit", "zcounter_commit_duration_seconds",
+             "One group commit to the log, the flush (fdatasync) included."),
+            ("batch", "zcounter_batch_messages",
+             "Messages read in one poll cycle (one batch: one commit, one delta).")):
+        buckets, total = s.histograms[key]
+        yield HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total)
+    yield _counter("zcounter_commits", "Group commits completed.", s.commits)
+    yield _gauge("zcounter_keys", "Keys with a state here, reset ones included.", s.keys)
+    yield _gauge("zcounter_live_keys", "Keys with an update no reset covers (what KEYS "
+                 "lists and DBSIZE counts).", s.live_keys)
+    yield _gauge("zcounter_slots", "Slots (node incarnations) known to this node.", s.slots)
+    yield _gauge("zcounter_request_ids", "Request ids remembered for exactly-once.",
+                 s.request_ids)
+    yield _gauge("zcounter_bootstrapping", "1 while a fresh node waits for its first "
+                 "repair.", int(s.bootstrapping))
+    for name, key, doc in (
+            ("zcounter_increments", "increments", "Increments applied here."),
+            ("zcounter_decrements", "decrements", "Decrements applied here."),
+            ("zcounter_resets", "resets", "Resets (DEL) applied here."),
+            ("zcounter_duplicate_requests", "duplicates",
+             "Requests whose request id was already applied: answered, not applied again."),
+            ("zcounter_bad_requests", "bad_requests", "Requests that failed to decode."),
+            ("zcounter_dropped_peer_messages", "dropped_peer_messages",
+             "Peer messages dropped as malformed, unknown or out of bounds."),
+            ("zcounter_repairs_started", "syncs_started", "Anti-entropy repairs started."),
+            ("zcounter_repairs_aborted", "syncs_aborted",
+             "Anti-entropy repairs abandoned (the peer stopped answering)."),
+            ("zcounter_repair_keys_given_back", "keys_given_back",
+             "Keys this node gave back to the peer it repaired from."),
+            ("zcounter_full_syncs", "bootstraps_completed",
+             "Full-state syncs: a fresh node's first repair, the whole keyspace pulled."),
+            ("zcounter_deltas_sent", "deltas_sent", "Deltas published (one per batch that "
+             "changed something)."),
+            ("zcounter_heartbeats_sent", "heartbeats_sent", "Heartbeats published."),
+            ("zcounter_peer_sent_messages", "peer_messages_sent",
+             "Messages sent to peers (a broadcast counts once per peer)."),
+            ("zcounter_peer_sent_bytes", "peer_bytes_sent", "Bytes sent to peers."),
+            ("zcounter_peer_received_bytes", "peer_bytes_received",
+             "Bytes received from peers (broadcasts and replies)."),
+            ("zcounter_send_queue_full", "send_queue_full",
+             "Messages dropped because a socket's queue was full."),
+            ("zcounter_replies_undeliverable", "replies_undeliverable",
+             "Replies whose client had gone."),
+            ("zcounter_forbidden_requests", "forbidden",
+             "Peer operations refused to a connection that is not a node's.")):
+        yield _counter(name, doc, stat(key, 0))
+    up = GaugeMetricFamily("zcounter_peer_up", "1 if the peer was heard within "
+                           "peer_timeout_s.", labels=["peer"])
+    silence = GaugeMetricFamily("zcounter_peer_last_heard_seconds", "Seconds since the "
+                                "peer was last heard (since this node started, if never).",
+                                labels=["peer"])
+    lag = GaugeMetricFamily("zcounter_peer_lag_deltas", "This node's deltas the peer has "
+                            "not reported applying (its last heartbeat).", labels=["peer"])
+    lag_bytes = GaugeMetricFamily("zcounter_peer_lag_bytes", "Bytes of those deltas.",
+                                  labels=["peer"])
+    behind = GaugeMetricFamily("zcounter_peer_behind_deltas", "The peer's deltas this node "
+                               "does not hold (a repair closes the gap).", labels=["peer"])
+    repairs = CounterMetricFamily("zcounter_repairs", "Anti-entropy repairs completed from "
+                                  "the peer.", labels=["peer"])
+    repaired = CounterMetricFamily("zcounter_repair_keys", "Keys that grew here in repairs "
+                                   "from the peer.", labels=["peer"])
+    for peer, (is_up, quiet, lag_d, lag_b, behind_d, n_repairs, n_keys) in sorted(
+            s.peers.items()):
+        label = [str(peer)]
+        up.add_metric(label, is_up)
+        silence.add_metric(label, quiet)
+        lag.add_metric(label, lag_d)
+        lag_bytes.add_metric(label, lag_b)
+        behind.add_metric(label, behind_d)
+        repairs.add_metric(label, n_repairs)
+        repaired.add_metric(label, n_keys)
+    yield from (up, silence, lag, lag_bytes, behind, repairs, repaired)
+    r = s.resp
+    if r:
+        yield _gauge("zcounter_resp_clients", "RESP (Redis-protocol) connections open.",
+                     r["clients"])
+        yield _gauge("zcounter_resp_blocked_clients", "RESP connections waiting in WAIT.",
+                     r["blocked"])
+        yield _counter("zcounter_resp_connections", "RESP connections accepted.",
+                       r["received"])
+        yield _counter("zcounter_resp_rejected_connections",
+                       "RESP connections refused (max clients).", r["rejected"])
+        yield _counter("zcounter_resp_protocol_errors",
+                       "RESP connections closed for a protocol error.", r["protocol_errors"])
+        commands = CounterMetricFamily("zcounter_resp_commands", "RESP commands by name.",
+                                       labels=["command"])
+        for name, count in sorted(r["commands"].items()):
+            commands.add_metric([name], count)
+        yield commands
+        gone = CounterMetricFamily("zcounter_resp_disconnects", "RESP connections closed, "
+                                   "by reason.", labels=["reason"])
+        for reason, count in sorted(r["disconnects"].items()):
+            gone.add_metric([reason], count)
+        yield gone
+
+
+class MetricsServer:
+    """``prometheus_client``'s HTTP server for one node, with its own registry (the
+    figures above plus the process collector: CPU seconds, memory, open files)."""
+
+    def __init__(self, address: str, metrics: NodeMetrics) -> None:
+        host, _, port = address.rpartition(":")
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(metrics))
+        ProcessCollector(registry=registry)
+        self._server, self._thread = start_http_server(int(port), addr=host.strip("[]"),
+                                                       registry=registry)
+        self.port = self._server.server_port
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_metrics(config: ClusterConfig, node_id: int,
+                  metrics: NodeMetrics) -> MetricsServer | None:
+    address = config.node(node_id).metrics
+    if address is None:
+        return None
+    try:
+        return MetricsServer(address, metrics)
+    except OSError as exc:
+        raise ConfigError(f"{config.source}: nodes.{node_id}.metrics: cannot listen on "
+                          f"{address} ({exc.strerror})") from None
+
+
+__all__ = ["Histogram", "MetricsServer", "NodeMetrics", "Snapshot", "start_metrics"]
