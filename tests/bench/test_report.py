@@ -1,0 +1,84 @@
+"""Targets read their figures from results and say met, missed or n/a."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from zcounter.bench.report import TARGETS, check_targets, fmt, json_safe
+
+
+def _scale(uniform: float, one: float, **over: Any) -> dict[str, Any]:
+    run = {"ops_per_s": 0.0}
+    scale: dict[str, Any] = {
+        "keys": 1_000_000,
+        "rss_after_fill_kib": {"large": {1: 300 * 1024, 2: 410 * 1024, 3: 290 * 1024}},
+        "disk_after_fill": {"large": {1: {"total": 150 * 2**20}}},
+        "heartbeat": {"filled": {"ratio": 1.05}},
+        "cut": {"converged_after_answer_s": 0.8, "ratio": 1.3},
+        "wipe": {"full_after_start_s": 12.0},
+        "interleaved": {"large_w256_uniform": {**run, "ops_per_s": uniform},
+                        "small_w256_1key": {**run, "ops_per_s": one},
+                        "large_get_w1_uniform": {**run, "ops_per_s": 2000.0},
+                        "small_get_w1_1key": {**run, "ops_per_s": 2100.0}},
+    }
+    scale.update(over)
+    return scale
+
+
+def _by_name(checks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["target"]: c for c in checks}
+
+
+def test_scale_targets_met_and_missed() -> None:
+    checks = _by_name(check_targets({"zcounter": {}, "scale": _scale(7000.0, 10000.0)}))
+    rss = checks["node RSS <= 400 MB with N keys x 3 slots (after the fill and at peak)"]
+    assert rss["met"] is False
+    assert checks["data directory <= 300 MB per node with N keys"]["met"] is True
+    assert checks["heartbeat bytes / peer / s at N keys within 10 % of 1 key"]["met"] is True
+    assert checks["window 256 uniform over N >= 0.8x one key"]["met"] is False
+    assert checks["window 256 uniform over N >= 0.8x one key"]["detail"] == "0.70x"
+    read = checks["get of one key at N keys within 1.2x of 1 key (slowdown)"]
+    assert read["met"] is True and read["figure"] == 2100.0 / 2000.0
+    # Only the scale section ran: no issue-5 target is listed.
+    assert {c["issue"] for c in checks.values()} == {9}
+
+
+def test_a_figure_this_run_did_not_measure_is_na() -> None:
+    scale = _scale(9000.0, 10000.0)
+    del scale["cut"]["ratio"]
+    checks = _by_name(check_targets({"scale": scale}))
+    repair = checks["repair bytes node 3 received <= 3x the changed keys' encoded states"]
+    assert repair["met"] is None and repair["figure"] is None
+
+
+def test_repair_bytes_count_everything_node_3_received_when_known() -> None:
+    scale = _scale(9000.0, 10000.0, cut={"converged_after_answer_s": None, "ratio": 0.1,
+                                         "tcp_ratio": 6.8})
+    checks = _by_name(check_targets({"scale": scale}))
+    repair = checks["repair bytes node 3 received <= 3x the changed keys' encoded states"]
+    assert repair["met"] is False and repair["figure"] == 6.8
+    # A wait that ran out is a miss, not "not measured".
+    converged = checks["cut node converges <= 5 s after the heal"]
+    assert converged["met"] is False and "never" in converged["detail"]
+
+
+def test_every_target_names_its_issue_and_a_direction() -> None:
+    for target in TARGETS:
+        assert target.issue in (5, 9)
+        assert target.name
+
+
+def test_json_has_no_nan_and_string_keys() -> None:
+    doc = orjson.loads(orjson.dumps(json_safe({"a": math.nan, 1: [math.inf, 2.0]})))
+    assert doc == {"a": None, "1": [None, 2.0]}
+
+
+def test_formatting() -> None:
+    assert fmt(None, "ops") == "-"
+    assert fmt(12345.6, "ops") == "12,346/s"
+    assert fmt(0.00123, "ms") == "1.23 ms"
+    assert fmt(300 * 2**20, "bytes") == "300.0 MiB"
+    assert fmt(2048.0 * 1024, "MB") == "2048.0 MiB"
