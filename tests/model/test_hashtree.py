@@ -20,7 +20,7 @@ from zcounter.model.hashtree import (
     record_hash,
     segment_of,
 )
-from zcounter.model.keyspace import Keyspace, pack
+from zcounter.model.keyspace import Keyspace, pack_state
 
 
 def segment(key: str) -> int:
@@ -113,7 +113,8 @@ def test_the_incremental_tree_equals_one_rebuilt_from_storage(steps, order):
     # Indices are local to a node: another slot order packs differently, hashes the same.
     permuted = [names[i] for i in order if i < len(names)] + names[3:]
     index = {name: i for i, name in enumerate(permuted)}
-    rows = [(key, pack({index[s]: r for s, r in ks.state(key).items()}))
+    rows = [(key, pack_state(key, {index[s]: r for s, r in ks.state(key).items()},
+                             [n.encode() for n in permuted]))
             for key in persisted]
     other = Keyspace()
     other.load(permuted, rows)

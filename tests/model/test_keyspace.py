@@ -10,7 +10,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from zcounter.model import pncounter
-from zcounter.model.keyspace import Keyspace, SlotTable, pack, unpack
+from zcounter.model.keyspace import HEAD_SIZE, Keyspace, SlotTable, header, pack, unpack
 from zcounter.model.pncounter import MAX_TOTAL, Overflow
 
 KEYS = ("default", "k", "ключ", "🔑" * 64)  # the last one is 256 bytes of UTF-8
@@ -58,9 +58,10 @@ def join(*contents_: dict[str, dict]) -> dict[str, dict]:
 @given(st.dictionaries(st.integers(0, 2**32 - 1), st.tuples(
     *[st.integers(0, MAX_TOTAL)] * 4), max_size=5))
 def test_pack_round_trips(records):
-    packed = pack(records)
-    assert len(packed) == 36 * len(records)
+    packed = pack(records, key_hash=12345)
+    assert len(packed) == HEAD_SIZE + 36 * len(records)
     assert unpack(packed) == {s: list(r) for s, r in records.items()}
+    assert header(packed) == (12345, any(r[0] > r[2] or r[1] > r[3] for r in records.values()))
 
 
 def test_slot_table_interns_once_and_reports_what_it_added():

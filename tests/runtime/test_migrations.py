@@ -159,7 +159,7 @@ def test_a_failure_inside_the_upgrade_leaves_schema_1_for_the_next_start(
     def crash(*args: object) -> bytes:  # runs after both DROP TABLEs and the new tables
         raise RuntimeError("simulated failure inside the upgrade")
 
-    monkeypatch.setattr(migrations, "pack", crash)
+    monkeypatch.setattr(migrations, "pack_state", crash)
     with pytest.raises(RuntimeError, match="simulated failure"):
         Storage.open(tmp_path, 1)
     monkeypatch.undo()
@@ -176,9 +176,9 @@ def test_a_process_killed_inside_the_upgrade_leaves_schema_1_for_the_next_start(
         import os
         from pathlib import Path
         from zcounter.runtime.storage import Storage, migrations
-        def pack(*args):
+        def pack_state(*args):
             os._exit(17)  # after the DROP TABLEs: no rollback, no cleanup
-        migrations.pack = pack
+        migrations.pack_state = pack_state
         Storage.open(Path({str(tmp_path)!r}), 1)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)

@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from ...errors import ConfigError
-from ...model.keyspace import pack
+from ...model.keyspace import pack_state
 from ...protocol.messages import DEFAULT_KEY
 
 SCHEMA_VERSION = 2
@@ -63,8 +63,9 @@ def _upgrade_1_to_2(conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT INTO slot_names VALUES (?, ?)",
                          [(i, name) for i, (name, _) in enumerate(slots)])
         if slots:
-            conn.execute("INSERT INTO counters VALUES (?, ?)", (DEFAULT_KEY, pack(
-                {i: (value, 0, 0, 0) for i, (_, value) in enumerate(slots)})))
+            conn.execute("INSERT INTO counters VALUES (?, ?)", (DEFAULT_KEY, pack_state(
+                DEFAULT_KEY, {i: (value, 0, 0, 0) for i, (_, value) in enumerate(slots)},
+                [name.encode() for name, _ in slots])))
         conn.executemany("INSERT INTO request_ids VALUES (?, ?, ?)", [
             (rid, DEFAULT_KEY, orjson.dumps({slot: [value, 0, 0, 0]}))
             for rid, slot, value in rids])
