@@ -349,3 +349,15 @@ def test_list_keys_pages_live_keys_in_order():
     assert ("p03", 7) in ks.list_keys("p0")[0]
     # ``after`` before the prefix starts at the prefix; a limit of exactly the rest.
     assert ks.list_keys("q", after="a", limit=1) == ([("q1", 26)], False)
+
+
+def test_merge_many_joins_every_key_or_none_when_one_would_overflow():
+    ks = Keyspace()
+    ks.merge("a", {A: (MAX_TOTAL - 1, 0, 0, 0)})
+    ks.flush()
+    before = (ks.state("a"), ks.state("b"))
+    assert ks.merge_many({"b": {A: (1, 0, 0, 0)}, "a": {B: (2, 0, 0, 0)}}) is None
+    assert (ks.state("a"), ks.state("b")) == before and not ks.flush().changed
+    assert ks.merge_many({"b": {A: (1, 0, 0, 0)}, "a": {B: (1, 0, 0, 0)}}) == 2
+    assert ks.merge_many({"b": {A: (1, 0, 0, 0)}}) == 0  # nothing grew
+    assert ks.value("a") == MAX_TOTAL and ks.value("b") == 1

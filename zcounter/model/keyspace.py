@@ -329,6 +329,51 @@ class Keyspace:
                 n_total += rec[1] - mine[1]
         return p_total <= MAX_TOTAL and n_total <= MAX_TOTAL
 
+    def merge_many(self, states: Mapping[str, State]) -> int | None:
+        """Join every key's state - or none of them if any key would pass a bound (then
+        None).  Returns how many keys grew.  Each key is unpacked once for both the
+        check and the join (a repair page merges thousands of keys)."""
+        touched: list[tuple[_Hot, State]] = []
+        index = self.slots.index
+        for key, state in states.items():
+            if not state:
+                continue
+            hot = self._hot.get(key) or self._touch(key)
+            records = hot.records
+            p_total = n_total = -1
+            for name, rec in state.items():
+                s = index.get(name)
+                mine = records.get(s, ZERO) if s is not None else ZERO
+                if rec[0] > mine[0] or rec[1] > mine[1]:
+                    if p_total < 0:
+                        p_total = sum(r[0] for r in records.values())
+                        n_total = sum(r[1] for r in records.values())
+                    if rec[0] > mine[0]:
+                        p_total += rec[0] - mine[0]
+                    if rec[1] > mine[1]:
+                        n_total += rec[1] - mine[1]
+            if p_total > MAX_TOTAL or n_total > MAX_TOTAL:
+                return None
+            touched.append((hot, state))
+        intern = self.slots.intern
+        grown = 0
+        for hot, state in touched:
+            records = hot.records
+            grew = False
+            for name, rec in state.items():
+                s = intern(name)
+                mine = records.get(s)
+                if mine is None:
+                    records[s] = [rec[0], rec[1], rec[2], rec[3]]
+                    grew = True
+                    continue
+                for i in range(4):
+                    if rec[i] > mine[i]:
+                        mine[i] = rec[i]
+                        grew = True
+            grown += grew
+        return grown
+
     def merge(self, key: str, state: State) -> bool:
         """Join ``state`` (by slot name) into ``key``; True if anything grew.
 

@@ -160,23 +160,38 @@ def _node_id(obj: Mapping[str, Any], key: str) -> int:
 
 
 def _record(value: Any, where: str) -> Record:
-    if isinstance(value, list) and 1 <= len(value) <= 4:
-        rec = value + [0] * (4 - len(value))
-        if is_valid_record(rec):
-            return rec[0], rec[1], rec[2], rec[3]
+    if type(value) is list:
+        if len(value) == 1:  # an increment-only record, by far the most common
+            p = value[0]
+            if type(p) is int and 0 <= p <= MAX_TOTAL:
+                return p, 0, 0, 0
+        elif 2 <= len(value) <= 4:
+            rec = value + [0] * (4 - len(value))
+            if is_valid_record(rec):
+                return rec[0], rec[1], rec[2], rec[3]
     raise ProtocolError(f"{where}: a record is 1-4 integers p, n, bp, bn in 0..2**63-1 "
                         "with bp <= p and bn <= n")
 
 
-def _state(value: Any, where: str) -> dict[str, Record]:
-    if not isinstance(value, dict) or len(value) > MAX_SLOTS_PER_KEY:
+def _state(value: Any, where: str, slots: set[str] | None = None) -> dict[str, Record]:
+    """One key's state.  ``slots``: slot names already checked in this message (a page
+    of a repair names the same few slots thousands of times: the regex runs once each).
+    ``where`` is only formatted into errors."""
+    if type(value) is not dict or len(value) > MAX_SLOTS_PER_KEY:
         raise ProtocolError(f"{where} must be an object of slot -> record")
     out: dict[str, Record] = {}
     p_total = n_total = 0
     for slot, rec in value.items():
-        if slot_node(slot) is None:
-            raise ProtocolError(f"{where}: malformed slot name {slot[:40]!r}")
-        r = out[slot] = _record(rec, f"{where}.{slot}")
+        if slots is None or slot not in slots:
+            if slot_node(slot) is None:
+                raise ProtocolError(f"{where}: malformed slot name {slot[:40]!r}")
+            if slots is not None:
+                slots.add(slot)
+        try:
+            r = out[slot] = _record(rec, where)
+        except ProtocolError:
+            raise ProtocolError(f"{where}.{slot}: a record is 1-4 integers p, n, bp, bn in "
+                                "0..2**63-1 with bp <= p and bn <= n") from None
         p_total += r[0]
         n_total += r[1]
     if p_total > MAX_TOTAL or n_total > MAX_TOTAL:
@@ -187,9 +202,18 @@ def _state(value: Any, where: str) -> dict[str, Record]:
 def _states(value: Any, field: str, limit: int = MAX_STATES) -> States:
     if value is None:
         return {}
-    if not isinstance(value, dict) or len(value) > limit:
+    if type(value) is not dict or len(value) > limit:
         raise ProtocolError(f"field {field!r} must be an object of key -> state")
-    return {validate_key(k, field): _state(v, f"{field}[{k[:40]!r}]") for k, v in value.items()}
+    slots: set[str] = set()
+    out: States = {}
+    for key, state in value.items():
+        if type(key) is not str or not key or len(key) > MAX_KEY_BYTES // 4 or not key.isascii():
+            validate_key(key, field)
+        try:
+            out[key] = _state(state, field, slots)
+        except ProtocolError as exc:  # name the key only when something is wrong
+            raise ProtocolError(str(exc).replace(field, f"{field}[{key[:40]!r}]", 1)) from None
+    return out
 
 
 def _keys(value: Any, field: str, limit: int) -> tuple[str, ...]:

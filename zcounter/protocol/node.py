@@ -226,25 +226,26 @@ class NodeCore:
         """Validate a peer's states against the cluster and the bounds, then merge.
         Returns how many keys grew, or None if the message was dropped."""
         keys = self.keys
+        own = self.slot_name
+        seen: set[str] = set()
         for key, state in states.items():
             for slot in state:
+                if slot in seen:
+                    continue
+                seen.add(slot)
                 owner = slot_node(slot)
                 if owner != self.node_id and owner not in self.peers:
                     self._drop(f"slot {slot!r} from node {sender} names an unknown node")
                     return None
-            if not keys.check_merge(key, state):
-                self._drop(f"state of {key!r} from node {sender} would pass 2**63-1")
-                return None
-        grew = 0
-        own = self.slot_name
-        for key, state in states.items():
             mine = state.get(own)
             if mine is not None and not keys.dominates(key, {own: mine}):
                 # Someone holds more of our own slot than we do: our storage lost
                 # commits (e.g. power loss with a lying disk).  Max-merge heals it.
                 self._log(f"node {sender} holds more of our slot {own} for {key!r} than "
                           "we do: local storage lost data", LogLevel.WARNING)
-            grew += keys.merge(key, state)
+        grew = keys.merge_many(states)
+        if grew is None:
+            self._drop(f"states from node {sender} would take a key past 2**63-1")
         return grew
 
     def _learn_rids(self, entries: tuple[RidEntry, ...]) -> None:
