@@ -5,7 +5,7 @@ batches at one core, then two or three cores connected by an in-memory link
 from __future__ import annotations
 
 import pytest
-from corelink import Link, S, client_replies, core, published, slot
+from corelink import Link, S, client_replies, core, incarnation, published, slot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +33,9 @@ from zcounter.protocol.messages import (
     RidPull,
     Status,
     StatusReply,
+    SyncBuckets,
 )
+from zcounter.protocol.node import NodeCore
 from zcounter.protocol.outputs import ToClient, ToPeer
 
 # --------------------------------------------------------------------------- one core
@@ -627,3 +629,45 @@ def test_woken_only_at_its_deadlines_a_cluster_keeps_time_and_converges(script):
         assert c.keys.tree == first.keys.tree
         for key in "abc":
             assert c.keys.state(key) == first.keys.state(key)
+
+
+def test_a_restarted_node_repairs_itself_and_its_peers_do_not_repair_from_it():
+    """Node 3 is down while 40 keys change at nodes 1 and 2, then restarts (same data,
+    new epoch).  It repairs itself; nodes 1 and 2 see a new epoch and start no repair
+    against it (both doing so made node 3 receive 18.6x the changed keys' bytes at a
+    million keys: bin/bench --scale)."""
+    link = Link.of(3)
+    warm(link)
+    old = link.cores[3]
+    link.isolate(3)
+    for i in range(40):
+        link.request(1 + i % 2, Add(i, f"k{i}", 1 + i))
+    link.run(link.now + 0.3)
+    link.heal()
+    link.cores[3] = core(3, keyspace=old.keys, epoch="e3-again", now=link.now)
+    since = len(link.delivered)
+    link.run(link.now + 1.5)
+    toward_3 = [d for d in link.delivered[since:]
+                if isinstance(d.message, SyncBuckets) and d.dst == 3]
+    assert toward_3 == []
+    assert link.cores[3].stats["syncs_completed"] >= 1
+    for i in range(40):
+        assert {c.keys.value(f"k{i}") for c in link.cores.values()} == {1 + i}
+
+
+def test_keys_replayed_at_start_are_published_again():
+    """Node 1 committed an increment whose delta never left (it crashed after the
+    commit); restarted with that key to republish, it sends it at once, no repair."""
+    link = Link.of(2)
+    warm(link)
+    link.lose = lambda d: isinstance(d.message, Delta)
+    link.request(1, Add(1, "unsent", 7))
+    link.flush()
+    assert link.cores[2].keys.value("unsent") == 0
+    link.lose = lambda d: False
+    old = link.cores[1]
+    link.cores[1] = NodeCore(1, [1, 2], incarnation(1), "e1-again", S, link.now, old.keys,
+                             None, False, republish=["unsent"])
+    link.flush()
+    assert link.cores[2].keys.value("unsent") == 7
+    assert link.cores[2].stats["syncs_completed"] == 0 or link.cores[2].sync is None

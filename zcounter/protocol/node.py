@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -133,9 +134,12 @@ class NodeCore:
 
     def __init__(self, node_id: int, cluster: list[int], incarnation: str, epoch: str,
                  settings: Settings, now: float, keyspace: Keyspace | None = None,
-                 rids: list[RidEntry] | None = None, fresh: bool = False) -> None:
+                 rids: list[RidEntry] | None = None, fresh: bool = False,
+                 republish: Iterable[str] = ()) -> None:
         """``keyspace``: restored from storage (empty if None); ``epoch``: unique for
-        this process start; ``fresh``: the storage was just created."""
+        this process start; ``fresh``: the storage was just created; ``republish``: keys
+        the storage replayed from its log at start - batches the last run may have
+        committed without publishing their delta - published again, in full."""
         if node_id not in cluster:
             raise ValueError(f"node {node_id} is not in the cluster {cluster}")
         self.node_id = node_id
@@ -157,6 +161,7 @@ class NodeCore:
         self._out: list[Message] = []
         self._logs: list[Log] = []
         self._batch_rids: list[RidEntry] = []
+        self._republish = list(republish)
         self._sync_commit = False
         self._heartbeat_due = True
         self._next_heartbeat = now
@@ -497,12 +502,19 @@ class NodeCore:
 
     def _on_heartbeat(self, peer: Peer, hb: Heartbeat, now: float) -> None:
         peer.heartbeat = hb
+        if peer.stream.epoch is not None and hb.epoch != peer.stream.epoch:
+            peer.stream.adopt(hb.epoch)  # it restarted: see peers.py on why no repair
         me = self.node_id
+        timeout = self.settings.peer_timeout_s
         for other, (epoch, seq) in hb.applied.items():
             if other in (me, hb.origin):
                 continue
             third = self.peers.get(other)
             if third is None:
+                continue
+            if (epoch != third.stream.epoch and third.stream.epoch is not None
+                    and third.liveness(now, timeout) is Liveness.LIVE):
+                peer.watch.pop(other, None)  # we hear ``other`` itself: its epoch is ours
                 continue
             if third.stream.covers(epoch, seq):
                 peer.watch.pop(other, None)
@@ -815,6 +827,14 @@ class NodeCore:
     def take_outputs(self) -> Outputs:
         """Everything the batch produced.  Commit ``persist`` before sending ``messages``."""
         flushed = self.keys.flush()
+        if self._republish:
+            # A chunk per batch: deltas stay bounded and the loop stays responsive.
+            chunk = self._republish[:MAX_KEYS_PER_MESSAGE]
+            del self._republish[:MAX_KEYS_PER_MESSAGE]
+            self.seq += 1
+            self._out.append(Publish(Delta(self.node_id, self.epoch, self.seq,
+                                           {k: self.keys.state(k) for k in chunk})))
+            self.stats["deltas_sent"] += 1
         if flushed.local:
             self.seq += 1
             self._out.append(Publish(Delta(self.node_id, self.epoch, self.seq, flushed.local,

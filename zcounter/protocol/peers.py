@@ -19,8 +19,8 @@ the gap for good.
 
 Repair is needed from a peer (:meth:`Peer.wants_sync`) when
 
-* its heartbeat shows deltas of its current epoch we do not hold (a loss, a restart of
-  either side: a new epoch is never assumed complete), or
+* its heartbeat shows deltas of its current epoch we do not hold (a loss), or we hold no
+  position for it at all (this node just started), or
 * ``flag`` is set: it has held more of some third node's deltas than we do for longer
   than a settling delay (we cannot hear that node, or its deltas to us were lost), or
   its root differs from ours while both of us report the same delta positions (silent
@@ -28,6 +28,13 @@ Repair is needed from a peer (:meth:`Peer.wants_sync`) when
 
 A completed repair with a peer gives us everything in its state when the repair began,
 so our positions for every origin rise to the ones it reported (``SyncDiff.applied``).
+
+A peer that *restarted* (a new epoch, while we held a position in its old one) is not a
+reason to repair from it: it repairs itself from us, which also gives back whatever it
+holds that we lack, and it re-publishes what its log replayed at start (the batches it
+may have committed without publishing).  Repairing from every restarted node as well
+made both of its peers stream hash lists at it while it was busiest: at a million keys
+it received 18.6x the bytes of the 10,000 keys that had changed (bin/bench --scale).
 """
 
 from __future__ import annotations
@@ -74,6 +81,11 @@ class Stream:
         if len(self.ahead) < MAX_AHEAD:
             self.ahead.add(seq)
         return False
+
+    def adopt(self, epoch: str) -> None:
+        """The origin restarted (a new epoch): its old positions mean nothing now."""
+        self.epoch, self.seq = epoch, 0
+        self.ahead.clear()
 
     def raise_to(self, epoch: str, seq: int) -> None:
         """We now hold everything up to (epoch, seq) (a repair completed)."""

@@ -132,7 +132,8 @@ class NodeServer:
         keyspace.load(storage.load_slot_names(), storage.load_states())
         core = NodeCore(self.node_id, sorted(self.config.nodes), storage.incarnation,
                         secrets.token_hex(6), self.config.settings, now, keyspace=keyspace,
-                        rids=storage.load_rids(), fresh=storage.created)
+                        rids=storage.load_rids(), fresh=storage.created,
+                        republish=storage.recovered_keys)
         log.info("node %d loaded %d keys and %d request ids in %.2fs (%d log records "
                  "replayed)", self.node_id, len(keyspace), len(core.rids),
                  time.monotonic() - started, storage.recovered_records)

@@ -182,7 +182,8 @@ class Storage:
     """One node's durable state.  Use :meth:`open`; one instance per process."""
 
     def __init__(self, checkpoint: Checkpoint, log: SegmentLog, data_dir: Path,
-                 recovered: int, background: bool, lag: int) -> None:
+                 recovered: int, background: bool, lag: int,
+                 recovered_keys: list[str] | None = None) -> None:
         self._checkpoint = checkpoint
         self._log = log
         self.data_dir = data_dir
@@ -193,8 +194,10 @@ class Storage:
         self._changes = _Changes()
         self._segment = log.current_number
         self._checkpointer = _Checkpointer(checkpoint, log, background, lag)
-        #: Log records replayed at open (what the last run wrote after its checkpoint).
+        #: Log records replayed at open (what the last run wrote after its checkpoint),
+        #: and the keys they changed (to publish again: see NodeCore's ``republish``).
         self.recovered_records = recovered
+        self.recovered_keys = recovered_keys
 
     @classmethod
     def open(cls, data_dir: Path, node_id: int, files: Files | None = None,
@@ -226,7 +229,7 @@ class Storage:
             checkpoint.write(replayed.lsn, replayed.slots, replayed.states, replayed.rids)
         log.start()
         log.delete_before(log.current_number)
-        return cls(checkpoint, log, data_dir, count, background, lag)
+        return cls(checkpoint, log, data_dir, count, background, lag, list(replayed.states))
 
     # ------------------------------------------------------------------ loading
 
