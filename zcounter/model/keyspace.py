@@ -362,14 +362,14 @@ class Keyspace:
             grew = False
             for name, rec in state.items():
                 s = intern(name)
-                mine = records.get(s)
-                if mine is None:
+                held = records.get(s)
+                if held is None:
                     records[s] = [rec[0], rec[1], rec[2], rec[3]]
                     grew = True
                     continue
                 for i in range(4):
-                    if rec[i] > mine[i]:
-                        mine[i] = rec[i]
+                    if rec[i] > held[i]:
+                        held[i] = rec[i]
                         grew = True
             grown += grew
         return grown

@@ -234,7 +234,8 @@ class NodeServer:
         wake = pipeline.wake_fd
         next_reload = time.monotonic() + CLIENT_KEYS_RELOAD_S
         while not self._stop:
-            timeout_ms = max(0.0, min(core.next_deadline() - time.monotonic(), MAX_POLL_S)) * 1000
+            deadline = min(core.next_deadline(), pipeline.deadline())
+            timeout_ms = max(0.0, min(deadline - time.monotonic(), MAX_POLL_S)) * 1000
             if door is not None and door.busy:
                 timeout_ms = 0.0  # requests of the door wait for this cycle
             # Round up: pyzmq truncates to whole ms, and a 0 ms poll for a timer due in
@@ -315,13 +316,14 @@ class NodeServer:
                 if metrics.wanted:
                     metrics.publish(core, now, door.snapshot if door else None,
                                     {"peer_bytes_received": stats["peer_bytes_received"]})
+            pipeline.tick(now)
             core.tick(now)
             batch = core.take_outputs()
             for line in batch.logs:
                 log.log(_LOG_LEVELS[line.level], line.text)
             # Persist before send: the batch's messages leave only once it (and every
             # batch before it) is durable - the pipeline holds them until then.
-            out.send(pipeline.submit(batch.persist, batch.messages))
+            out.send(pipeline.submit(batch.persist, batch.messages, now))
         # Shutdown: let the commits in flight finish and their replies go out.
         try:
             out.send(pipeline.drain())

@@ -183,7 +183,7 @@ class Storage:
 
     def __init__(self, checkpoint: Checkpoint, log: SegmentLog, data_dir: Path,
                  recovered: int, background: bool, lag: int,
-                 recovered_keys: list[str] | None = None) -> None:
+                 recovered_keys: list[str]) -> None:
         self._checkpoint = checkpoint
         self._log = log
         self.data_dir = data_dir
