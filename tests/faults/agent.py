@@ -7,10 +7,19 @@ addresses exist only inside the namespaces it built - so it starts this script w
 stdin/stdout, one JSON object per line:
 
 * ``{"op": "start", ...plan}``: start writer threads (one session per target node) and
-  reader threads (one per node); returns at once.
+  reader threads (one per node); returns at once.  Writers pick a key of ``keys`` at
+  random for every update, and decrement with probability ``decrement_ratio``.
 * ``{"op": "stop"}``: stop the load, wait for in-flight calls, return the history.
-* ``{"op": "counts", "timeout": s}``: every node's local count (``null`` if no answer).
+* ``{"op": "states", "keys": [...], "timeout": s}``: every node's states of ``keys``
+  (``null`` for a node that did not answer), read by a session-less client.
+* ``{"op": "write", "node": n, "key": k, "amount": a | "reset": true, "wait": w}``: one
+  update (``amount`` < 0 decrements); returns ``{"count": c}`` or ``{"error": class,
+  "message": text}``.
 * ``{"op": "quit"}``.
+
+States are ``{key: {slot: [p, n, bp, bn]}}``, exactly what the node holds: a client whose
+session (``seen``) is emptied before a read holds afterwards the reply's states and
+nothing else.
 
 Every load loop is bounded both in operations and in seconds, so a test that forgets
 to stop it still ends.  Times are ``time.monotonic()``, which is system-wide, so the
@@ -42,19 +51,23 @@ from zcounter.errors import (
 #: Hard ceilings whatever the plan says: no loop in here may run away.
 MAX_OPS_PER_WRITER = 50_000
 MAX_LOAD_S = 60.0
+MAX_KEYS = 10_000
+
+States = dict[str, dict[str, list[int]]]
 
 
 @dataclass
 class Shared:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
-    #: Sum of ``by`` over every increment whose first send has started: nothing a node
-    #: reports may ever exceed it.
-    attempted: int = 0
-    #: [node, by, outcome, t_start, t_end, wait, detail]; outcome is ok | fail | unknown
-    #: | indet (indet = Indeterminate: applied at the node, wait level not confirmed).
+    #: [node, key, amount, outcome, t_start, t_end, wait, detail]; ``amount`` is signed
+    #: (negative: a decrement); outcome is ok | fail | unknown | indet (indet =
+    #: Indeterminate: applied at the node, wait level not confirmed).  ``t_start`` is
+    #: taken before the first send: nothing a node reports can include the update
+    #: before it.
     ops: list[list[Any]] = field(default_factory=list)
-    #: [node, value, t, attempted_when_answered(, slots if the plan asks for them)]
+    #: [node, t, states]: ``states`` holds the keys whose state differs from this
+    #: reader's previous read of the node (all of them the first time).
     reads: list[list[Any]] = field(default_factory=list)
     #: [node, error class, t]
     read_errors: list[list[Any]] = field(default_factory=list)
@@ -71,50 +84,60 @@ def classify(exc: ZCounterError) -> str:
     return "unknown"  # any other error: we cannot claim it was not applied
 
 
+def read_states(client: Client, keys: list[str]) -> States:
+    """The node's states of ``keys``, without any session guard: we want what the node
+    holds, not a refusal from a node that went backwards (which is what we check)."""
+    client.seen.clear()
+    client.get_counts(keys)
+    return {k: {s: list(r) for s, r in st.items()} for k, st in client.seen.items()}
+
+
 def writer(shared: Shared, config: Any, node: int, waits: list[str], by_max: int,
-           timeout: float, pause_s: float, max_ops: int, until: float, seed: int) -> None:
+           keys: list[str], decrement_ratio: float, timeout: float, pause_s: float,
+           max_ops: int, until: float, seed: int) -> None:
     rng = random.Random(seed)
     with Client(node=node, config=config, timeout=timeout, retries=2) as client:
         for i in range(min(max_ops, MAX_OPS_PER_WRITER)):
             if shared.stop.is_set() or time.monotonic() >= until:
                 break
+            key = rng.choice(keys)
             by = rng.randint(1, by_max)
+            down = rng.random() < decrement_ratio
             wait = waits[i % len(waits)]
-            with shared.lock:
-                shared.attempted += by
             t0 = time.monotonic()
             detail = ""
             try:
-                client.increment(by, wait=wait)  # type: ignore[arg-type]
+                if down:
+                    client.decrement(by, key=key, wait=wait)  # type: ignore[arg-type]
+                else:
+                    client.increment(by, key=key, wait=wait)  # type: ignore[arg-type]
                 outcome = "ok"
             except ZCounterError as exc:
                 outcome = classify(exc)
                 detail = f"{type(exc).__name__}: {exc}"[:200]
             with shared.lock:
-                shared.ops.append([node, by, outcome, t0, time.monotonic(), wait, detail])
+                shared.ops.append([node, key, -by if down else by, outcome, t0,
+                                   time.monotonic(), wait, detail])
             if pause_s:
                 time.sleep(pause_s)
 
 
-def reader(shared: Shared, config: Any, node: int, interval: float, timeout: float,
-           until: float, with_slots: bool) -> None:
+def reader(shared: Shared, config: Any, node: int, keys: list[str], interval: float,
+           timeout: float, until: float) -> None:
+    last: States = {}
     with Client(node=node, config=config, timeout=timeout, retries=0) as client:
         while not shared.stop.is_set() and time.monotonic() < until:
-            # Forget the session: we want the node's own value, not a session guard that
-            # would refuse a node that went backwards (which is what we are checking).
-            client.seen.clear()
             try:
-                value = client.get_count()
+                states = read_states(client, keys)
             except ZCounterError as exc:
                 with shared.lock:
                     shared.read_errors.append([node, type(exc).__name__, time.monotonic()])
             else:
                 t = time.monotonic()
-                # seen was empty, so it now holds exactly the slots of this reply.
-                slots = dict(client.seen) if with_slots else None
+                changed = {k: st for k, st in states.items() if last.get(k) != st}
+                last = states
                 with shared.lock:
-                    shared.reads.append([node, value, t, shared.attempted]
-                                        + ([slots] if with_slots else []))
+                    shared.reads.append([node, t, changed])
             shared.stop.wait(interval)
 
 
@@ -133,15 +156,18 @@ class Agent:
         self.plan = plan
         until = time.monotonic() + min(float(plan.get("max_s", 30.0)), MAX_LOAD_S)
         timeout = float(plan.get("timeout", 1.0))
+        keys = [str(k) for k in plan.get("keys", ["default"])][:MAX_KEYS]
         for index, w in enumerate(plan.get("writers", [])):
             self.threads.append(threading.Thread(target=writer, daemon=True, args=(
                 self.shared, self.config, int(w["node"]), list(w.get("waits", ["local"])),
-                int(w.get("by_max", 5)), timeout, float(plan.get("pause_s", 0.002)),
-                int(plan.get("max_ops", 5000)), until, int(plan.get("seed", 0)) + index)))
+                int(w.get("by_max", 5)), keys, float(plan.get("decrement_ratio", 0.0)),
+                timeout, float(plan.get("pause_s", 0.002)), int(plan.get("max_ops", 5000)),
+                until, int(plan.get("seed", 0)) + index)))
         for node in plan.get("readers", []):
             self.threads.append(threading.Thread(target=reader, daemon=True, args=(
-                self.shared, self.config, int(node), float(plan.get("read_interval", 0.05)),
-                float(plan.get("read_timeout", 0.5)), until, bool(plan.get("read_slots")))))
+                self.shared, self.config, int(node), keys,
+                float(plan.get("read_interval", 0.05)), float(plan.get("read_timeout", 0.5)),
+                until)))
         for t in self.threads:
             t.start()
         return {"started": len(self.threads)}
@@ -157,23 +183,40 @@ class Agent:
         self.threads = []
         with self.shared.lock:
             return {"ops": self.shared.ops, "reads": self.shared.reads,
-                    "read_errors": self.shared.read_errors,
-                    "attempted": self.shared.attempted, "stuck_threads": alive}
+                    "read_errors": self.shared.read_errors, "stuck_threads": alive}
 
-    def counts(self, timeout: float) -> dict[str, int | None]:
-        out: dict[str, int | None] = {}
+    def _probe(self, node: int, timeout: float) -> Client:
+        probe = self.probes.get(node)
+        if probe is None:
+            probe = self.probes[node] = Client(node=node, config=self.config,
+                                               timeout=timeout, retries=0)
+        probe.timeout = timeout
+        return probe
+
+    def states(self, keys: list[str], timeout: float) -> dict[str, States | None]:
+        out: dict[str, States | None] = {}
         for node in sorted(self.config.nodes):
-            probe = self.probes.get(node)
-            if probe is None:
-                probe = self.probes[node] = Client(node=node, config=self.config,
-                                                   timeout=timeout, retries=0)
-            probe.timeout = timeout
-            probe.seen.clear()
             try:
-                out[str(node)] = probe.get_count()
+                out[str(node)] = read_states(self._probe(node, timeout), keys[:MAX_KEYS])
             except ZCounterError:
                 out[str(node)] = None
         return out
+
+    def write(self, request: dict[str, Any]) -> dict[str, Any]:
+        client = self._probe(int(request["node"]), float(request.get("timeout", 2.0)))
+        client.seen.clear()  # no session: the node's own view decides
+        key, wait = str(request["key"]), request.get("wait", "local")
+        amount = int(request.get("amount", 0))
+        try:
+            if request.get("reset"):
+                count = client.reset(key, wait=wait)
+            elif amount < 0:
+                count = client.decrement(-amount, key=key, wait=wait)
+            else:
+                count = client.increment(amount, key=key, wait=wait)
+        except ZCounterError as exc:
+            return {"error": type(exc).__name__, "message": str(exc)}
+        return {"count": count}
 
     def close(self) -> None:
         self.shared.stop.set()
@@ -196,8 +239,11 @@ def main() -> int:
                 reply: dict[str, Any] = agent.start(request)
             elif op == "stop":
                 reply = agent.stop()
-            elif op == "counts":
-                reply = {"counts": agent.counts(float(request.get("timeout", 0.5)))}
+            elif op == "states":
+                reply = {"states": agent.states([str(k) for k in request.get("keys", [])],
+                                                float(request.get("timeout", 0.5)))}
+            elif op == "write":
+                reply = agent.write(request)
             elif op == "quit":
                 break
             else:

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -59,6 +59,14 @@ ROUTER_PORT = 7001
 PUB_PORT = 7002
 CLIENT_HOST = 100
 _PR_SET_PDEATHSIG = 1
+
+#: key -> {slot: [p, n, bp, bn]}, as the agent reports a node's states.
+States = dict[str, dict[str, list[int]]]
+
+
+def value(state: Mapping[str, Sequence[int]]) -> int:
+    """A key's count from its state."""
+    return sum(r[0] - r[2] - r[1] + r[3] for r in state.values())
 
 
 # --------------------------------------------------------------------------- preconditions
@@ -345,11 +353,11 @@ class NetCluster:
                 if self.procs[n].poll() is not None:
                     raise AssertionError(f"node {n} exited with {self.procs[n].returncode}:\n"
                                          + self.log_path(n).read_text()[-3000:])
-            counts = self.counts(timeout=0.3)
-            if all(counts[n] is not None for n in nodes):
+            states = self.states(["default"], timeout=0.3)
+            if all(states[n] is not None for n in nodes):
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"nodes {nodes} not ready after {timeout}s: {counts}")
+                raise AssertionError(f"nodes {nodes} not ready after {timeout}s: {states}")
             time.sleep(0.05)
 
     def signal(self, node: int, sig: int) -> None:
@@ -376,27 +384,56 @@ class NetCluster:
 
     # ------------------------------------------------------------------ client side
 
-    def counts(self, timeout: float = 0.5) -> dict[int, int | None]:
-        reply = self.client().call("counts", rpc_timeout=len(self.ids) * timeout + 10,
-                                 timeout=timeout)
-        return {int(k): v for k, v in reply["counts"].items()}
+    def states(self, keys: Sequence[str], timeout: float = 0.5) -> dict[int, States | None]:
+        """Every node's states of ``keys`` (None for a node that did not answer)."""
+        reply = self.client().call("states", rpc_timeout=len(self.ids) * timeout + 10,
+                                   keys=list(keys), timeout=timeout)
+        return {int(k): v for k, v in reply["states"].items()}
 
-    def wait_converged(self, timeout: float = 30.0, nodes: list[int] | None = None,
-                       on_poll: Callable[[dict[int, int | None]], None] | None = None
-                       ) -> tuple[int, float]:
-        """Poll until every node answers the same count; return (count, when)."""
+    def counts(self, keys: Sequence[str] = ("default",),
+               timeout: float = 0.5) -> dict[int, dict[str, int] | None]:
+        """Every node's counts of ``keys`` (None for a node that did not answer)."""
+        return {n: None if st is None else {k: value(st.get(k, {})) for k in keys}
+                for n, st in self.states(keys, timeout).items()}
+
+    def write(self, node: int, key: str, amount: int = 0, reset: bool = False,
+              wait: str = "local", timeout: float = 2.0) -> int:
+        """One update at ``node`` (``amount`` < 0 decrements, ``reset`` resets); returns
+        the count the node answered.  Fails the test on any error."""
+        reply = self.client().call("write", rpc_timeout=timeout + 10, node=node, key=key,
+                                   amount=amount, reset=reset, wait=wait, timeout=timeout)
+        if "error" in reply:
+            raise AssertionError(f"write to node {node} failed: {reply['error']}: "
+                                 f"{reply['message']}")
+        return int(reply["count"])
+
+    def wait_converged(self, keys: Sequence[str], timeout: float = 30.0,
+                       nodes: list[int] | None = None,
+                       on_poll: Callable[[dict[int, States | None]], None] | None = None
+                       ) -> tuple[dict[str, int], float]:
+        """Poll until every (given) node answers with the same state of every key in
+        ``keys``; return (the counts, when)."""
         nodes = nodes or self.ids
         deadline = time.monotonic() + timeout
         while True:
-            counts = self.counts(timeout=0.5)
+            states = self.states(keys, timeout=0.5)
             now = time.monotonic()
             if on_poll:
-                on_poll(counts)
-            values = {counts[n] for n in nodes}
-            if None not in values and len(values) == 1:
-                return int(values.pop()), now  # type: ignore[arg-type]
+                on_poll(states)
+            views = [states[n] for n in nodes]
+            first = views[0]
+            if first is not None and all(v is not None and all(
+                    v.get(k, {}) == first.get(k, {}) for k in keys) for v in views):
+                return {k: value(first.get(k, {})) for k in keys}, now
             if now > deadline:
-                raise AssertionError(f"no convergence within {timeout}s: {counts}")
+                differ = sorted({k for k in keys for v in views if v is None
+                                 or first is None or v.get(k, {}) != first.get(k, {})})
+                raise AssertionError(
+                    f"no convergence within {timeout}s: {len(differ)} keys differ, e.g. "
+                    + "; ".join(f"{k!r}: " + ", ".join(
+                        f"node {n} " + ("-" if states[n] is None
+                                        else str(value(states[n].get(k, {}))))  # type: ignore[union-attr]
+                        for n in nodes) for k in differ[:3]))
             time.sleep(0.02)
 
     # ------------------------------------------------------------------ network faults

@@ -22,7 +22,7 @@ from .scenarios import SCENARIOS, Result, check, median_max, run_named
 
 
 def client_view(results: list[Result]) -> str:
-    """Mean increments per node during the fault, as ok/fail/unknown/indet."""
+    """Mean updates per node during the fault, as ok/fail/unknown/indet."""
     total: dict[int, Counter[str]] = {}
     for r in results:
         for node, c in r.outcomes(during_fault=True).items():
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 failure = str(exc)
                 failures.append(failure)
             print(f"  {name} run {i + 1}: convergence {result.convergence_s:.3f}s, "
-                  f"final {result.converged_value}", file=sys.stderr, flush=True)
+                  f"sum of counts {result.converged_value}", file=sys.stderr, flush=True)
             dump.append({"scenario": name, "run": i + 1, "convergence_s": result.convergence_s,
                          "heal_s": result.heal_s, "final": result.converged_value,
                          "totals": result.totals(), "failure": failure})
@@ -82,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: ORACLE FAILED: {f}", file=sys.stderr)
     print(f"\n{args.runs} run(s) per scenario, faults of {args.fault_seconds:g}s, "
           f"{time.monotonic() - started:.0f}s in all; "
-          "convergence = start of heal -> all nodes report the same count.\n"
-          "client view = mean increments per node started during the fault: "
+          f"{len(scenarios.KEYS)} keys, {scenarios.DECREMENT_RATIO:.0%} of the updates "
+          "decrements; convergence = start of heal -> all nodes hold the same state of "
+          "every key.\n"
+          "client view = mean updates per node started during the fault: "
           "ok/fail/unknown/indet\n")
     print("| scenario | runs | oracle ok | convergence median | convergence max "
           "| heal action | client view during fault |")

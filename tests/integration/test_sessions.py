@@ -20,13 +20,13 @@ from zcounter.errors import ConfigError, SessionBehind
 pytestmark = pytest.mark.integration
 
 
-def stale_node_3(cluster: LocalCluster) -> None:
+def stale_node_3(cluster: LocalCluster, key: str = "default", behind: int = 0) -> None:
     """Restart node 3 while 1 and 2 are cut off, so it cannot catch up."""
     cluster.pause(1)
     cluster.pause(2)
     cluster.start(3)
     with cluster.client(3) as fresh:
-        assert fresh.get_count() == 0, "control: node 3 must be behind"
+        assert fresh.get_count(key) == behind, "control: node 3 must be behind"
 
 
 def test_read_your_writes_when_moved_to_a_node_that_missed_them(cluster: LocalCluster) -> None:
@@ -96,3 +96,57 @@ def test_use_rejects_unknown_nodes(cluster: LocalCluster) -> None:
             session.use(99)
         session.use(None)  # back to "first node that answers"
         assert session.get_count() == 0
+
+
+def test_a_session_carries_and_guards_only_the_keys_it_touched(cluster: LocalCluster) -> None:
+    """Guarantees are per key: node 3, behind on the keys the session wrote, refuses
+    those (reads, updates and a reset alike, applying nothing) and answers keys the
+    session never touched.  The session carries states of its keys, not of the keyspace."""
+    with cluster.client(1) as other:
+        for i in range(50):
+            other.increment(key=f"elsewhere-{i}")
+    cluster.wait_keys_converged({f"elsewhere-{i}": 1 for i in range(50)})
+    cluster.kill(3)
+    with cluster.client(1, timeout=1.0) as session:
+        session.increment(5, key="mine", wait="majority")
+        session.decrement(2, key="also-mine", wait="majority")
+        assert session.get_count("elsewhere-7") == 1
+        assert set(session.seen) == {"mine", "also-mine", "elsewhere-7"}
+        stale_node_3(cluster, key="mine", behind=0)
+        session.use(3)
+        for call in (lambda: session.get_count("mine"),
+                     lambda: session.get_counts(["free", "also-mine"]),
+                     lambda: session.increment(key="mine", request_id="gated-mine"),
+                     lambda: session.decrement(key="also-mine"),
+                     lambda: session.reset("mine")):
+            with pytest.raises(SessionBehind):
+                call()
+        # Keys the session never touched are answered at once, even here.
+        assert session.get_counts(["free", "elsewhere-8"]) == {"free": 0, "elsewhere-8": 1}
+        assert session.increment(key="free") == 1
+        cluster.resume(2)
+        assert wait_for(lambda: session.get_count("mine") == 5, 10.0, what="catch-up")
+        assert session.reset("mine") == 0
+        assert session.increment(key="mine", request_id="gated-mine") == 1
+    cluster.resume(1)
+    # Exactly what was accepted: the refused calls applied nothing.
+    cluster.wait_keys_converged({"mine": 1, "also-mine": -2, "free": 1})
+
+
+def test_a_reset_is_never_undone_for_the_session_that_saw_it(cluster: LocalCluster) -> None:
+    """Read-your-writes for a reset: after resetting a key at node 1, the session never
+    reads the value from before the reset at node 3, which missed the reset."""
+    with cluster.client(1) as writer:
+        writer.increment(9, key="r")
+    cluster.wait_keys_converged({"r": 9})
+    cluster.kill(3)
+    with cluster.client(1, timeout=1.0) as session:
+        assert session.reset("r", wait="majority") == 0
+        stale_node_3(cluster, key="r", behind=9)
+        session.use(3)
+        with pytest.raises(SessionBehind):
+            session.get_count("r")
+        cluster.resume(1)
+        assert wait_for(lambda: session.get_count("r") == 0, 10.0, what="catch-up")
+    cluster.resume(2)
+    cluster.wait_keys_converged({"r": 0})

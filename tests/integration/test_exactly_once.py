@@ -1,26 +1,46 @@
-"""Exactly-once increments with request ids, against real node processes.
+"""Exactly-once updates with request ids, against real node processes.
 
 A lost *reply* is the fault that makes retries dangerous: the node applied and committed
-the increment, the client cannot know, and retries.  These tests lose replies on purpose
+the update, the client cannot know, and retries.  These tests lose replies on purpose
 (``lossy_proxy``), repeat request ids through the CLI, across nodes, and across a crash,
-and check that each distinct request id counts exactly once - and where that stops.
+and check that each distinct request id counts exactly once - increments, decrements and
+resets, per key - and where that stops.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from harness import FAST_SETTINGS, LocalCluster, running_cluster, wait_for
-from lossy_proxy import LossyProxy
 
 from zcounter import Client
 from zcounter.config import ClusterConfig, NodeAddress
 from zcounter.errors import Indeterminate, Unavailable
 
+from .lossy_proxy import LossyProxy
+
 pytestmark = pytest.mark.integration
 
+#: The application's own retries of one operation (each a full client call with its own
+#: retries): bounded, so a node that never answers fails the test instead of hanging it.
+APP_RETRIES = 100
+
+T = TypeVar("T")
+
+
+def until_answered(call: Callable[[], T]) -> T:
+    """Repeat ``call`` while it ends Unavailable (a lost reply), at most APP_RETRIES times."""
+    for _ in range(APP_RETRIES):
+        try:
+            return call()
+        except Unavailable:
+            continue
+    raise AssertionError(f"no answer in {APP_RETRIES} attempts")
 
 
 def via_proxy(config: ClusterConfig, node: int, endpoint: str) -> ClusterConfig:
@@ -45,12 +65,8 @@ def test_lost_replies_with_retries_count_each_request_id_once(
         with Client(node=1, config=config, timeout=0.5, retries=4) as c:
             for i in range(distinct):
                 rid = f"lossy-{wait}-{i}"
-                while True:  # the application's own retry, still with the same id
-                    try:
-                        c.increment(wait=wait, request_id=rid)  # type: ignore[arg-type]
-                        break
-                    except Unavailable:
-                        continue
+                # The application's own retry, still with the same id.
+                until_answered(lambda rid=rid: c.increment(wait=wait, request_id=rid))
         assert proxy.stats.dropped_replies > 0, "the proxy must actually lose replies"
     # Every retry after a lost reply reached a node that had already applied it.
     assert stat(cluster, 1, "duplicates") >= 1
@@ -66,15 +82,43 @@ def test_without_request_id_reuse_a_lost_reply_counts_twice(cluster: LocalCluste
         config = via_proxy(cluster.config, 1, proxy.endpoint)
         with Client(node=1, config=config, timeout=0.2, retries=0) as c:
             for _ in range(12):
-                while True:
-                    try:
-                        c.increment()  # a fresh random request id on every call
-                        break
-                    except Unavailable:
-                        continue
+                until_answered(c.increment)  # a fresh random request id on every call
         lost = proxy.stats.dropped_replies
     assert lost > 0
     assert cluster.wait_converged(12 + lost) == 12 + lost
+
+
+def test_lost_replies_to_decrements_and_resets_of_many_keys_count_once(
+        cluster: LocalCluster) -> None:
+    """Increments, decrements and resets of 10 keys through a proxy losing 30% of the
+    replies, each retried with its own request id until answered: every key ends at what
+    each operation applied once gives (a reset applied twice would wipe what came between
+    its two applications; a decrement applied twice would show)."""
+    rng = random.Random(5)
+    keys = [f"eo-{i}" for i in range(10)]
+    model = dict.fromkeys(keys, 0)
+    with LossyProxy(cluster.config.node(2).router, drop_replies=0.3, seed=99) as proxy:
+        config = via_proxy(cluster.config, 2, proxy.endpoint)
+        with Client(node=2, config=config, timeout=0.5, retries=4) as c:
+            for i in range(150):
+                key, by, rid = rng.choice(keys), rng.randint(1, 9), f"eo-op-{i}"
+                kind = rng.choices(["increment", "decrement", "reset"], [5, 4, 1])[0]
+                if kind == "reset":
+                    got = until_answered(lambda k=key, r=rid: c.reset(k, request_id=r))
+                    model[key] = 0
+                elif kind == "increment":
+                    got = until_answered(lambda k=key, b=by, r=rid: c.increment(
+                        b, key=k, request_id=r))
+                    model[key] += by
+                else:
+                    got = until_answered(lambda k=key, b=by, r=rid: c.decrement(
+                        b, key=k, request_id=r))
+                    model[key] -= by
+                # One client, one node: each answer is the key's count right after it.
+                assert got == model[key], (i, kind, key)
+        assert proxy.stats.dropped_replies > 0
+    assert cluster.stat(2, "duplicates") >= 1
+    assert cluster.wait_keys_converged(model) == model
 
 
 def test_cli_same_request_id_counts_once_at_one_node(cluster: LocalCluster) -> None:

@@ -19,7 +19,6 @@ from zcounter.errors import Indeterminate, RequestRefused, SessionBehind
 pytestmark = pytest.mark.integration
 
 
-
 def read(cluster: LocalCluster, node: int, level: str, timeout: float = 2.0) -> int:
     with cluster.client(node, timeout=timeout) as c:
         return c.get_count(read=level)  # type: ignore[arg-type]
@@ -148,6 +147,38 @@ def test_cli_levels(cluster: LocalCluster) -> None:
     assert (got.returncode, got.stdout.strip()) == (0, "6"), got.stderr
     bad = cluster.cli("--node", "1", "increment", "--wait", "most")
     assert bad.returncode == 2
+
+
+@pytest.mark.parametrize(("down", "how"), [(2, "kill"), (3, "stop")])
+def test_majority_levels_hold_per_key_for_decrements_and_resets(
+        cluster: LocalCluster, down: int, how: str) -> None:
+    """The same quorum intersection, key by key, for every kind of write: a majority
+    read of several keys, at any live node, sees every acknowledged majority write."""
+    fault(cluster, down, how)
+    live = [n for n in cluster.ids if n != down]
+    with cluster.client(live[0], timeout=2.0) as a, cluster.client(live[1], timeout=2.0) as b:
+        assert a.increment(7, key="x", wait="majority") == 7
+        assert b.decrement(3, key="y", wait="majority") == -3
+        for reader in live:
+            assert read_keys(cluster, reader, ["x", "y", "z"]) == {"x": 7, "y": -3, "z": 0}
+        # Both live nodes hold x's 7 (a majority of three, one down): the reset covers it.
+        assert b.reset("x", wait="majority") == 0
+        assert a.decrement(2, key="x", wait="majority") == -2
+        for reader in live:
+            assert read_keys(cluster, reader, ["y", "x"]) == {"y": -3, "x": -2}
+        with pytest.raises(Indeterminate):
+            a.increment(key="y", wait="all", request_id="y-all")
+    heal(cluster, down, how)
+    cluster.wait_keys_converged({"x": -2, "y": -2, "z": 0})
+    # After the heal, the same request id with wait=all is confirmed, and counts once.
+    with cluster.client(live[0], timeout=2.0) as a:
+        assert wait_for(lambda: a.increment(key="y", wait="all", request_id="y-all") == -2,
+                        10.0, what="wait=all to be confirmed after the heal")
+
+
+def read_keys(cluster: LocalCluster, node: int, keys: list[str]) -> dict[str, int]:
+    with cluster.client(node, timeout=2.0) as c:
+        return c.get_counts(keys, read="majority")
 
 
 def test_five_nodes_two_cut_off(tmp_path: Path) -> None:
