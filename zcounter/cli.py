@@ -26,7 +26,7 @@ from .client import Client
 from .config import ClusterConfig, default_cluster, load_config
 from .errors import ConfigError, Indeterminate, ProtocolError, ZCounterError
 from .procs import stop_processes
-from .protocol.codec import validate_key
+from .protocol.codec import validate_key, validate_rid
 from .protocol.messages import DEFAULT_KEY, Level
 
 EXIT_FAILED = 1
@@ -59,6 +59,22 @@ class KeyType(click.ParamType):  # type: ignore[type-arg]  # generic in click 8.
 
 
 KEY = KeyType()
+
+
+class RequestIdType(click.ParamType):  # type: ignore[type-arg]  # generic in click 8.2+
+    """A request id: 1-64 letters, digits, '.', '_', ':' or '-' (a usage error else)."""
+
+    name = "ID"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        try:
+            return validate_rid(value)
+        except ProtocolError as exc:
+            self.fail(f"{str(value)[:70]!r}: {exc}", param, ctx)
+
+
+REQUEST_ID = RequestIdType()
 
 _config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="ZCOUNTER_CONFIG",
@@ -179,7 +195,7 @@ _wait_option = click.option(
     "--wait", type=click.Choice(LEVELS), default="local", show_default=True,
     help="Acknowledge once this many nodes hold it: the receiving node, a majority, or all.")
 _rid_option = click.option(
-    "--request-id", help="Idempotency key: the same id applied twice counts once. "
+    "--request-id", type=REQUEST_ID, help="Idempotency key: the same id applied twice counts once. "
                          "Default: a fresh random id.")
 
 

@@ -143,9 +143,9 @@ def test_usage_errors_exit_2(cluster: LocalCluster):
         result = zc("client", "--config", cfg, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stdout == ""
-    # A malformed request id is refused by the client before sending (exit 1, as in 0.1).
+    # A malformed request id is a usage error like a bad key (exit 2), naming the option.
     bad_rid = zc("client", "--config", cfg, "increment", "--request-id", "not ok")
-    assert bad_rid.returncode == 1 and bad_rid.stderr.count("\n") == 1
+    assert bad_rid.returncode == 2 and "--request-id" in bad_rid.stderr
     assert "request id" in bad_rid.stderr
     unknown = zc("client", "--config", cfg, "--node", "9", "getCount")
     assert unknown.returncode == 2 and "unknown node id 9" in unknown.stderr
