@@ -778,9 +778,10 @@ class NodeCore:
             req = read.request
             if not isinstance(req, Get) and req.rid is not None and req.rid in self.rids:
                 # Another attempt with this request id was applied while this one waited
-                # to catch up: "nothing was applied" would be false for the id (found by
-                # the simulator, bin/sim --seed 6 --nodes 5: a late first attempt applied
-                # at a bootstrapping node, then its retry's wait expired "unavailable").
+                # to catch up: "nothing was applied" would be false for the id.  Found by
+                # the simulator (seed 6 of 5 nodes in its first version: a late first
+                # attempt applied at a bootstrapping node, then its retry's wait expired
+                # "unavailable"); pinned by tests/sim/test_regressions.py.
                 self.refuse(read.client, req.id, ErrorCode.INDETERMINATE,
                             f"request id {req.rid!r} was applied at node {self.node_id} by an "
                             "earlier attempt; its level was not confirmed in time", _op(req))

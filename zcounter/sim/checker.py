@@ -1,0 +1,197 @@
+"""The state checker: the Observer of the nodes (cf. TigerBeetle's state_checker.zig).
+
+As the nodes run, it turns what they commit into the ledger (:mod:`.history`) - every
+update and reset each batch applied, attributed to the operation that asked for it -
+and runs the per-batch and per-reply checks of :mod:`.oracle` on the nodes' memory,
+their disks and the replies they emit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from ..model.pncounter import BN, BP, N, P, Record
+from ..protocol.messages import Counted, Refused
+from ..protocol.node import NodeCore
+from ..protocol.outputs import Persist
+from .cluster import Note, SimNode
+from .disk import Image
+from .history import App, Attempt, History, Op
+from .oracle import (
+    SimFailure,
+    check_chain,
+    check_counts,
+    check_grows,
+    check_includes,
+    check_reset_observed,
+    holds,
+    short,
+    unknown_value,
+)
+from .scheduler import Scheduler
+
+
+def _freeze(target: dict[str, Record]) -> tuple[tuple[str, Record], ...]:
+    return tuple(sorted(target.items()))
+
+
+class Checker:
+    def __init__(self, history: History, scheduler: Scheduler, stats: Counter[str],
+                 trace: Callable[[str], None] | None) -> None:
+        self.history = history
+        self.scheduler = scheduler
+        self.stats = stats
+        self._trace = trace
+        #: Set by the driver once the cluster exists.
+        self.nodes: dict[int, SimNode] = {}
+        #: When a commit last changed a state or a request id (convergence timing).
+        self.last_change_ms = 0
+
+    def log(self, text: str) -> None:
+        if self._trace is not None:
+            self._trace(f"{self.scheduler.now_ms:>8}ms {text}")
+
+    def committed(self, node: SimNode, core: NodeCore, persist: Persist,
+                  notes: list[Note], before: dict[str, dict[str, Record]]) -> None:
+        """A batch was committed at ``node``: record its applications, check its states."""
+        if notes:
+            self._record(node, core, persist, notes)
+        image = node.disk.current
+        known = self.history.known
+        for key in persist.states:
+            after = image.state(key)
+            problem = check_grows(before[key], after) or unknown_value(key, after, known)
+            if problem:
+                raise SimFailure(f"node {node.node_id} committed {short(key)}: {problem}")
+        if persist.states or persist.rids:
+            self.last_change_ms = self.scheduler.now_ms
+
+    def _record(self, node: SimNode, core: NodeCore, persist: Persist,
+                notes: list[Note]) -> None:
+        """Turn a committed batch's notes into applications of the ledger."""
+        history, now = self.history, self.scheduler.now_ms
+        where = f"node {node.node_id}"
+        # The batch remembered a request id for every write it applied: index those this
+        # process was handed by what they prove.  Ids learned from peers are other
+        # applications - even of this node's writes in an earlier life, whose proof can
+        # be exactly this batch's (bin/sim --seed 4001 --nodes 5: a wiped node learned
+        # the id of the reset it had applied before the wipe, then reset the same state).
+        own: dict[tuple[str, tuple[tuple[str, Record], ...]], list[str]] = {}
+        for rid, key, target in persist.rids:
+            if rid in node.rids_delivered:
+                own.setdefault((key, _freeze(target)), []).append(rid)
+        for note in notes:
+            key, amount, target = note.key, note.amount, note.target
+            rids = own.get((key, _freeze(target)))
+            op = (history.by_rid[rids.pop(0)] if rids else
+                  history.ridless.get((key, amount)) if amount else None)
+            if (op is None or op.node != node.node_id or op.key != key
+                    or op.kind != ("reset" if amount == 0 else "add") or op.amount != amount):
+                raise SimFailure(f"{where} applied {'a reset' if amount == 0 else f'{amount:+d}'}"
+                                 f" to {short(key)} and no request explains it (a request "
+                                 "id not remembered?)")
+            if amount:
+                ((slot, rec),) = target.items()
+                fid = (key, slot, P if amount > 0 else N)
+                problem = check_chain(history.top.get(fid, 0), amount, rec[fid[2]])
+                history.top[fid] = rec[fid[2]]
+                history.learn(fid, rec[fid[2]])
+            else:
+                problem = check_reset_observed(key, target, history.known)
+                for s, r in target.items():
+                    history.learn((key, s, BP), r[BP])
+                    history.learn((key, s, BN), r[BN])
+            if problem:
+                raise SimFailure(f"{where}, {short(key)}: {problem}")
+            app = App(op.index, node.node_id, core.slot_name, key, amount, target, now)
+            for prev in op.apps:
+                if prev.node != node.node_id or prev.slot == app.slot:
+                    raise SimFailure(f"{where}: op {op.index} (rid {op.rid}) applied again: "
+                                     f"{prev} then {app}")
+            history.add_app(app)
+            self.stats["resets_applied" if amount == 0 else "updates_applied"] += 1
+            if self._trace is not None:
+                self.log(f"APPLY op {op.index} at node {node.node_id}: {short(key)} "
+                         f"{'reset ' if amount == 0 else f'{amount:+d} '}-> {target}")
+
+    def batch_done(self, node: SimNode, core: NodeCore, now: float, deadline: float) -> None:
+        # What the node answers from must be what it committed: a change left out of
+        # ``persist`` would be lost by the next crash, after replies that showed it.
+        if core.keys.tree.root != node.disk.current.root:
+            diff = [k for k in sorted(core.keys.iter_keys())
+                    if core.keys.state(k) != node.disk.current.state(k)]
+            raise SimFailure(f"node {node.node_id}: memory differs from what it committed "
+                             f"(keys {[short(k) for k in diff]})")
+        # The runtime polls with timeout max(0, deadline - now): a deadline in the past
+        # right after tick() would make it spin at 100% CPU.
+        if deadline < now - 1e-9:
+            raise SimFailure(f"node {node.node_id}: next_deadline() is {now - deadline:.4f}s "
+                             "in the past after tick() (the runtime would busy-loop)")
+
+    def replying(self, node: SimNode, core: NodeCore, reply: object) -> None:
+        """Checks that need the node's state at the moment it answers a client."""
+        attempt = self.history.attempts.get(reply.id)  # type: ignore[attr-defined]
+        if attempt is None:
+            raise SimFailure(f"node {node.node_id} answered an unknown tag {reply!r}")
+        op = attempt.op
+        where = f"node {node.node_id}, op {op.index} ({op.kind} of {tuple(map(short, op.keys))})"
+        if isinstance(reply, Counted):
+            problem = check_counts(op.keys, reply.counts, reply.states)
+            if not problem and attempt.seen:
+                self.stats["session_checks"] += 1
+                problem = check_includes(attempt.seen, reply.states,
+                                         "answered older than the session had seen")
+            if problem:
+                raise SimFailure(f"{where}: {problem}")
+            if op.is_write:
+                self._check_ack(node, core, op, reply, attempt)
+        elif isinstance(reply, Refused) and op.is_write:
+            if reply.code.applied:
+                if not op.apps or not holds(node.disk.current.state(op.key),
+                                            op.apps[-1].target):
+                    raise SimFailure(f"{where}: answered {reply.code.value}, yet it is not "
+                                     "applied durably here")
+            elif any(a.slot == core.slot_name for a in op.apps):
+                raise SimFailure(f"{where}: refused ({reply.code.value}) although applied "
+                                 f"here: {op.apps}")
+
+    def _check_ack(self, node: SimNode, core: NodeCore, op: Op, reply: Counted,
+                   attempt: Attempt) -> None:
+        where = f"node {node.node_id}, op {op.index} ({op.kind} of {short(op.key)})"
+        if not op.apps:
+            raise SimFailure(f"{where}: acknowledged (wait={op.level.value}) but never applied")
+        app = op.apps[-1]
+        if reply.states and not holds(reply.states.get(op.key, {}), app.target):
+            raise SimFailure(f"{where}: the reply's state does not hold its own write")
+        needed = core.needed(op.level)
+        # A node counts if it holds the write fsynced, or held it fsynced on a disk
+        # wiped since: the holder confirmed a durable copy, a wipe is data loss
+        # (bin/sim --seed 33 --nodes 5: a holder wiped before the wait=all ack).
+        held = {n.node_id: self._held(n, op.key, app.target) for n in self.nodes.values()}
+        now = sum(1 for h in held.values() if h == "fsynced")
+        if now + sum(1 for h in held.values() if h == "fsynced, wiped since") < needed:
+            raise SimFailure(f"{where}: wait={op.level.value} acknowledged with only {now} "
+                             f"fsynced copies of {app.target} ({held})")
+        self.stats["acks_checked"] += 1
+        if now >= needed:
+            # Later reads at an intersecting level must include it (see Workload): only
+            # while the copies that back it exist (every wipe clears the requirement).
+            attempt.acked = app
+            attempt.acked_ms = self.scheduler.now_ms
+
+    @staticmethod
+    def _held(node: SimNode, key: str, target: dict[str, Record]) -> str:
+        disk = node.disk
+        if holds(disk.durable.state(key), target):
+            return "fsynced"
+        if any(holds(image.state(key), target) for image in node.wiped):
+            return "fsynced, wiped since"
+        return "unsynced" if holds(disk.current.state(key), target) else "no"
+
+    def copies_removed(self, node: SimNode, before: Image, wiped: bool) -> None:
+        images = [n.disk.current for n in self.nodes.values()]
+        self.history.copies_removed(before.all_states(), (i.all_states() for i in images))
+        self.history.rids_removed(before.rids, images)
+        if wiped:
+            self.history.wiped(self.scheduler.now_ms)

@@ -1,0 +1,350 @@
+"""The nodes: real :class:`~zcounter.protocol.node.NodeCore` objects, driven exactly as
+:mod:`zcounter.runtime.server` drives them.
+
+One *batch* per node per simulated instant at which something reached it (or its timer
+fell due): hand it every input that arrived, ``tick(now)``, ``take_outputs()``, commit
+``persist`` to its :class:`~.disk.Disk`, and only then send the messages.  A node wakes
+at ``next_deadline()``, read on its own clock (offset, coarse) and capped like the
+runtime's poll timeout.  A process start rebuilds the core from what the disk holds,
+with a fresh epoch; a fresh disk (first start, or a wipe) starts it ``fresh``.
+
+Crashes (see :mod:`.disk` for what survives):
+
+* ``clean``: between two batches;
+* ``torn``: the next batch commits, sends only a prefix of its messages, and dies;
+* ``midbatch``: the next batch consumes its inputs and dies before its commit;
+* ``power``: between two batches, and the disk loses its unsynced commits.
+
+Applications are observed through :class:`TracedKeyspace`: the keyspace a core is
+built on, which notes every update and reset the core makes through it.  The notes of a
+batch count only once that batch is committed (:meth:`Observer.committed`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol, cast
+
+from ..config import Settings
+from ..model.keyspace import Keyspace
+from ..model.pncounter import Record
+from ..protocol.messages import ClientReply
+from ..protocol.node import NodeCore
+from ..protocol.outputs import Message, Persist, Publish, ToClient, ToPeer
+from .disk import Disk, Image
+from .network import Kind, Network, Packet, client_endpoint
+from .oracle import SimFailure
+from .scheduler import Scheduler
+from .swarm import Swarm
+
+#: The cores' clock origin: arbitrary, like ``time.monotonic()``.
+CLOCK_ORIGIN_S = 1000.0
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """An update or a reset a core applied through its keyspace."""
+
+    key: str
+    #: Signed step of an update; 0 for a reset.
+    amount: int
+    #: What proves it: an update's slot with its new ``p`` (or ``n``) alone; the
+    #: records a reset wrote (``(p, n, p, n)`` for every slot it knew).
+    target: dict[str, Record]
+
+
+class TracedKeyspace(Keyspace):
+    """A :class:`Keyspace` that notes the updates and resets applied through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes: list[Note] = []
+
+    def add(self, key: str, slot: int, amount: int) -> tuple[int, int, int, int]:
+        rec = super().add(key, slot, amount)
+        proof = (rec[0], 0, 0, 0) if amount > 0 else (0, rec[1], 0, 0)
+        self.notes.append(Note(key, amount, {self.slots.names[slot]: proof}))
+        return rec
+
+    def reset(self, key: str) -> dict[str, Record]:
+        written = super().reset(key)
+        self.notes.append(Note(key, 0, written))
+        return written
+
+
+class Observer(Protocol):
+    """Who watches the nodes run (:class:`~.checker.Checker`)."""
+
+    def committed(self, node: SimNode, core: NodeCore, persist: Persist, notes: list[Note],
+                  before: dict[str, dict[str, Record]]) -> None: ...
+
+    def batch_done(self, node: SimNode, core: NodeCore, now: float,
+                   deadline: float) -> None: ...
+
+    def replying(self, node: SimNode, core: NodeCore, reply: ClientReply) -> None: ...
+
+    def copies_removed(self, node: SimNode, before: Image, wiped: bool) -> None: ...
+
+    def log(self, text: str) -> None: ...
+
+
+@dataclass
+class SimNode:
+    node_id: int
+    disk: Disk
+    offset_s: float
+    res_ms: int
+    core: NodeCore | None = None
+    keys: TracedKeyspace | None = None
+    #: Bumped by every process start: packets sent to an earlier life are lost.
+    life: int = 0
+    wake_at: int = -1
+    inbox: list[Packet] = field(default_factory=list)
+    #: Crash mode applied by the next batch (``torn``, ``midbatch``).
+    doom: str | None = None
+    paused: bool = False
+    #: Bumped by every crash: a restart scheduled for an earlier crash is void.
+    crash_token: int = 0
+    #: When this node's disk was wiped (simulated ms; for traces and tests).
+    wipes_ms: list[int] = field(default_factory=list)
+    #: Request ids of the client writes handed to this life: what it can apply (a
+    #: learned id of an earlier life's write may prove the very same state).
+    rids_delivered: set[str] = field(default_factory=set)
+    #: The fsynced images of the disks wiped away: a copy a node confirmed before a
+    #: wipe still counted towards the acknowledgements it backed.
+    wiped: list[Image] = field(default_factory=list)
+
+    @property
+    def up(self) -> bool:
+        return self.core is not None
+
+
+class Cluster:
+    def __init__(self, size: int, swarm: Swarm, settings: Settings, rng: random.Random,
+                 scheduler: Scheduler, network: Network, observer: Observer,
+                 stats: Counter[str]) -> None:
+        self.ids = list(range(1, size + 1))
+        self.swarm = swarm
+        self.settings = settings
+        self.rng = rng
+        self.scheduler = scheduler
+        self.network = network
+        self.observer = observer
+        self.stats = stats
+        self.nodes: dict[int, SimNode] = {}
+        self._touched: dict[int, SimNode] = {}
+        for node_id in self.ids:
+            offset = rng.uniform(-500.0, 500.0) if swarm.skew else 0.0
+            self.nodes[node_id] = SimNode(node_id, Disk(self.draw_hex()),
+                                          CLOCK_ORIGIN_S + offset, swarm.clock_res_ms)
+
+    def draw_hex(self) -> str:
+        """12 hex digits from the run's RNG (incarnations and epochs)."""
+        return f"{self.rng.getrandbits(48):012x}"
+
+    def clock(self, node: SimNode) -> float:
+        """What the node's monotonic clock reads now."""
+        ms = self.scheduler.now_ms
+        return node.offset_s + (ms - ms % node.res_ms) / 1000.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, node: SimNode) -> None:
+        disk = node.disk
+        node.life += 1
+        keys = TracedKeyspace()
+        names, rows, rids = disk.load()
+        keys.load(names, rows)
+        node.keys = keys
+        node.core = NodeCore(node.node_id, self.ids, disk.incarnation, self.draw_hex(),
+                             self.settings, self.clock(node), keyspace=keys, rids=rids,
+                             fresh=disk.fresh)
+        disk.fresh = False
+        node.rids_delivered = set()
+        node.inbox = []
+        node.doom = None
+        node.paused = False
+        self.observer.log(f"START node {node.node_id} life {node.life}, slot "
+                          f"{node.core.slot_name}{' (fresh)' if node.core.bootstrapping else ''}"
+                          f", {len(keys)} keys")
+        # The runtime's first loop iteration: the heartbeat is due at once.
+        self.run_batch(node)
+
+    def crash(self, node: SimNode, mode: str) -> None:
+        """Crash ``node`` now (``clean``, ``power``) or at its next batch (``torn``,
+        ``midbatch``)."""
+        if not node.up:
+            return
+        if mode in ("torn", "midbatch"):
+            node.doom = mode
+            return
+        self._die(node, mode)
+
+    def _die(self, node: SimNode, mode: str) -> None:
+        self.stats["crashes"] += 1
+        self.stats[f"crashes_{mode}"] += 1
+        self.observer.log(f"CRASH node {node.node_id} ({mode})")
+        node.core = None
+        node.keys = None
+        node.inbox = []
+        node.doom = None
+        node.paused = False
+        node.crash_token += 1
+        if mode == "power":
+            before = node.disk.current
+            node.disk.power_loss()
+            self.observer.copies_removed(node, before, wiped=False)
+
+    def restart(self, node: SimNode, wipe: bool) -> None:
+        if node.up:
+            return
+        if wipe:
+            before = node.disk.current
+            node.wiped.append(node.disk.durable)
+            node.disk = Disk(self.draw_hex())
+            node.wipes_ms.append(self.scheduler.now_ms)
+            self.stats["wipes"] += 1
+            self.observer.log(f"WIPE node {node.node_id}: new incarnation "
+                              f"{node.disk.incarnation}")
+            self.observer.copies_removed(node, before, wiped=True)
+        self.stats["restarts"] += 1
+        self.start(node)
+
+    def pause(self, node: SimNode) -> None:
+        if node.up:
+            node.paused = True
+            self.stats["pauses"] += 1
+            self.observer.log(f"PAUSE node {node.node_id}")
+
+    def resume(self, node: SimNode) -> None:
+        if node.up and node.paused:
+            node.paused = False
+            self.observer.log(f"RESUME node {node.node_id} ({len(node.inbox)} inputs queued)")
+            self.run_batch(node)
+
+    # ------------------------------------------------------------------ inputs
+
+    def accept(self, packet: Packet) -> SimNode | None:
+        """A packet reaches node ``packet.dst``: queue it for the node's next batch."""
+        node = self.nodes[packet.dst]
+        if node.core is None or node.life != packet.life:
+            self.stats["stale_life"] += 1
+            return None
+        if not self.network.arrives(packet):
+            return None
+        node.inbox.append(packet)
+        self._touched[node.node_id] = node
+        return node
+
+    def woken(self, node_id: int, life: int) -> None:
+        """Node ``node_id``'s timer fell due (ignored if it has been re-armed since)."""
+        node = self.nodes[node_id]
+        if (node.core is not None and node.life == life and not node.paused
+                and node.wake_at == self.scheduler.now_ms):
+            self._touched[node_id] = node
+
+    def run_touched(self) -> None:
+        """End of an instant: one batch for every node that got inputs or woke."""
+        touched, self._touched = self._touched, {}
+        for node_id in sorted(touched):
+            self.run_batch(touched[node_id])
+
+    # ------------------------------------------------------------------ one batch
+
+    def run_batch(self, node: SimNode) -> None:
+        """One poll cycle of the runtime: inputs, tick, outputs, commit, then send."""
+        core, keys = node.core, node.keys
+        if core is None or keys is None or node.paused:
+            return
+        self.stats["batches"] += 1
+        now = self.clock(node)
+        inputs, node.inbox = node.inbox, []
+        keys.notes.clear()
+        for packet in inputs:
+            body = packet.body
+            if packet.kind is Kind.REQUEST:
+                rid = getattr(body, "rid", None)
+                if rid is not None:
+                    node.rids_delivered.add(rid)
+                core.handle_request(packet.reply_to, body, now)
+            elif packet.kind is Kind.BROADCAST:
+                core.handle_broadcast(body, now)
+            else:
+                core.handle_peer_reply(body, now)
+        core.tick(now)
+        doom = node.doom
+        if doom == "midbatch":
+            # Inputs consumed, nothing committed, nothing sent.
+            self._die(node, doom)
+            return
+        out = core.take_outputs()
+        persist = out.persist
+        if persist:
+            image = node.disk.current
+            before = {key: image.state(key) for key in persist.states}
+            node.disk.commit(persist)
+            self.observer.committed(node, core, persist, keys.notes, before)
+        elif keys.notes:
+            raise SimFailure(f"node {node.node_id} applied {keys.notes} and persisted nothing")
+        deadline = core.next_deadline()
+        self.observer.batch_done(node, core, now, deadline)
+        messages = out.messages
+        if doom == "torn":
+            messages = messages[:self.rng.randint(0, len(messages))]
+        for message in messages:
+            self._emit(node, core, message)
+        if doom == "torn":
+            self._die(node, doom)
+            return
+        self._schedule_wake(node, deadline)
+
+    def _schedule_wake(self, node: SimNode, deadline: float) -> None:
+        res = node.res_ms
+        # The first instant at which the node's (coarse) clock reads >= deadline.
+        wake = math.ceil(round((deadline - node.offset_s) * 1000.0, 6))
+        wake = -(-wake // res) * res
+        now = self.scheduler.now_ms
+        if self.swarm.poll_cap_ms is not None:
+            wake = min(wake, now + self.swarm.poll_cap_ms)
+        wake = max(wake, now + 1)
+        if wake != node.wake_at:
+            node.wake_at = wake
+            life, node_id = node.life, node.node_id
+            self.scheduler.at(wake, _Wake(self, node_id, life))
+
+    def _emit(self, node: SimNode, core: NodeCore, message: Message) -> None:
+        src = node.node_id
+        send = self.network.send
+        if isinstance(message, ToClient):
+            cid = message.client
+            assert isinstance(cid, tuple)
+            if cid[0] == "c":
+                reply = cast(ClientReply, message.reply)
+                self.observer.replying(node, core, reply)
+                send(Packet(Kind.CLIENT_REPLY, src, client_endpoint(cid[1]), 0, reply))
+            else:
+                _, peer, life = cid
+                send(Packet(Kind.PEER_REPLY, src, peer, life, message.reply))
+        elif isinstance(message, ToPeer):
+            dst = self.nodes[message.peer]
+            send(Packet(Kind.REQUEST, src, dst.node_id, dst.life, message.request,
+                        ("p", src, node.life)))
+        else:
+            assert isinstance(message, Publish)
+            for dst in self.nodes.values():
+                if dst is not node:
+                    send(Packet(Kind.BROADCAST, src, dst.node_id, dst.life, message.message))
+
+
+@dataclass(slots=True)
+class _Wake:
+    """A node's timer (its next_deadline) falls due."""
+
+    cluster: Cluster
+    node_id: int
+    life: int
+
+    def __call__(self) -> None:
+        self.cluster.woken(self.node_id, self.life)

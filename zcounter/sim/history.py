@@ -1,0 +1,195 @@
+"""The ledger: what the clients asked for, what each node applied, what the faults lost.
+
+The oracle (:mod:`.oracle`) judges the nodes against this ledger, so it is kept by the
+simulator from what it *observes*, never from what the nodes claim:
+
+* an :class:`Op` is one logical client operation; all its attempts share its request id
+  and its node;
+* an :class:`App` is one application of an update or a reset, observed through the
+  keyspace the node runs on (:class:`~.cluster.TracedKeyspace`) and recorded only when
+  the batch that made it is committed: "applied" means *committed at the node that
+  applied it*.  A batch lost in a ``midbatch`` crash applied nothing; a ``torn`` one
+  applied everything it committed, whatever it managed to send.  Its ``target`` is the
+  partial state that proves it (an update: its slot's new ``p`` or ``n``; a reset: the
+  records it wrote, i.e. what it observed);
+* ``floors``: where a wipe or a power loss removed the last stored copy of a value, the
+  highest value of that field still stored anywhere.  The final state may lack
+  applications above a floor (their every copy is gone), nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..model.pncounter import BN, BP, N, P, Record, join_record
+from ..protocol.messages import Level
+from .disk import Image
+
+#: (key, slot, field index) - one field of one record of one key.
+FieldId = tuple[str, str, int]
+States = dict[str, dict[str, Record]]
+
+
+@dataclass(slots=True)
+class App:
+    op: int
+    node: int
+    #: The applying node's slot (its incarnation at the time).
+    slot: str
+    key: str
+    #: Signed step of an update; 0 for a reset.
+    amount: int
+    target: dict[str, Record]
+    at_ms: int
+
+    @property
+    def is_reset(self) -> bool:
+        return self.amount == 0
+
+    @property
+    def field(self) -> int:
+        return P if self.amount > 0 else N
+
+    @property
+    def boundary(self) -> int:
+        return self.target[self.slot][self.field]
+
+
+@dataclass
+class Op:
+    """One logical operation: ``kind`` is ``add`` (``amount`` < 0: a decrement),
+    ``reset`` or ``read``."""
+
+    index: int
+    client: int
+    node: int
+    kind: str
+    keys: tuple[str, ...]
+    level: Level
+    timeout_ms: int
+    retries: int
+    amount: int = 0
+    rid: str | None = None
+    #: Ask for the keys' states in replies (sessions always do).
+    states: bool = False
+    #: ok | indeterminate | fail | unknown (pending while running)
+    outcome: str = "pending"
+    attempts: int = 0
+    timed_out: int = 0
+    #: Some attempt was answered ``indeterminate`` (applied at the node).
+    indeterminate: bool = False
+    apps: list[App] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.keys[0]
+
+    @property
+    def is_write(self) -> bool:
+        return self.kind != "read"
+
+
+@dataclass(slots=True)
+class Attempt:
+    op: Op
+    tag: int
+    sent_ms: int
+    #: What a read must include: states of its keys acknowledged before it was sent
+    #: at a wait level that intersects its read level (see :func:`.oracle.required_for`).
+    required: States
+    wipes_at_send: int
+    seen: States
+    #: Set when a node emits an ``ok`` acknowledgement of this attempt's write backed by
+    #: fsynced copies that still exist: later reads must include it.
+    acked: App | None = None
+    acked_ms: int = -1
+
+
+class History:
+    def __init__(self, cluster_size: int) -> None:
+        self.n = cluster_size
+        self.ops: list[Op] = []
+        self.by_rid: dict[str, Op] = {}
+        #: Updates sent without a request id, by (key, signed amount): unique by choice.
+        self.ridless: dict[tuple[str, int], Op] = {}
+        self.attempts: dict[int, Attempt] = {}
+        self.apps: list[App] = []
+        #: Values every field may hold: update boundaries (p, n) and reset bases (bp, bn).
+        self.known: dict[FieldId, set[int]] = {}
+        #: The highest boundary of each slot's updates (its chain, see record_update).
+        self.top: dict[FieldId, int] = {}
+        self.floors: dict[FieldId, int] = {}
+        #: Request ids whose every stored copy a wipe or a power loss removed.
+        self.lost_rids: set[str] = set()
+        #: wait level (nodes needed) -> key -> join of acknowledged targets.
+        self.required: dict[int, States] = {}
+        self.wipes = 0
+        self.last_wipe_ms = -1
+
+    # ------------------------------------------------------------------ operations
+
+    def new_op(self, op: Op) -> Op:
+        self.ops.append(op)
+        if op.rid is not None:
+            self.by_rid[op.rid] = op
+        elif op.kind == "add":
+            self.ridless[(op.key, op.amount)] = op
+        return op
+
+    def ridless_free(self, key: str, amount: int) -> bool:
+        return (key, amount) not in self.ridless
+
+    # ------------------------------------------------------------------ applications
+
+    def is_known(self, fid: FieldId, value: int) -> bool:
+        return value == 0 or value in self.known.get(fid, ())
+
+    def learn(self, fid: FieldId, value: int) -> None:
+        self.known.setdefault(fid, set()).add(value)
+
+    def add_app(self, app: App) -> None:
+        self.apps.append(app)
+        self.ops[app.op].apps.append(app)
+
+    # ------------------------------------------------------------------ losses
+
+    def copies_removed(self, before: States, stores: Iterable[States]) -> None:
+        """A node's stored states went from ``before`` to what it holds now (a wipe or
+        a power loss); ``stores``: every node's stored states now, that node's included.
+        Where ``before`` held the only copy of a value, lower the field's floor."""
+        stores = list(stores)
+        for key, state in before.items():
+            for slot, rec in state.items():
+                for f in (P, N, BP, BN):
+                    value = rec[f]
+                    if not value:
+                        continue
+                    left = max((s.get(key, {}).get(slot, (0, 0, 0, 0))[f] for s in stores),
+                               default=0)
+                    if left < value:
+                        fid = (key, slot, f)
+                        self.floors[fid] = min(self.floors.get(fid, left), left)
+
+    def rids_removed(self, before: Iterable[str], images: Sequence[Image]) -> None:
+        """A node's stored request ids went from ``before`` to what it holds now: an id
+        no store holds any more is lost (nodes that hold its write may never learn it)."""
+        for rid in before:
+            if not any(rid in image.rids for image in images):
+                self.lost_rids.add(rid)
+
+    def wiped(self, now_ms: int) -> None:
+        self.wipes += 1
+        self.last_wipe_ms = now_ms
+        # A wiped node may be part of any later quorum without the writes it held.
+        self.required = {}
+
+    # ------------------------------------------------------------------ reads
+
+    def acknowledged(self, needed: int, key: str, target: dict[str, Record]) -> None:
+        """A write of ``key`` acknowledged at a level of ``needed`` nodes."""
+        per_key = self.required.setdefault(needed, {})
+        mine = per_key.setdefault(key, {})
+        for slot, rec in target.items():
+            old = mine.get(slot)
+            mine[slot] = rec if old is None else join_record(old, rec)

@@ -1,0 +1,171 @@
+"""The nemesis: faults at random moments, and the same faults as methods for scripts.
+
+Every ``swarm.nemesis_ms`` or so (exponential gaps) it picks one of the actions the
+seed's swarm allows: isolate a node, split the cluster in two, cut random one-way
+links, heal the partitions, crash a node (in one of the swarm's crash modes, restarted
+after a random downtime, now and then from a wiped disk), or pause a node (SIGSTOP: it
+keeps its memory, its inputs queue, its clock runs on).  Clocks are set once per node
+by :class:`~.cluster.Cluster` (offsets and resolution from the swarm).
+
+:meth:`Nemesis.heal_all` starts the liveness phase: partitions healed, paused nodes
+resumed, crashed nodes restarted, and no more faults.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+
+from .cluster import Cluster, SimNode
+from .network import Network
+from .scheduler import Scheduler
+from .swarm import Swarm
+
+DOWNTIMES_MS = (50, 300, 1500, 4000)
+PAUSES_MS = (100, 500, 2000)
+
+
+class Nemesis:
+    def __init__(self, swarm: Swarm, rng: random.Random, scheduler: Scheduler,
+                 cluster: Cluster, network: Network, stats: Counter[str],
+                 trace: Callable[[str], None] | None) -> None:
+        self.swarm = swarm
+        self.rng = rng
+        self.scheduler = scheduler
+        self.cluster = cluster
+        self.network = network
+        self.stats = stats
+        self.trace = trace
+        self.stopped = False
+        #: Crashed nodes that restart from a wiped disk (when the heal restarts them).
+        self._wipe_on_restart: set[int] = set()
+        self._pause_token: dict[int, int] = {}
+        self.wipes_planned = 0
+
+    def start(self) -> None:
+        if self.swarm.nemesis_ms:
+            self.scheduler.after(self.rng.randint(0, self.swarm.nemesis_ms), self._tick)
+
+    def _log(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace(text)
+
+    # ------------------------------------------------------------------ random faults
+
+    def _tick(self) -> None:
+        if self.stopped:
+            return
+        s, rng = self.swarm, self.rng
+        actions: list[str] = []
+        if s.partitions and len(self.cluster.ids) > 1:
+            actions += ["isolate", "split", "oneway", "heal", "heal"]
+        if s.crash_modes:
+            actions += ["crash", "crash"]
+        if s.pauses:
+            actions.append("pause")
+        if actions:
+            self._act(rng.choice(actions))
+        self.scheduler.after(1 + int(rng.expovariate(1.0 / s.nemesis_ms)), self._tick)
+
+    def _act(self, action: str) -> None:
+        rng, ids = self.rng, self.cluster.ids
+        if action == "heal":
+            self.heal_partitions()
+        elif action == "isolate":
+            self.isolate(rng.choice(ids))
+        elif action == "split":
+            order = ids[:]
+            rng.shuffle(order)
+            self.split(order[:rng.randint(1, len(ids) - 1)])
+        elif action == "oneway":
+            pairs = [(a, b) for a in ids for b in ids if a != b]
+            self.cut(rng.sample(pairs, rng.randint(1, len(pairs) - 1)))
+        elif action == "crash":
+            up = [n for n in self.cluster.nodes.values() if n.up]
+            if up:
+                node = rng.choice(up)
+                wipe = self.wipes_planned < self.swarm.max_wipes and rng.random() < 0.3
+                self.crash(node.node_id, rng.choice(self.swarm.crash_modes),
+                           restart_after_ms=rng.randint(1, rng.choice(DOWNTIMES_MS)),
+                           wipe=wipe)
+        else:
+            up = [n for n in self.cluster.nodes.values() if n.up and not n.paused]
+            if up:
+                self.pause(rng.choice(up).node_id, rng.randint(1, rng.choice(PAUSES_MS)))
+
+    # ------------------------------------------------------------------ faults (scripts)
+
+    def cut(self, pairs: list[tuple[int, int]]) -> None:
+        """Replace the partition by these one-way cuts: (a, b) loses a's messages to b."""
+        self.network.cut(pairs)
+        self.stats["partitions"] += 1
+        self._log(f"PARTITION cuts {sorted(pairs)}")
+
+    def isolate(self, node_id: int) -> None:
+        ids = self.cluster.ids
+        self.cut([(a, b) for a in ids for b in ids if a != b and node_id in (a, b)])
+
+    def split(self, side: list[int]) -> None:
+        ids, inside = self.cluster.ids, set(side)
+        self.cut([(a, b) for a in ids for b in ids if (a in inside) != (b in inside)])
+
+    def heal_partitions(self) -> None:
+        if self.network.cuts:
+            self.stats["heals"] += 1
+            self._log("HEAL partitions")
+        self.network.heal()
+
+    def crash(self, node_id: int, mode: str = "clean", restart_after_ms: int | None = None,
+              wipe: bool = False) -> None:
+        """Crash a node; restart it ``restart_after_ms`` later (if given), from a wiped
+        disk if ``wipe``.  ``torn`` and ``midbatch`` crashes happen at its next batch."""
+        node = self.cluster.nodes[node_id]
+        if not node.up:
+            return
+        if wipe:
+            self.wipes_planned += 1
+            self._wipe_on_restart.add(node_id)
+        # A doomed node dies at its next batch: that bumps its token once.
+        token = node.crash_token + 1
+        self.cluster.crash(node, mode)
+        if restart_after_ms is not None:
+            self.scheduler.after(restart_after_ms, lambda: self._restart_after(node, token))
+
+    def _restart_after(self, node: SimNode, token: int) -> None:
+        if not self.stopped and not node.up and node.crash_token == token:
+            self.restart(node.node_id)
+
+    def restart(self, node_id: int, wipe: bool | None = None) -> None:
+        """Restart a crashed node (``wipe``: None restarts it as its crash planned)."""
+        if wipe is None:
+            wipe = node_id in self._wipe_on_restart
+        self._wipe_on_restart.discard(node_id)
+        self.cluster.restart(self.cluster.nodes[node_id], wipe)
+
+    def pause(self, node_id: int, duration_ms: int) -> None:
+        node = self.cluster.nodes[node_id]
+        token = self._pause_token.get(node_id, 0) + 1
+        self._pause_token[node_id] = token
+        self.cluster.pause(node)
+
+        def resume() -> None:
+            if self._pause_token.get(node_id) == token:
+                self.cluster.resume(node)
+        self.scheduler.after(duration_ms, resume)
+
+    # ------------------------------------------------------------------ the heal
+
+    def heal_all(self) -> None:
+        """No more faults: heal partitions, resume, restart; the network turns reliable."""
+        self.stopped = True
+        self.network.reliable = True
+        self.heal_partitions()
+        for node_id in self.cluster.ids:
+            node = self.cluster.nodes[node_id]
+            self._pause_token[node_id] = self._pause_token.get(node_id, 0) + 1
+            if node.up:
+                node.doom = None
+                self.cluster.resume(node)
+            else:
+                self.restart(node_id)

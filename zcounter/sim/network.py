@@ -1,0 +1,157 @@
+"""The packet simulator: every message between nodes and clients, with its faults.
+
+Endpoints are integers: node ``n`` is ``n`` (1..N), client ``i`` is ``-(i + 1)``.
+
+* **Delay**: a base delay, jitter, and now and then a slow message; with ``fifo`` a
+  link delivers in the order it was sent (one TCP connection), otherwise messages
+  overtake each other.
+* **Loss** and **duplication** (node-sent messages only: a client's request travels on
+  its own connection and its retries are modelled by the client).
+* **Directed cuts**: ``(a, b)`` in :attr:`Network.cuts` loses what ``a`` sends to ``b``,
+  checked when a message leaves and again when it would arrive.  Clients are never cut
+  off (they sit beside the nodes they talk to).
+* **Lives**: every packet to a node carries the receiver's *life* (bumped by each
+  restart) at the time it was sent; like a TCP connection, nothing sent to one process
+  reaches its successor.  :class:`~.cluster.Cluster` enforces it on arrival.
+* **Codec sampling**: a share of messages goes through the real wire codec (encode,
+  decode, compare); the decoded copy is what arrives.
+
+Nothing here reads a clock or a global random source: the caller's ``random.Random`` and
+the scheduler are the only sources of time and chance.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.codec import (
+    decode_broadcast,
+    decode_peer_reply,
+    decode_reply,
+    decode_request,
+    encode_broadcast,
+    encode_peer_reply,
+    encode_peer_request,
+    encode_reply,
+    encode_request,
+)
+from ..protocol.messages import PEER_REQUESTS
+from .oracle import SimFailure
+from .swarm import Swarm
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+
+class Kind(Enum):
+    #: Client or peer request to a node's ROUTER (``reply_to``: whom the node answers).
+    REQUEST = "request"
+    #: PUB/SUB broadcast from one node to another.
+    BROADCAST = "broadcast"
+    #: A node's answer to a peer request, back to the asking node's DEALER.
+    PEER_REPLY = "peer reply"
+    #: A node's reply to a client.
+    CLIENT_REPLY = "client reply"
+
+
+@dataclass(slots=True)
+class Packet:
+    kind: Kind
+    src: int
+    dst: int
+    #: The receiving node's life when sent (0 for clients).
+    life: int
+    body: Any
+    reply_to: object = None
+
+
+def client_endpoint(index: int) -> int:
+    return -(index + 1)
+
+
+class Network:
+    def __init__(self, swarm: Swarm, rng: random.Random, scheduler: Scheduler,
+                 stats: Counter[str]) -> None:
+        self.swarm = swarm
+        self.rng = rng
+        self.scheduler = scheduler
+        self.stats = stats
+        #: Directed cuts between nodes: (a, b) loses a's messages to b.
+        self.cuts: set[tuple[int, int]] = set()
+        #: Set by the heal phase: no more loss, duplication or slow messages.
+        self.reliable = False
+        self._link_free: dict[tuple[int, int], int] = {}
+
+    def _delay_ms(self) -> int:
+        s, rng = self.swarm, self.rng
+        delay = s.base_delay_ms + (rng.randint(0, s.jitter_ms) if s.jitter_ms else 0)
+        if s.p_slow and not self.reliable and rng.random() < s.p_slow:
+            delay += rng.randint(1, s.slow_ms)
+        return delay
+
+    def _arrival_ms(self, packet: Packet) -> int:
+        at = self.scheduler.now_ms + self._delay_ms()
+        if self.swarm.fifo:
+            link = (packet.src, packet.dst)
+            at = max(at, self._link_free.get(link, 0))
+            self._link_free[link] = at
+        return at
+
+    def send(self, packet: Packet) -> None:
+        """Put ``packet`` on the wire (it may be cut, lost, duplicated or delayed)."""
+        if (packet.src, packet.dst) in self.cuts:
+            self.stats["cut"] += 1
+            return
+        s, rng = self.swarm, self.rng
+        if not self.reliable and s.p_drop and rng.random() < s.p_drop:
+            self.stats["dropped"] += 1
+            return
+        if s.p_codec and rng.random() < s.p_codec:
+            packet = self._through_codec(packet)
+        self.scheduler.at(self._arrival_ms(packet), packet)
+        if (not self.reliable and s.p_dup and packet.src > 0
+                and rng.random() < s.p_dup):
+            self.stats["duplicated"] += 1
+            self.scheduler.at(self._arrival_ms(packet), replace(packet))
+
+    def arrives(self, packet: Packet) -> bool:
+        """False when a cut made since it left stops ``packet`` on arrival."""
+        if (packet.src, packet.dst) in self.cuts:
+            self.stats["cut"] += 1
+            return False
+        return True
+
+    # ------------------------------------------------------------------ faults
+
+    def cut(self, pairs: list[tuple[int, int]]) -> None:
+        """Replace every cut by these one-way cuts."""
+        self.cuts = set(pairs)
+
+    def heal(self) -> None:
+        self.cuts = set()
+
+    # ------------------------------------------------------------------ codec
+
+    def _through_codec(self, packet: Packet) -> Packet:
+        """Encode and decode ``packet``'s message with the real codec; deliver the copy."""
+        self.stats["codec_roundtrips"] += 1
+        body = packet.body
+        decoded: object
+        if packet.kind is Kind.REQUEST:
+            data = (encode_peer_request(body) if isinstance(body, PEER_REQUESTS)
+                    else encode_request(body))
+            decoded = decode_request(data)
+        elif packet.kind is Kind.BROADCAST:
+            decoded = decode_broadcast(encode_broadcast(body))
+        elif packet.kind is Kind.PEER_REPLY:
+            decoded = decode_peer_reply(encode_peer_reply(body))
+        else:
+            decoded = decode_reply(encode_reply(body))
+        if decoded != body:
+            raise SimFailure(f"the wire codec changed a {packet.kind.value}: "
+                             f"{body!r} -> {decoded!r}")
+        return replace(packet, body=decoded)
