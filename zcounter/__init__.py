@@ -6,8 +6,8 @@ message loss, partitions, crashes and restarts.  See README.md and WRITEUP.md.
 
 __version__ = "0.2.0"
 
-from .client import Client  # noqa: E402
-from .errors import (  # noqa: E402
+from .client import Client
+from .errors import (
     AuthenticationError,
     ConfigError,
     Indeterminate,
@@ -19,6 +19,6 @@ from .errors import (  # noqa: E402
 )
 
 __all__ = [
-    "AuthenticationError", "Client", "ConfigError", "Indeterminate", "ProtocolError", "RequestRefused",
-    "SessionBehind", "Unavailable", "ZCounterError", "__version__",
+    "AuthenticationError", "Client", "ConfigError", "Indeterminate", "ProtocolError",
+    "RequestRefused", "SessionBehind", "Unavailable", "ZCounterError", "__version__",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from zcounter.protocol.messages import Add
 from zcounter.sim import Simulation, Swarm
 from zcounter.sim.network import Kind, Packet
 
@@ -34,7 +35,8 @@ def _doomed_batch(sim: Simulation, node_id: int, mode: str, amount: int) -> obje
     node = sim.nodes[node_id]
     sim.cluster.pause(node)
     op = sim.workload.submit(node_id, "add", ("k",), amount, timeout_ms=100, retries=0)
-    while not node.inbox:
+    # Wait for the update itself, not merely the first thing to arrive (a heartbeat can).
+    while not any(p.kind is Kind.REQUEST and isinstance(p.body, Add) for p in node.inbox):
         sim._instant()
     node.doom = mode
     sim.cluster.resume(node)

@@ -250,7 +250,8 @@ def _applied(value: Any) -> Applied:
         raise ProtocolError("field 'a' must be an object of node -> [epoch, seq]")
     out: Applied = {}
     for node, pair in value.items():
-        # isascii: str.isdigit() holds for "²" (int() then raises) and "١" (int() reads 1).
+        # isascii: str.isdigit() holds for "\u00b2" (int() then raises) and "\u0661" (int()
+        # reads it as 1).
         if (not node.isascii() or not node.isdigit() or not 1 <= int(node) <= MAX_NODE_ID
                 or not isinstance(pair, list) or len(pair) != 2
                 or not isinstance(pair[0], str) or len(pair[0]) > _EPOCH_MAX

@@ -134,6 +134,9 @@ class Peer:
     #: Position in this peer's request-id log that we have read up to.
     rid_epoch: str = ""
     rid_cursor: int = 0
+    #: A RidPull of our own (outside repairs) is unanswered, and when the last was sent.
+    rid_pull_pending: bool = False
+    last_rid_pull: float = float("-inf")
     #: When the last repair with this peer started and ended (for rate limits, status).
     last_sync_start: float = float("-inf")
     last_sync_end: float | None = None
@@ -152,6 +155,12 @@ class Peer:
         if hb is None:
             return False
         return self.flag or not self.stream.covers(hb.epoch, hb.seq)
+
+    def rids_behind(self) -> bool:
+        """Its request-id log (as its heartbeat tells) holds entries we have not read."""
+        hb = self.heartbeat
+        return hb is not None and (hb.rid_epoch != self.rid_epoch
+                                   or hb.rid_next - 1 > self.rid_cursor)
 
     def position(self) -> tuple[str, int] | None:
         s = self.stream

@@ -76,12 +76,11 @@ class Simulation:
     def __init__(self, seed: int, nodes: int = 3, steps: int = DEFAULT_STEPS,
                  swarm: Swarm | None = None, settings: Settings | None = None,
                  trace: Callable[[str], None] | None = None,
-                 script: Script | None = None, require_rids: bool = False) -> None:
+                 script: Script | None = None, require_rids: bool = True) -> None:
         """``script``: (simulated ms, action) pairs run at those times (before the heal),
         for focused tests; actions use :attr:`nemesis` and :attr:`workload`.
         ``require_rids``: convergence also requires every node that holds a write's
-        count to know its request id (see :meth:`_rids_missing`; off by default, the
-        core does not guarantee it yet - counted in ``rids_unknown_after_heal``)."""
+        count to know its request id (see :meth:`_rids_missing`)."""
         if nodes < 1:
             raise ValueError("need at least one node")
         self.seed = seed
@@ -234,12 +233,12 @@ class Simulation:
         converged).  WRITEUP.md 5.4 says ids travel with the counts they raised, so a
         retry failed over to such a node would count once; only a lost id is excused.
 
-        The 0.2 core does not guarantee it: a reset's delta carries the totals of every
-        slot it observed, a repair's give-back and a read's fetch answer carry states,
-        none of them the ids, and nothing makes the receiver pull them later (the
-        heartbeat's ``rid_next`` is sent and never read).  bin/sim --seed 141 --steps 300:
-        node 3 learns node 2's decrements from node 1's reset delta after node 2 was
-        wiped, and never learns their ids."""
+        Counts can arrive without their ids - a reset's delta carries the totals of
+        every slot it observed, a repair's give-back and a read's fetch answer carry
+        states - so a node reads its peers' request-id logs when their heartbeats show
+        entries it has not read (``NodeCore._rid_pull_due``).  Before that existed,
+        bin/sim --seed 141 --steps 300: node 3 learned node 2's decrements from node 1's
+        reset delta after node 2 was wiped, and never learned their ids."""
         cores = [n.core for n in self.nodes.values() if n.core is not None]
         first = cores[0].keys
         states: dict[str, dict[str, Record]] = {}
