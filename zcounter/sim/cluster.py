@@ -29,16 +29,20 @@ from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from ..config import Settings
-from ..model.keyspace import Keyspace
+from ..model.keyspace import Keyspace, header
 from ..model.pncounter import Record
 from ..protocol.messages import ClientReply
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Message, Persist, Publish, ToClient, ToPeer
+from ..runtime.committer import DEFER_S
 from .disk import Disk, Image
 from .network import Kind, Network, Packet, client_endpoint
 from .oracle import SimFailure
 from .scheduler import Scheduler
 from .swarm import Swarm
+
+#: How long the runtime leaves a batch that acknowledged nothing unwritten.
+DEFER_MS = round(DEFER_S * 1000)
 
 #: The cores' clock origin: arbitrary, like ``time.monotonic()``.
 CLOCK_ORIGIN_S = 1000.0
@@ -115,10 +119,25 @@ class SimNode:
     #: The fsynced images of the disks wiped away: a copy a node confirmed before a
     #: wipe still counted towards the acknowledgements it backed.
     wiped: list[Image] = field(default_factory=list)
+    #: A batch that acknowledged nothing is not written at once (the runtime's commit
+    #: pipeline defers it: zcounter/runtime/committer.py): its changes wait here until
+    #: the next acknowledging batch or DEFER_S, and a crash loses them.
+    deferred: Persist | None = None
+    deferred_since_ms: int = 0
 
     @property
     def up(self) -> bool:
         return self.core is not None
+
+    def pending_root(self) -> int:
+        """The hash-tree root of what the node would load if its deferred changes were
+        written: what its memory must equal after every batch."""
+        image = self.disk.current
+        root = image.root
+        if self.deferred is not None:
+            for key, packed in self.deferred.states.items():
+                root ^= image._hash(key, image.states.get(key)) ^ header(packed)[0]
+        return root
 
 
 class Cluster:
@@ -192,6 +211,7 @@ class Cluster:
         node.doom = None
         node.paused = False
         node.crash_token += 1
+        node.deferred = None  # never written: a crash loses it
         if mode == "power":
             before = node.disk.current
             node.disk.power_loss()
@@ -281,11 +301,24 @@ class Cluster:
             return
         out = core.take_outputs()
         persist = out.persist
+        now_ms = self.scheduler.now_ms
+        if node.deferred is not None and ((persist is not None and persist.sync)
+                                          or now_ms >= node.deferred_since_ms + DEFER_MS):
+            # Older than this batch: written first (the runtime merges both in one record).
+            deferred, node.deferred = node.deferred, None
+            self._commit(node, core, deferred, [])
         if persist:
-            image = node.disk.current
-            before = {key: image.state(key) for key in persist.states}
-            node.disk.commit(persist)
-            self.observer.committed(node, core, persist, keys.notes, before)
+            if not persist.sync and not keys.notes:
+                if node.deferred is None:
+                    node.deferred, node.deferred_since_ms = persist, now_ms
+                else:
+                    later = node.deferred
+                    later.states.update(persist.states)
+                    later.slots += persist.slots
+                    later.rids += persist.rids
+                    later.forget += persist.forget
+            else:
+                self._commit(node, core, persist, keys.notes)
         elif keys.notes:
             raise SimFailure(f"node {node.node_id} applied {keys.notes} and persisted nothing")
         deadline = core.next_deadline()
@@ -300,11 +333,26 @@ class Cluster:
             return
         self._schedule_wake(node, deadline)
 
+    def write_deferred(self, node: SimNode) -> None:
+        """Write ``node``'s deferred changes now."""
+        if node.deferred is not None and node.core is not None:
+            deferred, node.deferred = node.deferred, None
+            self._commit(node, node.core, deferred, [])
+
+    def _commit(self, node: SimNode, core: NodeCore, persist: Persist,
+                notes: list[Note]) -> None:
+        image = node.disk.current
+        before = {key: image.state(key) for key in persist.states}
+        node.disk.commit(persist)
+        self.observer.committed(node, core, persist, notes, before)
+
     def _schedule_wake(self, node: SimNode, deadline: float) -> None:
         res = node.res_ms
         # The first instant at which the node's (coarse) clock reads >= deadline.
         wake = math.ceil(round((deadline - node.offset_s) * 1000.0, 6))
         wake = -(-wake // res) * res
+        if node.deferred is not None:  # the pipeline's own timer (DEFER_S)
+            wake = min(wake, node.deferred_since_ms + DEFER_MS)
         now = self.scheduler.now_ms
         if self.swarm.poll_cap_ms is not None:
             wake = min(wake, now + self.swarm.poll_cap_ms)

@@ -16,6 +16,11 @@ ignores a torn tail.  So a :class:`Disk` keeps two images:
 
 A *wipe* replaces the whole disk by a new one with a new incarnation (see
 :meth:`Disk.__init__`): the next start finds fresh storage.
+
+A batch that acknowledged nothing (``sync`` false) reaches the disk later, like the
+runtime's commit pipeline defers it (:mod:`zcounter.runtime.committer`): the cluster
+(:mod:`.cluster`) holds it in ``SimNode.deferred`` until the next acknowledging batch or
+``DEFER_S``, and a crash of any kind loses it.
 """
 
 from __future__ import annotations

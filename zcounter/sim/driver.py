@@ -285,6 +285,7 @@ class Simulation:
             states[node_id] = {k: core.keys.state(k) for k in keys}
             roots[node_id] = core.keys.tree.root
             values[node_id] = {k: core.keys.value(k) for k in keys}
+            self.cluster.write_deferred(node)  # as the runtime does within DEFER_S
             stored = node.disk.current.all_states()
             if stored != states[node_id]:
                 raise SimFailure(f"node {node_id}: its memory and its disk differ")
