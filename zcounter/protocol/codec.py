@@ -354,7 +354,7 @@ def _decode_add(obj: dict[str, Any], tag: Tag, negative: bool) -> Add:
         key = validate_key(key)
     wait = obj.get("wait")
     level = Level.LOCAL if wait is None or wait == "local" else _level(obj, "wait")
-    timeout = obj.get("timeout_ms")
+    timeout = obj.get("timeout_ms", 2000)
     if type(timeout) is not int or not 1 <= timeout <= MAX_TIMEOUT_MS:
         timeout = _int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, 2000)
     seen = obj.get("seen")

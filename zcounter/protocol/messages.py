@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..model.pncounter import Record
 
@@ -79,10 +79,17 @@ class ErrorCode(str, Enum):
 
 
 # --------------------------------------------------------------------------- client side
+#
+# The messages of the per-request path - Add, Reset, Get and Counted - are named tuples,
+# the others frozen dataclasses: building a frozen dataclass of eight fields cost 2.7 us
+# here against 0.9 us for a NamedTuple (timeit, same run), paid twice per increment
+# (request and reply) at tens of thousands of increments per second.  Both are immutable
+# and typed; a named tuple's ``seen`` default is one shared empty dict, never mutated.
+
+_NO_STATES: States = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Add:
+class Add(NamedTuple):
     """Add ``amount`` to ``key`` (negative: a decrement); acknowledge once ``wait``
     nodes hold it durably.  ``seen``: the session's view of this key."""
 
@@ -92,13 +99,12 @@ class Add:
     rid: str | None = None
     wait: Level = Level.LOCAL
     timeout_ms: int = 2000
-    seen: States = field(default_factory=dict)
+    seen: States = _NO_STATES
     #: Ask for the key's state in the reply (sessions do; raw clients need not).
     session: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Reset:
+class Reset(NamedTuple):
     """Observed reset of ``key``: zero as of everything the answering node has seen."""
 
     id: Tag
@@ -106,19 +112,18 @@ class Reset:
     rid: str | None = None
     wait: Level = Level.LOCAL
     timeout_ms: int = 2000
-    seen: States = field(default_factory=dict)
+    seen: States = _NO_STATES
     session: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Get:
+class Get(NamedTuple):
     """Read ``keys`` after merging the states of ``read`` nodes (self included)."""
 
     id: Tag
     keys: tuple[str, ...] = (DEFAULT_KEY,)
     read: Level = Level.LOCAL
     timeout_ms: int = 2000
-    seen: States = field(default_factory=dict)
+    seen: States = _NO_STATES
     session: bool = False
 
 
@@ -160,8 +165,7 @@ class Confirm:
 ClientRequest = Add | Reset | Get | ListKeys | Status | Ping | Confirm
 
 
-@dataclass(frozen=True, slots=True)
-class Counted:
+class Counted(NamedTuple):
     """Success of Add, Reset or Get: one count per key, in request order.  ``states``:
     the keys' states, for sessions (empty unless the request asked)."""
 

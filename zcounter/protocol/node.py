@@ -209,12 +209,17 @@ class NodeCore:
 
     def _reply_counts(self, client: ClientId, request: Add | Reset | Get,
                       duplicate: bool = False) -> None:
-        keys = request.keys if type(request) is Get else (request.key,)  # type: ignore[union-attr]
-        value = self.keys.value
+        if type(request) is Get:
+            keys = request.keys
+            value = self.keys.value
+            counts = tuple(value(k) for k in keys)
+        else:  # one key: no generator on the per-increment path
+            keys = (request.key,)  # type: ignore[union-attr]
+            counts = (self.keys.value(request.key),)  # type: ignore[union-attr]
         states = ({k: self.keys.state(k) for k in keys} if request.session else _NO_STATES)
         # Positional: this is the per-request hot path.
-        self._out.append(ToClient(client, Counted(
-            request.id, self.node_id, tuple(value(k) for k in keys), states, duplicate)))
+        self._out.append(ToClient(client, Counted(request.id, self.node_id, counts, states,
+                                                  duplicate)))
         self.requests[(_op(request), "duplicate" if duplicate else "ok")] += 1
 
     def refuse(self, client: ClientId, tag: Tag, code: ErrorCode, message: str,

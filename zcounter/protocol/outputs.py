@@ -1,10 +1,14 @@
-"""What the core asks its runtime to do after a batch of inputs (sans-IO outputs)."""
+"""What the core asks its runtime to do after a batch of inputs (sans-IO outputs).
+
+``ToClient``, ``ToPeer`` and ``Publish`` are named tuples: one per reply, so on the
+per-request path (see the note in :mod:`.messages`)."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from .messages import Broadcast, ClientReply, PeerReply, PeerRequest, RidEntry
 
@@ -13,24 +17,21 @@ from .messages import Broadcast, ClientReply, PeerReply, PeerRequest, RidEntry
 ClientId = Hashable
 
 
-@dataclass(frozen=True, slots=True)
-class ToClient:
+class ToClient(NamedTuple):
     """Send ``reply`` to the client (or peer) known as ``client``."""
 
     client: ClientId
     reply: ClientReply | PeerReply
 
 
-@dataclass(frozen=True, slots=True)
-class ToPeer:
+class ToPeer(NamedTuple):
     """Send ``request`` to node ``peer`` (our DEALER connected to its ROUTER)."""
 
     peer: int
     request: PeerRequest
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
+class Publish(NamedTuple):
     """Broadcast ``message`` on our PUB socket."""
 
     message: Broadcast
