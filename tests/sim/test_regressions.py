@@ -47,7 +47,7 @@ def test_expired_retry_of_an_applied_request_id_is_not_refused_as_unapplied() ->
 def test_ids_follow_the_counts_they_raised_seed_141() -> None:
     """Counts travelled without their ids (reset deltas, give-backs, fetch answers) and
     nothing made the receiver pull the ids, until nodes read peers' request-id logs
-    when heartbeats show unread entries (NodeCore._rid_pull_due)."""
+    when heartbeats show unread entries (AntiEntropy._rid_pull_due)."""
     result = Simulation(141, 3, 300, require_rids=True).run()
     assert result.ok, result.failure
 

@@ -33,7 +33,8 @@ Replication has three layers, each repairing what the one above may lose:
 
 The parts, one job each: :class:`~.rids.RidLog` (exactly-once window),
 :class:`~.pending.Pending` (waits and reads), :class:`~.peers.Peer` (liveness, delta
-positions, when to repair), :class:`~.repair.SyncSession` (one repair).  This class
+positions, when to repair), :class:`~.antientropy.AntiEntropy` (when and from whom to
+repair, and the one repair it runs, a :class:`~.repair.SyncSession`).  This class
 routes inputs to them and owns the rules that tie them together.
 
 Consistency levels: ``wait`` counts nodes known to hold the write durably (this one
@@ -57,6 +58,7 @@ from enum import Enum
 from ..config import Settings
 from ..model.keyspace import Keyspace
 from ..model.pncounter import Overflow, Record, dominates, make_slot, slot_node
+from .antientropy import AntiEntropy
 from .messages import (
     Add,
     Applied,
@@ -88,16 +90,14 @@ from .messages import (
     Status,
     StatusReply,
     SyncBuckets,
-    SyncDiff,
     SyncKeys,
     SyncSegments,
-    SyncStates,
     Tag,
 )
 from .outputs import ClientId, Log, LogLevel, Message, Outputs, Persist, Publish, ToClient, ToPeer
 from .peers import Liveness, Peer, vector
 from .pending import Pending, Read, Wait
-from .repair import Phase, SyncSession, answer_buckets, answer_keys, answer_segments, give_back
+from .repair import SyncSession, answer_buckets, answer_keys, answer_segments
 from .rids import RidLog
 
 #: Keys one Fetch or Merge carries at most (a few MB at most; the rest goes next round).
@@ -155,7 +155,6 @@ class NodeCore:
         self.rids = RidLog(settings.request_id_window, settings.request_id_max_age_s,
                            epoch, now, rids)
         self.pending = Pending()
-        self.sync: SyncSession | None = None
         self._now = now
         self._requests: dict[int, _Outstanding] = {}
         self._next_req = 1
@@ -166,8 +165,7 @@ class NodeCore:
         self._sync_commit = False
         self._heartbeat_due = True
         self._next_heartbeat = now
-        self._next_anti_entropy = now + settings.anti_entropy_interval_s
-        self._ae_turn = 0
+        self.repair = AntiEntropy(self, now)
         #: Delta positions as of the last flush: what the hash tree reflects.  A repair
         #: answer must claim no more than that, or a delta merged in the same batch (not
         #: yet in the tree) would be claimed and never sent (see _peer_request).
@@ -188,15 +186,43 @@ class NodeCore:
 
     # ------------------------------------------------------------------ helpers
 
+    @property
+    def sync(self) -> SyncSession | None:
+        """The repair running now, if any."""
+        return self.repair.sync
+
+    @property
+    def now(self) -> float:
+        """The time of the input being handled."""
+        return self._now
+
+    def send_sync(self, peer: int, request: PeerRequest) -> None:
+        self._send(peer, request, Kind.SYNC)
+
+    def send_rids(self, peer: int, request: RidPull) -> None:
+        self._send(peer, request, Kind.RIDS)
+
+    def send_merge(self, peer: int, request: Merge) -> None:
+        self._send(peer, request, Kind.MERGE)
+
+    def repaired_from(self, peer: Peer) -> None:
+        """A repair with ``peer`` completed: a bootstrapping node is caught up."""
+        if self.bootstrapping:
+            self.stats["bootstraps_completed"] += 1
+            self.bootstrapping = False
+            self._bootstrap_until = -math.inf
+            self.log(f"bootstrap from node {peer.node_id} complete: {len(self.keys)} keys "
+                     f"in {self._now - self.started:.2f}s")
+
     def needed(self, level: Level) -> int:
         return level.needed(len(self.cluster))
 
-    def _new_id(self) -> int:
+    def new_id(self) -> int:
         req_id = self._next_req
         self._next_req += 1
         return req_id
 
-    def _log(self, text: str, level: LogLevel = LogLevel.INFO) -> None:
+    def log(self, text: str, level: LogLevel = LogLevel.INFO) -> None:
         self._logs.append(Log(level, text))
 
     def _send(self, peer: int, request: PeerRequest, kind: Kind, stamp: int = 0,
@@ -231,9 +257,9 @@ class NodeCore:
 
     def _drop(self, reason: str) -> None:
         self.stats["dropped_peer_messages"] += 1
-        self._log(f"dropped peer message: {reason}", LogLevel.DEBUG)
+        self.log(f"dropped peer message: {reason}", LogLevel.DEBUG)
 
-    def _accept(self, states: States, sender: int) -> int | None:
+    def accept(self, states: States, sender: int) -> int | None:
         """Validate a peer's states against the cluster and the bounds, then merge.
         Returns how many keys grew, or None if the message was dropped."""
         keys = self.keys
@@ -252,14 +278,14 @@ class NodeCore:
             if mine is not None and not keys.dominates(key, {own: mine}):
                 # Someone holds more of our own slot than we do: our storage lost
                 # commits (e.g. power loss with a lying disk).  Max-merge heals it.
-                self._log(f"node {sender} holds more of our slot {own} for {key!r} than "
+                self.log(f"node {sender} holds more of our slot {own} for {key!r} than "
                           "we do: local storage lost data", LogLevel.WARNING)
         grew = keys.merge_many(states)
         if grew is None:
             self._drop(f"states from node {sender} would take a key past 2**63-1")
         return grew
 
-    def _learn_rids(self, entries: tuple[RidEntry, ...]) -> None:
+    def learn_rids(self, entries: tuple[RidEntry, ...]) -> None:
         for rid, key, target in entries:
             self.rids.remember(rid, key, target, self._now)
 
@@ -462,9 +488,9 @@ class NodeCore:
             # The answer tells the sender we hold these durably: an fsync must precede
             # it even if nothing grows (what we hold may sit in unsynced commits).
             self._sync_commit = True
-            if self._accept(request.states, origin) is None:
+            if self.accept(request.states, origin) is None:
                 return
-            self._learn_rids(request.rids)
+            self.learn_rids(request.rids)
             held = {k: self.keys.state(k) for k in request.states}
             self._out.append(ToClient(client, StatesReply(request.id, node, held)))
             self._settle()
@@ -484,7 +510,7 @@ class NodeCore:
 
     def _heard(self, peer: Peer, now: float) -> None:
         if peer.last_heard is None or peer.silent_logged:
-            self._log(f"hearing node {peer.node_id}")
+            self.log(f"hearing node {peer.node_id}")
             peer.silent_logged = False
         peer.last_heard = now
 
@@ -497,40 +523,14 @@ class NodeCore:
             return
         self._heard(peer, now)
         if isinstance(message, Delta):
-            if self._accept(message.states, message.origin) is None:
+            if self.accept(message.states, message.origin) is None:
                 return
-            self._learn_rids(message.rids)
+            self.learn_rids(message.rids)
             if not peer.stream.applied(message.epoch, message.seq):
                 peer.flag = True  # a gap: deltas of this peer were lost
         else:
-            self._on_heartbeat(peer, message, now)
+            self.repair.observe(peer, message, now)
         self._settle()
-
-    def _on_heartbeat(self, peer: Peer, hb: Heartbeat, now: float) -> None:
-        peer.heartbeat = hb
-        if peer.stream.epoch is not None and hb.epoch != peer.stream.epoch:
-            peer.stream.adopt(hb.epoch)  # it restarted: see peers.py on why no repair
-        me = self.node_id
-        timeout = self.settings.peer_timeout_s
-        for other, (epoch, seq) in hb.applied.items():
-            if other in (me, hb.origin):
-                continue
-            third = self.peers.get(other)
-            if third is None:
-                continue
-            if (epoch != third.stream.epoch and third.stream.epoch is not None
-                    and third.liveness(now, timeout) is Liveness.LIVE):
-                peer.watch.pop(other, None)  # we hear ``other`` itself: its epoch is ours
-                continue
-            if third.stream.covers(epoch, seq):
-                peer.watch.pop(other, None)
-            elif other not in peer.watch:
-                # It holds more of ``other`` than we do: in flight, or lost to us.
-                peer.watch[other] = (epoch, seq, now)
-        peer.same_root = hb.root == self.keys.tree.root
-        if not peer.same_root and not self.keys.dirty and hb.applied == self.vector():
-            # Same deltas held on both sides, different states: silent divergence.
-            peer.flag = True
 
     # ------------------------------------------------------------------ peer replies
 
@@ -544,16 +544,11 @@ class NodeCore:
         peer = self.peers[sent.peer]
         self._peer_answered = True
         if sent.kind is Kind.SYNC:
-            self._on_sync_reply(peer, reply)
+            self.repair.on_sync_reply(peer, reply)
         elif sent.kind is Kind.RIDS and isinstance(reply, RidPage):
-            peer.rid_pull_pending = False
-            self._learn_rids(reply.entries)
-            peer.rid_epoch, peer.rid_cursor = reply.epoch, reply.cursor
-            self.stats["rid_pages_pulled"] += 1
-            if reply.more:
-                self._pull_rid_page(peer)
+            self.repair.on_rid_page(peer, reply)
         elif isinstance(reply, StatesReply):
-            if self._accept(reply.states, reply.node) is None:
+            if self.accept(reply.states, reply.node) is None:
                 return
             if sent.kind is Kind.FETCH:
                 peer.fetch_rtt = now - sent.sent
@@ -562,116 +557,6 @@ class NodeCore:
             else:
                 self.pending.held(peer.node_id, reply.states, dominates)
         self._settle()
-
-    def _on_sync_reply(self, peer: Peer, reply: PeerReply) -> None:
-        sync = self.sync
-        if sync is None or sync.peer != peer.node_id or reply.id not in sync.inflight:
-            return  # an aborted sync's late answer
-        sync.last_progress = self._now
-        if isinstance(reply, SyncDiff):
-            sync.on_diff(reply, self.keys)
-        elif isinstance(reply, SyncStates):
-            grew = self._accept(reply.states, reply.node)
-            if grew is None:
-                self._abort_sync("dropped a malformed page")
-                return
-            sync.keys_repaired += grew
-            sync.on_states(reply)
-            back = give_back(self.keys, reply)
-            for chunk in _chunks(back, MAX_KEYS_PER_MESSAGE):
-                sync.keys_given += len(chunk)
-                self._send(peer.node_id, Merge(self._new_id(), self.node_id, chunk), Kind.MERGE)
-        elif isinstance(reply, RidPage):
-            sync.inflight.pop(reply.id, None)
-            self._learn_rids(reply.entries)
-            peer.rid_epoch, peer.rid_cursor = reply.epoch, reply.cursor
-            self.stats["rid_pages_pulled"] += 1
-            if reply.more:
-                self._pull_rids(sync, peer)
-            else:
-                self._complete_sync(sync, peer)
-            return
-        self._drive_sync(sync, peer)
-
-    def _drive_sync(self, sync: SyncSession, peer: Peer) -> None:
-        for request in sync.next_requests(self.keys, self._new_id, self.node_id):
-            self._send(peer.node_id, request, Kind.SYNC)
-        if sync.tree_done and sync.phase is not Phase.RIDS:
-            sync.phase = Phase.RIDS
-            self._pull_rids(sync, peer)
-
-    def _pull_rids(self, sync: SyncSession, peer: Peer) -> None:
-        request = RidPull(self._new_id(), self.node_id, peer.rid_epoch, peer.rid_cursor)
-        sync.inflight[request.id] = request
-        self._send(peer.node_id, request, Kind.SYNC)
-
-    def _rid_pull_due(self, peer: Peer, now: float) -> float | None:
-        """When to read ``peer``'s request-id log next (None: nothing to read).
-
-        Counts reach a node without the ids that raised them - a reset's delta carries
-        every slot it observed, a repair gives back whole states, a fetch answers with
-        them - and a retry of such an id failed over to this node would count twice.
-        Heartbeats say how long each peer's log is; a node behind it pulls the pages it
-        has not read, at most once per ``snapshot_interval_s`` (found by the simulator:
-        3 of 150 seeds at 3 nodes; pinned by tests/sim's request-id test)."""
-        if (not peer.rids_behind()
-                or peer.liveness(now, self.settings.peer_timeout_s) is not Liveness.LIVE):
-            return None
-        if peer.rid_pull_pending:  # unanswered (lost, or the peer died): ask again later
-            return peer.last_rid_pull + self._sync_timeout_s()
-        return peer.last_rid_pull + self.settings.snapshot_interval_s
-
-    def _pull_rid_page(self, peer: Peer) -> None:
-        peer.rid_pull_pending = True
-        peer.last_rid_pull = self._now
-        self._send(peer.node_id, RidPull(self._new_id(), self.node_id, peer.rid_epoch,
-                                         peer.rid_cursor), Kind.RIDS)
-
-    def _start_sync(self, peer: Peer) -> None:
-        sync = self.sync = SyncSession(peer.node_id, self._now, self._now)
-        peer.last_sync_start = self._now
-        self.stats["syncs_started"] += 1
-        self._send(peer.node_id, sync.start(self.keys, self._new_id(), self.node_id), Kind.SYNC)
-
-    def _complete_sync(self, sync: SyncSession, peer: Peer) -> None:
-        sync.phase = Phase.DONE
-        self.sync = None
-        peer.flag = False
-        peer.last_sync_end = self._now
-        peer.syncs += 1
-        peer.keys_repaired += sync.keys_repaired
-        self.stats["syncs_completed"] += 1
-        self.stats["keys_repaired"] += sync.keys_repaired
-        self.stats["keys_given_back"] += sync.keys_given
-        # Everything the responder held when the repair began is now ours too.
-        for origin, (epoch, seq) in sync.applied.items():
-            other = self.peers.get(origin)
-            if other is None:
-                continue
-            stream = other.stream
-            current = other.heartbeat.epoch if other.heartbeat is not None else None
-            if (stream.epoch in (None, epoch) or current == epoch
-                    or other.liveness(self._now, self.settings.peer_timeout_s)
-                    is not Liveness.LIVE):
-                stream.raise_to(epoch, seq)
-        if self.bootstrapping:
-            self.stats["bootstraps_completed"] += 1
-            self.bootstrapping = False
-            self._bootstrap_until = -math.inf
-            self._log(f"bootstrap from node {peer.node_id} complete: {len(self.keys)} keys "
-                      f"in {self._now - self.started:.2f}s")
-        if sync.keys_repaired or sync.keys_given:
-            self._log(f"repair with node {peer.node_id}: {sync.keys_repaired} keys grew here, "
-                      f"{sync.keys_given} given back, {sync.states_received} states received "
-                      f"in {self._now - sync.started:.3f}s")
-
-    def _abort_sync(self, reason: str) -> None:
-        sync = self.sync
-        if sync is None:
-            return
-        self.sync = None
-        self.stats["syncs_aborted"] += 1
-        self._log(f"repair with node {sync.peer} abandoned: {reason}")
 
     # ------------------------------------------------------------------ time
 
@@ -682,28 +567,13 @@ class NodeCore:
         if now >= self._next_heartbeat:
             self._heartbeat_due = True
             self._next_heartbeat = now + s.heartbeat_interval_s
-        settle_s = 2 * s.heartbeat_interval_s
         for node_id, peer in self.peers.items():
             if (peer.liveness(now, s.peer_timeout_s) is Liveness.SILENT
                     and not peer.silent_logged):
                 assert peer.last_heard is not None
-                self._log(f"node {node_id} silent for {now - peer.last_heard:.1f}s")
+                self.log(f"node {node_id} silent for {now - peer.last_heard:.1f}s")
                 peer.silent_logged = True
-            for other, (epoch, seq, since) in list(peer.watch.items()):
-                if self.peers[other].stream.covers(epoch, seq):
-                    del peer.watch[other]
-                elif now >= since + settle_s:  # the form next_deadline() uses: no float gap
-                    peer.flag = True  # it holds deltas of ``other`` we never got
-                    del peer.watch[other]
-        if now >= self._next_anti_entropy:
-            self._next_anti_entropy = now + s.anti_entropy_interval_s
-            self._periodic_check(now)
-        self._schedule_sync(now)
-        for peer in self.peers.values():
-            due = self._rid_pull_due(peer, now)
-            if due is not None and now >= due and (self.sync is None
-                                                   or self.sync.peer != peer.node_id):
-                self._pull_rid_page(peer)
+        self.repair.tick(now)
         if self.pending:
             self._settle()  # e.g. reads held while bootstrapping, once its grace ends
             self._expire(now)
@@ -712,51 +582,6 @@ class NodeCore:
         if self._requests:
             horizon = now - REQUEST_HORIZON_S
             self._requests = {k: v for k, v in self._requests.items() if v.sent >= horizon}
-
-    def _periodic_check(self, now: float) -> None:
-        """Every ``anti_entropy_interval_s``: one live peer in turn whose root differs
-        is repaired from (defence in depth; under load the difference is what is in
-        flight, so this costs little)."""
-        live = [p for p in self.peers.values()
-                if p.liveness(now, self.settings.peer_timeout_s) is Liveness.LIVE]
-        if not live:
-            return
-        peer = live[self._ae_turn % len(live)]
-        self._ae_turn += 1
-        if peer.heartbeat is not None and peer.heartbeat.root != self.keys.tree.root:
-            peer.flag = True
-
-    def _sync_timeout_s(self) -> float:
-        return 2 * self.settings.peer_timeout_s
-
-    def _sync_wanted(self, peer: Peer, now: float) -> bool:
-        """A repair from ``peer`` is wanted and possible (it is live).  A bootstrapping
-        node wants one from any live peer: its delta positions may show nothing missing
-        (it heard a peer's deltas in order from that peer's first), yet only a completed
-        repair ends the bootstrap (tests/integration/test_replication.py, a node started
-        empty: without this it held every request for a peer's answer indefinitely)."""
-        return ((peer.wants_sync() or self.bootstrapping)
-                and peer.liveness(now, self.settings.peer_timeout_s) is Liveness.LIVE)
-
-    def _sync_due_at(self, peer: Peer) -> float:
-        """Earliest start of the next repair with ``peer`` (rate limit)."""
-        return peer.last_sync_start + self.settings.snapshot_interval_s
-
-    def _schedule_sync(self, now: float) -> None:
-        sync = self.sync
-        if sync is not None:
-            if now - sync.last_progress > self._sync_timeout_s():
-                self._abort_sync(f"no answer from node {sync.peer} for "
-                                 f"{now - sync.last_progress:.1f}s")
-            else:
-                return
-        candidates = [p for p in self.peers.values()
-                      if self._sync_wanted(p, now) and now >= self._sync_due_at(p)]
-        if candidates:
-            # The peer that holds the most of everyone's deltas repairs the most at once.
-            best = max(candidates, key=lambda p: (p.flag, sum(
-                seq for _, seq in (p.heartbeat.applied.values() if p.heartbeat else ()))))
-            self._start_sync(best)
 
     def _retry(self, now: float, fresh_only: bool) -> None:
         """Fetch for pending reads and push for pending waits.  ``fresh_only`` (end of a
@@ -783,7 +608,7 @@ class NodeCore:
                     peer.fetch_stamp, peer.last_fetch = stamp, now
                     for chunk in chunks:
                         self.stats["fetches_sent"] += 1
-                        self._send(peer_id, Fetch(self._new_id(), self.node_id, chunk),
+                        self._send(peer_id, Fetch(self.new_id(), self.node_id, chunk),
                                    Kind.FETCH, stamp, chunk)
         if pending.waits:
             for peer_id, peer in self.peers.items():
@@ -798,7 +623,7 @@ class NodeCore:
                 rids = tuple((w.request.rid, w.key, w.target) for w in waits
                              if not isinstance(w.request, Confirm) and w.request.rid is not None)
                 self.stats["merges_sent"] += 1
-                self._send(peer_id, Merge(self._new_id(), self.node_id,
+                self._send(peer_id, Merge(self.new_id(), self.node_id,
                                           {w.key: self.keys.state(w.key) for w in waits},
                                           rids), Kind.MERGE)
 
@@ -843,24 +668,11 @@ class NodeCore:
     def next_deadline(self) -> float:
         """The latest time by which :meth:`tick` must be called again."""
         s = self.settings
-        deadline = min(self._next_heartbeat, self._next_anti_entropy)
         now = self._now
-        settle_s = 2 * s.heartbeat_interval_s
+        deadline = min(self._next_heartbeat, self.repair.deadline(now))
         for peer in self.peers.values():
             if peer.last_heard is not None and not peer.silent_logged:
                 deadline = min(deadline, peer.last_heard + s.peer_timeout_s + 1e-3)
-            for _, _, since in peer.watch.values():
-                deadline = min(deadline, since + settle_s)
-            # Only a live peer can be repaired from: a silent one that wants it would
-            # otherwise put the deadline in the past and make the runtime spin.
-            if self.sync is None and self._sync_wanted(peer, now):
-                deadline = min(deadline, max(now, self._sync_due_at(peer)))
-        for peer in self.peers.values():
-            due = self._rid_pull_due(peer, now)
-            if due is not None and (self.sync is None or self.sync.peer != peer.node_id):
-                deadline = min(deadline, max(now, due))
-        if self.sync is not None:
-            deadline = min(deadline, self.sync.last_progress + self._sync_timeout_s() + 1e-3)
         if self._bootstrap_until > now:
             deadline = min(deadline, self._bootstrap_until)
         if self.pending:
@@ -906,7 +718,6 @@ class NodeCore:
 
     def status(self, now: float) -> dict[str, object]:
         s = self.settings
-        sync = self.sync
         return {
             "node": self.node_id,
             "slot": self.slot_name,
@@ -918,10 +729,7 @@ class NodeCore:
             "root": f"{self.keys.tree.root:016x}",
             "bootstrapping": self.bootstrapping,
             "request_ids_remembered": len(self.rids),
-            "repair": None if sync is None else {
-                "peer": sync.peer, "phase": sync.phase.value,
-                "running_s": round(now - sync.started, 3),
-                "states_received": sync.states_received},
+            "repair": self.repair.status(now),
             "peers": {
                 str(node_id): {
                     "liveness": p.liveness(now, s.peer_timeout_s).value,
@@ -949,11 +757,6 @@ def _op(request: Add | Reset | Get) -> str:
 def _keys_text(keys: tuple[str, ...]) -> str:
     shown = ", ".join(repr(k) for k in keys[:3])
     return shown + (f" and {len(keys) - 3} more keys" if len(keys) > 3 else "")
-
-
-def _chunks(states: dict[str, dict[str, Record]], size: int) -> list[States]:
-    items = list(states.items())
-    return [dict(items[i:i + size]) for i in range(0, len(items), size)]
 
 
 __all__ = ["NodeCore"]

@@ -1,0 +1,296 @@
+"""When this node repairs, from whom, and the one repair it runs at a time.
+
+The node's anti-entropy, one job of :class:`~zcounter.protocol.node.NodeCore`: it reads
+every heartbeat (delta positions, third nodes' positions, roots: see :mod:`.peers` for
+when a repair is wanted), runs the repair itself (a :class:`~.repair.SyncSession`,
+steps in :mod:`.repair`), reads peers' request-id logs when their heartbeats show
+entries it has not read, and keeps the timers of all of that.  It works on the core's
+keyspace, peers and outputs through the core it belongs to.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .messages import Heartbeat, Merge, PeerReply, RidPage, RidPull, States, SyncDiff, SyncStates
+from .outputs import LogLevel
+from .peers import Liveness, Peer
+from .repair import Phase, SyncSession, give_back
+
+if TYPE_CHECKING:
+    from .node import NodeCore
+
+#: Keys one give-back Merge carries at most (the rest in further Merges).
+MAX_KEYS_PER_MESSAGE = 5000
+
+
+class AntiEntropy:
+    def __init__(self, core: NodeCore, now: float) -> None:
+        self.core = core
+        self.sync: SyncSession | None = None
+        self._next_check = now + core.settings.anti_entropy_interval_s
+        self._turn = 0
+
+    # ------------------------------------------------------------------ heartbeats
+
+    def observe(self, peer: Peer, hb: Heartbeat, now: float) -> None:
+        """What ``peer``'s heartbeat says about what we may lack."""
+        core = self.core
+        peer.heartbeat = hb
+        if peer.stream.epoch is not None and hb.epoch != peer.stream.epoch:
+            peer.stream.adopt(hb.epoch)  # it restarted: see peers.py on why no repair
+        me = core.node_id
+        timeout = core.settings.peer_timeout_s
+        for other, (epoch, seq) in hb.applied.items():
+            if other in (me, hb.origin):
+                continue
+            third = core.peers.get(other)
+            if third is None:
+                continue
+            if (epoch != third.stream.epoch and third.stream.epoch is not None
+                    and third.liveness(now, timeout) is Liveness.LIVE):
+                peer.watch.pop(other, None)  # we hear ``other`` itself: its epoch is ours
+                continue
+            if third.stream.covers(epoch, seq):
+                peer.watch.pop(other, None)
+            elif other not in peer.watch:
+                # It holds more of ``other`` than we do: in flight, or lost to us.
+                peer.watch[other] = (epoch, seq, now)
+        peer.same_root = hb.root == core.keys.tree.root
+        if not peer.same_root and not core.keys.dirty and hb.applied == core.vector():
+            # Same deltas held on both sides, different states: silent divergence.
+            peer.flag = True
+
+    # ------------------------------------------------------------------ replies
+
+    def on_sync_reply(self, peer: Peer, reply: PeerReply) -> None:
+        """An answer to a request of the running repair."""
+        core = self.core
+        sync = self.sync
+        if sync is None or sync.peer != peer.node_id or reply.id not in sync.inflight:
+            return  # an aborted sync's late answer
+        sync.last_progress = core.now
+        if isinstance(reply, SyncDiff):
+            sync.on_diff(reply, core.keys)
+        elif isinstance(reply, SyncStates):
+            grew = core.accept(reply.states, reply.node)
+            if grew is None:
+                self._abort("dropped a malformed page")
+                return
+            sync.keys_repaired += grew
+            sync.on_states(reply)
+            back = give_back(core.keys, reply)
+            for chunk in _chunks(back, MAX_KEYS_PER_MESSAGE):
+                sync.keys_given += len(chunk)
+                core.send_merge(peer.node_id, Merge(core.new_id(), core.node_id, chunk))
+        elif isinstance(reply, RidPage):
+            sync.inflight.pop(reply.id, None)
+            self._read_rid_page(peer, reply)
+            if reply.more:
+                self._pull_rids(sync, peer)
+            else:
+                self._complete(sync, peer)
+            return
+        self._drive(sync, peer)
+
+    def on_rid_page(self, peer: Peer, reply: RidPage) -> None:
+        """An answer to one of our own request-id log reads (outside repairs)."""
+        peer.rid_pull_pending = False
+        self._read_rid_page(peer, reply)
+        if reply.more:
+            self._pull_rid_page(peer)
+
+    def _read_rid_page(self, peer: Peer, reply: RidPage) -> None:
+        self.core.learn_rids(reply.entries)
+        peer.rid_epoch, peer.rid_cursor = reply.epoch, reply.cursor
+        self.core.stats["rid_pages_pulled"] += 1
+
+    # ------------------------------------------------------------------ a repair
+
+    def _drive(self, sync: SyncSession, peer: Peer) -> None:
+        core = self.core
+        for request in sync.next_requests(core.keys, core.new_id, core.node_id):
+            core.send_sync(peer.node_id, request)
+        if sync.tree_done and sync.phase is not Phase.RIDS:
+            sync.phase = Phase.RIDS
+            self._pull_rids(sync, peer)
+
+    def _pull_rids(self, sync: SyncSession, peer: Peer) -> None:
+        core = self.core
+        request = RidPull(core.new_id(), core.node_id, peer.rid_epoch, peer.rid_cursor)
+        sync.inflight[request.id] = request
+        core.send_sync(peer.node_id, request)
+
+    def _start(self, peer: Peer) -> None:
+        core = self.core
+        sync = self.sync = SyncSession(peer.node_id, core.now, core.now)
+        peer.last_sync_start = core.now
+        core.stats["syncs_started"] += 1
+        core.send_sync(peer.node_id, sync.start(core.keys, core.new_id(), core.node_id))
+
+    def _complete(self, sync: SyncSession, peer: Peer) -> None:
+        core = self.core
+        now = core.now
+        sync.phase = Phase.DONE
+        self.sync = None
+        peer.flag = False
+        peer.last_sync_end = now
+        peer.syncs += 1
+        peer.keys_repaired += sync.keys_repaired
+        core.stats["syncs_completed"] += 1
+        core.stats["keys_repaired"] += sync.keys_repaired
+        core.stats["keys_given_back"] += sync.keys_given
+        # Everything the responder held when the repair began is now ours too.
+        for origin, (epoch, seq) in sync.applied.items():
+            other = core.peers.get(origin)
+            if other is None:
+                continue
+            stream = other.stream
+            current = other.heartbeat.epoch if other.heartbeat is not None else None
+            if (stream.epoch in (None, epoch) or current == epoch
+                    or other.liveness(now, core.settings.peer_timeout_s)
+                    is not Liveness.LIVE):
+                stream.raise_to(epoch, seq)
+        core.repaired_from(peer)
+        if sync.keys_repaired or sync.keys_given:
+            core.log(f"repair with node {peer.node_id}: {sync.keys_repaired} keys grew here, "
+                     f"{sync.keys_given} given back, {sync.states_received} states received "
+                     f"in {now - sync.started:.3f}s")
+
+    def _abort(self, reason: str) -> None:
+        sync = self.sync
+        if sync is None:
+            return
+        self.sync = None
+        self.core.stats["syncs_aborted"] += 1
+        self.core.log(f"repair with node {sync.peer} abandoned: {reason}", LogLevel.INFO)
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float) -> None:
+        core = self.core
+        settle_s = 2 * core.settings.heartbeat_interval_s
+        for peer in core.peers.values():
+            for other, (epoch, seq, since) in list(peer.watch.items()):
+                if core.peers[other].stream.covers(epoch, seq):
+                    del peer.watch[other]
+                elif now >= since + settle_s:  # the form deadline() uses: no float gap
+                    peer.flag = True  # it holds deltas of ``other`` we never got
+                    del peer.watch[other]
+        if now >= self._next_check:
+            self._next_check = now + core.settings.anti_entropy_interval_s
+            self._periodic_check(now)
+        self._schedule(now)
+        for peer in core.peers.values():
+            due = self._rid_pull_due(peer, now)
+            if due is not None and now >= due and (self.sync is None
+                                                   or self.sync.peer != peer.node_id):
+                self._pull_rid_page(peer)
+
+    def deadline(self, now: float) -> float:
+        """The latest time by which :meth:`tick` must run again."""
+        core = self.core
+        settle_s = 2 * core.settings.heartbeat_interval_s
+        deadline = self._next_check
+        for peer in core.peers.values():
+            for _, _, since in peer.watch.values():
+                deadline = min(deadline, since + settle_s)
+            # Only a live peer can be repaired from: a silent one that wants it would
+            # otherwise put the deadline in the past and make the runtime spin.
+            if self.sync is None and self._wanted(peer, now):
+                deadline = min(deadline, max(now, self._due_at(peer)))
+            due = self._rid_pull_due(peer, now)
+            if due is not None and (self.sync is None or self.sync.peer != peer.node_id):
+                deadline = min(deadline, max(now, due))
+        if self.sync is not None:
+            deadline = min(deadline, self.sync.last_progress + self.timeout_s() + 1e-3)
+        return deadline
+
+    def _periodic_check(self, now: float) -> None:
+        """Every ``anti_entropy_interval_s``: one live peer in turn whose root differs
+        is repaired from (defence in depth; under load the difference is what is in
+        flight, so this costs little)."""
+        core = self.core
+        live = [p for p in core.peers.values()
+                if p.liveness(now, core.settings.peer_timeout_s) is Liveness.LIVE]
+        if not live:
+            return
+        peer = live[self._turn % len(live)]
+        self._turn += 1
+        if peer.heartbeat is not None and peer.heartbeat.root != core.keys.tree.root:
+            peer.flag = True
+
+    def timeout_s(self) -> float:
+        """A repair (or a request-id read) with no answer for this long is abandoned."""
+        return 2 * self.core.settings.peer_timeout_s
+
+    def _wanted(self, peer: Peer, now: float) -> bool:
+        """A repair from ``peer`` is wanted and possible (it is live).  A bootstrapping
+        node wants one from any live peer: its delta positions may show nothing missing
+        (it heard a peer's deltas in order from that peer's first), yet only a completed
+        repair ends the bootstrap (tests/integration/test_replication.py, a node started
+        empty: without this it held every request for a peer's answer indefinitely)."""
+        core = self.core
+        return ((peer.wants_sync() or core.bootstrapping)
+                and peer.liveness(now, core.settings.peer_timeout_s) is Liveness.LIVE)
+
+    def _due_at(self, peer: Peer) -> float:
+        """Earliest start of the next repair with ``peer`` (rate limit)."""
+        return peer.last_sync_start + self.core.settings.snapshot_interval_s
+
+    def _schedule(self, now: float) -> None:
+        sync = self.sync
+        if sync is not None:
+            if now - sync.last_progress > self.timeout_s():
+                self._abort(f"no answer from node {sync.peer} for "
+                            f"{now - sync.last_progress:.1f}s")
+            else:
+                return
+        candidates = [p for p in self.core.peers.values()
+                      if self._wanted(p, now) and now >= self._due_at(p)]
+        if candidates:
+            # The peer that holds the most of everyone's deltas repairs the most at once.
+            best = max(candidates, key=lambda p: (p.flag, sum(
+                seq for _, seq in (p.heartbeat.applied.values() if p.heartbeat else ()))))
+            self._start(best)
+
+    def _rid_pull_due(self, peer: Peer, now: float) -> float | None:
+        """When to read ``peer``'s request-id log next (None: nothing to read).
+
+        Counts reach a node without the ids that raised them - a reset's delta carries
+        every slot it observed, a repair gives back whole states, a fetch answers with
+        them - and a retry of such an id failed over to this node would count twice.
+        Heartbeats say how long each peer's log is; a node behind it pulls the pages it
+        has not read, at most once per ``snapshot_interval_s`` (found by the simulator:
+        3 of 150 seeds at 3 nodes; pinned by tests/sim's request-id test)."""
+        settings = self.core.settings
+        if (not peer.rids_behind()
+                or peer.liveness(now, settings.peer_timeout_s) is not Liveness.LIVE):
+            return None
+        if peer.rid_pull_pending:  # unanswered (lost, or the peer died): ask again later
+            return peer.last_rid_pull + self.timeout_s()
+        return peer.last_rid_pull + settings.snapshot_interval_s
+
+    def _pull_rid_page(self, peer: Peer) -> None:
+        core = self.core
+        peer.rid_pull_pending = True
+        peer.last_rid_pull = core.now
+        core.send_rids(peer.node_id, RidPull(core.new_id(), core.node_id, peer.rid_epoch,
+                                             peer.rid_cursor))
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, now: float) -> dict[str, object] | None:
+        sync = self.sync
+        return None if sync is None else {
+            "peer": sync.peer, "phase": sync.phase.value,
+            "running_s": round(now - sync.started, 3),
+            "states_received": sync.states_received}
+
+
+def _chunks(states: States, size: int) -> list[States]:
+    items = list(states.items())
+    return [dict(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+__all__ = ["AntiEntropy"]
