@@ -27,7 +27,8 @@ settings.load_profile("zcounter")
 #: External programs tests may need (``@pytest.mark.tool("redis-cli")``), and the Debian
 #: package that has each (.ci/run installs them).
 TOOL_PACKAGES = {"redis-server": "redis-server", "redis-cli": "redis-tools",
-                 "redis-benchmark": "redis-tools", "prometheus": "prometheus"}
+                 "redis-benchmark": "redis-tools", "prometheus": "prometheus",
+                 "tcpdump": "tcpdump"}
 
 
 @pytest.fixture

@@ -10,6 +10,12 @@ Reading a cluster: :meth:`LocalCluster.count` / :meth:`~LocalCluster.counts` rea
 :meth:`~LocalCluster.wait_keys_converged` waits until every node holds the same state of
 a set of keys (and, if given, the expected counts).  :class:`RawDealer` speaks the wire
 protocol directly (pipelined writes of thousands of keys, hand-made bad frames).
+
+``LocalCluster(..., secure=True)`` runs in ``curve`` mode (issue 10): a key pair per node
+and one client key pair under ``root/keys`` (made by ``bin/keygen``'s code), named in the
+cluster file by paths relative to it; :meth:`LocalCluster.client` and
+:meth:`LocalCluster.cli` then use the client's certificate, and ``RawDealer(endpoint,
+curve=(cert, server public key file))`` speaks CurveZMQ.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import zmq
 
 from zcounter import Client, RequestRefused, ZCounterError
 from zcounter.config import ClusterConfig, load_config
+from zcounter.localcluster import ClusterKeys, curve_client, make_keys
 from zcounter.procs import free_port, stop_processes
 
 T = TypeVar("T")
@@ -102,12 +109,15 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 class RawDealer:
     """A bare DEALER on a node's ROUTER: send hand-made frames, pipeline requests.
 
-    Use as a context manager.  Every wait is bounded by a deadline.
+    Use as a context manager.  Every wait is bounded by a deadline.  ``curve``:
+    (secret certificate, the node's public key file) - a CURVE client socket.
     """
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, curve: tuple[Path, Path] | None = None) -> None:
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.sock = self._ctx.socket(zmq.DEALER)
+        if curve is not None:
+            curve_client(self.sock, *curve)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
@@ -217,9 +227,11 @@ class LocalCluster:
 
     def __init__(self, root: Path, n: int = 3, settings: dict[str, Any] | None = None,
                  env: dict[str, str] | None = None, resp: bool = False,
-                 metrics: bool = False, security: Mapping[str, str] | None = None) -> None:
+                 metrics: bool = False, security: Mapping[str, str] | None = None,
+                 secure: bool = False) -> None:
         """``resp`` / ``metrics``: give every node a Redis-protocol door / a metrics
-        endpoint on free loopback ports (:meth:`resp_port`, :meth:`metrics_url`)."""
+        endpoint on free loopback ports (:meth:`resp_port`, :meth:`metrics_url`).
+        ``secure``: curve mode, keys under ``root/keys`` (:attr:`keys`)."""
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         CLUSTER_ROOTS.append(root)
@@ -231,6 +243,14 @@ class LocalCluster:
                 extra[i]["resp"] = f"tcp://127.0.0.1:{free_port()}"
             if metrics:
                 extra[i]["metrics"] = f"127.0.0.1:{free_port()}"
+        #: The key files in curve mode (``secure``), else None.
+        self.keys: ClusterKeys | None = None
+        if secure:
+            self.keys = make_keys(root / "keys", self.ids)
+            for i in self.ids:
+                # Relative to the cluster file, as a user writes them.
+                extra[i]["public_key"] = f"keys/node{i}.key"
+            security = {"mode": "curve", "clients": "keys/clients", **(security or {})}
         self.config_path = write_config(root / "cluster.toml", nodes,
                                         FAST_SETTINGS if settings is None else settings,
                                         extra, security)
@@ -246,8 +266,23 @@ class LocalCluster:
         return self.root / f"node-{node}.log"
 
     def command(self, node: int) -> list[str]:
-        return [sys.executable, "-m", "zcounter.cli", "node", "--id", str(node),
-                "--config", str(self.config_path), "--data-dir", str(self.data_dir(node))]
+        cmd = [sys.executable, "-m", "zcounter.cli", "node", "--id", str(node),
+               "--config", str(self.config_path), "--data-dir", str(self.data_dir(node))]
+        if self.keys is not None:
+            cmd += ["--secret-key", str(self.keys.nodes[node][1])]
+        return cmd
+
+    @property
+    def cert(self) -> Path | None:
+        """The client's secret certificate (curve mode), else None."""
+        return self.keys.cert() if self.keys is not None else None
+
+    def curve(self, node: int, cert: Path | None = None) -> tuple[Path, Path] | None:
+        """What :class:`RawDealer` needs to reach ``node`` in curve mode: (``cert``,
+        default the client's, and the node's public key file); None in none mode."""
+        if self.keys is None:
+            return None
+        return cert or self.keys.cert(), self.keys.nodes[node][0]
 
     def start(self, node: int, wait: bool = True) -> None:
         log = open(self.log_path(node), "ab")  # noqa: SIM115 - owned by the process
@@ -282,6 +317,8 @@ class LocalCluster:
         wait_for(ready, timeout, what=f"node {node} to answer")
 
     def client(self, node: int | None = None, **kw: Any) -> Client:
+        if self.cert is not None:
+            kw.setdefault("cert", self.cert)
         return Client(node=node, config=self.config, **kw)
 
     def router(self, node: int) -> str:
@@ -299,8 +336,9 @@ class LocalCluster:
         return f"http://{address}/metrics"
 
     def raw(self, node: int) -> RawDealer:
-        """A bare DEALER connected to ``node``'s ROUTER (close it, or use ``with``)."""
-        return RawDealer(self.router(node))
+        """A bare DEALER connected to ``node``'s ROUTER (close it, or use ``with``); in
+        curve mode with the client's key."""
+        return RawDealer(self.router(node), self.curve(node))
 
     # ------------------------------------------------------------------ reading
 
@@ -430,10 +468,12 @@ class LocalCluster:
         stop_processes(self.procs.values())
 
     def cli(self, *args: str, timeout: float = 2.0) -> subprocess.CompletedProcess[str]:
-        """Run ``zcounter client`` as a user would, against this cluster's config."""
+        """Run ``zcounter client`` as a user would, against this cluster's config (in
+        curve mode with ``--cert`` of the client's certificate, unless ``args`` names one)."""
+        cert = ["--cert", str(self.cert)] if self.cert and "--cert" not in args else []
         return subprocess.run(
             [sys.executable, "-m", "zcounter.cli", "client", "--config", str(self.config_path),
-             "--timeout", str(timeout), *args],
+             "--timeout", str(timeout), *cert, *args],
             capture_output=True, text=True, timeout=60, env=self.env, check=False)
 
     def __enter__(self) -> LocalCluster:

@@ -105,7 +105,10 @@ def _load(config_path: str | None) -> ClusterConfig:
               help="Where the node keeps its SQLite database. Default: "
                    "$ZCOUNTER_DATA_HOME (or $XDG_DATA_HOME/zcounter, or "
                    "~/.local/share/zcounter)/<cluster name>/node-<id>.")
-@click.option("--secret-key", type=click.Path(dir_okay=False, path_type=Path),
+# readable=False, dir_okay=True: the key readers check the file themselves and say what
+# is wrong in one line naming the file and the option (exit 2); click's own checks
+# printed a four-line usage message for an unreadable file (issue 10's tests).
+@click.option("--secret-key", type=click.Path(readable=False, path_type=Path),
               envvar="ZCOUNTER_SECRET_KEY",
               help="This node's secret certificate (bin/keygen), needed when the cluster "
                    "file's security mode is curve. Default: $ZCOUNTER_SECRET_KEY.")
@@ -142,7 +145,7 @@ def node_main(node_id: int, config_path: str | None, data_dir: Path | None,
 @click.option("--node", type=int, help="Node id to ask. Default: the first node that answers.")
 @click.option("--timeout", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
               help="Seconds to wait in all, retries included.")
-@click.option("--cert", type=click.Path(dir_okay=False), envvar="ZCOUNTER_CERT",
+@click.option("--cert", type=click.Path(readable=False), envvar="ZCOUNTER_CERT",
               help="This client's secret certificate (bin/keygen), for a cluster in curve "
                    "mode. Default: $ZCOUNTER_CERT.")
 @click.option("--nodeId", "node_id_seed", type=int, hidden=True)

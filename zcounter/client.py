@@ -150,6 +150,8 @@ class Client:
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sockets: dict[int, zmq.Socket[bytes]] = {}
         self._monitors: dict[int, zmq.Socket[bytes]] = {}
+        #: Nodes whose handshake failed: their socket is replaced at the next call.
+        self._refused: set[int] = set()
         self._tags = itertools.count(1)
 
     # ------------------------------------------------------------------ lifecycle
@@ -295,6 +297,15 @@ class Client:
 
     def _socket(self, node: int) -> zmq.Socket[bytes]:
         sock = self._sockets.get(node)
+        if sock is not None and node in self._refused:
+            # libzmq never connects again after a failed handshake (see
+            # zcounter.runtime.auth.Redial): a fresh socket, so a key authorized since
+            # the refusal works on this client's next call.
+            self._refused.discard(node)
+            self._monitors.pop(node).close(linger=0)
+            del self._sockets[node]
+            sock.close(linger=0)
+            sock = None
         if sock is None:
             address = self.config.node(node)
             if self.config.curve and self._keys is None:
@@ -326,6 +337,8 @@ class Client:
         monitor = self._monitors.get(node)
         while monitor is not None and monitor.poll(0):
             event = recv_monitor_message(monitor)["event"]
+            if event != zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._refused.add(node)
             if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 raise AuthenticationError(
                     f"node {node} refused this client's key ({self.cert}): it is not among "

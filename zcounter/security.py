@@ -51,6 +51,8 @@ def read_secret_certificate(path: Path, where: str) -> tuple[bytes, bytes]:
         mode = path.stat().st_mode
     except OSError as exc:
         raise ConfigError(f"{path} ({where}): cannot read ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{path} ({where}): not a regular file")
     if mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWGRP | stat.S_IWOTH):
         raise ConfigError(f"{path} ({where}): secret key is accessible by group or others "
                           f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")

@@ -25,6 +25,9 @@ Every load loop is bounded both in operations and in seconds, so a test that for
 to stop it still ends.  Times are ``time.monotonic()``, which is system-wide, so the
 test can line them up with the moments it injected faults.
 
+``--cert FILE``: every session uses this client certificate (a cluster in ``curve``
+mode, issue 10), as ``bin/client --cert`` does.
+
 Standalone on purpose (imports only zcounter): it is run by path, not as a module.
 """
 
@@ -94,9 +97,9 @@ def read_states(client: Client, keys: list[str]) -> States:
 
 def writer(shared: Shared, config: Any, node: int, waits: list[str], by_max: int,
            keys: list[str], decrement_ratio: float, timeout: float, pause_s: float,
-           max_ops: int, until: float, seed: int) -> None:
+           max_ops: int, until: float, seed: int, cert: str | None = None) -> None:
     rng = random.Random(seed)
-    with Client(node=node, config=config, timeout=timeout, retries=2) as client:
+    with Client(node=node, config=config, timeout=timeout, retries=2, cert=cert) as client:
         for i in range(min(max_ops, MAX_OPS_PER_WRITER)):
             if shared.stop.is_set() or time.monotonic() >= until:
                 break
@@ -123,9 +126,9 @@ def writer(shared: Shared, config: Any, node: int, waits: list[str], by_max: int
 
 
 def reader(shared: Shared, config: Any, node: int, keys: list[str], interval: float,
-           timeout: float, until: float) -> None:
+           timeout: float, until: float, cert: str | None = None) -> None:
     last: States = {}
-    with Client(node=node, config=config, timeout=timeout, retries=0) as client:
+    with Client(node=node, config=config, timeout=timeout, retries=0, cert=cert) as client:
         while not shared.stop.is_set() and time.monotonic() < until:
             try:
                 states = read_states(client, keys)
@@ -142,8 +145,9 @@ def reader(shared: Shared, config: Any, node: int, keys: list[str], interval: fl
 
 
 class Agent:
-    def __init__(self, config_path: str) -> None:
+    def __init__(self, config_path: str, cert: str | None = None) -> None:
         self.config = load_config(config_path)
+        self.cert = cert
         self.shared = Shared()
         self.threads: list[threading.Thread] = []
         self.probes: dict[int, Client] = {}
@@ -162,12 +166,12 @@ class Agent:
                 self.shared, self.config, int(w["node"]), list(w.get("waits", ["local"])),
                 int(w.get("by_max", 5)), keys, float(plan.get("decrement_ratio", 0.0)),
                 timeout, float(plan.get("pause_s", 0.002)), int(plan.get("max_ops", 5000)),
-                until, int(plan.get("seed", 0)) + index)))
+                until, int(plan.get("seed", 0)) + index, self.cert)))
         for node in plan.get("readers", []):
             self.threads.append(threading.Thread(target=reader, daemon=True, args=(
                 self.shared, self.config, int(node), keys,
                 float(plan.get("read_interval", 0.05)), float(plan.get("read_timeout", 0.5)),
-                until)))
+                until, self.cert)))
         for t in self.threads:
             t.start()
         return {"started": len(self.threads)}
@@ -189,7 +193,7 @@ class Agent:
         probe = self.probes.get(node)
         if probe is None:
             probe = self.probes[node] = Client(node=node, config=self.config,
-                                               timeout=timeout, retries=0)
+                                               timeout=timeout, retries=0, cert=self.cert)
         probe.timeout = timeout
         return probe
 
@@ -227,8 +231,9 @@ class Agent:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
+    parser.add_argument("--cert")
     args = parser.parse_args()
-    agent = Agent(args.config)
+    agent = Agent(args.config, args.cert)
     out = sys.stdout
     print(json.dumps({"ready": True}), file=out, flush=True)
     try:

@@ -18,6 +18,12 @@ Faults:
   random loss with ``numgen random``); or the node's eth0 set down;
 * process: SIGKILL / SIGTERM / SIGSTOP / SIGCONT, restart, restart with a wiped data dir.
 
+``NetCluster(root, secure=True)`` runs the cluster in ``curve`` mode (issue 10): keys
+under ``root/keys``, each node started with its ``--secret-key``, the agent with the
+client's ``--cert``.  :meth:`NetCluster.forge` sends one hand-made frame from inside any
+namespace (:mod:`forge`), and :func:`scratch_namespace` gives a test a namespace of its
+own with nothing but loopback.
+
 Cleanup is layered because leaked namespaces outlive the test run: the context manager
 (fixtures use it in ``finally``), an ``atexit`` sweep of this run's names, SIGTERM/SIGHUP
 turned into ``SystemExit`` so those run, ``PR_SET_PDEATHSIG`` on every child so they die
@@ -39,7 +45,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -50,10 +56,12 @@ if str(_TESTS) not in sys.path:
 
 from harness import CLUSTER_ROOTS, FAST_SETTINGS, write_config  # noqa: E402
 
+from zcounter.localcluster import ClusterKeys, make_keys  # noqa: E402
 from zcounter.procs import stop_processes  # noqa: E402
 
 REPO = _TESTS.parent
 AGENT = Path(__file__).resolve().parent / "agent.py"
+FORGE = Path(__file__).resolve().parent / "forge.py"
 PREFIX = "zcf-"
 ROUTER_PORT = 7001
 PUB_PORT = 7002
@@ -177,16 +185,22 @@ def _install_hooks() -> None:
 # --------------------------------------------------------------------------- the agent
 
 
+def _env() -> dict[str, str]:
+    """The environment of the scripts run by path inside namespaces: zcounter importable."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+
+
 class AgentProc:
     """The client process inside the client namespace (see :mod:`agent`)."""
 
-    def __init__(self, netns: str, config_path: Path, log: Path) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    def __init__(self, netns: str, config_path: Path, log: Path,
+                 cert: Path | None = None) -> None:
+        env = _env()
         with open(log, "ab") as err:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", netns, sys.executable, str(AGENT),
-                 "--config", str(config_path)],
+                 "--config", str(config_path), *(["--cert", str(cert)] if cert else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                 env=env, preexec_fn=_die_with_parent)
         self.log = log
@@ -243,13 +257,42 @@ class AgentProc:
                 self.proc.wait()
 
 
+# --------------------------------------------------------------------------- a scratch namespace
+
+
+@contextlib.contextmanager
+def scratch_namespace(tag: str = "x") -> Iterator[str]:
+    """A network namespace of the test's own with only ``lo`` up: the default ports of
+    the built-in cluster are free in it whatever else runs on this machine.  Deleted,
+    with everything still running inside, on exit (and swept like the others if the
+    test process dies)."""
+    reason = unavailable_reason()
+    if reason:
+        raise RuntimeError(reason)
+    _install_hooks()
+    sweep_orphans()
+    name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}-{tag}"
+    sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        _kill_netns([name])
+
+
+def in_namespace(netns: str, *cmd: str) -> list[str]:
+    """``cmd`` run inside ``netns``."""
+    return ["ip", "netns", "exec", netns, *cmd]
+
+
 # --------------------------------------------------------------------------- the cluster
 
 
 class NetCluster:
     """N node processes in their own namespaces plus a client namespace."""
 
-    def __init__(self, root: Path, n: int = 3, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, root: Path, n: int = 3, settings: dict[str, Any] | None = None,
+                 secure: bool = False) -> None:
         reason = unavailable_reason()
         if reason:
             raise RuntimeError(reason)
@@ -276,8 +319,17 @@ class NetCluster:
         try:
             self._build()
             nodes = {i: (self.ip(i), ROUTER_PORT, PUB_PORT) for i in self.ids}
+            #: Key files in curve mode (``secure``), else None.
+            self.keys: ClusterKeys | None = None
+            extra: dict[int, dict[str, str]] = {}
+            security = None
+            if secure:
+                self.keys = make_keys(root / "keys", self.ids)
+                extra = {i: {"public_key": f"keys/node{i}.key"} for i in self.ids}
+                security = {"mode": "curve", "clients": "keys/clients"}
             self.config_path = write_config(root / "cluster.toml", nodes,
-                                            FAST_SETTINGS if settings is None else settings)
+                                            FAST_SETTINGS if settings is None else settings,
+                                            extra, security)
         except BaseException:
             self.close()
             raise
@@ -327,6 +379,8 @@ class NetCluster:
         cmd = ["ip", "netns", "exec", self.ns(node), sys.executable, "-m", "zcounter.cli",
                "node", "--id", str(node), "--config", str(self.config_path),
                "--data-dir", str(self.data_dir(node))]
+        if self.keys is not None:
+            cmd += ["--secret-key", str(self.keys.nodes[node][1])]
         with open(self.log_path(node), "ab") as log:
             self.procs[node] = subprocess.Popen(cmd, stdout=log, stderr=log,
                                                 start_new_session=True,
@@ -342,8 +396,27 @@ class NetCluster:
 
     def client(self) -> AgentProc:
         if self.agent is None:
-            self.agent = AgentProc(self.client_ns, self.config_path, self.root / "agent.log")
+            self.agent = AgentProc(self.client_ns, self.config_path, self.root / "agent.log",
+                                   self.keys.cert() if self.keys is not None else None)
         return self.agent
+
+    def forge(self, netns: str, node: int, frame: dict[str, Any],
+              cert: Path | None = None, timeout: float = 2.0) -> dict[str, Any]:
+        """Send ``frame`` to ``node``'s ROUTER from a fresh DEALER in ``netns`` (with
+        ``cert``: a CURVE client authenticating the node by its public key); returns
+        :mod:`forge`'s report: the reply, or the handshake's outcome and silence."""
+        args = ["--endpoint", f"tcp://{self.ip(node)}:{ROUTER_PORT}",
+                "--frame", json.dumps(frame), "--timeout", str(timeout)]
+        if cert is not None:
+            assert self.keys is not None
+            args += ["--cert", str(cert), "--server-key", str(self.keys.nodes[node][0])]
+        done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, str(FORGE),
+                               *args], capture_output=True, text=True, env=_env(),
+                              timeout=timeout + 30, preexec_fn=_die_with_parent, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"forge.py failed ({done.returncode}): {done.stderr[-2000:]}")
+        report: dict[str, Any] = json.loads(done.stdout)
+        return report
 
     def wait_ready(self, nodes: Iterable[int], timeout: float = 30.0) -> None:
         nodes = list(nodes)

@@ -145,7 +145,8 @@ class Load:
 
 
 def run(name: str, root: Path, fault: Fault, waits: tuple[str, ...] = ("local", "majority"),
-        seed: int = 1) -> Result:
+        seed: int = 1, secure: bool = False) -> Result:
+    """``secure``: the cluster runs in ``curve`` mode (issue 10)."""
     result = Result(name, waits=waits)
     keys = result.keys
 
@@ -154,7 +155,7 @@ def run(name: str, root: Path, fault: Fault, waits: tuple[str, ...] = ("local", 
         t = time.monotonic()
         result.reads += [[n, t, st] for n, st in states.items() if st is not None]
 
-    with NetCluster(root) as cluster:
+    with NetCluster(root, secure=secure) as cluster:
         cluster.start_all()
         load = Load(cluster, waits, seed, max_s=WARMUP_S + FAULT_S + 20, keys=keys)
         time.sleep(WARMUP_S)
@@ -405,9 +406,9 @@ SCENARIOS: dict[str, tuple[Fault, tuple[str, ...]]] = {
 }
 
 
-def run_named(name: str, root: Path, seed: int = 1) -> Result:
+def run_named(name: str, root: Path, seed: int = 1, secure: bool = False) -> Result:
     fault, waits = SCENARIOS[name]
-    return run(name, root, fault, waits, seed)
+    return run(name, root, fault, waits, seed, secure)
 
 
 def median_max(values: list[float]) -> tuple[float, float]:

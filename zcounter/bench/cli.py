@@ -20,10 +20,11 @@ from .. import __version__
 from .floor import commit_costs
 from .keys import DISTRIBUTIONS, ZIPF_EXPONENT, KeySpec
 from .progress import Progress
-from .report import check_targets, default_rows, render, scale_rows, to_json
+from .report import check_targets, default_rows, render, render_targets, scale_rows, to_json
 from .resp import render_resp, run_resp
 from .scale import ScaleOptions, ScaleSuite
 from .scrape import render_scrape_cost, run_scrape_cost
+from .secure import render_secure, run_secure
 from .suite import DefaultSuite, Options
 
 #: --quick: requests per throughput run, seconds per run, per latency run, soak count.
@@ -38,8 +39,10 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def _side_sections(resp: bool, scrape_cost: bool, ops: int, seconds: float, keys: KeySpec,
                    quick: bool, json_path: str | None, data_root: Path | None,
-                   no_progress: bool) -> None:
-    """``--resp`` / ``--scrape-cost``: sections of their own (issue 12), run alone."""
+                   no_progress: bool, secure: bool = False, latency_seconds: float = 5.0,
+                   poll_interval_s: float = 0.0005) -> None:
+    """``--resp`` / ``--scrape-cost`` (issue 12) and ``--secure`` (issue 10): sections of
+    their own, run alone."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     if data_root is not None:
         data_root.mkdir(parents=True, exist_ok=True)
@@ -57,6 +60,10 @@ def _side_sections(resp: bool, scrape_cost: bool, ops: int, seconds: float, keys
             res["scrape_cost"] = run_scrape_cost(
                 root, min(ops, 20_000), seconds, 1 if quick else 5, 16, 0.1, progress)
             texts.append(render_scrape_cost(res["scrape_cost"]))
+        if secure:
+            res["secure"] = run_secure(root, ops, seconds, latency_seconds,
+                                       1 if quick else 3, keys, poll_interval_s, progress)
+            texts.append(render_secure(res["secure"]))
     except KeyboardInterrupt:
         progress.close()
         click.echo("[bench] interrupted; everything started was stopped", err=True)
@@ -65,6 +72,9 @@ def _side_sections(resp: bool, scrape_cost: bool, ops: int, seconds: float, keys
         progress.close()
         shutil.rmtree(root, ignore_errors=True)
     res["machine"]["load_average_end"] = os.getloadavg()
+    res["targets"] = check_targets(res)
+    if res["targets"]:
+        texts.append("\n".join(render_targets(res["targets"])))
     if json_path == "-":
         click.echo(to_json(res).decode())
         return
@@ -131,11 +141,18 @@ def _side_sections(resp: bool, scrape_cost: bool, ops: int, seconds: float, keys
 @click.option("--scrape-cost", is_flag=True,
               help="Run only the metrics-cost measurement: a cluster without metrics, one "
                    "with metrics unscraped, and scraped every 100 ms, interleaved rounds.")
+@click.option("--secure", is_flag=True,
+              help="Run only the CurveZMQ section: a cluster in none mode and one in curve "
+                   "mode, started together; throughput at windows 1, 16 and 256, latency and "
+                   "convergence at 1000/s and 5000/s, node CPU per increment, in 3 "
+                   "interleaved rounds (1 with --quick), each curve figure as a ratio to "
+                   "none; target: curve >= 0.8x none at window 256.")
 def main(ops: int, seconds: float, latency_seconds: float, count: int, poll_interval_ms: float,
          n_keys: int, dist: str, seed: int, scale: bool, scale_only: bool,
          scale_keys: int | None, scale_rounds: int | None, quick: bool, skip_baselines: bool,
          json_path: str | None, data_root: Path | None, keep_data: bool, no_progress: bool,
-         from_json: str | None, resp_only: bool = False, scrape_cost: bool = False) -> None:
+         from_json: str | None, resp_only: bool = False, scrape_cost: bool = False,
+         secure: bool = False) -> None:
     """Benchmark fresh local three-node clusters against an echo ceiling and Redis.
 
     Every system is started first and the measurements are interleaved, so a noisy
@@ -148,9 +165,10 @@ def main(ops: int, seconds: float, latency_seconds: float, count: int, poll_inte
         return
     if quick:
         ops, seconds, latency_seconds, count = QUICK
-    if resp_only or scrape_cost:
+    if resp_only or scrape_cost or secure:
         _side_sections(resp_only, scrape_cost, ops, seconds, KeySpec(n_keys, dist, seed),
-                       quick, json_path, data_root, no_progress)
+                       quick, json_path, data_root, no_progress, secure, latency_seconds,
+                       poll_interval_ms / 1000.0)
         return
     opts = Options(ops, seconds, latency_seconds, count, poll_interval_ms / 1000.0,
                    KeySpec(n_keys, dist, seed), baselines=not skip_baselines)

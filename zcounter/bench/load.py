@@ -7,6 +7,9 @@ Requests are the node's wire format (``zcounter/protocol/codec.py``), one JSON f
 each, with a correlation ``id``; they carry no request id (``rid``), like Redis ``INCR``.
 The bodies are formatted from byte templates on the hot path (one ``%`` per request):
 encoding through :mod:`zcounter.protocol.codec` would measure the client, not the node.
+
+``curve`` (a map endpoint -> (client certificate, the node's public key file)) makes the
+DEALERs of those endpoints CurveZMQ clients, for a cluster in ``curve`` mode (issue 10).
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import queue
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 import zmq
 
+from ..localcluster import curve_client
 from ..protocol.codec import MAX_KEYS_PER_GET
 from .keys import KeySpec, KeyStream
 from .measure import summarize
@@ -48,6 +53,8 @@ _OK = b'"ok":true'
 
 Context = zmq.Context[zmq.Socket[bytes]]
 Socket = zmq.Socket[bytes]
+#: endpoint -> (client certificate, the node's public key file)
+Curve = Mapping[str, tuple[Path, Path]]
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,10 @@ class Workload:
         return f"{self.op}, {self.keys.label}"
 
 
-def dealer(ctx: Context, endpoint: str) -> Socket:
+def dealer(ctx: Context, endpoint: str, curve: Curve | None = None) -> Socket:
     sock = ctx.socket(zmq.DEALER)
+    if curve is not None and endpoint in curve:
+        curve_client(sock, *curve[endpoint])
     sock.setsockopt(zmq.LINGER, 0)
     # Unbounded queues on the client side: the window or the schedule bounds them.
     sock.setsockopt(zmq.SNDHWM, 0)
@@ -142,11 +151,12 @@ def call(endpoint: str, request: dict[str, Any], timeout_s: float = 10.0) -> dic
 
 
 def closed_loop(endpoint: str, op: str, stream: KeyStream, window: int, ops: int,
-                seconds: float, progress: Tick = no_progress) -> dict[str, Any]:
+                seconds: float, progress: Tick = no_progress,
+                curve: Curve | None = None) -> dict[str, Any]:
     """Keep ``window`` requests in flight until ``ops`` were sent or ``seconds`` passed;
     a request counts when its ``ok`` reply arrives."""
     ctx: Context = zmq.Context()
-    sock = dealer(ctx, endpoint)
+    sock = dealer(ctx, endpoint, curve)
     loads, recv, send, perf = orjson.loads, sock.recv, sock.send, time.perf_counter
     template, table, mask = TEMPLATES[op], stream.table, stream.mask
     try:
@@ -239,7 +249,8 @@ class _Observer:
 
 
 def open_loop(endpoint: str, rate: float, seconds: float, keys: KeySpec, observe: list[str],
-              poll_interval_s: float, progress: Tick = no_progress) -> dict[str, Any]:
+              poll_interval_s: float, progress: Tick = no_progress,
+              curve: Curve | None = None) -> dict[str, Any]:
     """Offer ``rate`` increments/s for ``seconds`` on a fixed schedule.
 
     Latency counts from each request's *intended* send time ``t0 + i / rate`` (no
@@ -250,11 +261,11 @@ def open_loop(endpoint: str, rate: float, seconds: float, keys: KeySpec, observe
     with every write and "at least" means "has seen it".
     """
     ctx: Context = zmq.Context()
-    sock = dealer(ctx, endpoint)
+    sock = dealer(ctx, endpoint, curve)
     stream = KeyStream(keys)
     table, mask = stream.table, stream.mask
     n = int(rate * seconds)
-    observers = [_Observer(dealer(ctx, ep), n) for ep in observe]
+    observers = [_Observer(dealer(ctx, ep, curve), n) for ep in observe]
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     for obs in observers:

@@ -390,16 +390,24 @@ TARGETS: list[Target] = [
     Target("get of one key at N keys within 1.2x of 1 key (slowdown)", 9,
            lambda r: 1 / _scale_ratio(r, "large_get_w1_uniform", "small_get_w1_1key"), 1.2,
            True, lambda v: f"{v:.2f}x slower" if v >= 1 else f"{1 / v:.2f}x faster"),
+    # Issue 10: CurveZMQ against none, same run (--secure).
+    Target("CurveZMQ throughput at window 256 >= 0.8x none", 10,
+           lambda r: _need(r, "secure", "summary", "w256", "ratio"), 0.8, False, _x),
 ]
+
+#: Targets measured by a section of their own: issue -> the results key it fills.
+_SECTIONS = {9: "scale", 10: "secure"}
 
 
 def check_targets(res: Results) -> list[dict[str, Any]]:
-    """Every target whose section ran (scale targets only with ``--scale``)."""
+    """Every target whose section ran (scale targets only with ``--scale``, the CurveZMQ
+    one only with ``--secure``)."""
     ran_default = "zcounter" in res and bool(res["zcounter"])
     out = []
     for target in TARGETS:
-        scale_target = target.issue == 9
-        if (scale_target and "scale" not in res) or (not scale_target and not ran_default):
+        section = _SECTIONS.get(target.issue)
+        if (section is not None and section not in res) or (section is None
+                                                             and not ran_default):
             continue
         out.append(target.check(res))
     return out
@@ -461,12 +469,18 @@ def render(res: Results) -> str:
                      + ("" if sc["keys"] == 1_000_000 else f"; this run used {sc['keys']:,}")
                      + ".")
         lines.append("")
-    lines.append("targets:")
-    for c in res["targets"]:
-        mark = {True: "MET   ", False: "MISSED", None: "n/a   "}[c["met"]]
-        lines.append(f"  {mark} [issue {c['issue']}] {c['target']}: {c['detail']}")
+    lines += render_targets(res["targets"])
     lines += notes(res)
     return "\n".join(lines)
+
+
+def render_targets(checks: list[dict[str, Any]]) -> list[str]:
+    """``targets:`` and one line per target: MET, MISSED or n/a, with its figure."""
+    lines = ["targets:"]
+    for c in checks:
+        mark = {True: "MET   ", False: "MISSED", None: "n/a   "}[c["met"]]
+        lines.append(f"  {mark} [issue {c['issue']}] {c['target']}: {c['detail']}")
+    return lines
 
 
 def notes(res: Results) -> list[str]:

@@ -65,7 +65,7 @@ from ..protocol.messages import (
 from ..protocol.node import NodeCore
 from ..protocol.outputs import LogLevel, Message, Publish, ToClient, ToPeer
 from ..protocol.resp import RespClient
-from .auth import CLIENT_KEYS_RELOAD_S, Guard
+from .auth import CLIENT_KEYS_RELOAD_S, Guard, Redial
 from .committer import SWITCH_INTERVAL_S, Pipeline
 from .metrics import MetricsServer, NodeMetrics, start_metrics
 from .resp import RespDoor, make_door
@@ -165,7 +165,10 @@ class NodeServer:
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         dealers: dict[int, zmq.Socket[bytes]] = {}
         peer_of: dict[zmq.Socket[bytes], int] = {}
-        for peer in self.config.peers_of(self.node_id):
+        peers = self.config.peers_of(self.node_id)
+        redial = Redial(guard)
+        redial.watch(sub, {peer: self.config.nodes[peer].pub for peer in peers})
+        for peer in peers:
             guard.connect_to(sub, peer)
             sub.connect(self.config.nodes[peer].pub)
             dealer = ctx.socket(zmq.DEALER)
@@ -175,9 +178,12 @@ class NodeServer:
             # Queue only on live connections: a request to a dead peer fails fast and is
             # retried by the core's timers instead of piling up stale work.
             dealer.setsockopt(zmq.IMMEDIATE, 1)
+            redial.watch(dealer, {peer: self.config.nodes[peer].router})
             dealer.connect(self.config.nodes[peer].router)
             dealers[peer] = dealer
             peer_of[dealer] = peer
+        # Closed with the others (before the context ends), and polled with them.
+        sockets += list(redial.monitors)
 
         core = self._load(storage, time.monotonic())
         pipeline = Pipeline(storage)
@@ -212,7 +218,8 @@ class NodeServer:
             switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(SWITCH_INTERVAL_S)
             try:
-                return self._loop(core, poller, pipeline, router, sub, peer_of, out, door)
+                return self._loop(core, poller, pipeline, router, sub, peer_of, out, door,
+                                  redial)
             finally:
                 sys.setswitchinterval(switch_interval)
                 pipeline.close()
@@ -225,9 +232,10 @@ class NodeServer:
     def _loop(self, core: NodeCore, poller: zmq.Poller, pipeline: Pipeline,
               router: zmq.Socket[bytes], sub: zmq.Socket[bytes],
               peer_of: dict[zmq.Socket[bytes], int], out: _Out,
-              door: RespDoor | None = None) -> int:
+              door: RespDoor | None = None, redial: Redial | None = None) -> int:
         """The poll loop (module docstring); returns the exit code."""
         guard = self.guard
+        monitors = redial.monitors if redial is not None else {}
         stats = core.stats
         metrics = self.metrics
         max_batch = self.config.settings.max_batch
@@ -258,6 +266,10 @@ class NodeServer:
                 if type(sock) is int:
                     if door is not None:
                         door.on_event(sock, events, core, now)
+                    continue
+                if sock in monitors:
+                    assert redial is not None
+                    redial.on_event(sock, now)
                     continue
                 assert isinstance(sock, zmq.Socket)
                 recv = sock.recv
@@ -305,9 +317,11 @@ class NodeServer:
                             continue
                         core.handle_peer_reply(reply, now)
             if guard.curve and (self._reload or now >= next_reload):
+                guard.reload_clients(reason="SIGHUP" if self._reload else "periodic")
                 self._reload = False
                 next_reload = now + CLIENT_KEYS_RELOAD_S
-                guard.reload_clients()
+            if redial is not None:
+                redial.tick(now)
             if door is not None:
                 door.pump(core, now)
             if metrics is not None:
@@ -349,15 +363,23 @@ class NodeServer:
             core.stats["bad_requests"] += 1
             core.refuse(client, request_tag(body[0]), ErrorCode.BAD_REQUEST, str(exc))
             return
+        guard = self.guard
         if isinstance(request, PEER_REQUESTS):
-            if not self.guard.is_peer(ident):
+            if not guard.is_peer(ident):
                 core.stats["forbidden"] += 1
                 core.refuse(client, None, ErrorCode.FORBIDDEN,
                             f"{type(request).__name__} is a peer operation and this "
                             "connection is not a node's", "peer")
                 return
-        elif metrics is not None:
-            metrics.started[(client, request.id)] = now
+        else:
+            if guard.revoked and not guard.is_authorized(ident):
+                core.stats["forbidden"] += 1
+                core.refuse(client, request.id, ErrorCode.FORBIDDEN,
+                            "this connection's key is no longer authorized (it was removed "
+                            "from security.clients)", "client")
+                return
+            if metrics is not None:
+                metrics.started[(client, request.id)] = now
         core.handle_request(client, request, now)
 
 
