@@ -10,10 +10,8 @@ redis-py 8 defaults to RESP3 and does not fall back when a server refuses ``HELL
 from __future__ import annotations
 
 import os
-import pty
 import re
 import select
-import signal
 import socket
 import subprocess
 import time
@@ -264,15 +262,20 @@ def test_replies_to_a_half_closed_client_are_still_sent(rc: LocalCluster) -> Non
 
 class Cli:
     """An interactive ``redis-cli`` on a pseudo-terminal (TERM=dumb: line mode, no
-    cursor queries), read up to each prompt with a deadline."""
+    cursor queries), read up to each prompt with a deadline.
+
+    Started by subprocess on the pty's slave side, not by ``pty.fork()``: forking this
+    multi-threaded test process (zmq's I/O threads) may deadlock the child before it
+    execs (Python 3.13 warns of exactly that), which would hang CI by chance."""
 
     def __init__(self, port: int, *args: str) -> None:
         self.prompt = f"127.0.0.1:{port}> ".encode()
-        pid, fd = pty.fork()
-        if pid == 0:  # the child: become redis-cli
-            os.environ["TERM"] = "dumb"
-            os.execvp("redis-cli", ["redis-cli", "-p", str(port), *args])
-        self.pid, self.fd = pid, fd
+        master, slave = os.openpty()
+        self.proc = subprocess.Popen(["redis-cli", "-p", str(port), *args], stdin=slave,
+                                     stdout=slave, stderr=slave, start_new_session=True,
+                                     env={**os.environ, "TERM": "dumb"})
+        os.close(slave)
+        self.fd = master
         self.read_prompt()
 
     def read_prompt(self) -> str:
@@ -296,15 +299,11 @@ class Cli:
 
     def close(self) -> None:
         os.write(self.fd, b"quit\r")
-        deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline:
-            done, _ = os.waitpid(self.pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.02)
-        else:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
+        try:
+            self.proc.wait(timeout=DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         os.close(self.fd)
 
 
