@@ -25,7 +25,12 @@ def test_the_secure_section_measures_both_modes(tmp_path: Path) -> None:
             runs = res["runs"][mode][w]
             assert len(runs) == 1 and runs[0]["errors"] == 0 and not runs[0]["stalled"]
             assert runs[0]["acked"] == (400 if w != "w1" else 100)
-            assert summary[w][mode]["cpu_us_all"] >= summary[w][mode]["cpu_us_node1"] > 0
+            # /proc/PID/stat counts CPU in 10 ms ticks, and 400 increments at window 256
+            # cost node 1 about 10 ms since commits run inline (58 us / 25 us each at w16 /
+            # w256): one window may read 0 ticks. So each window only gives an ordered,
+            # non-negative figure; w1 (100 increments, ~50 ms of node CPU) must see some.
+            assert summary[w][mode]["cpu_us_all"] >= summary[w][mode]["cpu_us_node1"] >= 0
+        assert summary["w1"][mode]["cpu_us_node1"] > 0
         assert summary["r200"][mode]["acked"] == 100
         assert summary["r200"][mode]["unseen"] == 0
     assert summary["w256"]["ratio"] == (summary["w256"]["curve"]["ops_per_s"]

@@ -72,3 +72,21 @@ def test_drain_writes_deferred_changes():
         assert pipe.drain() == [] and store.commits[0].states == {"a": b"1"}
     finally:
         pipe.close()
+
+
+def test_commit_here_writes_deferred_changes_first_and_releases_messages():
+    store = Recorder()
+    pipe = Pipeline(store)  # type: ignore[arg-type]
+    try:
+        assert pipe.idle
+        pipe.submit(Persist(states={"a": b"old", "b": b"1"}), [], now=0.0)
+        assert pipe.idle  # deferred changes are not a commit in flight
+        out = pipe.commit_here(Persist(states={"a": b"new"}, sync=True), ["reply"])
+        assert out == ["reply"] and pipe.commits == 1 and pipe.deferred is None
+        assert store.commits[0].states == {"a": b"new", "b": b"1"} and store.commits[0].sync
+        # A commit in flight makes the pipeline busy until its completion is read.
+        pipe.submit(Persist(states={"c": b"1"}, sync=True), ["m"])
+        assert not pipe.idle
+        assert finish(pipe) == ["m"] and pipe.idle
+    finally:
+        pipe.close()

@@ -15,7 +15,9 @@ Coming back from them it needs the GIL again, which a busy loop thread holds for
 commit while another thread ran Python, /work/scratch/storage-bench); the node lowers the
 switch interval (:data:`SWITCH_INTERVAL_S`) so the flush's completion is noticed promptly.
 
-Completion wakes the loop through a pipe whose read end is in the loop's poller.
+Completion wakes the loop through a pipe whose read end is in the loop's poller.  When
+nothing is in flight and no input is waiting, the loop commits the batch itself
+(:meth:`Pipeline.commit_here`): with nothing to overlap, the hand-off only costs.
 
 Batches that only hold what peers hold durably (merged deltas, repairs: ``sync`` is
 false) are not written at once when nothing is ahead of them: their messages go out
@@ -139,6 +141,31 @@ class Pipeline:
             return messages
         self.waiting.add(persist, messages)
         return self._advance()
+
+    @property
+    def idle(self) -> bool:
+        return self.in_flight is None and not self.waiting
+
+    def commit_here(self, persist: Persist, messages: list[Message]) -> list[Message]:
+        """Commit one batch in the calling (loop) thread and return its messages.
+
+        For when nothing is in flight and no input waits to be read: there is then
+        nothing to overlap the flush with, and handing it to the thread costs two thread
+        wake-ups and a pipe round trip.  Measured on this machine (/work/scratch/load.py,
+        3 nodes, quiet): window 1 went from 860 to 1,025 incr/s (node CPU 680 -> 480
+        us/incr), window 16 from 5.7k to 11.1k (128 -> 58 us), window 256 from 33k to
+        41k.  Deferred changes are written first, in the same commit."""
+        assert self.idle
+        group = Group(self.deferred, batches=1) if self.deferred is not None else Group()
+        self.deferred = None
+        group.add(persist, messages)
+        assert group.persist is not None
+        started = time.perf_counter()
+        self.storage.commit(group.persist)
+        self.commits += 1
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started)
+        return group.messages
 
     def deadline(self) -> float:
         """When the deferred changes must be written (inf if there are none)."""

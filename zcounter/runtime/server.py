@@ -337,7 +337,18 @@ class NodeServer:
                 log.log(_LOG_LEVELS[line.level], line.text)
             # Persist before send: the batch's messages leave only once it (and every
             # batch before it) is durable - the pipeline holds them until then.
-            out.send(pipeline.submit(batch.persist, batch.messages, now))
+            persist = batch.persist
+            if (persist is not None and persist.sync and pipeline.idle
+                    and not poller.poll(0)):
+                try:
+                    out.send(pipeline.commit_here(persist, batch.messages))
+                except StorageError as exc:
+                    log.error("node %d: cannot commit to %s (%s); stopping without "
+                              "acknowledging the batch", self.node_id,
+                              pipeline.storage.path, exc)
+                    return 1
+            else:
+                out.send(pipeline.submit(persist, batch.messages, now))
         # Shutdown: let the commits in flight finish and their replies go out.
         try:
             out.send(pipeline.drain())
