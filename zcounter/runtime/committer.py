@@ -12,7 +12,7 @@ at once.  This is how PostgreSQL, etcd and Kafka get group commit under pipeline
 The thread spends its time in ``os.pwrite``/``os.fdatasync``, which release the GIL.
 Coming back from them it needs the GIL again, which a busy loop thread holds for up to
 ``sys.getswitchinterval()`` (5 ms by default: measured here as ~5.8 ms added to every
-commit while another thread ran Python, /work/scratch/storage-bench); the node lowers the
+commit while another thread ran Python, docs/measurements/storage_engines.py); the node lowers the
 switch interval (:data:`SWITCH_INTERVAL_S`) so the flush's completion is noticed promptly.
 
 Completion wakes the loop through a pipe whose read end is in the loop's poller.  When
@@ -27,7 +27,7 @@ of merged state, which the restarted node repairs from the peers that hold it du
 (exactly what a power loss may already lose of such writes).  Why: on this machine every
 small write by a peer made the acknowledging node's fdatasync slower (p50 0.21 -> 0.42
 ms, p90 0.97 -> 2.9 ms with two processes writing to the page cache of the same file
-system, /tmp/fs2.py), and at window 1 a peer writes once per acknowledged increment.
+system; a one-off script), and at window 1 a peer writes once per acknowledged increment.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class Pipeline:
 
         For when nothing is in flight and no input waits to be read: there is then
         nothing to overlap the flush with, and handing it to the thread costs two thread
-        wake-ups and a pipe round trip.  Measured on this machine (/work/scratch/load.py,
+        wake-ups and a pipe round trip.  Measured on this machine (docs/measurements/load.py,
         3 nodes, quiet): window 1 went from 860 to 1,025 incr/s (node CPU 680 -> 480
         us/incr), window 16 from 5.7k to 11.1k (128 -> 58 us), window 256 from 33k to
         41k.  Deferred changes are written first, in the same commit."""

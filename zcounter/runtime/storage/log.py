@@ -1,7 +1,7 @@
 """An append-only log of batches in preallocated, zero-filled segment files.
 
 Why: one durable commit per batch is the floor of every write path here.  Measured on
-this machine (400 commits each, same run; /work/scratch/storage-bench): SQLite WAL with
+this machine (400 commits each, same run; docs/measurements/storage_engines.py): SQLite WAL with
 ``synchronous=FULL`` 0.39 ms for one row and 7-10 ms for 256 random keys (each key
 dirties a 4 KiB B-tree page); an append to a growing file + ``fdatasync`` 0.26 ms; a
 ``pwrite`` into a preallocated, already-written file + ``fdatasync`` 0.22 ms for one
