@@ -156,16 +156,30 @@ class Pipeline:
         us/incr), window 16 from 5.7k to 11.1k (128 -> 58 us), window 256 from 33k to
         41k.  Deferred changes are written first, in the same commit."""
         assert self.idle
-        group = Group(self.deferred, batches=1) if self.deferred is not None else Group()
-        self.deferred = None
+        group = Group()
         group.add(persist, messages)
+        group = self._after_deferred(group)
         assert group.persist is not None
         started = time.perf_counter()
         self.storage.commit(group.persist)
+        self._counted(time.perf_counter() - started)
+        return group.messages
+
+    def _after_deferred(self, group: Group) -> Group:
+        """``group`` with the deferred changes ahead of it in one commit: they are older
+        than anything waiting, so they are written first and newer states win."""
+        if self.deferred is None:
+            return group
+        merged = Group(self.deferred, batches=1)
+        merged.add(group.persist, group.messages)
+        self.deferred = None
+        return merged
+
+    def _counted(self, seconds: float) -> None:
+        """One commit done (in either thread), ``seconds`` long, flush included."""
         self.commits += 1
         if self.on_commit is not None:
-            self.on_commit(time.perf_counter() - started)
-        return group.messages
+            self.on_commit(seconds)
 
     def deadline(self) -> float:
         """When the deferred changes must be written (inf if there are none)."""
@@ -179,12 +193,7 @@ class Pipeline:
     def _advance(self, force: bool = False) -> list[Message]:
         if self.in_flight is not None or not (self.waiting or force):
             return []
-        group, self.waiting = self.waiting, Group()
-        if self.deferred is not None:
-            # Older than anything waiting: written first, so newer states win.
-            merged = Group(self.deferred, batches=1)
-            merged.add(group.persist, group.messages)
-            group, self.deferred = merged, None
+        group, self.waiting = self._after_deferred(self.waiting), Group()
         if group.persist is None:
             return group.messages  # nothing to make durable, nothing before it pending
         self.in_flight = group
@@ -203,9 +212,7 @@ class Pipeline:
         if self.error is not None:
             raise self.error
         group, self.in_flight = self.in_flight, None
-        self.commits += 1
-        if self.on_commit is not None:
-            self.on_commit(self._duration)
+        self._counted(self._duration)
         out = group.messages if group is not None else []
         return out + self._advance()
 

@@ -258,10 +258,7 @@ class NodeServer:
                     try:
                         out.send(pipeline.completed())
                     except StorageError as exc:
-                        log.error("node %d: cannot commit to %s (%s); stopping without "
-                                  "acknowledging the batch", self.node_id,
-                                  pipeline.storage.path, exc)
-                        return 1
+                        return self._commit_failed(pipeline, exc)
                     continue
                 if type(sock) is int:
                     if door is not None:
@@ -343,10 +340,7 @@ class NodeServer:
                 try:
                     out.send(pipeline.commit_here(persist, batch.messages))
                 except StorageError as exc:
-                    log.error("node %d: cannot commit to %s (%s); stopping without "
-                              "acknowledging the batch", self.node_id,
-                              pipeline.storage.path, exc)
-                    return 1
+                    return self._commit_failed(pipeline, exc)
             else:
                 out.send(pipeline.submit(persist, batch.messages, now))
         # Shutdown: let the commits in flight finish and their replies go out.
@@ -358,6 +352,13 @@ class NodeServer:
             return 1
         log.info("node %d stopping (%d keys)", self.node_id, len(core.keys))
         return 0
+
+    def _commit_failed(self, pipeline: Pipeline, exc: StorageError) -> int:
+        """A commit failed, in either thread: stop (exit 1) without sending its replies
+        (fail-stop, WRITEUP section 4.6)."""
+        log.error("node %d: cannot commit to %s (%s); stopping without acknowledging the "
+                  "batch", self.node_id, pipeline.storage.path, exc)
+        return 1
 
     def _on_router(self, core: NodeCore, ident: zmq.Frame, body: list[bytes],
                    now: float) -> None:
