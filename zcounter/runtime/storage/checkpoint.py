@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 import orjson
@@ -33,6 +34,13 @@ DB_NAME = "zcounter.sqlite3"
 #: keys share pages and a small cache suffices; it counts in the node's memory (the
 #: million-key target is 400 MB).
 _CACHE_KIB = 8 * 1024
+#: Rows per INSERT statement in a checkpoint (800 variables: under the 999 of SQLite
+#: builds before 3.32).  Python's sqlite3 releases the GIL around every statement step
+#: and takes it back after: one row per step made a checkpoint thread hand the GIL back
+#: and forth with the node's busy loop once per row.  300,000 rows took 31.5 s beside a
+#: thread running Python (switch interval 0.2 ms, as in the node; 128 s at 5 ms) and
+#: 2.0 s with 400 rows per statement (docs/measurements/checkpoint_gil.py).
+ROWS_PER_STATEMENT = 400
 
 
 class Checkpoint:
@@ -110,15 +118,16 @@ class Checkpoint:
             # Sorted: neighbouring keys share B-tree pages, so a big checkpoint writes
             # each page once instead of once per key.
             # A generator, not a list of a million tuples (a bootstrap's checkpoint).
-            conn.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?)",
-                             ((key, states[key]) for key in sorted(states)))
-            for rid, entry in rid_ops.items():
-                if entry is None:
-                    conn.execute("DELETE FROM request_ids WHERE rid = ?", (rid,))
-                else:
-                    _, key, target = entry
-                    conn.execute("INSERT OR IGNORE INTO request_ids VALUES (?, ?, ?)", (
-                        rid, key, orjson.dumps({s: list(r) for s, r in target.items()})))
+            _insert_rows(conn, "INSERT OR REPLACE INTO counters VALUES ", 2,
+                         ((key, states[key]) for key in sorted(states)))
+            forgotten = [(rid,) for rid, entry in rid_ops.items() if entry is None]
+            for i in range(0, len(forgotten), ROWS_PER_STATEMENT):
+                chunk = forgotten[i:i + ROWS_PER_STATEMENT]
+                conn.execute("DELETE FROM request_ids WHERE rid IN ("
+                             + ",".join("?" * len(chunk)) + ")", [r for r, in chunk])
+            _insert_rows(conn, "INSERT OR IGNORE INTO request_ids VALUES ", 3, (
+                (rid, entry[1], orjson.dumps({s: list(r) for s, r in entry[2].items()}))
+                for rid, entry in rid_ops.items() if entry is not None))
             conn.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint_lsn'", (str(lsn),))
             conn.execute("COMMIT")
         except BaseException:
@@ -130,6 +139,18 @@ class Checkpoint:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _insert_rows(conn: sqlite3.Connection, insert: str, width: int,
+                 rows: Iterable[tuple[object, ...]]) -> None:
+    """``insert`` (ending in ``VALUES``) of every row of ``width`` values, in order,
+    :data:`ROWS_PER_STATEMENT` rows per statement."""
+    one = "(" + ",".join("?" * width) + ")"
+    full = insert + ",".join([one] * ROWS_PER_STATEMENT)
+    rows = iter(rows)
+    while chunk := list(islice(rows, ROWS_PER_STATEMENT)):
+        sql = full if len(chunk) == ROWS_PER_STATEMENT else insert + ",".join([one] * len(chunk))
+        conn.execute(sql, [value for row in chunk for value in row])
 
 
 def _target(obj: object) -> dict[str, Record]:
