@@ -1,4 +1,4 @@
-"""py-spy profiles of node 3 (and node 1, which answers it) while node 3 catches up after
+"""py-spy profiles of node 3 (and nodes 1 and 2, one of which answers it) while node 3 catches up after
 a wiped restart (MODE wipe) or a SIGKILL while 10,000 keys changed (MODE cut), N keys each
 written at each node (WRITEUP.md sections 3.4, 3.5).
 
@@ -29,7 +29,7 @@ try:
         time.sleep(1); ref = c.status(1)
     t0 = time.perf_counter(); proc = c.start(3)
     ans = wait_answering(c.router(3), t0, proc, 300)
-    s3 = spy(c.pid(3), f"{mode}_node3.txt"); s1 = spy(c.pid(1), f"{mode}_node1.txt")
+    spies = [spy(c.pid(i), f"{mode}_node{i}.txt") for i in (3, 1, 2)]
     while True:
         st = c.status(3)
         if st["keys"] == ref["keys"] and not st["bootstrapping"] and st["root"] == c.status(1)["root"]:
@@ -37,7 +37,7 @@ try:
         if time.perf_counter() - t0 > 600: print("timeout"); break
         time.sleep(0.05)
     full = time.perf_counter() - t0
-    for s in (s3, s1): s.send_signal(2); s.wait()
+    for s in spies: s.send_signal(2); s.wait()
     print(mode, "answer", round(ans, 2), "full", round(full, 2), flush=True)
     for i in (1, 2, 3): print(i, {k: v for k, v in c.stats(i).items() if "sync" in k or "repair" in k or "given" in k or "reply" in k or "merge" in k})
     print(subprocess.run(["grep", "-h", "-E", "repair|bootstrap|abandon|loaded", str(c.log_path(3)), str(c.log_path(1)), str(c.log_path(2))], capture_output=True, text=True).stdout[-3000:])

@@ -203,6 +203,22 @@ def test_peer_messages_from_unknown_nodes_or_with_bad_slots_are_dropped():
     assert not out.persist or not out.persist.states
 
 
+def test_a_batch_that_moved_many_states_asks_to_end():
+    """The runtime ends a batch (takes its outputs) once it merged or answered
+    BATCH_STATES keys' states, so the requests a repair page produced leave at once."""
+    from zcounter.protocol.node import BATCH_STATES
+
+    c = core(1)
+    c.take_outputs()
+    half = {f"k{i}": {slot(2): (1, 0, 0, 0)} for i in range(BATCH_STATES // 2)}
+    c.handle_broadcast(Delta(2, "e2", 1, half), 0.0)
+    assert not c.batch_full  # a delta of a busy batch elsewhere: keep reading
+    c.handle_request(("peer", 2), Fetch(1, 2, tuple(half)), 0.0)
+    assert c.batch_full  # merged half, answered the other half
+    c.take_outputs()
+    assert not c.batch_full
+
+
 # --------------------------------------------------------------------------- replication
 
 

@@ -62,7 +62,7 @@ SEGMENTS_PER_REQUEST = 1024
 STATES_PER_PAGE = 4000
 PAGE_BYTES = 2 * 1024 * 1024
 #: Requests of one sync in flight at once.
-WINDOW = 2
+WINDOW = 4
 
 
 class Phase(Enum):

@@ -272,6 +272,8 @@ class NodeServer:
                 recv = sock.recv
                 more = sock.getsockopt
                 for _ in range(max_batch):
+                    if core.batch_full:
+                        break  # the rest is read next cycle (zmq's poll is level-triggered)
                     # Frame by frame with int flags: pyzmq's recv_multipart costs ~2.5x
                     # as much per message (enum flag arithmetic, list building).
                     if sock is router:
