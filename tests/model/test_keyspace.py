@@ -361,3 +361,24 @@ def test_merge_many_joins_every_key_or_none_when_one_would_overflow():
     assert ks.merge_many({"b": {A: (1, 0, 0, 0)}, "a": {B: (1, 0, 0, 0)}}) == 2
     assert ks.merge_many({"b": {A: (1, 0, 0, 0)}}) == 0  # nothing grew
     assert ks.value("a") == MAX_TOTAL and ks.value("b") == 1
+
+
+@given(contents, contents, st.booleans())
+def test_merge_many_into_absent_keys_stores_what_merge_and_flush_would(held, incoming,
+                                                                         flushed):
+    """merge_many packs keys it holds nothing of at once (the bootstrap's fast path): the
+    packed states, tree, live count and flush report are those of the general path."""
+    fast, slow = keyspace(held, flush=flushed), keyspace(held, flush=flushed)
+    grown = fast.merge_many(incoming)
+    slow_grown = 0
+    for key, state in incoming.items():
+        slow_grown += slow.merge(key, state)
+    out_fast, out_slow = fast.flush(), slow.flush()
+    assert grown == slow_grown
+    assert out_fast.changed == out_slow.changed
+    assert out_fast.new_slots == out_slow.new_slots
+    assert fast._packed == slow._packed
+    assert fast.tree == slow.tree and fast.tree.root == slow.tree.root
+    assert fast.live == slow.live and len(fast) == len(slow)
+    assert sorted(fast.keys_in_segments(range(1 << 16))) == sorted(
+        slow.keys_in_segments(range(1 << 16)))

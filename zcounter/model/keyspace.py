@@ -152,6 +152,8 @@ class Keyspace:
         self.tree = HashTree()
         self._packed: dict[str, bytes] = {}
         self._hot: dict[str, _Hot] = {}
+        #: Keys stored by merge_many's fast path in this batch (key -> packed state).
+        self._adopted: dict[str, bytes] = {}
         self._segments: dict[int, list[str]] = {}
         self._sorted: SortedList | None = None
         #: Keys with an update no reset has covered (what ``keys`` lists).
@@ -350,13 +352,23 @@ class Keyspace:
     def merge_many(self, states: Mapping[str, State]) -> int | None:
         """Join every key's state - or none of them if any key would pass a bound (then
         None).  Returns how many keys grew.  Each key is unpacked once for both the
-        check and the join (a repair page merges thousands of keys)."""
-        touched: list[tuple[_Hot, State]] = []
+        check and the join (a repair page merges thousands of keys); a key this node
+        does not hold at all is packed at once (:meth:`_adopt`)."""
+        touched: list[tuple[str, _Hot | None, State]] = []
         index = self.slots.index
+        packed = self._packed
+        hot_keys = self._hot
         for key, state in states.items():
             if not state:
                 continue
-            hot = self._hot.get(key) or self._touch(key)
+            hot = hot_keys.get(key)
+            if hot is None and key not in packed:
+                if (sum(r[0] for r in state.values()) > MAX_TOTAL
+                        or sum(r[1] for r in state.values()) > MAX_TOTAL):
+                    return None
+                touched.append((key, None, state))
+                continue
+            hot = hot or self._touch(key)
             records = hot.records
             p_total = n_total = -1
             for name, rec in state.items():
@@ -372,10 +384,15 @@ class Keyspace:
                         n_total += rec[1] - mine[1]
             if p_total > MAX_TOTAL or n_total > MAX_TOTAL:
                 return None
-            touched.append((hot, state))
+            touched.append((key, hot, state))
         intern = self.slots.intern
+        adopt = self._adopt
         grown = 0
-        for hot, state in touched:
+        for key, hot, state in touched:  # in order: slots are interned as merge() would
+            if hot is None:
+                adopt(key, state)
+                grown += 1
+                continue
             records = hot.records
             hot.value = hot.totals = None
             grew = False
@@ -392,6 +409,35 @@ class Keyspace:
                         grew = True
             grown += grew
         return grown
+
+    def _adopt(self, key: str, state: State) -> None:
+        """Store the state of a key this node holds nothing of, packed at once: what
+        :meth:`flush` would do after a merge into an empty key, without the unpacked
+        "hot" entry and the comparison with what it was.  A wiped node's bootstrap
+        merges every key this way (WRITEUP.md section 3.5 has the before and after)."""
+        intern = self.slots.intern
+        name_bytes = self.slots.name_bytes
+        digest = key_digest(key.encode())
+        h = 0
+        records = []
+        live = False
+        for name, rec in state.items():
+            s = intern(name)
+            h ^= record_hash(digest, name_bytes[s], rec)
+            records.append((s, rec))
+            live = live or rec[0] > rec[2] or rec[1] > rec[3]
+        records.sort()
+        pack_rec = _REC.pack
+        packed = _HEAD.pack(h, _LIVE if live else 0) + b"".join(
+            [pack_rec(s, r[0], r[1], r[2], r[3]) for s, r in records])
+        segment = segment_of(digest)
+        if h:
+            self.tree.toggle(segment, h)
+        self._packed[key] = self._adopted[key] = packed
+        self._segments.setdefault(segment, []).append(key)
+        if self._sorted is not None:
+            self._sorted.add(key)
+        self.live += live
 
     def merge(self, key: str, state: State) -> bool:
         """Join ``state`` (by slot name) into ``key``; True if anything grew.
@@ -424,6 +470,8 @@ class Keyspace:
     def flush(self) -> Flushed:
         """End of batch: repack changed keys, update the tree and indexes, report."""
         out = Flushed(new_slots=self.slots.take_added())
+        if self._adopted:
+            out.changed, self._adopted = self._adopted, {}
         if not self._hot:
             return out
         names = self.slots.names
@@ -469,4 +517,4 @@ class Keyspace:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._hot)
+        return bool(self._hot or self._adopted)
