@@ -205,12 +205,12 @@ def test_peer_messages_from_unknown_nodes_or_with_bad_slots_are_dropped():
 
 def test_a_batch_that_moved_many_states_asks_to_end():
     """The runtime ends a batch (takes its outputs) once it merged or answered
-    BATCH_STATES keys' states, so the requests a repair page produced leave at once."""
-    from zcounter.protocol.node import BATCH_STATES
+    BATCH_KEYS keys' states, so the requests a repair page produced leave at once."""
+    from zcounter.protocol.node import BATCH_KEYS
 
     c = core(1)
     c.take_outputs()
-    half = {f"k{i}": {slot(2): (1, 0, 0, 0)} for i in range(BATCH_STATES // 2)}
+    half = {f"k{i}": {slot(2): (1, 0, 0, 0)} for i in range(BATCH_KEYS // 2)}
     c.handle_broadcast(Delta(2, "e2", 1, half), 0.0)
     assert not c.batch_full  # a delta of a busy batch elsewhere: keep reading
     c.handle_request(("peer", 2), Fetch(1, 2, tuple(half)), 0.0)
@@ -687,6 +687,23 @@ def test_keys_replayed_at_start_are_published_again():
     link.flush()
     assert link.cores[2].keys.value("unsent") == 7
     assert link.cores[2].stats["syncs_completed"] == 0 or link.cores[2].sync is None
+
+
+def test_republishing_waits_while_the_node_runs_its_own_repair():
+    """The repair a restarted node runs gives back what it holds more of; republishing
+    5,000 keys a batch meanwhile slowed the peer that answers it."""
+    from zcounter.protocol.repair import SyncSession
+
+    ks = Keyspace()
+    ks.merge("k", {slot(1): (3, 0, 0, 0)})
+    ks.flush()
+    c = NodeCore(1, [1, 2], incarnation(1), "e1", S, 0.0, ks, None, False,
+                 republish=["k"])
+    c.repair.sync = SyncSession(2, 0.0, 0.0)
+    assert not [d for d in published(c.take_outputs()) if isinstance(d, Delta)]
+    c.repair.sync = None
+    assert [d.states for d in published(c.take_outputs()) if isinstance(d, Delta)] == [
+        {"k": {slot(1): (3, 0, 0, 0)}}]
 
 
 # --------------------------------------------------------------------------- anti-entropy

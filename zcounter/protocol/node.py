@@ -104,14 +104,14 @@ from .rids import RidLog
 MAX_KEYS_PER_MESSAGE = 5000
 #: Outstanding peer requests are forgotten after this long (their answers are dropped).
 REQUEST_HORIZON_S = 60.0
-#: A batch that has merged or answered this many keys' states asks to end (see
+#: A batch that has merged, answered or compared this many keys asks to end (see
 #: :attr:`NodeCore.batch_full`).  A batch's messages leave only at its end, and a node
 #: catching up read every repair page waiting for it (pages of up to 4,000 states) into
 #: one batch: the requests for the next pages left only after all of them were merged,
 #: and both sides then waited on each other (traced at 100,000 keys: ~130 ms idle after
 #: every four pages; the wiped node's poll was 31 % of its loop, the answering node's
 #: 58 %).  One page per batch keeps requests flowing while pages are merged.
-BATCH_STATES = 1000
+BATCH_KEYS = 1000
 
 _NO_STATES: States = {}
 
@@ -171,7 +171,7 @@ class NodeCore:
         self._batch_rids: list[RidEntry] = []
         self._republish = list(republish)
         self._sync_commit = False
-        self._batch_states = 0
+        self._batch_keys = 0
         self._heartbeat_due = True
         self._next_heartbeat = now
         self.repair = AntiEntropy(self, now)
@@ -289,7 +289,7 @@ class NodeCore:
                 # commits (e.g. power loss with a lying disk).  Max-merge heals it.
                 self.log(f"node {sender} holds more of our slot {own} for {key!r} than "
                           "we do: local storage lost data", LogLevel.WARNING)
-        self._batch_states += len(states)
+        self._batch_keys += len(states)
         grew = keys.merge_many(states)
         if grew is None:
             self._drop(f"states from node {sender} would take a key past 2**63-1")
@@ -493,7 +493,7 @@ class NodeCore:
         node = self.node_id
         if isinstance(request, Fetch):
             states = {k: st for k in request.keys if (st := self.keys.state(k))}
-            self._batch_states += len(states)
+            self._batch_keys += len(states)
             self._out.append(ToClient(client, StatesReply(request.id, node, states)))
         elif isinstance(request, Merge):
             # The answer tells the sender we hold these durably: an fsync must precede
@@ -512,7 +512,7 @@ class NodeCore:
             self._out.append(ToClient(client, answer_segments(self.keys, request, node)))
         elif isinstance(request, SyncKeys):
             answer = answer_keys(self.keys, request, node)
-            self._batch_states += len(answer.states)
+            self._batch_keys += len(answer.states) + len(request.entries)
             self._out.append(ToClient(client, answer))
         elif isinstance(request, RidPull):
             entries, cursor, more = self.rids.page(request.epoch, request.after)
@@ -696,15 +696,20 @@ class NodeCore:
 
     @property
     def batch_full(self) -> bool:
-        """The batch has moved :data:`BATCH_STATES` keys' states: the runtime should take
-        its outputs now rather than read more input into it."""
-        return self._batch_states >= BATCH_STATES
+        """The batch has merged, answered or compared :data:`BATCH_KEYS` keys: the
+        runtime should take its outputs now rather than read more input into it."""
+        return self._batch_keys >= BATCH_KEYS
 
     def take_outputs(self) -> Outputs:
         """Everything the batch produced.  Commit ``persist`` before sending ``messages``."""
         flushed = self.keys.flush()
-        if self._republish:
-            # A chunk per batch: deltas stay bounded and the loop stays responsive.
+        if self._republish and self.repair.sync is None:
+            # A chunk per batch: deltas stay bounded and the loop stays responsive.  Held
+            # while our own repair runs: peers merging 5,000 republished states a batch
+            # answered that repair at half speed (a node restarted at a million keys
+            # took ~5 s to catch up on 10,000 changed keys, its loop idle 54 % of it;
+            # docs/measurements/profile_repair.py 1000000 OUT cut), and the repair
+            # gives back to its peer every key we hold more of anyway.
             chunk = self._republish[:MAX_KEYS_PER_MESSAGE]
             del self._republish[:MAX_KEYS_PER_MESSAGE]
             self.seq += 1
@@ -729,7 +734,7 @@ class NodeCore:
         rids, forget = self.rids.take_changes()
         persist = Persist(flushed.changed, flushed.new_slots, rids, forget, self._sync_commit)
         self._sync_commit = False
-        self._batch_states = 0
+        self._batch_keys = 0
         out, self._out = self._out, []
         logs, self._logs = self._logs, []
         return Outputs(persist if persist else None, out, logs)
