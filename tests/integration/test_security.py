@@ -741,7 +741,11 @@ def test_rotating_a_node_key_with_a_rolling_restart(secure: LocalCluster) -> Non
     for node in (2, 3):
         with Client(node, config=old_config, cert=secure.cert) as c:
             c.increment(1, key="rot")
-    assert liveness(secure, 2, 1) != "live"
+    # Node 2 finds node 1 silent one peer timeout after the old node 1's last message;
+    # the writes above can take less than that (this asserted at once, and failed when
+    # they did: node 2 logged "node 1 silent" ~0.1 s after the check).
+    wait_for(lambda: liveness(secure, 2, 1) != "live", 10.0,
+             what="node 2 to find node 1 silent")
     for node in (2, 3):
         secure.kill(node, signal.SIGTERM)
         secure.start(node)
