@@ -37,9 +37,10 @@ _CACHE_KIB = 8 * 1024
 #: Rows per INSERT statement in a checkpoint (800 variables: under the 999 of SQLite
 #: builds before 3.32).  Python's sqlite3 releases the GIL around every statement step
 #: and takes it back after: one row per step made a checkpoint thread hand the GIL back
-#: and forth with the node's busy loop once per row.  300,000 rows took 31.5 s beside a
-#: thread running Python (switch interval 0.2 ms, as in the node; 128 s at 5 ms) and
-#: 2.0 s with 400 rows per statement (docs/measurements/checkpoint_gil.py).
+#: and forth with the node's busy loop once per row.  300,000 rows took 26.3 s beside a
+#: thread running Python (switch interval 0.2 ms, as in the node; 167 s at 5 ms) and
+#: 2.2 s with 400 rows per statement (docs/measurements/checkpoint_gil-results.txt);
+#: meanwhile the states it writes stay in memory (WRITEUP.md section 4.3).
 ROWS_PER_STATEMENT = 400
 
 
