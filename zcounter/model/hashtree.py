@@ -35,13 +35,15 @@ SEGMENTS = 1 << SEGMENT_BITS
 BUCKETS = 1 << BUCKET_BITS
 SEGMENTS_PER_BUCKET = SEGMENTS // BUCKETS
 
-_FIELDS = struct.Struct("<QQQQ")
-_xxh = xxhash.xxh3_64_intdigest
+#: A record's four fields as hashed (with its slot's name after them), and the hash:
+#: public for the one caller that inlines :func:`record_hash` (Keyspace._adopt).
+RECORD_FIELDS = struct.Struct("<QQQQ")
+xxh64 = xxhash.xxh3_64_intdigest
 
 
 def key_digest(key_bytes: bytes) -> int:
     """64-bit hash of a key: its segment, and the seed of its records' hashes."""
-    return _xxh(key_bytes)
+    return xxh64(key_bytes)
 
 
 def segment_of(digest: int) -> int:
@@ -50,7 +52,7 @@ def segment_of(digest: int) -> int:
 
 def record_hash(digest: int, slot: bytes, rec: Sequence[int]) -> int:
     """Hash of one record of the key whose digest is ``digest``."""
-    return _xxh(_FIELDS.pack(rec[0], rec[1], rec[2], rec[3]) + slot, digest)
+    return xxh64(RECORD_FIELDS.pack(rec[0], rec[1], rec[2], rec[3]) + slot, digest)
 
 
 class HashTree:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from sortedcontainers import SortedList
 
-from .hashtree import HashTree, key_digest, record_hash, segment_of
+from .hashtree import RECORD_FIELDS, HashTree, key_digest, record_hash, segment_of, xxh64
 from .pncounter import MAX_TOTAL, ZERO, Overflow, Record, State
 
 _REC = struct.Struct("<IQQQQ")
@@ -368,8 +368,11 @@ class Keyspace:
                 continue
             hot = hot_keys.get(key)
             if hot is None and key not in packed:
-                if (sum(r[0] for r in state.values()) > MAX_TOTAL
-                        or sum(r[1] for r in state.values()) > MAX_TOTAL):
+                p_sum = n_sum = 0
+                for r in state.values():
+                    p_sum += r[0]
+                    n_sum += r[1]
+                if p_sum > MAX_TOTAL or n_sum > MAX_TOTAL:
                     return None
                 touched.append((key, None, state))
                 continue
@@ -420,21 +423,28 @@ class Keyspace:
         :meth:`flush` would do after a merge into an empty key, without the unpacked
         "hot" entry and the comparison with what it was.  A wiped node's bootstrap
         merges every key this way (WRITEUP.md section 3.5 has the before and after)."""
-        intern = self.slots.intern
+        # record_hash inlined (the same function: the test against merge() and flush()
+        # compares the trees), and one loop for both sums in merge_many: a fresh key of
+        # three slots merged and flushed in 7.3 us instead of 11.0 (timeit, 40,000 keys).
+        index = self.slots.index
         name_bytes = self.slots.name_bytes
-        digest = key_digest(key.encode())
+        fields = RECORD_FIELDS.pack
+        digest = xxh64(key.encode())
         h = 0
         records = []
         live = False
-        for name, rec in state.items():
-            s = intern(name)
-            h ^= record_hash(digest, name_bytes[s], rec)
-            records.append((s, rec))
-            live = live or rec[0] > rec[2] or rec[1] > rec[3]
+        for name, (p, n, bp, bn) in state.items():
+            s = index.get(name)
+            if s is None:
+                s = self.slots.intern(name)
+            h ^= xxh64(fields(p, n, bp, bn) + name_bytes[s], digest)
+            records.append((s, p, n, bp, bn))
+            if p > bp or n > bn:
+                live = True
         records.sort()
         pack_rec = _REC.pack
         packed = _HEAD.pack(h, _LIVE if live else 0) + b"".join(
-            [pack_rec(s, r[0], r[1], r[2], r[3]) for s, r in records])
+            [pack_rec(*r) for r in records])
         segment = segment_of(digest)
         if h:
             self.tree.toggle(segment, h)

@@ -201,9 +201,8 @@ def answer_keys(keyspace: Keyspace, request: SyncKeys, node: int) -> SyncStates:
         listed = theirs.get(segment, {})
         for key in keyspace.keys_in_segments((segment,)):
             h = listed.pop(key) if key in listed else None
-            mine = keyspace.key_hash(key)
-            if h == mine:
-                continue
+            if h is not None and h == keyspace.key_hash(key):
+                continue  # (a key they did not list is sent without hashing ours)
             state = keyspace.state(key)
             states[key] = state
             size += len(key) + 8 + 40 * len(state)
