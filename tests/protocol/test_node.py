@@ -204,8 +204,8 @@ def test_peer_messages_from_unknown_nodes_or_with_bad_slots_are_dropped():
 
 
 def test_a_batch_that_moved_many_states_asks_to_end():
-    """The runtime ends a batch (takes its outputs) once it merged or answered
-    BATCH_KEYS keys' states, so the requests a repair page produced leave at once."""
+    """The runtime ends a batch (takes its outputs) once it merged, answered or compared
+    BATCH_KEYS keys, so the requests a repair page produced leave at once."""
     from zcounter.protocol.node import BATCH_KEYS
 
     c = core(1)

@@ -429,7 +429,7 @@ class Keyspace:
         index = self.slots.index
         name_bytes = self.slots.name_bytes
         fields = RECORD_FIELDS.pack
-        digest = xxh64(key.encode())
+        digest = key_digest(key.encode())
         h = 0
         records = []
         live = False

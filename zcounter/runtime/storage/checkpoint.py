@@ -121,11 +121,11 @@ class Checkpoint:
             # A generator, not a list of a million tuples (a bootstrap's checkpoint).
             _insert_rows(conn, "INSERT OR REPLACE INTO counters VALUES ", 2,
                          ((key, states[key]) for key in sorted(states)))
-            forgotten = [(rid,) for rid, entry in rid_ops.items() if entry is None]
+            forgotten = [rid for rid, entry in rid_ops.items() if entry is None]
             for i in range(0, len(forgotten), ROWS_PER_STATEMENT):
                 chunk = forgotten[i:i + ROWS_PER_STATEMENT]
                 conn.execute("DELETE FROM request_ids WHERE rid IN ("
-                             + ",".join("?" * len(chunk)) + ")", [r for r, in chunk])
+                             + ",".join("?" * len(chunk)) + ")", chunk)
             _insert_rows(conn, "INSERT OR IGNORE INTO request_ids VALUES ", 3, (
                 (rid, entry[1], orjson.dumps({s: list(r) for s, r in entry[2].items()}))
                 for rid, entry in rid_ops.items() if entry is not None))
