@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zcounter.errors import ProtocolError
+from zcounter.model.page import StatePage
 from zcounter.model.pncounter import MAX_STEP, MAX_TOTAL, make_slot
 from zcounter.protocol import codec
 from zcounter.protocol.codec import (
@@ -149,7 +150,8 @@ peer_replies = st.one_of(
     st.builds(StatesReply, req_ids, node_ids, states),
     st.builds(SyncDiff, req_ids, node_ids,
               st.lists(st.integers(0, 65535), max_size=5).map(tuple), applied),
-    st.builds(SyncStates, req_ids, node_ids, states, st.lists(keys, max_size=4).map(tuple),
+    st.builds(SyncStates, req_ids, node_ids, states.map(StatePage.of),
+              st.lists(keys, max_size=4).map(tuple),
               st.integers(0, 65536)),
     st.builds(RidPage, req_ids, node_ids, rid_entries, epochs, st.integers(0, MAX_TOTAL),
               st.booleans()),
@@ -205,6 +207,15 @@ def test_zcounter_0_1_requests_still_decode_to_the_default_key():
     assert decode_request(b'{"op": "getCount", "id": 2}') == Get(2)
     assert decode_request(b'{"op": "decrement", "id": 3, "key": "k", "by": 2}') == \
         Add(3, "k", -2)
+
+
+def test_a_page_by_slot_name_from_a_0_2_0_node_is_read():
+    """zcounter 0.2.0 sent a repair's states by slot name: a node of this version reads
+    them (an old node does not read the new pages: the CHANGELOG says so)."""
+    old = (b'{"t": "ss", "id": 1, "n": 2, "d": ["j"], "c": 3, "s": {"k": {"'
+           + S1.encode() + b'": [5, 1]}}}')
+    reply = decode_peer_reply(old)
+    assert reply == SyncStates(1, 2, StatePage.of({"k": {S1: (5, 1, 0, 0)}}), ("j",), 3)
 
 
 def test_records_drop_trailing_zeros_on_the_wire():
@@ -349,8 +360,36 @@ BAD_PEER_REPLIES = {
         "a record is",
     b'{"t": "sd", "id": 1, "n": 2, "i": [65536]}': "field 'i' must hold integers",
     b'{"t": "sd", "id": 1, "n": 2, "i": [], "a": []}': "field 'a'",
-    b'{"t": "ss", "id": 1, "n": 2, "s": {}, "d": [""], "c": 0}': "field 'd' must be a non-empty",
-    b'{"t": "ss", "id": 1, "n": 2, "s": {}, "d": [], "c": true}': "field 'c' must be an integer",
+    b'{"t": "ss", "id": 1, "n": 2, "l": [], "s": {}, "d": [""], "c": 0}':
+        "field 'd' must be a non-empty",
+    b'{"t": "ss", "id": 1, "n": 2, "l": [], "s": {}, "d": [], "c": true}':
+        "field 'c' must be an integer",
+    b'{"t": "ss", "id": 1, "n": 2, "l": null, "s": {}, "d": [], "c": 0}':
+        "field 'l' must be a list",
+    b'{"t": "ss", "id": 1, "n": 2, "s": {"k": {"x": [1]}}, "d": [], "c": 0}':
+        "malformed slot name",
+    b'{"t": "ss", "id": 1, "n": 2, "l": ["x"], "s": {}, "d": [], "c": 0}':
+        "field 'l': malformed slot name 'x'",
+    b'{"t": "ss", "id": 1, "n": 2, "l": ["9.0123456789ab", "9.0123456789ab"], "s": {},'
+    b' "d": [], "c": 0}': "names a slot twice",
+    b'{"t": "ss", "id": 1, "n": 2, "l": [], "s": [], "d": [], "c": 0}': "field 's' must be",
+    b'{"t": "ss", "id": 1, "n": 2, "l": ["9.0123456789ab"], "s": {"": []}, "d": [], "c": 0}':
+        "must be a non-empty string",
+    b'{"t": "ss", "id": 1, "n": 2, "l": ["9.0123456789ab"], "s": {"k": [0, 1, 0, 0]},'
+    b' "d": [], "c": 0}': "must be a list of records",
+    b'{"t": "ss", "id": 1, "n": 2, "l": ["9.0123456789ab"], "s": {"k": [1, 1, 0, 0, 0]},'
+    b' "d": [], "c": 0}': "a record is a slot index (increasing, below 1)",
+    b'{"t": "ss", "id": 1, "n": 2, "l": ["9.0123456789ab"], "s": {"k": [0, 1, 0, 2, 0]},'
+    b' "d": [], "c": 0}': "with bp <= p",
+    b'{"t": "ss", "id": 1, "n": 2, "l": ["9.0123456789ab"], "s": {"k": [0, 1.5, 0, 0, 0]},'
+    b' "d": [], "c": 0}': "a record is",
+    b'{"t": "ss", "id": 1, "n": 2, "l": ["9.0123456789ab"], "s": {"k": [0, true, 0, 0, 0]},'
+    b' "d": [], "c": 0}': "a record is",
+    b'{"t": "ss", "id": 1, "n": 2, "l": ["9.0123456789ab", "8.0123456789ab"],'
+    b' "s": {"k": [1, 1, 0, 0, 0, 0, 1, 0, 0, 0]}, "d": [], "c": 0}': "(increasing",
+    b'{"t": "ss", "id": 1, "n": 2, "l": ["9.0123456789ab", "8.0123456789ab"],'
+    b' "s": {"k": [0, 9223372036854775807, 0, 0, 0, 1, 1, 0, 0, 0]}, "d": [], "c": 0}':
+        "totals pass 2**63-1",
     b'{"t": "rp", "id": 1, "n": 2, "r": [], "e": null, "c": 0}': "field 'e'",
     b'{"t": "rp", "id": 1, "n": 2, "r": [], "e": "x", "c": -1}': "field 'c'",
     b'{"t": "xx", "id": 1, "n": 2}': "unknown peer reply type",

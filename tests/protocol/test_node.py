@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from zcounter.config import Settings
 from zcounter.model.keyspace import Keyspace
+from zcounter.model.page import StatePage
 from zcounter.model.pncounter import MAX_TOTAL, make_slot
 from zcounter.protocol import rids as rids_module
 from zcounter.protocol.messages import (
@@ -201,6 +202,32 @@ def test_peer_messages_from_unknown_nodes_or_with_bad_slots_are_dropped():
     out = b.take_outputs()
     assert not [m for m in out.messages if isinstance(m, ToClient)]
     assert not out.persist or not out.persist.states
+
+
+def test_a_page_is_dropped_only_for_a_used_slot_of_an_unknown_node():
+    """A repair page carries the answering node's whole slot table: a slot it holds of
+    a node we do not know drops the page only if one of the page's records uses it."""
+    b = core(2)
+    b.take_outputs()
+    stranger = make_slot(9, "a" * 12)
+    assert b.accept_page(StatePage((slot(1), stranger), {"k": [0, 4, 0, 0, 0]}), 1) == 1
+    used = StatePage((slot(1), stranger), {"j": [0, 1, 0, 0, 0, 1, 5, 0, 0, 0]})
+    assert b.accept_page(used, 1) is None
+    assert b.keys.value("k") == 4 and "j" not in b.keys
+    assert b.stats["dropped_peer_messages"] == 1
+
+
+def test_a_page_holding_more_of_our_own_slot_is_merged_with_a_warning():
+    ks = Keyspace()
+    ks.merge("k", {slot(2): (3, 0, 0, 0)})
+    ks.flush()
+    b = core(2, keyspace=ks)
+    b.take_outputs()
+    page = StatePage.of({"k": {slot(2): (5, 0, 0, 0), slot(1): (1, 0, 0, 0)},
+                         "j": {slot(2): (1, 0, 0, 0)}})
+    assert b.accept_page(page, 1) == 2 and b.keys.value("k") == 6
+    warnings = [log.text for log in b.take_outputs().logs if "lost data" in log.text]
+    assert len(warnings) == 2 and "'k'" in warnings[0] and "'j'" in warnings[1]
 
 
 def test_a_batch_that_moved_many_states_asks_to_end():

@@ -1,3 +1,4 @@
 """The replicated data model, pure (no I/O): a PN-counter with observed reset per key
-(:mod:`.pncounter`), the compact keyspace that holds them (:mod:`.keyspace`) and the hash
-tree that lets two nodes find which keys differ (:mod:`.hashtree`)."""
+(:mod:`.pncounter`), the compact keyspace that holds them (:mod:`.keyspace`), the hash
+tree that lets two nodes find which keys differ (:mod:`.hashtree`) and the page of states
+a repair moves (:mod:`.page`)."""

@@ -73,7 +73,7 @@ class AntiEntropy:
         if isinstance(reply, SyncDiff):
             sync.on_diff(reply, core.keys)
         elif isinstance(reply, SyncStates):
-            grew = core.accept(reply.states, reply.node)
+            grew = core.accept_page(reply.states, reply.node)
             if grew is None:
                 self._abort("dropped a malformed page")
                 return

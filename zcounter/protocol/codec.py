@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from ..errors import ProtocolError
+from ..model.page import REC_INTS, StatePage
 from ..model.pncounter import MAX_STEP, MAX_TOTAL, Record, is_valid_record, slot_node
 from .messages import (
     DEFAULT_KEY,
@@ -75,6 +76,8 @@ MAX_STATES = 200_000
 MAX_SLOTS_PER_KEY = 10_000
 MAX_RIDS = 50_000
 MAX_HASHES = 1 << 16
+#: Slot names one page of states may name (a node sends its whole table up to 1,024).
+MAX_PAGE_SLOTS = 4096
 
 _RID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 _EPOCH_MAX = 64
@@ -220,6 +223,46 @@ def _states(value: Any, field: str, limit: int = MAX_STATES) -> States:
         except ProtocolError as exc:  # name the key only when something is wrong
             raise ProtocolError(str(exc).replace(field, f"{field}[{key[:40]!r}]", 1)) from None
     return out
+
+
+def _page(names: Any, value: Any) -> StatePage:
+    """A page of states (:mod:`zcounter.model.page`): slot names ``l``, flat records
+    ``s``.  Every invariant of :class:`StatePage` is checked here, so the keyspace can
+    store a key straight from its list.  Types and ranges are checked with one chained
+    comparison per record: a page of 4,000 keys of three slots in ~5 ms (timeit)."""
+    if type(names) is not list or len(names) > MAX_PAGE_SLOTS:
+        raise ProtocolError(f"field 'l' must be a list of at most {MAX_PAGE_SLOTS} slot names")
+    for name in names:
+        if type(name) is not str or slot_node(name) is None:
+            raise ProtocolError(f"field 'l': malformed slot name {str(name)[:40]!r}")
+    if len(set(names)) != len(names):
+        raise ProtocolError("field 'l' names a slot twice")
+    if type(value) is not dict or len(value) > MAX_STATES:
+        raise ProtocolError("field 's' must be an object of key -> records")
+    count = len(names)
+    limit = REC_INTS * MAX_SLOTS_PER_KEY
+    for key, flat in value.items():
+        if type(key) is not str or not key or len(key) > MAX_KEY_BYTES // 4 or not key.isascii():
+            validate_key(key, "s")
+        if type(flat) is not list or len(flat) % REC_INTS or len(flat) > limit:
+            raise ProtocolError(f"field 's'[{key[:40]!r}] must be a list of records "
+                                "[slot, p, n, bp, bn, ...]")
+        last = -1
+        p_total = n_total = 0
+        it = iter(flat)
+        for i, p, n, bp, bn in zip(it, it, it, it, it, strict=True):
+            if not (type(i) is int and type(p) is int and type(n) is int and type(bp) is int
+                    and type(bn) is int and last < i < count and 0 <= bp <= p <= MAX_TOTAL
+                    and 0 <= bn <= n <= MAX_TOTAL):
+                raise ProtocolError(
+                    f"field 's'[{key[:40]!r}]: a record is a slot index (increasing, below "
+                    f"{count}) and integers p, n, bp, bn in 0..2**63-1 with bp <= p, bn <= n")
+            last = i
+            p_total += p
+            n_total += n
+        if p_total > MAX_TOTAL or n_total > MAX_TOTAL:
+            raise ProtocolError(f"field 's'[{key[:40]!r}]: totals pass 2**63-1")
+    return StatePage(tuple(names), value)
 
 
 def _keys(value: Any, field: str, limit: int) -> tuple[str, ...]:
@@ -580,8 +623,8 @@ def encode_peer_reply(reply: PeerReply) -> bytes:
         return orjson.dumps(obj)
     if isinstance(reply, SyncStates):
         return orjson.dumps({"t": "ss", "id": reply.id, "n": reply.node,
-                             "s": wire_states(reply.states), "d": list(reply.differ),
-                             "c": reply.done})
+                             "l": reply.states.slots, "s": reply.states.records,
+                             "d": list(reply.differ), "c": reply.done})
     return orjson.dumps({"t": "rp", "id": reply.id, "n": reply.node,
                          "r": _wire_rids(reply.entries), "e": reply.epoch, "c": reply.cursor,
                          "m": reply.more})
@@ -598,7 +641,10 @@ def decode_peer_reply(data: bytes) -> PeerReply:
         return SyncDiff(req_id, node, _ints(obj.get("i"), "i", MAX_HASHES, MAX_HASHES - 1),
                         _applied(obj["a"]) if "a" in obj else {})
     if kind == "ss":
-        return SyncStates(req_id, node, _states(obj.get("s"), "s"),
+        # Without "l": a zcounter 0.2.0 node's page, states by slot name.
+        page = (_page(obj.get("l"), obj.get("s")) if "l" in obj
+                else StatePage.of(_states(obj.get("s"), "s")))
+        return SyncStates(req_id, node, page,
                           _keys(obj.get("d"), "d", MAX_STATES), _int(obj, "c", 0, MAX_HASHES))
     if kind == "rp":
         return RidPage(req_id, node, _rid_entries(obj.get("r"), "r"),

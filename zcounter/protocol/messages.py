@@ -16,8 +16,9 @@ Three conversations (the codec, :mod:`.codec`, turns these into bytes and back):
 * **node -> all peers** over PUB/SUB: :class:`Delta` (what a batch changed here) and
   :class:`Heartbeat` (alive; constant size whatever the number of keys).
 
-States on the wire are always by slot *name*: ``{slot: (p, n, bp, bn)}``
-(:mod:`zcounter.model.pncounter`).
+States on the wire are by slot *name*: ``{slot: (p, n, bp, bn)}``
+(:mod:`zcounter.model.pncounter`), except in a repair's pages of states, which name each
+slot once per page (:mod:`zcounter.model.page`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple
 
+from ..model.page import StatePage
 from ..model.pncounter import Record
 
 #: key -> {slot name -> record}
@@ -346,11 +348,12 @@ class SyncStates:
     """Answer to SyncKeys: the responder's states of the keys that differ (or that the
     initiator lacks), the keys the initiator listed that the responder lacks or holds
     differently (the initiator gives those back), and how far it got: segments up to
-    ``done`` (an index into the request's ``segments``) are complete."""
+    ``done`` (an index into the request's ``segments``) are complete.  The states come
+    as one :class:`~zcounter.model.page.StatePage` (slot names once per page)."""
 
     id: int
     node: int
-    states: States
+    states: StatePage
     differ: tuple[str, ...]
     done: int
 

@@ -57,6 +57,7 @@ from enum import Enum
 
 from ..config import Settings
 from ..model.keyspace import Keyspace
+from ..model.page import REC_INTS, StatePage
 from ..model.pncounter import Overflow, Record, dominates, make_slot, slot_node
 from .antientropy import AntiEntropy
 from .messages import (
@@ -279,21 +280,55 @@ class NodeCore:
                 if slot in seen:
                     continue
                 seen.add(slot)
-                owner = slot_node(slot)
-                if owner != self.node_id and owner not in self.peers:
+                if not self._known_slot(slot):
                     self._drop(f"slot {slot!r} from node {sender} names an unknown node")
                     return None
             mine = state.get(own)
             if mine is not None and not keys.dominates(key, {own: mine}):
-                # Someone holds more of our own slot than we do: our storage lost
-                # commits (e.g. power loss with a lying disk).  Max-merge heals it.
-                self.log(f"node {sender} holds more of our slot {own} for {key!r} than "
-                          "we do: local storage lost data", LogLevel.WARNING)
+                self._own_slot_ahead(key, sender)
         self._batch_keys += len(states)
         grew = keys.merge_many(states)
         if grew is None:
             self._drop(f"states from node {sender} would take a key past 2**63-1")
         return grew
+
+    def accept_page(self, page: StatePage, sender: int) -> int | None:
+        """:meth:`accept` for a repair's page of states: slots are checked once per
+        page (its table), and keys we hold nothing of are stored straight from the
+        page (:meth:`.Keyspace.merge_page`)."""
+        unknown = [slot for slot in page.slots if not self._known_slot(slot)]
+        if unknown:  # a table may name slots no record uses: only those used count
+            used = page.used_slots()
+            bad = [slot for slot in unknown if slot in used]
+            if bad:
+                self._drop(f"slot {bad[0]!r} from node {sender} names an unknown node")
+                return None
+        own = self.slot_name
+        if own in page.slots:
+            at = page.slots.index(own)
+            dominates = self.keys.dominates
+            for key, flat in page.records.items():
+                indexes = flat[0::REC_INTS]
+                if at in indexes:
+                    i = indexes.index(at) * REC_INTS
+                    mine = (flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4])
+                    if not dominates(key, {own: mine}):
+                        self._own_slot_ahead(key, sender)
+        self._batch_keys += len(page)
+        grew = self.keys.merge_page(page)
+        if grew is None:
+            self._drop(f"states from node {sender} would take a key past 2**63-1")
+        return grew
+
+    def _known_slot(self, slot: str) -> bool:
+        owner = slot_node(slot)
+        return owner == self.node_id or owner in self.peers
+
+    def _own_slot_ahead(self, key: str, sender: int) -> None:
+        # Someone holds more of our own slot than we do: our storage lost commits (e.g.
+        # power loss with a lying disk).  Max-merge heals it.
+        self.log(f"node {sender} holds more of our slot {self.slot_name} for {key!r} than "
+                 "we do: local storage lost data", LogLevel.WARNING)
 
     def learn_rids(self, entries: tuple[RidEntry, ...]) -> None:
         for rid, key, target in entries:

@@ -44,7 +44,6 @@ from ..model.pncounter import Record
 from .messages import (
     Applied,
     RidPull,
-    States,
     SyncBuckets,
     SyncDiff,
     SyncKeys,
@@ -191,27 +190,26 @@ def answer_keys(keyspace: Keyspace, request: SyncKeys, node: int) -> SyncStates:
     theirs: dict[int, dict[str, int]] = {}
     for key, their_hash in request.entries:
         theirs.setdefault(segment_of(key_digest(key.encode())), {})[key] = their_hash
-    states: States = {}
+    send: list[str] = []
     differ: list[str] = []
     size = 0
     done = 0
     for done, segment in enumerate(request.segments):  # noqa: B007 - used after the loop
-        if len(states) >= STATES_PER_PAGE or size >= PAGE_BYTES:
+        if len(send) >= STATES_PER_PAGE or size >= PAGE_BYTES:
             break
         listed = theirs.get(segment, {})
         for key in keyspace.keys_in_segments((segment,)):
             h = listed.pop(key) if key in listed else None
             if h is not None and h == keyspace.key_hash(key):
                 continue  # (a key they did not list is sent without hashing ours)
-            state = keyspace.state(key)
-            states[key] = state
-            size += len(key) + 8 + 40 * len(state)
+            send.append(key)
+            size += len(key) + 8 + 40 * keyspace.record_count(key)
             if h is not None:
                 differ.append(key)  # both hold it, differently: they may hold more
         differ += listed  # listed by them, unknown here
     else:
         done = len(request.segments)
-    return SyncStates(request.id, node, states, tuple(differ), done)
+    return SyncStates(request.id, node, keyspace.page(send), tuple(differ), done)
 
 
 def give_back(keyspace: Keyspace, reply: SyncStates) -> dict[str, dict[str, Record]]:
