@@ -69,7 +69,7 @@ from .auth import CLIENT_KEYS_RELOAD_S, Guard, Redial
 from .committer import SWITCH_INTERVAL_S, Pipeline
 from .metrics import MetricsServer, NodeMetrics, start_metrics
 from .resp import RespDoor, make_door
-from .sockets import NOBLOCK, RCVMORE, SNDMORE_NOBLOCK, tune
+from .sockets import NOBLOCK, SNDMORE_NOBLOCK, tune
 from .storage import Storage, StorageError
 
 log = logging.getLogger("zcounter.node")
@@ -270,32 +270,37 @@ class NodeServer:
                     continue
                 assert isinstance(sock, zmq.Socket)
                 recv = sock.recv
-                more = sock.getsockopt
                 for _ in range(max_batch):
                     if core.batch_full:
                         break  # the rest is read next cycle (zmq's poll is level-triggered)
                     # Frame by frame with int flags: pyzmq's recv_multipart costs ~2.5x
-                    # as much per message (enum flag arithmetic, list building).
+                    # as much per message (enum flag arithmetic, list building).  Frames
+                    # as zmq.Frame, whose ``more`` is read from the message itself:
+                    # getsockopt(RCVMORE) turns its int into an enum on every call, 1.4
+                    # us per frame against 0.6 us for a Frame and its bytes (timeit), and
+                    # 2.3 % of node 1's samples under uniform window-256 load.
                     if sock is router:
-                        # The routing frame as a zmq.Frame: it carries the connection's
-                        # properties (User-Id, Peer-Address) that roles are checked on.
+                        # The routing frame carries the connection's properties
+                        # (User-Id, Peer-Address) that roles are checked on.
                         try:
-                            ident = recv(NOBLOCK, copy=False)
+                            ident = frame = recv(NOBLOCK, copy=False)
                         except zmq.Again:
                             break
                         parts: list[bytes] = []
-                        while more(RCVMORE):
-                            parts.append(recv(NOBLOCK))
+                        while frame.more:
+                            frame = recv(NOBLOCK, copy=False)
+                            parts.append(frame.bytes)
                         received += 1
                         self._on_router(core, ident, parts, now)
                         continue
                     try:
-                        first = recv(NOBLOCK)
+                        frame = recv(NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    frames = [first]
-                    while more(RCVMORE):
-                        frames.append(recv(NOBLOCK))
+                    frames = [frame.bytes]
+                    while frame.more:
+                        frame = recv(NOBLOCK, copy=False)
+                        frames.append(frame.bytes)
                     received += 1
                     stats["peer_bytes_received"] += len(frames[-1])
                     if sock is sub:

@@ -8,7 +8,6 @@ import zmq
 #: enum construction on every send/recv, measurable at tens of thousands of messages/s.
 NOBLOCK = int(zmq.NOBLOCK)
 SNDMORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
-RCVMORE = int(zmq.RCVMORE)
 
 
 def tune(sock: zmq.Socket[bytes]) -> None:
