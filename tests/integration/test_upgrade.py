@@ -1,10 +1,7 @@
 """A data directory written by zcounter 0.1 (schema 1) is upgraded in place by a real node.
 
-The database is built here exactly as zcounter 0.1 wrote it (its DDL and pragmas, from
-``git show 3c35108:zcounter/storage.py``): one G-Counter in ``slots(slot, value)`` - the
-node's own slot and one of another node - and the exactly-once window in
-``request_ids(rid, slot, value)``, where ``value`` is the slot's value right after the
-request was applied.
+The database is built exactly as zcounter 0.1 wrote it (``tests/schema1.py``: 0.1's
+statements, verbatim): the node's own slot and one of another node, and two request ids.
 """
 
 from __future__ import annotations
@@ -14,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from harness import LocalCluster, wait_for
+from schema1 import commit_schema_1, open_schema_1
 
 pytestmark = pytest.mark.integration
 
@@ -25,30 +23,11 @@ OTHER_SLOT = "2.00000000beef"  # an earlier incarnation of node 2
 def write_schema_1(data_dir: Path, node_id: int, slots: dict[str, int],
                    rids: list[tuple[str, str, int]]) -> Path:
     """What zcounter 0.1's ``Storage.open`` and ``commit`` left on disk."""
-    data_dir.mkdir(parents=True)
-    path = data_dir / "zcounter.sqlite3"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS slots (slot TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS request_ids (rid TEXT PRIMARY KEY, slot TEXT NOT NULL,"
-        " value INTEGER NOT NULL)")
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany("INSERT INTO meta VALUES (?, ?)", [
-        ("schema", "1"), ("node_id", str(node_id)), ("incarnation", INCARNATION)])
-    conn.execute("COMMIT")
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(
-        "INSERT INTO slots (slot, value) VALUES (?, ?) ON CONFLICT(slot) DO UPDATE"
-        " SET value = max(value, excluded.value)", slots.items())
-    conn.executemany("INSERT OR IGNORE INTO request_ids VALUES (?, ?, ?)", rids)
-    conn.execute("INSERT OR REPLACE INTO meta VALUES ('sync_barrier', ?)", ("1",))
-    conn.execute("COMMIT")
+    conn = open_schema_1(data_dir, node_id, INCARNATION)
+    commit_schema_1(conn, slots, rids, [], True)
+    commit_schema_1(conn, {}, [], [], True, barrier=1)
     conn.close()
-    return path
+    return data_dir / "zcounter.sqlite3"
 
 
 def test_a_0_1_data_directory_is_upgraded_and_its_request_ids_still_count_once(

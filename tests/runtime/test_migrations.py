@@ -1,9 +1,8 @@
 """The in-place upgrade of a zcounter 0.1 data directory (schema 1) to schema 2
 (zcounter.runtime.storage.migrations).
 
-The schema-1 database is built exactly as zcounter 0.1 wrote it: the statements below
-are copied verbatim from 0.1's ``zcounter/storage.py`` (``git show 3c35108:zcounter/
-storage.py``): its connection set-up, CREATE TABLEs, meta rows and commit statements.
+The schema-1 database is built exactly as zcounter 0.1 wrote it (``tests/schema1.py``:
+0.1's statements, verbatim).
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from schema1 import commit_schema_1, open_schema_1
 
 from zcounter.config import Settings
 from zcounter.errors import ConfigError
@@ -36,50 +36,14 @@ EVICTED = ("gone", OWN, 3)
 
 def write_schema_1(data_dir: Path, node_id: int = 1) -> Path:
     """A data directory as zcounter 0.1's Storage left it after some batches."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / DB_NAME
-    # -- Storage.open (0.1), verbatim
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS slots (slot TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS request_ids (rid TEXT PRIMARY KEY, slot TEXT NOT NULL,"
-        " value INTEGER NOT NULL)")
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany("INSERT INTO meta VALUES (?, ?)", [
-        ("schema", str(1)), ("node_id", str(node_id)),
-        ("incarnation", INCARNATION)])
-    conn.execute("COMMIT")
-
-    # -- Storage.commit (0.1), verbatim, one transaction per batch
-    def commit(slots: dict[str, int], rids: list, forget: list, sync: bool,
-               barrier: int = 0) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        if slots:
-            conn.executemany(
-                "INSERT INTO slots (slot, value) VALUES (?, ?) ON CONFLICT(slot) DO UPDATE"
-                " SET value = max(value, excluded.value)", slots.items())
-        if rids:
-            conn.executemany("INSERT OR IGNORE INTO request_ids VALUES (?, ?, ?)", rids)
-        if forget:
-            conn.executemany("DELETE FROM request_ids WHERE rid = ?",
-                             ((rid,) for rid in forget))
-        if sync and not (slots or rids or forget):
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('sync_barrier', ?)",
-                         (str(barrier),))
-        conn.execute("COMMIT")
-
-    commit({OWN: 3, PEER: 7}, [EVICTED], [], True)
-    commit({OLD_OWN: 40}, [], [], False)  # learned from a peer
-    commit({OWN: 10}, RIDS[:1], [], True)
-    commit({}, [], [], True, barrier=1)
-    commit({OWN: 12, PEER: 5}, RIDS[1:], [EVICTED[0]], True)  # max upsert keeps 7
+    conn = open_schema_1(data_dir, node_id, INCARNATION)
+    commit_schema_1(conn, {OWN: 3, PEER: 7}, [EVICTED], [], True)
+    commit_schema_1(conn, {OLD_OWN: 40}, [], [], False)  # learned from a peer
+    commit_schema_1(conn, {OWN: 10}, RIDS[:1], [], True)
+    commit_schema_1(conn, {}, [], [], True, barrier=1)
+    commit_schema_1(conn, {OWN: 12, PEER: 5}, RIDS[1:], [EVICTED[0]], True)  # max keeps 7
     conn.close()
-    return path
+    return data_dir / DB_NAME
 
 
 def schema_1_contents(path: Path) -> tuple[dict, dict, list]:
@@ -188,18 +152,7 @@ def test_a_process_killed_inside_the_upgrade_leaves_schema_1_for_the_next_start(
 
 
 def test_an_empty_0_1_database_is_upgraded(tmp_path: Path):
-    path = tmp_path / DB_NAME
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS slots (slot TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS request_ids (rid TEXT PRIMARY KEY, slot TEXT NOT NULL,"
-        " value INTEGER NOT NULL)")
-    conn.executemany("INSERT INTO meta VALUES (?, ?)", [
-        ("schema", "1"), ("node_id", "1"), ("incarnation", INCARNATION)])
-    conn.close()
+    open_schema_1(tmp_path, 1, INCARNATION).close()  # opened, never written
     storage = Storage.open(tmp_path, 1)
     try:
         assert storage.load_slot_names() == [] and dict(storage.load_states()) == {}
