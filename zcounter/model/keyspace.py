@@ -479,8 +479,9 @@ class Keyspace:
     def merge_page(self, page: StatePage) -> int | None:
         """:meth:`merge_many` of a page's states (all or none; None if a key would pass a
         bound), returning how many keys grew.  Keys this node holds nothing of - every
-        key of a bootstrap - are checked and packed straight from the page's flat
-        lists (:meth:`_adopt_flat`); the others are merged by name."""
+        key of a bootstrap - are packed straight from the page's flat lists
+        (:meth:`_adopt_flat`; the page's invariants, which the codec checks on what a
+        peer sent, bound their totals); the others are merged by name."""
         packed = self._packed
         hot = self._hot
         absent: list[tuple[str, list[int]]] = []
