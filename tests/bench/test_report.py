@@ -6,8 +6,9 @@ import math
 from typing import Any
 
 import orjson
+import pytest
 
-from zcounter.bench.report import TARGETS, check_targets, fmt, json_safe
+from zcounter.bench.report import TARGETS, check_targets, fmt, json_safe, paired_ratio
 
 
 def _scale(uniform: float, one: float, **over: Any) -> dict[str, Any]:
@@ -48,6 +49,29 @@ def test_scale_targets_met_and_missed() -> None:
     assert {n for n, c in checks.items() if c["issue"] == 11} == {
         "window 256 uniform over N >= 0.8x one key (issue 11)",
         "window 256 zipf over N >= 0.8x one key"}
+
+
+def test_interleaved_ratios_pair_the_runs_of_each_round() -> None:
+    """A slow round of one run is set against the same round of the other, not against
+    the other's median: the rounds below, with the medians 2,291 and 3,089/s (0.74x),
+    are 0.74x, 0.64x and 1.62x round by round."""
+    large = {"ops_per_s": 2291.0, "rounds": [{"ops_per_s": v} for v in (2291.0, 2357.0,
+                                                                          1598.0)]}
+    small = {"ops_per_s": 3089.0, "rounds": [{"ops_per_s": v} for v in (3089.0, 3655.0,
+                                                                          988.0)]}
+    assert paired_ratio(large, small) == 2291.0 / 3089.0
+    uniform = {"ops_per_s": 2466.0, "rounds": [{"ops_per_s": v} for v in (2675.0, 2466.0,
+                                                                            924.0)]}
+    assert paired_ratio(uniform, small) == 2675.0 / 3089.0  # the median of 0.87, 0.67, 0.94
+    # Saved results without rounds, or with rounds that do not pair: the medians' ratio.
+    assert paired_ratio({"ops_per_s": 2.0}, {"ops_per_s": 4.0}) == 0.5
+    assert paired_ratio({**uniform, "rounds": uniform["rounds"][:2]}, small) == 2466.0 / 3089.0
+    scale = _scale(9000.0, 10000.0)
+    scale["interleaved"]["large_get_w1_uniform"] = uniform
+    scale["interleaved"]["small_get_w1_1key"] = small
+    read = _by_name(check_targets({"scale": scale}))[
+        "get of one key at N keys within 1.2x of 1 key (slowdown)"]
+    assert read["met"] is True and read["figure"] == pytest.approx(3089.0 / 2675.0)
 
 
 def test_a_figure_this_run_did_not_measure_is_na() -> None:

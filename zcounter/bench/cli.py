@@ -118,7 +118,8 @@ def _side_sections(resp: bool, scrape_cost: bool, ops: int, seconds: float, keys
                    f"{QUICK_SCALE_KEYS:,} with --quick].")
 @click.option("--scale-rounds", type=click.IntRange(min=1), default=None,
               help="Interleaved rounds of the scale section's throughput and read runs "
-                   "(the median is reported) [default: 3; 1 with --quick].")
+                   "(each figure is the median of its rounds, each ratio the median of the "
+                   "ratios within a round) [default: 5; 1 with --quick].")
 @click.option("--quick", is_flag=True,
               help="A short run to try things out: --ops 5000 --seconds 5 "
                    "--latency-seconds 1 --count 20000, and a small scale section.")
@@ -175,7 +176,7 @@ def main(ops: int, seconds: float, latency_seconds: float, count: int, poll_inte
                    KeySpec(n_keys, dist, seed), baselines=not skip_baselines)
     n_scale = scale_keys or (QUICK_SCALE_KEYS if quick else SCALE_KEYS)
     scale_opts = ScaleOptions(
-        keys=n_scale, seed=seed, rounds=scale_rounds or (1 if quick else 3),
+        keys=n_scale, seed=seed, rounds=scale_rounds or (1 if quick else 5),
         ops=5000 if quick else 50_000, seconds=seconds, read_ops=1000 if quick else 5000,
         heartbeat_seconds=2.0 if quick else 5.0, fill_limit_s=3600.0, cut_limit_s=300.0,
         restart_limit_s=600.0)

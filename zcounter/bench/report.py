@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from .measure import ratio
+from .measure import median, ratio
 
 Results = dict[str, Any]
 
@@ -147,10 +147,11 @@ def scale_rows(res: Results) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def row(label: str, unit: str, value: float | None, reference: float | None = None,
-            ref_unit: str | None = None) -> None:
+            ref_unit: str | None = None, paired: float | None = None) -> None:
         rows.append({"metric": label, "unit": unit, "value": value, "reference": reference,
                      "ref_unit": ref_unit or unit,
-                     "ratio": ratio(value, reference) if reference is not None else None})
+                     "ratio": paired if paired is not None else
+                     ratio(value, reference) if reference is not None else None})
 
     fill, fill1 = sc["fill"], sc["fill_small"]
     row(f"fill: {n:,} keys x 3 nodes (vs as many writes of k0)", "ops", fill["ops_per_s"],
@@ -187,14 +188,17 @@ def scale_rows(res: Results) -> list[dict[str, Any]]:
     for name, label in (("large_w256_1key", "increments, window 256, one key"),
                         ("large_w256_uniform", "increments, window 256, uniform over N"),
                         ("large_w256_zipf", "increments, window 256, zipf over N")):
-        row(label, "ops", inter[name]["ops_per_s"], ref["ops_per_s"])
+        row(label, "ops", inter[name]["ops_per_s"], ref["ops_per_s"],
+            paired=paired_ratio(inter[name], ref))
         row("  node 1 CPU per increment", "us", inter[name]["cpu_us_per_op"],
-            ref["cpu_us_per_op"])
+            ref["cpu_us_per_op"], paired=paired_ratio(inter[name], ref, "cpu_us_per_op"))
     ref = inter["small_get_w1_1key"]
     for name, label in (("large_get_w1_1key", "get one key, window 1, always k0"),
                         ("large_get_w1_uniform", "get one key, window 1, uniform over N")):
-        row(label, "ops", inter[name]["ops_per_s"], ref["ops_per_s"])
-        row("  node 1 CPU per get", "us", inter[name]["cpu_us_per_op"], ref["cpu_us_per_op"])
+        row(label, "ops", inter[name]["ops_per_s"], ref["ops_per_s"],
+            paired=paired_ratio(inter[name], ref))
+        row("  node 1 CPU per get", "us", inter[name]["cpu_us_per_op"], ref["cpu_us_per_op"],
+            paired=paired_ratio(inter[name], ref, "cpu_us_per_op"))
     cut = sc["cut"]
     load = cut.get("load")
     row(f"cut (a restart): node 3 loads {load['numbers'][0]:,.0f} keys (its log)"
@@ -298,9 +302,27 @@ def _scale(res: Results, *path: str) -> Any:
     return _need(res["scale"], *path)
 
 
+def paired_ratio(run: dict[str, Any], ref: dict[str, Any], field: str = "ops_per_s"
+                 ) -> float | None:
+    """``run`` against ``ref``, two interleaved runs of the scale section: the median of
+    the ratios within each round (the two runs of a round are minutes apart at most),
+    or the ratio of the medians for a saved result without rounds.
+
+    Why paired: on this shared machine one run's rounds differ by up to 3.7x (gets at
+    window 1 on one cluster: 3,655, 3,089 and 988/s), and a slow round of one run set
+    against a fast round of the other moved the ``get`` target between 1.25x slower and
+    1.12x faster from run to run; the same key read 0.74x and 1.58x as fast from the
+    two clusters.  Within a round the two runs share the machine's state."""
+    pairs = [(a.get(field), b.get(field))
+             for a, b in zip(run.get("rounds", []), ref.get("rounds", []), strict=False)]
+    ratios = [a / b for a, b in pairs if a and b]
+    if ratios and len(ratios) == len(run.get("rounds", [])) == len(ref.get("rounds", [])):
+        return median(ratios)
+    return ratio(run.get(field), ref.get(field))
+
+
 def _scale_ratio(res: Results, name: str, ref: str) -> float:
-    value = ratio(_scale(res, "interleaved", name, "ops_per_s"),
-                  _scale(res, "interleaved", ref, "ops_per_s"))
+    value = paired_ratio(_scale(res, "interleaved", name), _scale(res, "interleaved", ref))
     if value is None:
         raise NotMeasured("no throughput measured")
     return value
@@ -484,6 +506,11 @@ def render(res: Results) -> str:
                      "repairs node 3 runs itself; its peers' own repairs against it (hash "
                      "lists, keys given back) arrive on its ROUTER and are counted only by the "
                      "kernel's per-connection byte count (ss), which the target uses.")
+        rounds = res.get("options", {}).get("scale", {}).get("rounds")
+        lines.append("  note: increments and gets ran in interleaved rounds"
+                     + (f" ({rounds})" if rounds else "") + ": each figure is the median "
+                     "of its rounds, each ratio the median of the ratios within a round "
+                     "(so a ratio need not equal the two medians' quotient).")
         lines.append("  note: the scale targets are stated for 1,000,000 keys"
                      + ("" if sc["keys"] == 1_000_000 else f"; this run used {sc['keys']:,}")
                      + ".")

@@ -16,7 +16,8 @@ key, on two three-node clusters started side by side and measured interleaved.
    the filled clusters, because a heartbeat carries delta sequence numbers, which grow
    with the number of batches a node has written, not with its keys: the 1-key cluster
    is therefore filled with as many writes (all to ``k0``) as the N-key one.
-4. *Throughput and reads*, in interleaved rounds (the median of each is reported):
+4. *Throughput and reads*, in interleaved rounds (the median of each is reported, and
+   each ratio is the median of the ratios within a round: ``report.paired_ratio``):
    increments at window 256 of one key on each cluster, of keys uniform over N and
    Zipf over N on the N-key cluster; ``get`` of one key at window 1 on each cluster (on
    the N-key cluster a key drawn uniformly over N per request).
