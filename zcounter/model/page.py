@@ -8,7 +8,8 @@ built a dict per key and a list per record, the receiving node parsed them back 
 dicts and tuples and checked every slot name.  Measured (py-spy ``--gil``, a wiped node
 bootstrapping a million keys, WRITEUP.md section 3.5): reading states and encoding them
 were 52 % and 45 % of the answering node's samples holding the GIL, and decoding them 39 %
-of the receiving node's.  With this form the bootstrap took 18.1 s instead of 29.9.
+of the receiving node's.  With this form the bootstrap took 18.1-22.4 s (three runs) instead
+of 29.9.
 
 Here a page carries its slot names once, and each key's records as one flat list of
 integers, ``[i, p, n, bp, bn, i, p, ...]`` (``i`` indexes :attr:`StatePage.slots`,
