@@ -36,11 +36,17 @@ def dir_bytes(path: Path) -> dict[str, int]:
     """Sizes of the files directly in ``path`` (a node's data directory), and their total."""
     sizes: dict[str, int] = {}
     try:
-        for entry in os.scandir(path):
+        entries = list(os.scandir(path))
+    except OSError:
+        entries = []
+    for entry in entries:
+        # One file gone between the listing and its stat (the log's spare segment is
+        # renamed from .tmp by a background thread) skips that file, not the rest.
+        try:
             if entry.is_file(follow_symlinks=False):
                 sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
-    except OSError:
-        pass
+        except OSError:
+            continue
     sizes["total"] = sum(sizes.values())
     return sizes
 
