@@ -262,14 +262,12 @@ class Keyspace:
                 for s in sorted(hot.records):
                     flat += (s, *hot.records[s])
                 out[key] = flat
+        page = StatePage(tuple(names), out)
         if len(names) <= PAGE_SLOTS_DIRECT:
-            return StatePage(tuple(names), out)
+            return page
         # A long slot table: renumber the slots this page uses, in the same order, so
         # indices stay increasing within each key.
-        used: set[int] = set()
-        for flat in out.values():
-            used.update(flat[0::REC_INTS])
-        order = sorted(used)
+        order = sorted(page.used_indexes())
         renumber = {s: i for i, s in enumerate(order)}
         for flat in out.values():
             flat[0::REC_INTS] = [renumber[s] for s in flat[0::REC_INTS]]

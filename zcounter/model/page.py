@@ -71,9 +71,13 @@ class StatePage(Mapping[str, dict[str, Record]]):
     def __len__(self) -> int:
         return len(self.records)
 
-    def used_slots(self) -> set[str]:
-        """Names of the slots some record uses (the table may hold more)."""
+    def used_indexes(self) -> set[int]:
+        """Indices into :attr:`slots` that some record uses (the table may hold more)."""
         used: set[int] = set()
         for flat in self.records.values():
             used.update(flat[0::REC_INTS])
-        return {self.slots[i] for i in used}
+        return used
+
+    def used_slots(self) -> set[str]:
+        """Names of the slots some record uses."""
+        return {self.slots[i] for i in self.used_indexes()}
