@@ -32,6 +32,15 @@ def slot(node: int) -> str:
     return f"{node}.{incarnation(node)}"
 
 
+def keyspace(content: dict[str, dict[str, Any]]) -> Keyspace:
+    """A flushed keyspace holding ``content`` (key -> state by slot name)."""
+    ks = Keyspace()
+    for key, state in content.items():
+        ks.merge(key, state)
+    ks.flush()
+    return ks
+
+
 def core(node: int, n: int = 3, now: float = 0.0, *, settings: Settings = S,
          keyspace: Keyspace | None = None, rids: list[RidEntry] | None = None,
          fresh: bool = False, epoch: str | None = None) -> NodeCore:

@@ -5,12 +5,11 @@ batches at one core, then two or three cores connected by an in-memory link
 from __future__ import annotations
 
 import pytest
-from corelink import Link, S, client_replies, core, incarnation, published, slot
+from corelink import Link, S, client_replies, core, incarnation, keyspace, published, slot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zcounter.config import Settings
-from zcounter.model.keyspace import Keyspace
 from zcounter.model.page import StatePage
 from zcounter.model.pncounter import MAX_TOTAL, make_slot
 from zcounter.protocol import rids as rids_module
@@ -136,11 +135,8 @@ def test_the_request_id_window_is_bounded_by_count_and_age():
 
 @pytest.mark.parametrize("amount", [2, -2])
 def test_overflow_is_refused_and_changes_nothing(amount):
-    ks = Keyspace()
     near = (MAX_TOTAL - 1, 0, 0, 0) if amount > 0 else (0, MAX_TOTAL - 1, 0, 0)
-    ks.merge("k", {slot(2): near})
-    ks.flush()
-    c = core(1, keyspace=ks)
+    c = core(1, keyspace=keyspace({"k": {slot(2): near}}))
     c.take_outputs()
     root = c.keys.tree.root
     c.handle_request("cli", Add(1, "k", amount, rid="o1"), 0.0)
@@ -187,10 +183,7 @@ def test_levels(n, level, needed):
 
 
 def test_peer_messages_from_unknown_nodes_or_with_bad_slots_are_dropped():
-    ks = Keyspace()
-    ks.merge("k", {slot(3): (10, 0, 0, 0)})
-    ks.flush()
-    b = core(2, keyspace=ks)
+    b = core(2, keyspace=keyspace({"k": {slot(3): (10, 0, 0, 0)}}))
     b.take_outputs()
     b.handle_broadcast(Delta(9, "e9", 1, {"k": {make_slot(9, "a" * 12): (5, 0, 0, 0)}}), 0.0)
     b.handle_broadcast(Delta(1, "e1", 1, {"k": {make_slot(8, "a" * 12): (5, 0, 0, 0)}}), 0.0)
@@ -218,10 +211,7 @@ def test_a_page_is_dropped_only_for_a_used_slot_of_an_unknown_node():
 
 
 def test_a_page_holding_more_of_our_own_slot_is_merged_with_a_warning():
-    ks = Keyspace()
-    ks.merge("k", {slot(2): (3, 0, 0, 0)})
-    ks.flush()
-    b = core(2, keyspace=ks)
+    b = core(2, keyspace=keyspace({"k": {slot(2): (3, 0, 0, 0)}}))
     b.take_outputs()
     page = StatePage.of({"k": {slot(2): (5, 0, 0, 0), slot(1): (1, 0, 0, 0)},
                          "j": {slot(2): (1, 0, 0, 0)}})
@@ -721,10 +711,8 @@ def test_republishing_waits_while_the_node_runs_its_own_repair():
     5,000 keys a batch meanwhile slowed the peer that answers it."""
     from zcounter.protocol.repair import SyncSession
 
-    ks = Keyspace()
-    ks.merge("k", {slot(1): (3, 0, 0, 0)})
-    ks.flush()
-    c = NodeCore(1, [1, 2], incarnation(1), "e1", S, 0.0, ks, None, False,
+    c = NodeCore(1, [1, 2], incarnation(1), "e1", S, 0.0,
+                 keyspace({"k": {slot(1): (3, 0, 0, 0)}}), None, False,
                  republish=["k"])
     c.repair.sync = SyncSession(2, 0.0, 0.0)
     assert not [d for d in published(c.take_outputs()) if isinstance(d, Delta)]

@@ -8,6 +8,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import pytest
+from corelink import keyspace
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
@@ -45,14 +46,6 @@ def records(draw: st.DrawFn) -> tuple[int, int, int, int]:
 
 state = st.dictionaries(st.sampled_from(SLOTS), records(), min_size=1, max_size=3)
 contents = st.dictionaries(st.sampled_from(POOL), state, max_size=30)
-
-
-def keyspace(content: dict[str, dict]) -> Keyspace:
-    ks = Keyspace()
-    for key, st_ in content.items():
-        ks.merge(key, st_)
-    ks.flush()
-    return ks
 
 
 def export(ks: Keyspace) -> dict[str, dict]:
