@@ -5,13 +5,13 @@ full-state merge, the bounds, and what a flush reports."""
 from __future__ import annotations
 
 import pytest
-from histories import HISTORIES, LAWS, Model, amounts, slot_of, states
+from histories import HISTORIES, INCARNATIONS, LAWS, Model, amounts, slot_of, states
 from hypothesis import given, note
 from hypothesis import strategies as st
 
 from zcounter.model import pncounter
 from zcounter.model.keyspace import HEAD_SIZE, Keyspace, SlotTable, header, pack, unpack
-from zcounter.model.pncounter import MAX_TOTAL, Overflow
+from zcounter.model.pncounter import MAX_TOTAL, Overflow, make_slot
 
 KEYS = ("default", "k", "ключ", "🔑" * 64)  # the last one is 256 bytes of UTF-8
 A, B = slot_of(0), slot_of(1)
@@ -361,6 +361,72 @@ def test_merge_many_joins_every_key_or_none_when_one_would_overflow():
     assert ks.merge_many({"b": {A: (1, 0, 0, 0)}, "a": {B: (1, 0, 0, 0)}}) == 2
     assert ks.merge_many({"b": {A: (1, 0, 0, 0)}}) == 0  # nothing grew
     assert ks.value("a") == MAX_TOTAL and ks.value("b") == 1
+
+
+def _interned(content: dict[str, dict]) -> Keyspace:
+    """``keyspace(content)`` whose slot table already holds every slot name the
+    strategies draw, so merges into held keys take ``merge_many``'s packed path."""
+    ks = Keyspace()
+    for name in (A, B, slot_of(2)):
+        ks.slots.intern(name)
+    for node in range(1, 5):
+        for incarnation in INCARNATIONS:
+            ks.slots.intern(make_slot(node, incarnation))
+    for key, state in content.items():
+        ks.merge(key, state)
+    ks.flush()
+    return ks
+
+
+@HISTORIES
+@given(contents, st.lists(contents, min_size=1, max_size=3), st.sampled_from(KEYS))
+def test_merge_many_into_held_keys_stores_what_merge_and_flush_would(held, batches, added):
+    """Keys held and not changed in this batch are merged straight into their packed
+    state (``Keyspace._merge_packed``): after several merges and an increment in one
+    batch, the packed states, tree, live count and flush report are the general path's."""
+    fast, slow = _interned(held), _interned(held)
+    slow._merge_packed = lambda key, old, state: None  # type: ignore[method-assign]
+    for incoming in batches:
+        assert fast.merge_many(incoming) == slow.merge_many(incoming)
+    slot = fast.slots.index[A]
+    assert fast.add(added, slot, 3) == slow.add(added, slot, 3)
+    assert fast.value(added) == slow.value(added)
+    out_fast, out_slow = fast.flush(), slow.flush()
+    assert out_fast.changed == out_slow.changed
+    assert out_fast.local == out_slow.local
+    assert fast._packed == slow._packed
+    assert fast.tree == slow.tree and fast.tree.root == slow.tree.root
+    assert fast.live == slow.live
+
+
+def test_merge_many_into_a_held_key_past_the_bound_changes_nothing():
+    ks = _interned({"a": {A: (MAX_TOTAL - 1, 0, 0, 0), B: (0, 5, 0, 0)},
+                    "b": {A: (1, 0, 0, 0)}})
+    before = dict(ks._packed), ks.tree.root
+    # "b" would grow, but "a"'s increments would pass the bound: neither is merged.
+    assert ks.merge_many({"b": {A: (2, 0, 0, 0)}, "a": {B: (2, 5, 0, 0)}}) is None
+    assert ks.merge_many({"a": {B: (0, 6, 0, 0), slot_of(2): (0, MAX_TOTAL, 0, 0)}}) is None
+    assert (dict(ks._packed), ks.tree.root) == before and not ks.flush().changed
+    # Up to the bound itself is fine, and a grown base alone is growth too.
+    assert ks.merge_many({"a": {B: (1, 5, 0, 2)}}) == 1
+    assert ks.state("a") == {A: (MAX_TOTAL - 1, 0, 0, 0), B: (1, 5, 0, 2)}
+    assert ks.merge_many({"a": {B: (1, 5, 1, 2)}}) == 1  # a base alone
+    assert ks.merge_many({"a": {B: (1, 5, 0, 2)}}) == 0 and ks.value("a") == MAX_TOTAL - 4
+    # Decrements are bounded the same way.
+    ks = _interned({"c": {A: (0, MAX_TOTAL - 2, 0, 0), B: (0, 1, 0, 0)}})
+    assert ks.merge_many({"c": {B: (0, 3, 0, 0)}}) is None
+    assert ks.merge_many({"c": {B: (0, 2, 0, 1)}}) == 1 and ks.value("c") == -MAX_TOTAL + 1
+
+
+def test_merge_many_into_held_keys_counts_keys_that_become_live_or_reset():
+    ks = _interned({"r": {A: (3, 0, 3, 0)}, "l": {A: (3, 0, 0, 0), B: (1, 0, 0, 0)}})
+    assert ks.live == 1 and not ks.is_live("r")
+    assert ks.merge_many({"r": {B: (1, 0, 0, 0)}}) == 1  # a reset key written again
+    assert ks.is_live("r") and ks.live == 2
+    assert ks.merge_many({"l": {A: (3, 0, 3, 0), B: (1, 0, 1, 0)}}) == 1  # reset everywhere
+    assert not ks.is_live("l") and ks.live == 1
+    ks.flush()
+    assert [k for k, _ in ks.list_keys()[0]] == ["r"]
 
 
 @given(contents, contents, st.booleans())
