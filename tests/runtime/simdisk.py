@@ -2,8 +2,8 @@
 
 Every file has what the OS shows (``cached``) and what a power loss keeps
 (``durable``).  ``pwrite`` changes the cache; ``fdatasync`` makes the file's cache
-durable; creating a zeroed file and unlinking are durable at once (the real code fsyncs
-the directory).  The disk can be told to *crash* at its n-th operation - raising
+durable; creating a zeroed file, renaming and unlinking are durable at once (the real
+code fsyncs the directory).  The disk can be told to *crash* at its n-th operation - raising
 :class:`Crash` before it, or, for a write, after a torn prefix of it - and then to lose
 power (every file back to its durable contents) or not (a process crash: the page cache
 survives).
@@ -59,6 +59,13 @@ class SimDisk:
     def create_zeroed(self, path: str, size: int) -> None:
         self._step()
         self.files[path] = SimFile(bytearray(size), bytearray(size))
+
+    def size(self, path: str) -> int:
+        return len(self.files[path].cached)
+
+    def rename(self, src: str, dst: str) -> None:
+        self._step()
+        self.files[dst] = self.files.pop(src)
 
     def open_rw(self, path: str) -> int:
         if path not in self.files:

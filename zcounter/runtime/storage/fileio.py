@@ -21,6 +21,9 @@ class Files(Protocol):
     def create_zeroed(self, path: str, size: int) -> None:
         """Create ``path`` holding ``size`` zero bytes, durably (file and directory
         entry), atomically: a crash leaves either no file or the whole file."""
+    def size(self, path: str) -> int: ...
+    def rename(self, src: str, dst: str) -> None:
+        """Rename ``src`` to ``dst`` (replacing it), durably (the directory entry)."""
     def open_rw(self, path: str) -> int: ...
     def pwrite(self, fd: int, data: bytes, offset: int) -> None: ...
     def fdatasync(self, fd: int) -> None: ...
@@ -58,6 +61,13 @@ class OsFiles:
             os.close(fd)
         os.rename(tmp, path)
         _fsync_dir(os.path.dirname(path))
+
+    def size(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.rename(src, dst)
+        _fsync_dir(os.path.dirname(dst))
 
     def open_rw(self, path: str) -> int:
         return os.open(path, os.O_RDWR)
