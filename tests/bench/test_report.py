@@ -51,6 +51,20 @@ def test_scale_targets_met_and_missed() -> None:
         "window 256 zipf over N >= 0.8x one key"}
 
 
+@pytest.mark.parametrize(("mib", "met"), [(381.4, True), (389.4, False)])
+def test_memory_targets_are_in_mb_not_mib(mib: float, met: bool) -> None:
+    """400 MB is 381.47 MiB: a bench once compared the MiB figure with the MB limit and
+    called an RSS of 389.4 MiB (408.3 MB) met."""
+    kib = round(mib * 1024)
+    scale = _scale(7000.0, 10000.0, rss_after_fill_kib={"large": {1: kib}},
+                   disk_after_fill={"large": {1: {"total": mib * 2**20 * 300 / 400}}})
+    checks = _by_name(check_targets({"zcounter": {}, "scale": scale}))
+    rss = checks["node RSS <= 400 MB with N keys x 3 slots (after the fill and at peak)"]
+    assert rss["met"] is met
+    assert rss["detail"] == f"max {kib / 1024:.1f} MiB = {kib / 1024 * 1.048576:.1f} MB"
+    assert checks["data directory <= 300 MB per node with N keys"]["met"] is met
+
+
 def test_interleaved_ratios_pair_the_runs_of_each_round() -> None:
     """A slow round of one run is set against the same round of the other, not against
     the other's median: the rounds below, with the medians 2,291 and 3,089/s (0.74x),
