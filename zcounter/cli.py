@@ -120,8 +120,10 @@ def node_main(node_id: int, config_path: str | None, data_dir: Path | None,
     Logs go to stderr. A clean stop commits, closes its sockets and exits 0.
     SIGHUP re-reads the directory of authorized client keys (curve mode).
     """
+    from .runtime.memory import limit_malloc_arenas
     from .runtime.server import NodeServer, install_signal_handlers
 
+    limit_malloc_arenas()  # before any thread starts (the reason is in the function)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
         format=f"%(asctime)s node {node_id} %(levelname)s %(message)s")
