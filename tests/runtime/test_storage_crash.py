@@ -66,14 +66,15 @@ def recovered(storage: Storage) -> tuple[dict[str, bytes], list[str], list[str]]
             [rid for rid, _, _ in storage.load_rids()])
 
 
-def run(tmp: Path, disk: SimDisk, batches: list[Persist], lag: int = 0) -> tuple[int, int]:
+def run(tmp: Path, disk: SimDisk, batches: list[Persist], lag: int = 0,
+        handover: int = 1000) -> tuple[int, int]:
     """Commit batches until done or crashed: (batches whose commit returned, index of the
     last of those that was flushed + 1)."""
     returned = flushed = 0
     storage = None
     try:
         storage = Storage.open(tmp, 1, files=disk, segment_size=SEGMENT, background=False,
-                               lag=lag)
+                               lag=lag, handover_keys=handover)
         for i, batch in enumerate(batches):
             storage.commit(batch)
             returned = i + 1
@@ -104,18 +105,22 @@ def check_recovery(tmp: Path, disk: SimDisk, batches: list[Persist], returned: i
         f"batches (returned {returned}, flushed {flushed}, power loss {power_loss})")
 
 
-def reference_ops(tmp: Path, batches: list[Persist], lag: int = 0) -> int:
+def reference_ops(tmp: Path, batches: list[Persist], lag: int = 0,
+                  handover: int = 1000) -> int:
     disk = SimDisk()
-    run(tmp, disk, batches, lag)
+    run(tmp, disk, batches, lag, handover)
     return disk.ops
 
 
-@pytest.mark.parametrize(("seed", "lag"), [(1, 0), (2, 3)])
-def test_crash_at_every_log_operation(tmp_path: Path, seed: int, lag: int) -> None:
+@pytest.mark.parametrize(("seed", "lag", "handover"), [(1, 0, 1000), (2, 3, 1000), (4, 1, 5)])
+def test_crash_at_every_log_operation(tmp_path: Path, seed: int, lag: int,
+                                      handover: int) -> None:
     """``lag``: checkpoints trail the log by that many commits, as a background
-    checkpointer may (with 0 a checkpoint would hide a log that loses data)."""
+    checkpointer may (with 0 a checkpoint would hide a log that loses data).
+    ``handover``: changes also go to the checkpointer once that many keys changed,
+    between rotations (5: several times per segment here)."""
     batches = workload(seed)
-    total = reference_ops(tmp_path / "ref", batches, lag)
+    total = reference_ops(tmp_path / "ref", batches, lag, handover)
     assert total > 50  # rotations and checkpoints did happen
     case = 0
     for crash_at in range(1, total + 1):
@@ -125,7 +130,7 @@ def test_crash_at_every_log_operation(tmp_path: Path, seed: int, lag: int) -> No
                 where = f"seed {seed}, crash at op {crash_at}, torn {torn}, power loss {power_loss}"
                 tmp = tmp_path / f"c{case}"
                 disk = SimDisk(crash_at=crash_at, torn_bytes=torn)
-                returned, flushed = run(tmp, disk, batches, lag)
+                returned, flushed = run(tmp, disk, batches, lag, handover)
                 check_recovery(tmp, disk, batches, returned, flushed, power_loss, where)
 
 

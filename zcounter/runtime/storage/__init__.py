@@ -19,7 +19,8 @@ checkpoint, delete the old segments, and start a fresh segment.
 
 The on-disk layout of a data directory: ``zcounter.sqlite3`` (and its ``-wal``/``-shm``),
 ``wal-NNNNNNNN.log`` segments of ``SEGMENT_SIZE`` bytes (at most the current one, one
-pre-created spare and those still being checkpointed).
+pre-created spare and those still being checkpointed) and ``wal-reuse.log``, a
+checkpointed segment kept to become the next one (:mod:`.log`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ from .log import LogError, SegmentLog
 #: double at each rotation.
 SEGMENT_SIZE = 32 * 1024 * 1024
 FIRST_SEGMENT_SIZE = 1024 * 1024
+#: Changes are also handed to the checkpointer once this many keys changed, not only
+#: when the log moves to a new segment (a full one holds ~250,000 changed keys of three
+#: slots).  What is handed over stays in memory until written, beside what accumulates
+#: meanwhile: filling a million keys of three slots, the peak RSS (VmHWM) of a node was
+#: 383-384 MiB with hand-overs per segment and 329-330 MiB with this bound
+#: (docs/measurements/fill_rss.py, same hour; WRITEUP.md section 2.3), against a 400 MB
+#: (381.5 MiB) target.
+HANDOVER_KEYS = 65_536
 
 __all__ = ["DB_NAME", "SEGMENT_SIZE", "LogError", "Storage", "StorageError"]
 
@@ -183,7 +192,7 @@ class Storage:
 
     def __init__(self, checkpoint: Checkpoint, log: SegmentLog, data_dir: Path,
                  recovered: int, background: bool, lag: int,
-                 recovered_keys: list[str]) -> None:
+                 recovered_keys: list[str], handover_keys: int = HANDOVER_KEYS) -> None:
         self._checkpoint = checkpoint
         self._log = log
         self.data_dir = data_dir
@@ -193,6 +202,7 @@ class Storage:
         self.created = checkpoint.created
         self._changes = _Changes()
         self._segment = log.current_number
+        self._handover_keys = handover_keys
         self._checkpointer = _Checkpointer(checkpoint, log, background, lag)
         #: Log records replayed at open (what the last run wrote after its checkpoint),
         #: and the keys they changed (to publish again: see NodeCore's ``republish``).
@@ -202,11 +212,12 @@ class Storage:
     @classmethod
     def open(cls, data_dir: Path, node_id: int, files: Files | None = None,
              segment_size: int = SEGMENT_SIZE, background: bool = True,
-             lag: int = 0) -> Storage:
+             lag: int = 0, handover_keys: int = HANDOVER_KEYS) -> Storage:
         """Open (creating, upgrading or recovering) the storage under ``data_dir``.
 
-        ``files``, ``background`` and ``lag`` are for the crash tests: a simulated disk,
-        no threads, and checkpoints written ``lag`` commits after they are due."""
+        ``files``, ``background``, ``lag`` and ``handover_keys`` are for the crash
+        tests: a simulated disk, no threads, checkpoints written ``lag`` commits after
+        they are due, and hand-overs after fewer keys."""
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -229,7 +240,8 @@ class Storage:
             checkpoint.write(replayed.lsn, replayed.slots, replayed.states, replayed.rids)
         log.start()
         log.delete_before(log.current_number)
-        return cls(checkpoint, log, data_dir, count, background, lag, list(replayed.states))
+        return cls(checkpoint, log, data_dir, count, background, lag, list(replayed.states),
+                   handover_keys)
 
     # ------------------------------------------------------------------ loading
 
@@ -263,8 +275,10 @@ class Storage:
                 log.flush()
         except LogError as exc:
             raise StorageError(str(exc)) from exc
-        if log.current_number != self._segment:
-            # The log moved on: checkpoint everything up to here, off the request path.
+        if (log.current_number != self._segment
+                or len(self._changes.states) >= self._handover_keys):
+            # The log moved on, or enough changed: checkpoint everything up to here, off
+            # the request path.  (Segments below the current one are covered either way.)
             self._segment = log.current_number
             changes, self._changes = self._changes, _Changes()
             changes.segment = self._segment
