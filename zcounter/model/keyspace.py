@@ -148,16 +148,23 @@ class _Hot:
             self.records: dict[int, list[int]] = {}
             self.value, self.totals = 0, [0, 0]
             return
-        # One unpack, and the sums from its slices: under keys drawn uniformly nearly
-        # every increment touches a key of its own (WRITEUP.md section 7.4).
-        flat = _records_struct((len(packed) - HEAD_SIZE) // _REC.size).unpack_from(
-            packed, HEAD_SIZE)
-        self.orig = {flat[i]: (flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4])
-                     for i in range(0, len(flat), 5)}
-        self.records = {s: list(r) for s, r in self.orig.items()}
-        p, n = sum(flat[1::5]), sum(flat[2::5])
-        self.totals = [p, n]
-        self.value = p - sum(flat[3::5]) - n + sum(flat[4::5])
+        # One loop for the records, the originals, the totals and the value: under keys
+        # drawn uniformly nearly every increment touches a key of its own, and the add
+        # and the reply's count then need no sums of their own.  1.5-2.0 us for a key of
+        # three slots, against 3.4-3.8 us building them from one flat unpack and its
+        # slices (timeit, alternated; WRITEUP.md section 7.4).
+        orig: dict[int, Record] = {}
+        records: dict[int, list[int]] = {}
+        p_sum = n_sum = value = 0
+        for s, p, n, bp, bn in _REC.iter_unpack(memoryview(packed)[HEAD_SIZE:]):
+            orig[s] = (p, n, bp, bn)
+            records[s] = [p, n, bp, bn]
+            p_sum += p
+            n_sum += n
+            value += p - bp - n + bn
+        self.orig, self.records = orig, records
+        self.totals = [p_sum, n_sum]
+        self.value = value
 
 
 @dataclass(slots=True)
@@ -517,10 +524,10 @@ class Keyspace:
         Why: a peer's delta under keys drawn uniformly touches each key once, and the
         general path's hot entry (unpack into lists, copy the originals, compare them
         all again at the flush, repack) made merging and flushing one record of a key of
-        three slots cost 22 us here, against 8 us this way (timeit, 40,000 keys; WRITEUP.md
-        section 7.4).  Here the records are one ``struct`` unpack, only grown records
-        are rehashed, and the result is packed at once and reported by the flush as
-        adopted keys are."""
+        three slots cost 11.4-20.3 us here, against 5.2-9.5 us this way, about half in
+        each of six runs (docs/measurements/cold_keys.py; WRITEUP.md section 7.4).  Here
+        the records are one ``struct`` unpack, only grown records are rehashed, and the
+        result is packed at once and reported by the flush as adopted keys are."""
         index = self.slots.index
         fmt = _records_struct((len(old) - HEAD_SIZE) // _REC.size)
         flat = fmt.unpack_from(old, HEAD_SIZE)
@@ -718,8 +725,9 @@ class Keyspace:
         name_bytes = self.slots.name_bytes
         tree = self.tree
         # record_hash and pack inlined: under keys drawn uniformly this loop runs once
-        # per increment (17.4 against 20.8 us per increment of a cold key with the
-        # hot entry's single unpack, timeit; WRITEUP.md section 7.4).
+        # per increment.  With the hot entry's single loop, an increment of a key not yet
+        # changed in the batch, its value and the flush cost 10.8-15.3 us against
+        # 13.6-19.1 us, less in each of three alternated runs (cold_keys.py).
         fields = RECORD_FIELDS.pack
         for key, hot in self._hot.items():
             records = hot.records
