@@ -109,9 +109,9 @@ def _side_sections(resp: bool, scrape_cost: bool, ops: int, seconds: float, keys
               help="Seed of every key draw (printed in --json; a run can be repeated).")
 @click.option("--scale", is_flag=True,
               help="Also run the scale section (a million keys: memory, disk, heartbeats, "
-                   "a cut and a wiped node, throughput and reads). Took 7.5 minutes on this "
-                   "2-core machine: 4 filling 3,000,000 slots, 1 filling the 1-key "
-                   "cluster, 0.4 for the wiped node.")
+                   "a cut and a wiped node, throughput and reads). Took 6-7 minutes on this "
+                   "2-core machine: ~3 filling 3,000,000 slots, 1 filling the 1-key "
+                   "cluster, 0.3 for the wiped node.")
 @click.option("--scale-only", is_flag=True, help="Run only the scale section.")
 @click.option("--scale-keys", type=click.IntRange(min=100), default=None,
               help=f"Keys of the scale section [default: {SCALE_KEYS:,}; "
