@@ -90,14 +90,32 @@ class SlotTable:
         return len(self.names)
 
 
-def pack(records: Mapping[int, list[int] | Record], key_hash: int = 0,
-         live: bool | None = None) -> bytes:
+def pack(records: Mapping[int, list[int] | Record], key_hash: int = 0) -> bytes:
     """Records (by slot index) with their header; ``key_hash`` must be the key's hash
     (:func:`pack_state` computes it) wherever the result is loaded into a keyspace."""
-    if live is None:
-        live = _live(records.values())
-    return _HEAD.pack(key_hash, _LIVE if live else 0) + b"".join(
-        _REC.pack(s, r[0], r[1], r[2], r[3]) for s, r in sorted(records.items()))
+    return _pack_flat(_flatten(records), key_hash)[0]
+
+
+def _flatten(records: Mapping[int, list[int] | Record]) -> list[int]:
+    """Records as one flat list ``[slot, p, n, bp, bn, ...]``, in slot order."""
+    flat: list[int] = []
+    for s in sorted(records):
+        flat += (s, *records[s])
+    return flat
+
+
+def _pack_flat(flat: Sequence[int], key_hash: int) -> tuple[bytes, bool]:
+    """Records as one flat list in slot order (:func:`_flatten`), packed with their
+    header in one ``struct`` call; and whether they are live.  Every packing of a
+    key's state goes through here: :func:`pack`, :meth:`Keyspace.flush` (once per
+    increment under keys drawn uniformly) and :meth:`Keyspace._merge_packed`."""
+    live = False
+    for i in range(0, len(flat), REC_INTS):
+        if flat[i + 1] > flat[i + 3] or flat[i + 2] > flat[i + 4]:
+            live = True
+            break
+    return (_HEAD.pack(key_hash, _LIVE if live else 0)
+            + _records_struct(len(flat) // REC_INTS).pack(*flat)), live
 
 
 def pack_state(key: str, records: Mapping[int, list[int] | Record],
@@ -529,9 +547,8 @@ class Keyspace:
         the records are one ``struct`` unpack, only grown records are rehashed, and the
         result is packed at once and reported by the flush as adopted keys are."""
         index = self.slots.index
-        fmt = _records_struct((len(old) - HEAD_SIZE) // _REC.size)
-        flat = fmt.unpack_from(old, HEAD_SIZE)
-        slots = flat[0::5]
+        flat = _records_struct((len(old) - HEAD_SIZE) // _REC.size).unpack_from(old, HEAD_SIZE)
+        slots = flat[0::REC_INTS]
         new: list[int] | None = None
         grown: list[int] = []  # offsets in ``new`` of the records that grew
         added: list[tuple[int, int, int, int, int]] = []  # records of slots not held
@@ -545,9 +562,8 @@ class Keyspace:
                 p_add += p
                 n_add += n
                 continue
-            i = slots.index(s) * 5
-            cur = flat if new is None else new
-            mp, mn, mbp, mbn = cur[i + 1], cur[i + 2], cur[i + 3], cur[i + 4]
+            i = slots.index(s) * REC_INTS  # each slot once: ``state`` is by name
+            mp, mn, mbp, mbn = flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4]
             if p > mp or n > mn or bp > mbp or bn > mbn:
                 if new is None:
                     new = list(flat)
@@ -564,8 +580,8 @@ class Keyspace:
                 grown.append(i)
         if new is None and not added:
             return ()
-        if ((p_add and sum(flat[1::5]) + p_add > MAX_TOTAL)
-                or (n_add and sum(flat[2::5]) + n_add > MAX_TOTAL)):
+        if ((p_add and sum(flat[1::REC_INTS]) + p_add > MAX_TOTAL)
+                or (n_add and sum(flat[2::REC_INTS]) + n_add > MAX_TOTAL)):
             raise Overflow(f"merging into {key!r} would pass 2**63-1")
         digest = key_digest(key.encode())
         name_bytes = self.slots.name_bytes
@@ -583,16 +599,10 @@ class Keyspace:
             delta ^= xxh64(fields(p, n, bp, bn) + name_bytes[s], digest)
         if added:  # rare: a slot's first record of this key; keep records by slot
             records = sorted([(new[i], new[i + 1], new[i + 2], new[i + 3], new[i + 4])
-                              for i in range(0, len(new), 5)] + added)
+                              for i in range(0, len(new), REC_INTS)] + added)
             new = [x for rec in records for x in rec]
-            fmt = _records_struct(len(records))
-        live = False
-        for i in range(0, len(new), 5):
-            if new[i + 1] > new[i + 3] or new[i + 2] > new[i + 4]:
-                live = True
-                break
         old_hash, flags = _HEAD.unpack_from(old)
-        packed = _HEAD.pack(old_hash ^ delta, _LIVE if live else 0) + fmt.pack(*new)
+        packed, live = _pack_flat(new, old_hash ^ delta)
         return packed, segment_of(digest), delta, live - (flags & _LIVE)
 
     def merge_page(self, page: StatePage) -> int | None:
@@ -724,10 +734,11 @@ class Keyspace:
         names = self.slots.names
         name_bytes = self.slots.name_bytes
         tree = self.tree
-        # record_hash and pack inlined: under keys drawn uniformly this loop runs once
-        # per increment.  With the hot entry's single loop, an increment of a key not yet
-        # changed in the batch, its value and the flush cost 10.8-15.3 us against
-        # 13.6-19.1 us, less in each of three alternated runs (cold_keys.py).
+        # record_hash inlined and one struct call to pack: under keys drawn uniformly
+        # this loop runs once per increment.  With the hot entry's single loop, an
+        # increment of a key not yet changed in the batch, its value and the flush cost
+        # 10.8-15.3 us against 13.6-19.1 us, less in each of three alternated runs
+        # (cold_keys.py).
         fields = RECORD_FIELDS.pack
         for key, hot in self._hot.items():
             records = hot.records
@@ -755,16 +766,8 @@ class Keyspace:
             old = self._packed.get(key)
             is_new = old is None
             old_hash, was_live = (0, False) if old is None else header(old)
-            flat: list[int] = []
-            now_live = False
-            for s in sorted(records):
-                rec = records[s]
-                flat += (s, *rec)
-                if rec[0] > rec[2] or rec[1] > rec[3]:
-                    now_live = True
+            packed, now_live = _pack_flat(_flatten(records), old_hash ^ h)
             self.live += now_live - was_live
-            packed = (_HEAD.pack(old_hash ^ h, _LIVE if now_live else 0)
-                      + _records_struct(len(records)).pack(*flat))
             self._packed[key] = packed
             out.changed[key] = packed
             if is_new:
