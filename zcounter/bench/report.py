@@ -284,12 +284,12 @@ def _vs(res: Results, window: str, system: str) -> float:
     return value
 
 
-def _rss_max_mb(res: Results) -> float:
+def _rss_max_mib(res: Results) -> float:
     after: dict[Any, int] = _need(res, "zcounter", "rss_after_soak_kib")
     return max(after.values()) / 1024
 
 
-def _rss_growth_mb(res: Results) -> float:
+def _rss_growth_mib(res: Results) -> float:
     zc = _need(res, "zcounter")
     before: dict[Any, int] = _need(zc, "rss_before_soak_kib")
     after: dict[Any, int] = _need(zc, "rss_after_soak_kib")
@@ -328,7 +328,7 @@ def _scale_ratio(res: Results, name: str, ref: str) -> float:
     return value
 
 
-def _max_mb(per_node: dict[Any, Any], part: str | None = None) -> float:
+def _max_mib(per_node: dict[Any, Any], part: str | None = None) -> float:
     values: list[float] = [v if part is None else v.get(part) for v in per_node.values()]
     return max(v for v in values if v is not None) / (1024 if part is None else MIB)
 
@@ -358,9 +358,9 @@ def _scale_s(res: Results, section: str, name: str) -> float:
 def _scale_rss(res: Results) -> float:
     """The N-key cluster's largest RSS, in MiB: right after the fill, or its peak
     (``VmHWM``) over the section - repairs and bootstraps included - if higher."""
-    after = _max_mb(_scale(res, "rss_after_fill_kib", "large"))
+    after = _max_mib(_scale(res, "rss_after_fill_kib", "large"))
     peak = res["scale"].get("rss_peak_kib")
-    return max(after, _max_mb(peak)) if peak else after
+    return max(after, _max_mib(peak)) if peak else after
 
 
 def _repair_ratio(res: Results) -> float:
@@ -401,8 +401,8 @@ TARGETS: list[Target] = [
     Target("peer bytes / increment at saturation <= 20", 5,
            lambda r: _need(r, "zcounter", "replication", "w256", "bytes_per_increment"),
            20, True, lambda v: f"{v:.2f}"),
-    Target("node RSS < 60 MB", 5, _in_mb(_rss_max_mb), 60, True, _mib_and_mb),
-    Target("RSS growth < 5 MB over the soak", 5, _in_mb(_rss_growth_mb), 5, True,
+    Target("node RSS < 60 MB", 5, _in_mb(_rss_max_mib), 60, True, _mib_and_mb),
+    Target("RSS growth < 5 MB over the soak", 5, _in_mb(_rss_growth_mib), 5, True,
            lambda v: f"max {v / MB_PER_MIB:+.1f} MiB = {v:+.1f} MB"),
     Target("node ready < 1 s", 5, lambda r: max(_need(r, "zcounter", "ready_s").values()),
            1.0, True, lambda v: f"max {v:.3f} s"),
@@ -410,7 +410,7 @@ TARGETS: list[Target] = [
     Target("node RSS <= 400 MB with N keys x 3 slots (after the fill and at peak)", 9,
            _in_mb(_scale_rss), 400, True, _mib_and_mb),
     Target("data directory <= 300 MB per node with N keys", 9,
-           _in_mb(lambda r: _max_mb(_scale(r, "disk_after_fill", "large"), "total")), 300,
+           _in_mb(lambda r: _max_mib(_scale(r, "disk_after_fill", "large"), "total")), 300,
            True, _mib_and_mb),
     Target("heartbeat bytes / peer / s at N keys within 10 % of 1 key", 9,
            lambda r: abs(_scale(r, "heartbeat", "filled", "ratio") - 1.0), 0.10, True,
