@@ -1,0 +1,29 @@
+"""Every bound on what input may make a node allocate or do, in one place (issue 19).
+
+TigerBeetle's rule: every allocation and every unit of work driven by a connection is
+bounded *before* it is made.  Each door imports its limits from here; the ones a user
+might need to change are also fields of :class:`zcounter.config.Settings` (``[settings]``
+in the cluster file), whose defaults are the constants below.  README.md ("Limits") and
+WRITEUP.md ("Hostile input") list them with what each door does at each limit.
+
+Sections, one per door: keep each door's limits in its own section.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------- file descriptors
+
+
+# ---------------------------------------------------------------- native door (ROUTER)
+
+
+# ---------------------------------------------------------------- peers (SUB, DEALER)
+
+
+# ---------------------------------------------------------------- RESP door
+
+
+# ---------------------------------------------------------------- metrics door
+
+
+# ---------------------------------------------------------------- log noise
