@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from . import limits
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -54,6 +55,10 @@ class Settings:
     #: A RESP client whose replies have not moved for this long (it stopped reading) is
     #: disconnected, so it cannot hold the node's memory.
     resp_stall_timeout_s: float = 10.0
+    #: Requests held waiting (``confirm``, waits and reads for a level) per connection ...
+    max_held_per_connection: int = limits.MAX_HELD_PER_CONNECTION
+    #: ... and per node; beyond either, a request is refused at once with ``busy``.
+    max_held_per_node: int = limits.MAX_HELD_PER_NODE
 
     def __post_init__(self) -> None:
         for f in fields(self):
