@@ -13,68 +13,47 @@ prints whether the node is still alive and still answers a ping.  FRAME_BYTES (d
 from __future__ import annotations
 
 import os
-import socket
-import struct
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(1, os.path.join(HERE, "..", "..", "tests"))
 from harness import LocalCluster  # noqa: E402
+from zmtp import connect, frame  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def greeting() -> bytes:
-    """ZMTP 3.0 greeting (RFC 23), NULL mechanism, as a client."""
-    return (b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
-            + b"\x00" + b"\x00" * 31)
+class PeakRss(threading.Thread):
+    """Samples a process's RSS every 20 ms (VmHWM is per process lifetime: useless to
+    compare before and after)."""
 
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0.0, threading.Event()
 
-def ready() -> bytes:
-    name, value = b"Socket-Type", b"DEALER"
-    body = b"\x05READY" + bytes([len(name)]) + name + struct.pack(">I", len(value)) + value
-    return b"\x04" + bytes([len(body)]) + body
-
-
-def frame(body: bytes, more: bool) -> bytes:
-    flags = 0x01 if more else 0x00
-    if len(body) < 256:
-        return bytes([flags]) + bytes([len(body)]) + body
-    return bytes([flags | 0x02]) + struct.pack(">Q", len(body)) + body
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        part = sock.recv(n - len(data))
-        if not part:
-            raise ConnectionError("closed during the handshake")
-        data += part
-    return data
+    def run(self) -> None:
+        while not self.stop.wait(0.02):
+            self.peak = max(self.peak, rss_mib(self.pid))
 
 
 def attack(endpoint: str, pid: int, seconds: float, size: int, limit_mib: float) -> float:
-    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)), timeout=5)
-    # Step by step, as libzmq does: frames pipelined behind the handshake before the
-    # node's READY arrived made it drop the connection at once.
-    sock.sendall(greeting())
-    _recv_exactly(sock, 64)
-    sock.sendall(ready())
-    sock.recv(256)  # the node's READY
+    sock = connect(endpoint)
     chunk = frame(b"x" * size, more=True) * max(1, (1 << 20) // (size + 9))
     start = time.monotonic()
     next_print = start
     sent = 0
-    peak = 0.0
+    sampler = PeakRss(pid)
+    sampler.start()
     sock.settimeout(0.5)
     try:
         while (now := time.monotonic()) - start < seconds:
@@ -84,11 +63,11 @@ def attack(endpoint: str, pid: int, seconds: float, size: int, limit_mib: float)
             except TimeoutError:
                 pass  # the node stopped reading (TCP backpressure)
             except OSError as exc:
-                print(f"  t={now - start:5.1f}s  connection ended by the node: {exc}")
+                print(f"  t={now - start:5.1f}s  sent {sent / 2**20:8.1f} MiB  connection "
+                      f"ended by the node: {exc}")
                 break
             if now >= next_print:
                 rss = rss_mib(pid)
-                peak = max(peak, rss)
                 print(f"  t={now - start:5.1f}s  sent {sent / 2**20:8.1f} MiB  "
                       f"node RSS {rss:7.1f} MiB")
                 next_print = now + 0.5
@@ -97,7 +76,9 @@ def attack(endpoint: str, pid: int, seconds: float, size: int, limit_mib: float)
                     break
     finally:
         sock.close()
-    return peak
+        sampler.stop.set()
+        sampler.join()
+    return sampler.peak
 
 
 def main() -> None:
@@ -114,9 +95,11 @@ def main() -> None:
         if alive:
             t = time.monotonic()
             with cluster.client(1, timeout=5.0) as c:
-                c.ping(1) if hasattr(c, "ping") else c.status(1)
+                stats = c.status(1)["stats"]
             print(f"node answered in {time.monotonic() - t:.3f}s; "
-                  f"RSS after {rss_mib(pid):.1f} MiB")
+                  f"RSS after {rss_mib(pid):.1f} MiB; connections_cut "
+                  f"{stats.get('connections_cut', 0)}")
+            print(cluster.log_path(1).read_text()[-400:])
 
 
 if __name__ == "__main__":

@@ -283,7 +283,17 @@ def _families(s: Snapshot) -> Iterator[Metric]:
             ("zcounter_replies_undeliverable", "replies_undeliverable",
              "Replies whose client had gone."),
             ("zcounter_forbidden_requests", "forbidden",
-             "Peer operations refused to a connection that is not a node's.")):
+             "Peer operations refused to a connection that is not a node's."),
+            ("zcounter_held_refused", "held_refused",
+             "Requests refused busy: their connection or the node held as many waiting "
+             "requests as allowed."),
+            ("zcounter_oversized_messages", "oversized_messages",
+             "ZeroMQ messages of more frames than any request has, dropped unanswered."),
+            ("zcounter_connections_cut", "connections_cut",
+             "ROUTER connections cut while stuck inside one message (libzmq held it)."),
+            ("zcounter_send_failed", "send_failed",
+             "Messages dropped because a send failed otherwise than a full queue or a "
+             "client gone.")):
         yield _counter(name, doc, stat(key, 0))
     up = GaugeMetricFamily("zcounter_peer_up", "1 if the peer was heard within "
                            "peer_timeout_s.", labels=["peer"])

@@ -1,0 +1,229 @@
+"""The connection watch: bound what one connection to the ROUTER can make libzmq hold.
+
+libzmq delivers a multipart message only once its last frame has arrived; until then
+every frame sits in the connection's queue inside libzmq, where the application cannot
+see it, and neither ``MAXMSGSIZE`` (one frame) nor ``RCVHWM`` (complete messages) bounds
+it.  One raw TCP client sending frames flagged MORE, never a last one, grew a node by
+the bytes it sent (65,536-byte frames: 1.59 GB after 5 s) or ~21 times more (1-byte
+frames: 74 MiB sent, 1.56 GB; ``docs/measurements/zmtp_frames.py``).  libzmq 4.3.5 has
+no option to bound it, and a ROUTER cannot drop one connection.
+
+So the node watches the TCP connections themselves.  The ROUTER's monitor reports each
+accepted connection's file descriptor; every message read names the descriptor it came
+from (``ZMQ_SRCFD``).  The watch reads each connection's received byte count from the
+kernel (``TCP_INFO``) every :data:`CHECK_INTERVAL_S`, and at once whenever the node's
+RSS grew by :data:`RSS_TRIGGER_BYTES` since the last check (a probe of
+``/proc/self/statm`` per cycle, ~3.5 us).  A connection that delivered no complete
+message since the last check is *stuck* by the bytes the kernel received from it since
+its last message; it is cut when that passes its limit - ``client_limit``, or
+``peer_limit`` once it delivered a message from a node (``Guard.is_peer``) - or, at a
+check the RSS triggered, when it is the most stuck and past :data:`MIN_BLAME_BYTES`
+(libzmq keeps 64 bytes per frame: 1-byte frames hold ~21x the bytes sent).  Cutting
+is ``shutdown(2)`` of its socket: libzmq sees the connection fail and frees its queue;
+the client may reconnect.  Counted as ``connections_cut``, logged at most once per
+:data:`LOG_INTERVAL_S`.
+
+The descriptors belong to libzmq: the watch never closes one, and it shuts one down only
+after checking that it is still the connection it accepted (same local and remote
+address), since libzmq may have closed and reused the number before its event arrives.
+Linux only (``TCP_INFO``'s ``tcpi_bytes_received``, Linux 4.1+); elsewhere it is off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import os
+import socket
+import struct
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+log = logging.getLogger("zcounter.node")
+
+#: How often the watch reads the kernel's counters: one ``getsockopt`` per connection,
+#: ~2-8 us each through ctypes (timeit, on a loaded 2-core machine), so 2,000 idle
+#: connections cost the loop at most ~16 ms per check.
+CHECK_INTERVAL_S = 0.25
+#: RSS growth since the last check that triggers one at once ...
+RSS_TRIGGER_BYTES = 32 * 1024 * 1024
+#: ... and at such a check, the most stuck connection is cut if past this many bytes.
+MIN_BLAME_BYTES = 1024 * 1024
+#: At most one log line per this long, however many connections are cut.
+LOG_INTERVAL_S = 60.0
+
+_TCP_INFO = 11
+#: Offset of ``tcpi_bytes_received`` (u64, right after ``tcpi_bytes_acked`` at 120) in
+#: Linux's ``struct tcp_info`` (include/uapi/linux/tcp.h; checked against a socket that
+#: received 123,457 bytes).
+_BYTES_RECEIVED_AT = 128
+_TCP_INFO_LEN = 136
+_SHUT_RDWR = 2
+_SOCKADDR_LEN = 128
+
+
+@dataclass(slots=True)
+class _Conn:
+    #: (local, remote) address bytes at accept time: who this descriptor was.
+    identity: tuple[bytes, bytes]
+    #: Kernel's received byte count when the connection last delivered a message.
+    mark: int = 0
+    #: It delivered a message from a node: the peer limit applies.
+    peer: bool = False
+
+
+class _Libc:
+    """The three system calls the watch needs on a descriptor it does not own."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._getsockopt = libc.getsockopt
+        self._shutdown = libc.shutdown
+        self._getsockname = libc.getsockname
+        self._getpeername = libc.getpeername
+        self._info = ctypes.create_string_buffer(_TCP_INFO_LEN)
+        self._info_len = ctypes.c_uint32(_TCP_INFO_LEN)
+
+    def bytes_received(self, fd: int) -> int | None:
+        self._info_len.value = _TCP_INFO_LEN
+        if self._getsockopt(fd, socket.IPPROTO_TCP, _TCP_INFO, self._info,
+                            ctypes.byref(self._info_len)) != 0:
+            return None
+        if self._info_len.value < _BYTES_RECEIVED_AT + 8:
+            return None  # a kernel older than 4.1
+        value: int = struct.unpack_from("=Q", self._info.raw, _BYTES_RECEIVED_AT)[0]
+        return value
+
+    def identity(self, fd: int) -> tuple[bytes, bytes] | None:
+        out = []
+        for call in (self._getsockname, self._getpeername):
+            buf = ctypes.create_string_buffer(_SOCKADDR_LEN)
+            size = ctypes.c_uint32(_SOCKADDR_LEN)
+            if call(fd, buf, ctypes.byref(size)) != 0:
+                return None
+            out.append(buf.raw[:size.value])
+        return out[0], out[1]
+
+    def shutdown(self, fd: int) -> bool:
+        return bool(self._shutdown(fd, _SHUT_RDWR) == 0)
+
+
+class ConnectionWatch:
+    """Cuts ROUTER connections stuck inside a message (module docstring).  Call
+    :meth:`delivered` for every message read, :meth:`on_event` when :attr:`monitor` is
+    readable and :meth:`check` each cycle; poll no longer than :attr:`deadline`."""
+
+    def __init__(self, router: zmq.Socket[bytes], client_limit: int, peer_limit: int,
+                 stats: Counter[str], is_peer: Callable[[zmq.Frame], bool]) -> None:
+        self.client_limit = client_limit
+        self.peer_limit = peer_limit
+        self.stats = stats
+        self.is_peer = is_peer
+        self.enabled = sys.platform.startswith("linux")
+        self._libc = _Libc() if self.enabled else None
+        self.monitor: zmq.Socket[bytes] | None = (
+            router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+                                      | zmq.EVENT_CLOSED)
+            if self.enabled else None)
+        self._conns: dict[int, _Conn] = {}
+        #: Descriptors that delivered a message since the last check.
+        self.fresh: set[int] = set()
+        self.deadline = 0.0 if self.enabled else math.inf
+        self._next_log = 0.0
+        self._statm = open("/proc/self/statm", "rb", buffering=0) if self.enabled else None  # noqa: SIM115
+        self._page = os.sysconf("SC_PAGE_SIZE") if self.enabled else 0
+        self._rss_at_check = 0
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def delivered(self, fd: int, ident: zmq.Frame) -> None:
+        """A message was read from connection ``fd`` (``ident``: its routing frame)."""
+        fresh = self.fresh
+        if fd not in fresh:
+            fresh.add(fd)
+            conn = self._conns.get(fd)
+            if conn is not None and not conn.peer and self.is_peer(ident):
+                conn.peer = True
+
+    def on_event(self) -> None:
+        """Drain the monitor: learn accepted connections, forget closed ones."""
+        monitor, libc = self.monitor, self._libc
+        assert monitor is not None and libc is not None
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            fd = int(event["value"])
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                identity = libc.identity(fd)
+                if identity is not None:
+                    self._conns[fd] = _Conn(identity, libc.bytes_received(fd) or 0)
+            else:
+                self._conns.pop(fd, None)
+                self.fresh.discard(fd)
+
+    def _rss(self) -> int:
+        statm = self._statm
+        assert statm is not None
+        statm.seek(0)
+        return int(statm.read(64).split()[1]) * self._page
+
+    def check(self, now: float) -> None:
+        """Cut stuck connections: every :data:`CHECK_INTERVAL_S`, or now if the RSS grew
+        by :data:`RSS_TRIGGER_BYTES` since the last check."""
+        libc = self._libc
+        if libc is None:
+            return
+        if not self._conns:
+            self.deadline = now + CHECK_INTERVAL_S
+            return
+        rss = self._rss()
+        triggered = rss - self._rss_at_check > RSS_TRIGGER_BYTES
+        if now < self.deadline and not triggered:
+            return
+        self.deadline = now + CHECK_INTERVAL_S
+        self._rss_at_check = rss
+        fresh = self.fresh
+        cut: list[int] = []
+        worst, worst_fd = MIN_BLAME_BYTES, -1
+        for fd, conn in self._conns.items():
+            received = libc.bytes_received(fd)
+            if received is None:
+                continue
+            if fd in fresh:
+                conn.mark = received
+                continue
+            stuck = received - conn.mark
+            if stuck > (self.peer_limit if conn.peer else self.client_limit):
+                cut.append(fd)
+            elif triggered and stuck > worst:
+                worst, worst_fd = stuck, fd
+        fresh.clear()
+        if worst_fd >= 0 and not cut:
+            cut.append(worst_fd)
+        for fd in cut:
+            conn = self._conns.pop(fd)
+            # Still the connection we accepted?  (libzmq may have closed the number
+            # and reused it before its event reached us.)
+            if libc.identity(fd) != conn.identity or not libc.shutdown(fd):
+                continue
+            self.stats["connections_cut"] += 1
+            if now >= self._next_log:
+                self._next_log = now + LOG_INTERVAL_S
+                log.warning("cut a ROUTER connection stuck inside one message (more bytes "
+                            "than its limit, or the most while memory grew); %d cut so "
+                            "far, logged at most once per %.0f s",
+                            self.stats["connections_cut"], LOG_INTERVAL_S)
+
+    def close(self) -> None:
+        if self._statm is not None:
+            self._statm.close()
+            self._statm = None
