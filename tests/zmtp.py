@@ -6,10 +6,13 @@ from __future__ import annotations
 import socket
 import struct
 
+#: A ZMTP 3.1 PING command (TTL 1 s, no context): the peer answers it with a PONG.
+PING = b"\x04\x07\x04PING\x00\x0a"
 
-def greeting() -> bytes:
-    """The 64-byte greeting: version 3.0, NULL mechanism, as a client."""
-    return (b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
+
+def greeting(version: tuple[int, int] = (3, 0)) -> bytes:
+    """The 64-byte greeting: NULL mechanism, as a client (3.1 for PING/PONG)."""
+    return (b"\xff" + b"\x00" * 8 + b"\x7f" + bytes(version) + b"NULL".ljust(20, b"\x00")
             + b"\x00" + b"\x00" * 31)
 
 
@@ -39,13 +42,14 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def connect(endpoint: str, timeout: float = 5.0) -> socket.socket:
+def connect(endpoint: str, timeout: float = 5.0,
+            version: tuple[int, int] = (3, 0)) -> socket.socket:
     """A TCP connection to ``endpoint`` (``tcp://HOST:PORT``) that has done the NULL
     handshake as a DEALER, step by step as libzmq does: frames pipelined behind the
     handshake before the node's READY arrived made the node drop the connection."""
     host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=timeout)
-    sock.sendall(greeting())
+    sock.sendall(greeting(version))
     _recv_exactly(sock, 64)
     sock.sendall(ready())
     sock.recv(256)  # the node's READY

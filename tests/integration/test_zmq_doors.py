@@ -10,13 +10,15 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 
 import orjson
 import pytest
 import zmq
 from harness import FAST_SETTINGS, LocalCluster, RawDealer, running_cluster, wait_for
-from zmtp import connect, frame
+from zmtp import PING, connect, frame
 
 from zcounter import limits
 
@@ -171,6 +173,34 @@ def test_300k_held_confirms_then_a_closed_connection_do_not_abort_the_node(clust
     assert answers(cluster, 1)
     log = cluster.log_path(1).read_text()
     assert "Assertion failed" not in log
+
+
+def test_pings_left_in_a_flooded_connection_do_not_abort_the_node(cluster):
+    """The same abort reached without the node's own heartbeats: a raw client that
+    interleaves ZMTP PINGs with 100,000 requests, so that one is in libzmq's input buffer
+    whichever request filled the queue, then resets the connection.  Draining the queue
+    decoded the PING and answered it on the failed connection: node 1 aborted in the
+    first of five rounds with RCVHWM 10,000 and no ROUTER heartbeats."""
+    proc = cluster.procs[1]
+    body = b"".join(frame(orjson.dumps({"op": "status", "id": i}), more=False) + PING
+                    for i in range(100_000))
+    for round_ in range(3):
+        sock = connect(cluster.router(1), version=(3, 1))
+        sock.sendall(body)
+        # Reset once the node is answering (its queue for us is long by then).
+        got = 0
+        deadline = time.monotonic() + 20
+        while got < 64 * 1024:
+            assert time.monotonic() < deadline, "the node did not answer the flood"
+            got += len(sock.recv(65536))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        closed = time.monotonic()
+        while time.monotonic() - closed < ABORT_WINDOW_S:
+            assert proc.poll() is None, (f"node 1 exited with {proc.returncode} in round "
+                                         f"{round_}:\n" + cluster.log_path(1).read_text()[-500:])
+            answers(cluster, 1)
+    assert "Assertion failed" not in cluster.log_path(1).read_text()
 
 
 # --------------------------------------------------------------------------- output

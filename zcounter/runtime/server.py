@@ -42,7 +42,7 @@ import zmq
 from .. import __version__
 from ..config import ClusterConfig
 from ..errors import ConfigError, ProtocolError
-from ..limits import MAX_FRAMES_PER_MESSAGE, MAX_STUCK_CLIENT_BYTES, MAX_STUCK_PEER_BYTES
+from ..limits import MAX_FRAMES_PER_MESSAGE, MAX_UNREAD_CLIENT_BYTES, MAX_UNREAD_PEER_BYTES
 from ..model.keyspace import Keyspace
 from ..protocol.codec import (
     MAX_PEER_MESSAGE_BYTES,
@@ -194,8 +194,8 @@ class NodeServer:
         sockets += list(redial.monitors)
 
         core = self._load(storage, time.monotonic())
-        watch = ConnectionWatch(router, MAX_STUCK_CLIENT_BYTES, MAX_STUCK_PEER_BYTES,
-                                core.stats, self.guard.is_peer)
+        watch = ConnectionWatch(router, MAX_UNREAD_CLIENT_BYTES, MAX_UNREAD_PEER_BYTES,
+                                core.stats, self.guard.is_peer, self.guard.curve)
         if watch.monitor is not None:
             sockets.append(watch.monitor)  # closed with the others
         pipeline = Pipeline(storage)
@@ -268,6 +268,7 @@ class NodeServer:
             ready = poller.poll(math.ceil(timeout_ms))
             now = time.monotonic()
             received = 0
+            drained = True  # the ROUTER has no complete message queued (it is not ready)
             if door is not None:
                 door.start_cycle()
             for sock, events in ready:
@@ -291,6 +292,8 @@ class NodeServer:
                     continue
                 assert isinstance(sock, zmq.Socket)
                 recv = sock.recv
+                if sock is router:
+                    drained = False  # until a read finds it empty
                 for _ in range(max_batch):
                     if core.batch_full:
                         break  # the rest is read next cycle (zmq's poll is level-triggered)
@@ -306,11 +309,12 @@ class NodeServer:
                         try:
                             ident = frame = recv(NOBLOCK, copy=False)
                         except zmq.Again:
+                            drained = True
                             break
                         received += 1
-                        if delivered is not None:
-                            delivered(ident.get(_SRCFD), ident)  # the watch's evidence
-                        body, frames = _rest(recv, frame)
+                        body, frames, size = _rest(recv, frame)
+                        if delivered is not None:  # the connection watch's evidence
+                            delivered(ident.get(_SRCFD), ident, size, frames)
                         if frames > MAX_FRAMES_PER_MESSAGE:
                             # No answer: the reply would be work done for a message
                             # that cannot be a request.
@@ -326,8 +330,7 @@ class NodeServer:
                     first = frame.bytes
                     frames = 1
                     if frame.more:
-                        _, more = _rest(recv, frame)
-                        frames += more
+                        frames += _rest(recv, frame)[1]
                     stats["peer_bytes_received"] += len(first)
                     if frames != 1:
                         stats["dropped_peer_messages"] += 1
@@ -358,7 +361,7 @@ class NodeServer:
             if redial is not None:
                 redial.tick(now)
             if watch is not None:
-                watch.check(now)
+                watch.check(now, drained)
             if door is not None:
                 door.pump(core, now)
             if metrics is not None:
@@ -511,9 +514,10 @@ class _Out:
                                 stats["send_failed"], SEND_FAILED_LOG_S)
 
 
-def _rest(recv: Callable[..., zmq.Frame], frame: zmq.Frame) -> tuple[bytes, int]:
+def _rest(recv: Callable[..., zmq.Frame], frame: zmq.Frame) -> tuple[bytes, int, int]:
     """Read the rest of the message whose frame ``frame`` was just read: the bytes of
-    the next frame (empty if none) and how many frames followed ``frame``.
+    the next frame (empty if none), how many frames followed ``frame`` and their total
+    size.
 
     Frame by frame, and only the first one copied: the others are counted and released
     at once, so a message of a million frames costs the loop no list and no copies.
@@ -523,14 +527,15 @@ def _rest(recv: Callable[..., zmq.Frame], frame: zmq.Frame) -> tuple[bytes, int]
     A message is atomic, so once its first frame was read the rest cannot raise Again.
     """
     if not frame.more:
-        return b"", 0
+        return b"", 0, 0
     frame = recv(NOBLOCK, copy=False)
     first = frame.bytes
-    count = 1
+    count, size = 1, len(first)
     while frame.more:
         frame = recv(NOBLOCK, copy=False)
         count += 1
-    return first, count
+        size += len(frame)
+    return first, count, size
 
 
 def install_signal_handlers(server: NodeServer) -> None:

@@ -30,15 +30,19 @@ def tune(sock: zmq.Socket[bytes]) -> None:
 def tune_router(sock: zmq.Socket[bytes], max_message_bytes: int) -> None:
     """Options of the node's ROUTER, the door every client and peer connects to.
 
-    No ZMTP heartbeats from this side.  libzmq 4.3.5 aborts the process
-    (``Assertion failed: !_io_error (src/stream_engine_base.cpp:310)``) when a
-    connection whose input it had stopped - its queue at RCVHWM - fails (the peer
-    closed) and the heartbeat timer then fires on it: the timer's ``out_event`` asserts
-    on the failed connection (libzmq issue #4364, open).  300,000 pipelined ``confirm``
-    requests from one DEALER that then closed aborted node 1 of a three-node cluster on
-    the second try (``tests/integration/test_zmq_doors.py``); with the ROUTER's
-    heartbeat off, not in three.  Dead client connections are found by TCP keepalive
-    and TCP_USER_TIMEOUT instead, which act in the kernel, not through that timer.
+    libzmq 4.3.5 aborts the process (``Assertion failed: !_io_error
+    (src/stream_engine_base.cpp:310)``, libzmq issue #4364, open) when it calls
+    ``out_event`` on a connection that failed while its input was stopped - stopped
+    because the connection's queue was at RCVHWM.  Two calls reach it: the socket's own
+    ZMTP heartbeat timer, and the PONG to a PING that was still in the connection's input
+    buffer, decoded when the queue drains.  300,000 pipelined ``confirm`` requests from a
+    DEALER that then closed aborted node 1 of three in its second try (the first); a raw
+    client interleaving PINGs with 100,000 requests and resetting its connection, in its
+    first (the second; ``tests/integration/test_zmq_doors.py``).  So the ROUTER has no
+    RCVHWM - libzmq never stops reading a connection, and the connection watch
+    (:mod:`.watch`) bounds each one's queue instead - and sends no heartbeats; dead
+    client connections are found by TCP keepalive and TCP_USER_TIMEOUT, which act in
+    the kernel.
     """
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.HEARTBEAT_IVL, 0)
