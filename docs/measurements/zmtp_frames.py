@@ -13,6 +13,7 @@ prints whether the node is still alive and still answers a ping.  FRAME_BYTES (d
 from __future__ import annotations
 
 import os
+import select
 import sys
 import tempfile
 import threading
@@ -65,6 +66,10 @@ def attack(endpoint: str, pid: int, seconds: float, size: int, limit_mib: float)
             except OSError as exc:
                 print(f"  t={now - start:5.1f}s  sent {sent / 2**20:8.1f} MiB  connection "
                       f"ended by the node: {exc}")
+                break
+            if select.select([sock], [], [], 0)[0] and sock.recv(1) == b"":
+                print(f"  t={now - start:5.1f}s  sent {sent / 2**20:8.1f} MiB  connection "
+                      "closed by the node (EOF)")
                 break
             if now >= next_print:
                 rss = rss_mib(pid)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import time
@@ -41,20 +42,23 @@ def answers(cluster: LocalCluster, node: int) -> bool:
 # --------------------------------------------------------------------------- frames
 
 
-def test_a_message_whose_frames_never_end_is_cut_and_the_node_stays_small(tmp_path):
+@pytest.mark.parametrize("frame_bytes", [65536, 1], ids=["64KiB-frames", "1-byte-frames"])
+def test_a_message_whose_frames_never_end_is_cut_and_the_node_stays_small(tmp_path,
+                                                                          frame_bytes):
+    """Without the watch the node held every frame: 64 KiB frames grew it 1:1 with the
+    bytes sent (1.59 GB after 5 s), 1-byte frames ~21x (74 MiB sent: 1.56 GB)."""
     # One node: its ROUTER has no peer hosts, so a connection gets the client limit.
     with running_cluster(tmp_path / "c", n=1) as cluster:
         pid = cluster.procs[1].pid
         before = rss_mib(pid)
         peak = before
-        chunk = frame(b"x" * 65536, more=True) * 16  # 1 MiB of frames, never a last one
+        chunk = frame(b"x" * frame_bytes, more=True) * max(1, (1 << 20) // (frame_bytes + 9))
         sock = connect(cluster.router(1))
         sock.settimeout(0.5)
         sent = 0
         cut = False
         deadline = time.monotonic() + 20
-        # Without the watch the node held every byte (1.59 GB after 5 s); bounded here by
-        # 2 GiB sent or 20 s, whichever first.
+        # Bounded by 2 GiB sent or 20 s, whichever first.
         while time.monotonic() < deadline and sent < 2 << 30:
             try:
                 sock.sendall(chunk)
@@ -62,15 +66,45 @@ def test_a_message_whose_frames_never_end_is_cut_and_the_node_stays_small(tmp_pa
             except TimeoutError:
                 pass
             except OSError:
-                cut = True
+                cut = True  # reset by the node
                 break
             peak = max(peak, rss_mib(pid))
+            # The node never writes to us after the handshake: readable means its end of
+            # the connection is gone (EOF; our unsent bytes then just wait in our queue).
+            if select.select([sock], [], [], 0)[0] and sock.recv(1) == b"":
+                cut = True
+                break
         sock.close()
         assert cut, f"the node never cut a connection that sent {sent >> 20} MiB of one message"
         assert peak - before < 200, f"node grew {peak - before:.0f} MiB before the cut"
         assert cluster.stat(1, "connections_cut") == 1
         wait_for(lambda: rss_mib(pid) - before < 50, 10, what="libzmq to free the frames")
         assert answers(cluster, 1)
+
+
+def test_a_client_flooding_faster_than_the_node_reads_is_cut(tmp_path):
+    """With no RCVHWM on the ROUTER, the watch bounds what one connection may queue:
+    500,000 pipelined status requests (~19 MiB) outrun the node's reading."""
+    with running_cluster(tmp_path / "c", n=1) as cluster:
+        pid = cluster.procs[1].pid
+        before = rss_mib(pid)
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        flood = ctx.socket(zmq.DEALER)
+        flood.setsockopt(zmq.SNDHWM, 0)
+        flood.setsockopt(zmq.RCVHWM, 1)
+        flood.connect(cluster.router(1))
+        try:
+            status = orjson.dumps({"op": "status", "id": 1})
+            for _ in range(500_000):
+                flood.send(status)
+            wait_for(lambda: cluster.stat(1, "connections_cut") >= 1, 30,
+                     what="the flooding connection to be cut")
+            t = time.monotonic()
+            assert answers(cluster, 1) and time.monotonic() - t < 1.0
+            assert rss_mib(pid) - before < 200
+        finally:
+            flood.close(linger=0)
+            ctx.term()
 
 
 def test_a_message_of_too_many_frames_is_dropped_unanswered_and_counted(cluster):
