@@ -15,6 +15,17 @@ zc_bootstrap() {
     if [[ -f "$stamp" && "$stamp" -nt "$ZC_ROOT/pyproject.toml" && "$stamp" -nt "$ZC_LOCK" ]]; then
         return 0
     fi
+    # Every install includes zcounter and its own dependencies, so a fresh stamp of any
+    # extras (bin/test's "dev") also serves a script that needs no extras: bin/cluster then
+    # starts without pip, also where no network is (a test runs it in a namespace).
+    if [[ -z "$extras" ]]; then
+        local any
+        for any in "$ZC_VENV"/.zcounter-installed*; do
+            if [[ -f "$any" && "$any" -nt "$ZC_ROOT/pyproject.toml" && "$any" -nt "$ZC_LOCK" ]]; then
+                return 0
+            fi
+        done
+    fi
     local py="${ZCOUNTER_PYTHON:-python3}"
     if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
         echo "error: zcounter needs Python 3.10 or newer as '$py' (set ZCOUNTER_PYTHON)" >&2
