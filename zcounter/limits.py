@@ -22,6 +22,15 @@ from __future__ import annotations
 
 # ---------------------------------------------------------------- RESP door
 
+#: TLS: a connection whose handshake has not finished this long after its accept is closed
+#: (``Settings.resp_tls_handshake_timeout_s``).  A half-open handshake holds a descriptor
+#: and ~30 KB of OpenSSL state; a real client on loopback finishes in ~2 ms, and 5 s leaves
+#: room for a slow network and a client-certificate check.
+RESP_TLS_HANDSHAKE_TIMEOUT_S = 5.0
+#: A failed or late TLS handshake, or a TLS error, is logged at most once per cause per this
+#: interval, with the count of those left unlogged (a scanner must not flood the log).
+RESP_TLS_LOG_INTERVAL_S = 10.0
+
 
 # ---------------------------------------------------------------- metrics door
 
