@@ -315,3 +315,48 @@ def test_a_half_open_handshake_is_closed_after_the_bound(loop: Loop, sent: bytes
     assert 0.5 <= waited < 2.0, waited
     assert loop.door.disconnects == {"tls_handshake_timeout": 1}
     assert not loop.door._handshakes
+
+
+@pytest.mark.tool("openssl")
+def test_large_replies_to_a_slow_reader_go_out_whole(
+        loop: Loop, certs: Certs, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 4 KiB socket buffers on both sides make the door's SSL_write block
+    # (SSLWantWriteError) again and again; a retry that did not repeat the same start
+    # would be OpenSSL's "bad write retry" (closed as tls_error) or corrupt the stream.
+    secure, send = RespDoor._secure, ssl.SSLSocket.send
+    blocked = 0
+
+    def small_buffer(door: RespDoor, sock: socket.socket, now: float) -> socket.socket | None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return secure(door, sock, now)
+
+    def counting_send(sock: ssl.SSLSocket, data: bytes, flags: int = 0) -> int:
+        nonlocal blocked
+        try:
+            return send(sock, data, flags)
+        except ssl.SSLWantWriteError:
+            blocked += 1
+            raise
+    monkeypatch.setattr(RespDoor, "_secure", small_buffer)
+    monkeypatch.setattr(ssl.SSLSocket, "send", counting_send)
+    payloads = [bytes([65 + i]) * 65536 for i in range(10)]
+    request = b"".join(b"*2\r\n$4\r\nECHO\r\n$65536\r\n%s\r\n" % p for p in payloads)
+    want = b"".join(b"$65536\r\n%s\r\n" % p for p in payloads)
+
+    def talk() -> bytes:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(DEADLINE_S)
+        raw.connect(("127.0.0.1", loop.port))
+        context = ssl.create_default_context(cafile=certs.ca)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(request)
+            got = b""
+            while len(got) < len(want):
+                chunk = sock.recv(4096)
+                assert chunk, f"closed after {len(got)} bytes"
+                got += chunk
+            return got
+    assert loop.beside(talk) == want
+    assert "tls_error" not in loop.door.disconnects
+    assert blocked > 10, blocked  # the door did meet a full socket, many times
