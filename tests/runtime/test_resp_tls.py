@@ -22,6 +22,8 @@ from typing import TypeVar
 
 import pytest
 import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "protocol"))
 from corelink import core
@@ -360,3 +362,59 @@ def test_large_replies_to_a_slow_reader_go_out_whole(
     assert loop.beside(talk) == want
     assert "tls_error" not in loop.door.disconnects
     assert blocked > 10, blocked  # the door did meet a full socket, many times
+
+
+def client_hello(certs: Certs) -> bytes:
+    """A real ClientHello (Python's, for TLS 1.2 and 1.3), made in memory."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context(cafile=certs.ca).wrap_bio(
+        incoming, outgoing, server_hostname="127.0.0.1")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.tool("openssl")
+def test_fuzzed_handshakes_close_only_their_connection(certs: Certs) -> None:
+    """Raw bytes, and a real ClientHello with bytes changed, cut or appended, then the
+    client closes its side or goes silent: every such connection ends closed and counted,
+    nothing escapes the door, and a real TLS client is served afterwards."""
+    loop = Loop(tls_config(certs), handshake_s=0.1)
+    hello = client_hello(certs)
+    mutated = st.builds(
+        lambda edits, cut, tail: bytes(_edit(hello, edits))[:cut] + tail,
+        st.lists(st.tuples(st.integers(0, len(hello) - 1), st.integers(0, 255)),
+                 max_size=8),
+        st.integers(0, len(hello)), st.binary(max_size=64))
+
+    @settings(max_examples=40, deadline=None)
+    @given(data=st.one_of(st.binary(max_size=512), mutated), close=st.booleans())
+    def one(data: bytes, close: bool) -> None:
+        with socket.create_connection(("127.0.0.1", loop.port), timeout=DEADLINE_S) as sock:
+            sock.sendall(data)
+            if close:
+                sock.shutdown(socket.SHUT_WR)
+            loop.until(lambda: loop.door.conns, "the accept")
+            loop.until(lambda: not loop.door.conns, "the connection to be closed")
+        assert not loop.door._handshakes and not loop.door._unread
+
+    try:
+        one()
+        failed = sum(n for reason, n in loop.door.disconnects.items()
+                     if reason.startswith("tls_handshake"))
+        assert failed == sum(loop.door.disconnects.values()) > 0
+
+        def talk() -> bytes:
+            with tls_client(loop.port, certs) as sock:
+                sock.sendall(PING)
+                return recv_until(sock, b"+PONG\r\n")
+        assert loop.beside(talk) == b"+PONG\r\n"
+    finally:
+        loop.door.close()
+
+
+def _edit(data: bytes, edits: list[tuple[int, int]]) -> bytearray:
+    out = bytearray(data)
+    for at, value in edits:
+        out[at] = value
+    return out

@@ -171,7 +171,7 @@ def tls_context(config: ClusterConfig) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_RENEGOTIATION
     try:
-        context.load_cert_chain(cert, key, password=_no_passphrase)
+        context.load_cert_chain(str(cert), str(key), password=_no_passphrase)
     except _EncryptedKey:
         raise ConfigError(f"{source}: security.resp_tls_key: {key} is encrypted (give the "
                           "key without a passphrase, mode 0600)") from None
@@ -181,7 +181,7 @@ def tls_context(config: ClusterConfig) -> ssl.SSLContext | None:
                           f"({exc.reason or exc})") from None
     if ca is not None:
         try:
-            context.load_verify_locations(cafile=ca)
+            context.load_verify_locations(cafile=str(ca))
         except ssl.SSLError as exc:
             raise ConfigError(f"{source}: security.resp_tls_ca: {ca} holds no PEM CA "
                               f"certificate ({exc.reason or exc})") from None
