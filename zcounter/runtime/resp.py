@@ -425,7 +425,9 @@ class RespDoor:
             with contextlib.suppress(OSError):
                 sock.close()
             return None
-        self._handshakes[wrapped.fileno()] = now + self.handshake_timeout_s
+        fd = wrapped.fileno()
+        self._handshakes.pop(fd, None)  # (re-inserted at the end: the order is the deadlines')
+        self._handshakes[fd] = now + self.handshake_timeout_s
         return wrapped
 
     def _handshake(self, conn: _Conn, core: NodeCore, now: float) -> None:
