@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .limits import RESP_MAX_ARGUMENT_BYTES, RESP_MAX_COMMAND_BYTES, RESP_MAX_KEYS_PER_COMMAND
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,6 +55,12 @@ class Settings:
     #: A RESP client whose replies have not moved for this long (it stopped reading) is
     #: disconnected, so it cannot hold the node's memory.
     resp_stall_timeout_s: float = 10.0
+    #: Bytes of one RESP argument; a longer one is refused and the connection closed.
+    resp_max_argument_bytes: int = RESP_MAX_ARGUMENT_BYTES
+    #: Bytes of one RESP command as sent (also what a connection keeps of an unfinished one).
+    resp_max_command_bytes: int = RESP_MAX_COMMAND_BYTES
+    #: Keys of one RESP MGET/EXISTS/DEL (more: an error reply; the loop's work is per key).
+    resp_max_keys_per_command: int = RESP_MAX_KEYS_PER_COMMAND
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -363,7 +363,7 @@ def make_door(config: ClusterConfig, node_id: int, version: str) -> RespDoor | N
                     "security.resp_password_file is set", node_id, address.resp)
         return None
     door = Door(node_id, tuple(sorted(config.nodes)), password, process_id=os.getpid(),
-                started=time.monotonic(), version=version)
+                started=time.monotonic(), version=version, settings=config.settings)
     for peer in config.peers_of(node_id):
         door.peer_addresses[peer] = parse_endpoint(config.nodes[peer].router)
     try:
