@@ -3,9 +3,11 @@
 Theory of operation
 -------------------
 The runtime (:mod:`zcounter.runtime.resp`) owns the socket.  It hands what it reads to
-:meth:`Session.receive`; hiredis's ``Reader`` (the parser every hiredis-based client
-uses) turns the bytes into commands, however TCP cut them: a command split over reads
-waits in the reader, many pipelined commands in one read are taken one by one.
+:meth:`Session.receive`, which keeps it until :class:`~.framing.Framer` has found a whole
+command in it, its headers checked against the limits; hiredis's ``Reader`` (the parser
+every hiredis-based client uses) then turns that command's bytes into words.  However TCP
+cut them: a command split over reads waits in the session's buffer (bounded), many
+pipelined commands in one read are taken one by one.
 
 Every command takes a *slot* at the tail of the connection's FIFO, at once, so replies
 leave in command order whatever order they are produced in:
@@ -274,6 +276,7 @@ class Session:
         #: :meth:`take_requests`).
         self.requests: list[ClientRequest] = []
         self._fed_cycle = -1
+        self._fed_count = 0
         self._waiting: dict[int, tuple[_Slot, Handler]] = {}
         self._tag = 0
         #: Input not yet run: the unfinished command (bounded by the command bound), or,
@@ -373,8 +376,7 @@ class Session:
         if (type(got) is not list or len(got) != words or extra is not False
                 or not all(type(w) is bytes for w in got)):
             self.reader = hiredis.Reader()
-            self._protocol_error(f"Protocol error: {got if isinstance(got, Exception) else ''}"
-                                 "unparsable command", Refusal.PARSER, now)
+            self._protocol_error("Protocol error: unparsable command", Refusal.PARSER, now)
             return None
         return got
 
@@ -396,16 +398,18 @@ class Session:
 
     def _internal_error(self, exc: Exception, now: float) -> None:
         """An exception escaped the handling of this connection (a bug): answer every
-        command not yet answered with an error, forget what is in flight, close."""
+        command not yet answered with an error (or, if none is, add one), forget what is
+        in flight, close."""
         text = f"ERR internal error ({type(exc).__name__}); closing the connection"
         self.door.protocol_errors += 1
         self.door.refuse(Refusal.INTERNAL_ERROR)
         self.protocol_error = f"internal error: {exc!r}"
-        for slot in self.fifo:
-            if slot.data is None:
-                slot.data = R.error(text)
-        self.fifo.append(_Slot(now, R.error(text)))
-        self._unblock(now, orphan=True)
+        self._unblock(now, orphan=True)  # before its slot is filled: still in the core
+        unanswered = [slot for slot in self.fifo if slot.data is None]
+        for slot in unanswered:
+            slot.data = R.error(text)
+        if not unanswered:
+            self.fifo.append(_Slot(now, R.error(text)))
         self._waiting.clear()
         self.requests.clear()
         self._groups.clear()
@@ -435,20 +439,21 @@ class Session:
         requests = self.requests
         if not requests:
             return []
-        fresh = self._fed_cycle != cycle
+        fed = 0 if self._fed_cycle != cycle else self._fed_count  # this cycle, so far
         groups = self._groups
         n = 0
         while groups:
             size = groups[0]
-            if n and n + size > RESP_MAX_REQUESTS_PER_CYCLE:
+            if fed + n and fed + n + size > RESP_MAX_REQUESTS_PER_CYCLE:
                 break
-            if type(requests[n]) in _BARRIERS and (n or not fresh):
+            if type(requests[n]) in _BARRIERS and fed + n:
                 break
             n += size
             groups.popleft()
         if not n:
             return []
         self._fed_cycle = cycle
+        self._fed_count = fed + n
         taken = requests[:n]
         del requests[:n]
         return taken
