@@ -38,10 +38,11 @@ RESP_MAX_COMMAND_BYTES = 1024 * 1024
 #: 128 KB of list, 0.6 MB with the words' objects).
 RESP_MAX_ARGUMENTS = 16_384
 #: Keys of one MGET/EXISTS/DEL: past it the command is answered with an error (the
-#: connection stays).  Measured on this machine's core (tests/protocol, 3 in-memory
-#: nodes, 230-byte keys): 1,000 keys cost the loop 2.7 ms (MGET) and 27 ms (DEL, a Reset
-#: per key) plus the batch's end; 10,000 cost 125 ms and 270 ms + 640 ms.  Setting
-#: ``resp_max_keys_per_command``.
+#: connection stays).  Measured on the project's 2-core machine with the in-memory 3-node
+#: link of tests/protocol (keys of 209 bytes, all live; 3 runs): 1,000 keys cost the loop
+#: 1.8-6 ms (MGET, EXISTS) and 7.5-16 ms (DEL: a Reset per key) to handle, plus 2.3-2.9 /
+#: 22-49 ms at the batch's end (in-memory replication to two peers included); 10,000
+#: keys cost 50-125 ms and 270 ms + 640 ms.  Setting ``resp_max_keys_per_command``.
 RESP_MAX_KEYS_PER_COMMAND = 1000
 #: Before AUTH, when a password is set: Redis's own bounds (networking.c, "unauthenticated
 #: multibulk length" past 10 words, "unauthenticated bulk length" past 16 KiB).

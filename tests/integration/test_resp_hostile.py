@@ -195,9 +195,9 @@ def test_an_adversarial_match_pattern_answers_within_a_second(hc: LocalCluster) 
         for pattern in ("*a" * 7 + "b", "adv:*" + "?" * 150 + "b*", "*[a]*[a]*[a]*[a]*b"):
             started = time.monotonic()
             assert r.keys(pattern) == []
-            cursor, found = r.scan(0, match=pattern, count=10_000)
+            _, found = r.scan(0, match=pattern, count=10_000)
             assert found == []
-            # Before: seven "*a" never returned.  Measured here: ~0.05 s.
+            # Before: seven "*a" never returned.  Measured here: 27-93 ms per pattern.
             assert time.monotonic() - started < PROBE_S, pattern
     assert_alive(hc, 2)
 
@@ -257,7 +257,7 @@ def test_a_del_of_the_most_keys_allowed_leaves_other_clients_served(
         assert r.delete(*keys) == n
         took = time.monotonic() - started
         assert probe.ping() is True
-        # Measured here: ~0.1 s for the DEL from send to reply (a Reset per key).
+        # Measured here: 117 ms at worst of 5 from send to reply (a Reset per key).
         assert took < PROBE_S, f"DEL of {n} keys took {took:.2f}s"
         assert r.exists(*keys) == 0
 
