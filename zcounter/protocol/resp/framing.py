@@ -34,7 +34,7 @@ from ...limits import RESP_MAX_HEADER_BYTES
 from .refusals import Refusal
 
 _CRLF = b"\r\n"
-_BLANK = b"\r\n"
+_BLANK = _CRLF  # bytes skipped between commands
 #: A canonical integer, as hiredis requires ("$04" is refused by it, so by the framer).
 _INT = re.compile(rb"0|-?[1-9][0-9]{0,18}")
 
@@ -83,11 +83,6 @@ class Framer:
         self._body = 0  # bytes of the current bulk still to skip, CRLF included
         #: Words of the command last returned (0: an empty or null array, to ignore).
         self.words = 0
-
-    @property
-    def scanned(self) -> int:
-        """Offset of the first byte not yet scanned."""
-        return self._pos
 
     def drop(self, n: int) -> None:
         """The caller removed the first ``n`` bytes (all before :attr:`start`)."""
@@ -162,11 +157,6 @@ class Framer:
         finally:
             self._pos = pos
             self._state = state
-
-    @property
-    def pending(self) -> bool:
-        """A command has begun and is not whole yet."""
-        return self._state is not _State.START
 
 
 def _line(buf: bytes | bytearray, pos: int, what: str) -> tuple[int, int] | None:
