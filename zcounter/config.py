@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .limits import RESP_TLS_HANDSHAKE_TIMEOUT_S
+from .limits import (
+    RESP_MAX_ARGUMENT_BYTES,
+    RESP_MAX_COMMAND_BYTES,
+    RESP_MAX_KEYS_PER_COMMAND,
+    RESP_TLS_HANDSHAKE_TIMEOUT_S,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,6 +63,12 @@ class Settings:
     #: A RESP connection whose TLS handshake has not finished this long after its accept
     #: is closed (zcounter.limits.RESP_TLS_HANDSHAKE_TIMEOUT_S).
     resp_tls_handshake_timeout_s: float = RESP_TLS_HANDSHAKE_TIMEOUT_S
+    #: Bytes of one RESP argument; a longer one is refused and the connection closed.
+    resp_max_argument_bytes: int = RESP_MAX_ARGUMENT_BYTES
+    #: Bytes of one RESP command as sent (also what a connection keeps of an unfinished one).
+    resp_max_command_bytes: int = RESP_MAX_COMMAND_BYTES
+    #: Keys of one RESP MGET/EXISTS/DEL (more: an error reply; the loop's work is per key).
+    resp_max_keys_per_command: int = RESP_MAX_KEYS_PER_COMMAND
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -646,7 +646,7 @@ def make_door(config: ClusterConfig, node_id: int, version: str) -> RespDoor | N
         log.warning("node %d: RESP door %s is off: %s", node_id, address.resp, refusal)
         return None
     door = Door(node_id, tuple(sorted(config.nodes)), password, process_id=os.getpid(),
-                started=time.monotonic(), version=version)
+                started=time.monotonic(), version=version, settings=config.settings)
     for peer in config.peers_of(node_id):
         door.peer_addresses[peer] = parse_endpoint(config.nodes[peer].router)
     try:
