@@ -276,3 +276,17 @@ def test_the_resp_bounds_are_settings(tmp_path: Path) -> None:
             sock.sendall(cmd("ECHO", b"x" * 1025))
             assert [str(e) for e in replies_until(sock)] == [
                 "ERR Protocol error: invalid bulk length"]
+
+
+def test_a_stream_of_protocol_errors_does_not_flood_the_log(hc: LocalCluster) -> None:
+    """300 connections closed for bad input leave a few log lines, not 300: one line per
+    cause per interval, with the count of the rest."""
+    log = hc.log_path(1)
+    before = log.read_text(errors="replace").count("connection closed")
+    for _ in range(300):
+        with raw(hc) as sock:
+            sock.sendall(b"*4294967295\r\n")
+            replies_until(sock)
+    assert_alive(hc)
+    after = log.read_text(errors="replace").count("connection closed")
+    assert after - before <= 3, f"{after - before} log lines for 300 protocol errors"

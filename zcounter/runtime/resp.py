@@ -113,6 +113,8 @@ class Closed(str, Enum):
     TLS_HANDSHAKE_TIMEOUT = "tls_handshake_timeout"
     #: A TLS error after the handshake (a corrupt record, a renegotiation attempt).
     TLS_ERROR = "tls_error"
+    #: The session refused the client's bytes (framing, bounds: its ``protocol_error``).
+    PROTOCOL_ERROR = "protocol_error"
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -342,9 +344,10 @@ class RespDoor:
         if self._writing:
             for conn in list(self._writing):
                 if now - conn.progress > self.stall_timeout_s:
-                    log.info("RESP client %s (id %d) read nothing for %.1fs with %d bytes "
-                             "waiting: disconnected", conn.session.address, conn.session.id,
-                             now - conn.progress, conn.pending)
+                    self._note(Closed.STALLED, now, "RESP client %s (id %d) read nothing "
+                               "for %.1fs with %d bytes waiting: disconnected",
+                               conn.session.address, conn.session.id, now - conn.progress,
+                               conn.pending)
                     self._close(conn, Closed.STALLED)
 
     def deliver(self, client: RespClient, reply: ClientReply, now: float) -> None:
@@ -480,7 +483,8 @@ class RespDoor:
 
     def _note(self, cause: Closed, now: float, message: str, *args: object) -> None:
         """Log ``message`` unless ``cause`` was logged less than
-        :data:`RESP_TLS_LOG_INTERVAL_S` ago; then say how many went unlogged."""
+        :data:`RESP_TLS_LOG_INTERVAL_S` ago; then say how many went unlogged.  Every line
+        a client can cause goes through here: one per cause per interval, never a flood."""
         at, quiet = self._quiet.get(cause, (0.0, 0))
         if now < at:
             self._quiet[cause] = (at, quiet + 1)
@@ -576,8 +580,9 @@ class RespDoor:
                     del conn.out[:conn.out_at]  # amortised: compact when half is sent
                     conn.out_at = 0
         if conn.pending > MAX_OUTPUT_BYTES:
-            log.info("RESP client %s (id %d): %d bytes of replies unsent: disconnected",
-                     session.address, session.id, conn.pending)
+            self._note(Closed.OUTPUT_LIMIT, now, "RESP client %s (id %d): %d bytes of "
+                       "replies unsent: disconnected", session.address, session.id,
+                       conn.pending)
             self._close(conn, Closed.OUTPUT_LIMIT)
             return
         if not conn.pending and (session.done or (conn.eof and not session.fifo)):
@@ -623,8 +628,11 @@ class RespDoor:
             with contextlib.suppress(KeyError):
                 self.poller.unregister(conn.fd)
         if conn.session.protocol_error is not None:
-            log.info("RESP client %s (id %d): %s; connection closed", conn.session.address,
-                     conn.session.id, conn.session.protocol_error)
+            # Rate-limited like the TLS causes: a client looping on bad input must not
+            # flood the log (issue 19); the count is in the session's refusals.
+            self._note(Closed.PROTOCOL_ERROR, time.monotonic(),
+                       "RESP client %s (id %d): %s; connection closed", conn.session.address,
+                       conn.session.id, conn.session.protocol_error)
         conn.session.close()
         with contextlib.suppress(OSError):
             conn.sock.close()
