@@ -10,7 +10,7 @@ dropped (``[5]`` is ``(5, 0, 0, 0)``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -344,12 +344,39 @@ def _wire_rids(rids: tuple[RidEntry, ...]) -> list[list[Any]]:
 # --------------------------------------------------------------------------- client codec
 
 
-def decode_request(frame: bytes) -> ClientRequest | PeerRequest:
-    """Decode what a ROUTER received after the routing id (one frame)."""
+class Forbidden(ProtocolError):
+    """A message only a node may send, from a connection that is not a node's: refused
+    before its contents are decoded (``forbidden``)."""
+
+
+def _always_peer() -> bool:
+    return True
+
+
+def decode_request(frame: bytes, is_peer: Callable[[], bool] = _always_peer
+                   ) -> ClientRequest | PeerRequest:
+    """Decode what a ROUTER received after the routing id (one frame).
+
+    ``is_peer`` says whether the connection is a node's (the runtime's role check).  It
+    is asked only when the answer matters, and always before the work it guards: a frame
+    larger than a client request may be, or a peer operation, from a connection that is
+    not a node's raises :class:`Forbidden` - the first before any parsing, the second
+    before any of its fields is decoded.  Everything else a client sends is parsed under
+    the client bound, ``MAX_REQUEST_BYTES``; only a node's frames may be peer-sized
+    (issue 19: a client key's 16 MB merge was parsed and validated whole, then refused).
+    The check stays off the per-increment path: a client's request under the bound
+    never asks it (in ``curve`` mode a role check reads the connection's key, ~1.2 us).
+    """
+    if len(frame) > MAX_REQUEST_BYTES and not is_peer():
+        raise Forbidden(f"message of {len(frame)} bytes: only a node may send more than "
+                        f"a client request's {MAX_REQUEST_BYTES}")
     obj = _loads(frame, MAX_PEER_MESSAGE_BYTES)
     op = obj.get("op")
     # A JSON list or object is unhashable: test the type before the set lookup.
     if type(op) is str and op in _PEER_OPS:
+        if not is_peer():
+            raise Forbidden(f"{op!r} is a peer operation and this connection is not a "
+                            "node's")
         return _decode_peer_request(op, obj)
     if len(frame) > MAX_REQUEST_BYTES:
         raise ProtocolError(f"request too large ({len(frame)} bytes, limit {MAX_REQUEST_BYTES})")

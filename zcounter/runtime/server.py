@@ -44,6 +44,7 @@ from ..errors import ConfigError, ProtocolError
 from ..model.keyspace import Keyspace
 from ..protocol.codec import (
     MAX_PEER_MESSAGE_BYTES,
+    Forbidden,
     decode_broadcast,
     decode_peer_reply,
     decode_request,
@@ -376,21 +377,21 @@ class NodeServer:
             core.refuse(client, None, ErrorCode.BAD_REQUEST,
                         f"expected 1 frame after the routing id, got {len(body)}")
             return
+        guard = self.guard
+        frame = body[0]
         try:
-            request = decode_request(body[0])
+            # The role is checked before decoding, by the codec, only where it matters:
+            # a frame past the client bound, or a peer operation (codec.decode_request).
+            request = decode_request(frame, lambda: guard.is_peer(ident))
+        except Forbidden as exc:
+            core.stats["forbidden"] += 1
+            core.refuse(client, None, ErrorCode.FORBIDDEN, str(exc), "peer")
+            return
         except ProtocolError as exc:
             core.stats["bad_requests"] += 1
-            core.refuse(client, request_tag(body[0]), ErrorCode.BAD_REQUEST, str(exc))
+            core.refuse(client, request_tag(frame), ErrorCode.BAD_REQUEST, str(exc))
             return
-        guard = self.guard
-        if isinstance(request, PEER_REQUESTS):
-            if not guard.is_peer(ident):
-                core.stats["forbidden"] += 1
-                core.refuse(client, None, ErrorCode.FORBIDDEN,
-                            f"{type(request).__name__} is a peer operation and this "
-                            "connection is not a node's", "peer")
-                return
-        else:
+        if not isinstance(request, PEER_REQUESTS):
             if guard.revoked and not guard.is_authorized(ident):
                 core.stats["forbidden"] += 1
                 core.refuse(client, request.id, ErrorCode.FORBIDDEN,

@@ -1,0 +1,110 @@
+"""A connection that is not a node's is held to the client bound before anything it sent
+is decoded (issue 19: "a peer-sized message from a client key is decoded before its role
+is checked"), with real node processes on loopback.
+
+In ``curve`` mode a node's role is its key; in ``none`` mode it is the source address
+(a configured node's host).  The proof that nothing was parsed: a frame past the client
+bound that is not even JSON is answered ``forbidden``, not ``bad_request`` (which is what
+parsing it would have said), and counted as ``forbidden``.  The controls: the same frame
+from a node (its key; its host) is parsed - and refused as too large or as bad JSON by
+the decoder - so the check is on the role, not on the size alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from harness import LocalCluster, RawDealer, running_cluster
+
+from zcounter.protocol.codec import MAX_REQUEST_BYTES
+
+pytestmark = pytest.mark.integration
+
+#: Just past the client bound, and not JSON: parsing it fails at the first byte.
+NOT_JSON = b"\xff" * (MAX_REQUEST_BYTES + 1)
+#: A loopback address no node of the test clusters is on (they are all on 127.0.0.1).
+STRANGER_HOST = "127.0.0.9"
+
+
+def big_merge(slot: str, key: str) -> bytes:
+    """A valid merge of node 2's slot, past the client bound (padding keys of 0)."""
+    states = {key: {slot: [10**12]}}
+    states.update({f"pad-{i:07d}": {slot: [0]} for i in range(MAX_REQUEST_BYTES // 24)})
+    frame = orjson.dumps({"op": "merge", "id": 9, "n": 2, "s": states})
+    assert len(frame) > MAX_REQUEST_BYTES
+    return frame
+
+
+def stats(cluster: LocalCluster, node: int) -> dict[str, int]:
+    return dict(cluster.status(node)["stats"])
+
+
+def refused_as(reply: dict[str, Any], code: str) -> str:
+    assert reply["ok"] is False and reply["error"] == code, reply
+    return str(reply["message"])
+
+
+@pytest.fixture
+def secure(tmp_path: Path) -> Iterator[LocalCluster]:
+    with running_cluster(tmp_path / "cluster", secure=True) as c:
+        yield c
+
+
+def test_a_client_key_is_refused_a_peer_sized_message_without_parsing_it(
+        secure: LocalCluster) -> None:
+    with secure.client(1) as c:
+        c.increment(3, key="held", wait="all")
+    slot2 = secure.status(2)["slot"]
+    before = stats(secure, 1)
+    with secure.raw(1) as dealer:  # the client's key
+        message = refused_as(dealer.call(NOT_JSON, timeout=5.0), "forbidden")
+        assert "only a node may send more" in message
+        refused_as(dealer.call(big_merge(slot2, "held"), timeout=5.0), "forbidden")
+        # The connection is still served: the worst a client gets is a refusal.
+        assert dealer.request({"op": "get", "id": 3, "key": "held"})["count"] == 3
+    after = stats(secure, 1)
+    assert after.get("forbidden", 0) == before.get("forbidden", 0) + 2
+    assert after.get("bad_requests", 0) == before.get("bad_requests", 0)
+    assert secure.counts(key="held") == {1: 3, 2: 3, 3: 3}
+
+
+def test_a_node_key_may_send_a_peer_sized_message(secure: LocalCluster) -> None:
+    """The control: the same frames under node 2's key are parsed (the garbage is a
+    ``bad_request``, the merge is applied)."""
+    assert secure.keys is not None
+    slot2 = secure.status(2)["slot"]
+    node2 = secure.curve(1, cert=secure.keys.nodes[2][1])
+    before = stats(secure, 1)
+    with RawDealer(secure.router(1), node2) as dealer:
+        assert "not valid JSON" in refused_as(dealer.call(NOT_JSON, timeout=5.0),
+                                              "bad_request")
+        assert dealer.call(big_merge(slot2, "pushed"), timeout=10.0)["t"] == "st"
+    after = stats(secure, 1)
+    assert after.get("forbidden", 0) == before.get("forbidden", 0)
+    assert secure.count(1, key="pushed") == 10**12
+
+
+def test_none_mode_refuses_a_peer_sized_message_from_another_host_without_parsing_it(
+        cluster: LocalCluster) -> None:
+    """``none`` mode: a connection from a host no node is on is a client; one from a
+    node's host (127.0.0.1 here, every node's) is a peer and is parsed."""
+    port = cluster.router(1).rsplit(":", 1)[1]
+    before = stats(cluster, 1)
+    # libzmq's "source;destination" form binds the connection's source address.
+    with RawDealer(f"tcp://{STRANGER_HOST}:0;127.0.0.1:{port}") as stranger:
+        refused_as(stranger.call(NOT_JSON, timeout=5.0), "forbidden")
+        assert "peer operation" in refused_as(
+            stranger.request({"op": "merge", "id": 2, "n": 2, "s": {}}), "forbidden")
+        assert stranger.request({"op": "ping", "id": 3})["ok"] is True
+    middle = stats(cluster, 1)
+    assert middle.get("forbidden", 0) == before.get("forbidden", 0) + 2
+    assert middle.get("bad_requests", 0) == before.get("bad_requests", 0)
+    with cluster.raw(1) as local:  # from 127.0.0.1: a node's host
+        refused_as(local.call(NOT_JSON, timeout=5.0), "bad_request")
+    after = stats(cluster, 1)
+    assert after.get("bad_requests", 0) == middle.get("bad_requests", 0) + 1
+    assert after.get("forbidden", 0) == middle.get("forbidden", 0)
