@@ -19,6 +19,11 @@ from __future__ import annotations
 
 # ---------------------------------------------------------------- peers (SUB, DEALER)
 
+#: A peer's claim that it holds more of this node's own slot than this node does (lost
+#: commits, or a forged state in ``none`` mode) is adopted and counted per key
+#: (``own_slot_ahead``); the warning is logged at most this often.
+OWN_SLOT_WARNING_INTERVAL_S = 10.0
+
 
 # ---------------------------------------------------------------- RESP door
 
