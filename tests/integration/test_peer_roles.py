@@ -12,13 +12,16 @@ the decoder - so the check is on the role, not on the size alone.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from harness import LocalCluster, RawDealer, running_cluster
+from harness import LocalCluster, RawDealer, free_port, running_cluster, wait_for, write_config
 
 from zcounter.protocol.codec import MAX_REQUEST_BYTES
 
@@ -108,3 +111,37 @@ def test_none_mode_refuses_a_peer_sized_message_from_another_host_without_parsin
     after = stats(cluster, 1)
     assert after.get("bad_requests", 0) == middle.get("bad_requests", 0) + 1
     assert after.get("forbidden", 0) == middle.get("forbidden", 0)
+
+
+# --------------------------------------------------------------------------- steering to curve
+
+
+def test_a_none_mode_node_not_on_loopback_says_once_what_it_trusts(tmp_path: Path,
+                                                                   cluster: LocalCluster
+                                                                   ) -> None:
+    """Node 1 listens on every interface (0.0.0.0: it only listens, nothing is sent off
+    loopback; node 2, on 127.0.0.1, is never started).  Its log says once, at start, what
+    ``none`` trusts and to use ``curve``; a loopback-only cluster's logs do not."""
+    nodes = {1: ("0.0.0.0", free_port(), free_port()), 2: ("127.0.0.1", free_port(),
+                                                           free_port())}
+    cfg = write_config(tmp_path / "exposed.toml", nodes)
+    log_path = tmp_path / "node-1.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "zcounter.cli", "node", "--id", "1",
+                                 "--config", str(cfg), "--data-dir", str(tmp_path / "d1")],
+                                stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_for(lambda: "ready" in log_path.read_text(), 15.0, what="node 1 to start")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = [line for line in log_path.read_text().splitlines()
+             if "security mode none" in line]
+    assert len(lines) == 1, lines
+    assert "WARNING" in lines[0] and "nodes on 0.0.0.0" in lines[0]
+    assert 'mode = "curve"' in lines[0]
+    for node in cluster.ids:
+        assert "security mode none" not in cluster.log_path(node).read_text()
