@@ -764,3 +764,25 @@ def test_the_periodic_check_leaves_a_peer_that_is_behind_to_repair_itself():
     link.run(6.0)
     assert link.cores[2].keys.value("a") == 5
     assert link.cores[1].keys.tree.root == link.cores[2].keys.tree.root
+
+
+def test_a_peer_state_that_would_give_a_key_too_many_slots_is_dropped():
+    """Forged slots of made-up incarnations grew one key without end (each step to it
+    unpacks every record): past MAX_SLOTS_PER_KEY the message is dropped and counted."""
+    from zcounter.limits import MAX_SLOTS_PER_KEY
+
+    def fake(i: int) -> str:
+        return make_slot(1, f"{i:012x}")
+    b = core(2, keyspace=keyspace({"k": {fake(i): (1, 0, 0, 0)
+                                         for i in range(MAX_SLOTS_PER_KEY - 1)}}))
+    b.take_outputs()
+    two_more = {fake(MAX_SLOTS_PER_KEY): (1, 0, 0, 0), fake(MAX_SLOTS_PER_KEY + 1): (1, 0, 0, 0)}
+    b.handle_broadcast(Delta(1, "e1", 1, {"k": two_more}), 0.0)
+    assert b.stats["dropped_peer_messages"] == 1
+    assert b.accept_page(StatePage.of({"k": two_more}), 1) is None
+    assert b.stats["dropped_peer_messages"] == 2
+    assert b.keys.record_count("k") == MAX_SLOTS_PER_KEY - 1
+    # Records of slots it holds already, and one more up to the bound, are merged.
+    held = {fake(0): (5, 0, 0, 0), fake(MAX_SLOTS_PER_KEY): (1, 0, 0, 0)}
+    assert b.accept_page(StatePage.of({"k": held}), 1) == 1
+    assert b.keys.record_count("k") == MAX_SLOTS_PER_KEY

@@ -336,6 +336,12 @@ class Keyspace:
         packed = self._packed.get(key)
         return 0 if packed is None else (len(packed) - HEAD_SIZE) // _REC.size
 
+    def slots_after_merge(self, key: str, names: Iterable[str]) -> int:
+        """How many slots ``key`` would have a record of once ``names`` are merged."""
+        records = self._records(key) or {}
+        index = self.slots.index
+        return len(records) + sum(1 for name in names if index.get(name) not in records)
+
     def key_hash(self, key: str) -> int:
         """XOR of the key's record hashes (what its segment holds for it)."""
         if key not in self._hot:

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..config import Settings
-from ..limits import OWN_SLOT_WARNING_INTERVAL_S
+from ..limits import MAX_SLOTS_PER_KEY, OWN_SLOT_WARNING_INTERVAL_S
 from ..model.keyspace import Keyspace
 from ..model.page import REC_INTS, StatePage
 from ..model.pncounter import Overflow, Record, dominates, make_slot, slot_node
@@ -287,6 +287,8 @@ class NodeCore:
                 if not self._known_slot(slot):
                     self._drop(f"slot {slot!r} from node {sender} names an unknown node")
                     return None
+            if self._too_many_slots(key, state, len(state), sender):
+                return None
             mine = state.get(own)
             if mine is not None and not keys.dominates(key, {own: mine}):
                 ahead.append(key)
@@ -306,6 +308,9 @@ class NodeCore:
             if bad:
                 self._drop(f"slot {bad[0]!r} from node {sender} names an unknown node")
                 return None
+        for key, flat in page.records.items():
+            if self._too_many_slots(key, page[key], len(flat) // REC_INTS, sender):
+                return None
         own = self.slot_name
         if own in page.slots:
             at = page.slots.index(own)
@@ -322,6 +327,21 @@ class NodeCore:
                 self._own_slot_ahead(ahead, sender)
         self._batch_keys += len(page)
         return self.keys.merge_page(page)
+
+    def _too_many_slots(self, key: str, state: Iterable[str], count: int,
+                        sender: int) -> bool:
+        """Would merging ``state`` (``count`` slots) give ``key`` records of more than
+        ``MAX_SLOTS_PER_KEY`` slots?  Then the message is dropped.  A slot is a node
+        incarnation that wrote the key, so legal keys stay far below; without the bound,
+        forged slots of made-up incarnations (10,000 per message) grew one key without
+        end, and every step to it unpacks all its records.  O(1) per key unless near."""
+        if self.keys.record_count(key) + count <= MAX_SLOTS_PER_KEY:
+            return False
+        if self.keys.slots_after_merge(key, state) <= MAX_SLOTS_PER_KEY:
+            return False
+        self._drop(f"states from node {sender} would give {key[:40]!r} records of more than "
+                   f"{MAX_SLOTS_PER_KEY} slots")
+        return True
 
     def _known_slot(self, slot: str) -> bool:
         owner = slot_node(slot)
