@@ -145,3 +145,45 @@ def test_a_none_mode_node_not_on_loopback_says_once_what_it_trusts(tmp_path: Pat
     assert 'mode = "curve"' in lines[0]
     for node in cluster.ids:
         assert "security mode none" not in cluster.log_path(node).read_text()
+
+
+# --------------------------------------------------------------------------- DEALER replies
+
+
+def test_a_reply_claiming_another_node_than_its_connection_is_dropped(
+        cluster: LocalCluster) -> None:
+    """Whatever answers on node 3's address (node 3 is down: an impostor took its port)
+    answers each request with the id before it - in a ``read=all`` that is the fetch
+    sent to node 2, paused here so that it stays unanswered - claiming to be node 2, with
+    a key nobody wrote.  Request ids are one sequence for all peers, so only the
+    connection a reply came on says who sent it: every such reply is dropped and
+    counted, and the key never appears (without the check, node 1 merged it)."""
+    from harness import FakeRouter
+
+    from zcounter.errors import RequestRefused
+
+    cluster.kill(3)
+    slot2 = cluster.status(2)["slot"]
+    cluster.pause(2)
+
+    def answer(request: Any) -> bytes | None:
+        if not isinstance(request, dict) or request.get("op") not in ("fetch", "merge"):
+            return None
+        return orjson.dumps({"t": "st", "id": request["id"] - 1, "n": 2,
+                             "s": {"stolen": {slot2: [7]}}})
+
+    before = cluster.stat(1, "dropped_peer_messages")
+    with FakeRouter(answer, cluster.config.node(3).router) as impostor:
+        with cluster.client(1, timeout=1.0, retries=0) as c:
+            def answered() -> bool:
+                try:
+                    c.get_counts(["stolen"], read="all")
+                except RequestRefused as exc:
+                    assert exc.code == "unavailable", exc
+                return impostor.answered >= 3
+            wait_for(answered, 15.0, what="the impostor to answer three fetches")
+        wait_for(lambda: cluster.stat(1, "dropped_peer_messages") - before
+                 >= impostor.answered, 5.0, what="node 1 to drop every impostor reply")
+    cluster.resume(2)
+    assert cluster.get_counts(1, ["stolen"]) == {"stolen": 0}
+    assert "stolen" not in cluster.listing(1)

@@ -320,6 +320,14 @@ class NodeServer:
                             stats["dropped_peer_messages"] += 1
                             log.debug("dropped reply from node %d: %s", peer_of[sock], exc)
                             continue
+                        if reply.node != peer_of[sock]:
+                            # Request ids are one sequence for all peers: without this,
+                            # whatever answers on node 2's DEALER could answer, as node
+                            # 3, a request sent to node 3.
+                            stats["dropped_peer_messages"] += 1
+                            log.debug("dropped reply on node %d's connection claiming "
+                                      "node %d", peer_of[sock], reply.node)
+                            continue
                         core.handle_peer_reply(reply, now)
             if guard.curve and (self._reload or now >= next_reload):
                 guard.reload_clients(reason="SIGHUP" if self._reload else "periodic")
