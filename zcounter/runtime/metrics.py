@@ -283,14 +283,18 @@ def _families(s: Snapshot) -> Iterator[Metric]:
             ("zcounter_replies_undeliverable", "replies_undeliverable",
              "Replies whose client had gone."),
             ("zcounter_forbidden_requests", "forbidden",
-             "Peer operations refused to a connection that is not a node's."),
+             "Peer operations, and messages past the client bound, refused to a "
+             "connection that is not a node's."),
+            ("zcounter_own_slot_ahead", "own_slot_ahead",
+             "Keys a peer held more of this node's own slot of than this node: lost "
+             "commits, or a forged state (security mode none)."),
             ("zcounter_held_refused", "held_refused",
              "Requests refused busy: their connection or the node held as many waiting "
              "requests as allowed."),
             ("zcounter_oversized_messages", "oversized_messages",
              "ZeroMQ messages of more frames than any request has, dropped unanswered."),
             ("zcounter_connections_cut", "connections_cut",
-             "ROUTER connections cut while stuck inside one message (libzmq held it)."),
+             "ROUTER connections cut while stuck inside one message or flooding it."),
             ("zcounter_send_failed", "send_failed",
              "Messages dropped because a send failed otherwise than a full queue or a "
              "client gone.")):
