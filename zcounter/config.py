@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .limits import METRICS_MAX_CLIENTS, RESP_MAX_CLIENTS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,6 +55,11 @@ class Settings:
     #: A RESP client whose replies have not moved for this long (it stopped reading) is
     #: disconnected, so it cannot hold the node's memory.
     resp_stall_timeout_s: float = 10.0
+    #: RESP connections at once (Redis's ``maxclients``); the door holds at most its
+    #: share of the open files limit (zcounter/runtime/fdbudget.py), whichever is less.
+    resp_max_clients: int = RESP_MAX_CLIENTS
+    #: ``/metrics`` connections at once (likewise bounded by the descriptor budget).
+    metrics_max_clients: int = METRICS_MAX_CLIENTS
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -67,6 +67,7 @@ from ..protocol.outputs import LogLevel, Message, Publish, ToClient, ToPeer
 from ..protocol.resp import RespClient
 from .auth import CLIENT_KEYS_RELOAD_S, Guard, Redial
 from .committer import SWITCH_INTERVAL_S, Pipeline
+from .fdbudget import NofileLimit, open_fds, plan, raise_nofile_limit
 from .metrics import MetricsServer, NodeMetrics, start_metrics
 from .resp import RespDoor, make_door
 from .sockets import NOBLOCK, SNDMORE_NOBLOCK, tune
@@ -96,6 +97,7 @@ class NodeServer:
         self._reload = False
         #: Set when ``[nodes.N] metrics`` is (request timing costs a dict entry each).
         self.metrics: NodeMetrics | None = None
+        self.nofile: NofileLimit | None = None
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop = True
@@ -113,6 +115,8 @@ class NodeServer:
                 f"({exc.strerror})") from None
 
     def run(self) -> int:
+        # Before anything is opened: the descriptor budget starts from the raised limit.
+        self.nofile = raise_nofile_limit()
         storage = Storage.open(self.data_dir, self.node_id)
         ctx = zmq.Context()
         sockets: list[zmq.Socket[bytes]] = []
@@ -192,14 +196,24 @@ class NodeServer:
             if sock is not pub:
                 poller.register(sock, zmq.POLLIN)
         poller.register(pipeline.wake_fd, zmq.POLLIN)
-        door = make_door(self.config, self.node_id, __version__)
+        # Storage and every ZeroMQ socket are open: what is left is shared by the doors.
+        nofile = self.nofile or raise_nofile_limit()
+        settings = self.config.settings
+        budget = plan(nofile.soft, open_fds(), len(peers),
+                      settings.resp_max_clients if self.address.resp else None,
+                      settings.metrics_max_clients if self.address.metrics else None)
+        log.info("node %d: %s%s", self.node_id, budget.describe(),
+                 f" (soft limit raised from {nofile.before})" if nofile.soft > nofile.before
+                 else f" (cannot raise it: {nofile.error})" if nofile.error else "")
+        door = make_door(self.config, self.node_id, __version__, budget.resp_clients)
         metrics_server: MetricsServer | None = None
         try:
             if door is not None:
                 door.register(poller)
             if self.address.metrics is not None:
                 metrics = self.metrics = NodeMetrics(__version__)
-                metrics_server = start_metrics(self.config, self.node_id, metrics)
+                metrics_server = start_metrics(self.config, self.node_id, metrics,
+                                               budget.metrics_clients)
                 histogram = metrics.commit_duration
 
                 def committed(seconds: float) -> None:
@@ -243,6 +257,8 @@ class NodeServer:
         next_reload = time.monotonic() + CLIENT_KEYS_RELOAD_S
         while not self._stop:
             deadline = min(core.next_deadline(), pipeline.deadline())
+            if door is not None:
+                deadline = min(deadline, door.deadline)
             timeout_ms = max(0.0, min(deadline - time.monotonic(), MAX_POLL_S)) * 1000
             if door is not None and door.busy:
                 timeout_ms = 0.0  # requests of the door wait for this cycle

@@ -51,6 +51,7 @@ from typing import Any, NamedTuple
 import hiredis
 
 from ...errors import ProtocolError
+from ...limits import RESP_MAX_CLIENTS
 from ...model.pncounter import MAX_STEP, is_live
 from ..codec import MAX_KEYS_PER_GET, MAX_PAGE, validate_rid
 from ..messages import (
@@ -132,6 +133,8 @@ class Door:
     #: peer id -> (host, port) for INFO's replication section.
     peer_addresses: dict[int, tuple[str, int]] = field(default_factory=dict)
     connected: int = 0
+    #: Connections the door holds at most (INFO's maxclients): set by the runtime.
+    max_clients: int = RESP_MAX_CLIENTS
     connections_received: int = 0
     rejected_connections: int = 0
     commands_processed: int = 0

@@ -1,0 +1,150 @@
+"""File descriptors are a budget (issue 19): a real node at a low open files limit,
+flooded with idle connections on its RESP and metrics doors, keeps answering its other
+clients, keeps its log small, keeps checkpointing and exits 0 on SIGTERM.
+
+Before the fix, 300 idle RESP connections to a node limited to 256 descriptors made it
+log 72,556 "accept failed" lines in 5 s, and a native request timed out (2 s).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from harness import LocalCluster, wait_for
+
+pytestmark = pytest.mark.integration
+
+#: Every wait is bounded by this; an answer to a well-behaved client by ANSWER_S.
+DEADLINE_S = 30.0
+ANSWER_S = 1.0
+_BUDGET = re.compile(r"open files limit (\d+), .*connections: RESP (\d+), metrics (\d+)")
+_SEGMENT = re.compile(r"^wal-(\d+)\.log$")
+
+
+class LowLimitCluster(LocalCluster):
+    """Nodes started under ``prlimit --nofile=SOFT:HARD`` (util-linux)."""
+
+    def __init__(self, root: Path, soft: int, hard: int) -> None:
+        super().__init__(root, n=1, resp=True, metrics=True)
+        self.nofile = f"{soft}:{hard}"
+
+    def command(self, node: int) -> list[str]:
+        return ["prlimit", f"--nofile={self.nofile}", "--", *super().command(node)]
+
+
+@contextmanager
+def low_limit_node(root: Path, soft: int, hard: int) -> Iterator[LowLimitCluster]:
+    cluster = LowLimitCluster(root, soft, hard)
+    try:
+        yield cluster.start_all()
+    finally:
+        cluster.stop_all()
+
+
+def budget(cluster: LowLimitCluster) -> tuple[int, int, int]:
+    """(open files limit, RESP cap, metrics cap) from the node's start-up line."""
+    match = _BUDGET.search(cluster.log_path(1).read_text())
+    assert match is not None, "the node did not log its descriptor budget"
+    limit, resp, metrics = (int(g) for g in match.groups())
+    return limit, resp, metrics
+
+
+def soft_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no open files line in /proc/PID/limits")
+
+
+def segments(cluster: LowLimitCluster) -> list[int]:
+    return sorted(int(m.group(1)) for name in os.listdir(cluster.data_dir(1))
+                  if (m := _SEGMENT.match(name)))
+
+
+def timed(what: str, call: object) -> float:
+    started = time.monotonic()
+    assert callable(call)
+    call()
+    took = time.monotonic() - started
+    assert took < ANSWER_S, f"{what} took {took:.2f}s"
+    return took
+
+
+@pytest.mark.tool("prlimit")
+def test_the_node_raises_its_soft_open_files_limit_to_the_hard_one(tmp_path: Path) -> None:
+    with low_limit_node(tmp_path / "c", 256, 2048) as cluster:
+        assert soft_limit(cluster.procs[1].pid) == 2048
+        limit, resp, metrics = budget(cluster)
+        assert limit == 2048 and "raised from 256" in cluster.log_path(1).read_text()
+        assert metrics == 32 and 500 < resp < 1024  # half of what is left, not 10,000
+        with redis.Redis(port=cluster.resp_port(1), protocol=2, socket_timeout=5) as r:
+            assert r.info("clients")["maxclients"] == resp
+
+
+@pytest.mark.tool("prlimit")
+def test_idle_connections_past_every_cap_cannot_starve_stall_or_stop_a_node(
+        tmp_path: Path) -> None:
+    with low_limit_node(tmp_path / "c", 256, 256) as cluster, ExitStack() as stack:
+        limit, resp_cap, metrics_cap = budget(cluster)
+        assert limit == 256 and 0 < resp_cap < 128 and 0 < metrics_cap <= 32
+        port = cluster.resp_port(1)
+        host, mport = cluster.config.node(1).metrics.rsplit(":", 1)  # type: ignore[union-attr]
+        # Well-behaved clients, connected before the flood.
+        good = stack.enter_context(redis.Redis(port=port, protocol=2, socket_timeout=5))
+        assert good.incr("good") == 1
+        native = stack.enter_context(cluster.client(1, timeout=5, retries=0))
+        lines_before = len(cluster.log_path(1).read_text().splitlines())
+
+        # Past the RESP cap, and past the whole budget: 300 > 256 descriptors.
+        idle = [stack.enter_context(socket.create_connection(("127.0.0.1", port), 5))
+                for _ in range(300)]
+        # The connections past the cap are told why and closed, at once.
+        refused = idle[-1]
+        refused.settimeout(ANSWER_S)
+        assert refused.recv(100) == b"-ERR max number of clients reached\r\n"
+        # Past the metrics cap too, each with half a request head.
+        for _ in range(metrics_cap + 20):
+            sock = stack.enter_context(socket.create_connection((host, int(mport)), 5))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+
+        timed("INCR on a RESP connection opened before the flood", lambda: good.incr("good"))
+        timed("a native increment", lambda: native.increment(key="native"))
+        # A new RESP client is refused (not left hanging) within the deadline.
+        with socket.create_connection(("127.0.0.1", port), ANSWER_S) as late:
+            late.settimeout(ANSWER_S)
+            assert late.recv(100).startswith(b"-ERR max number of clients reached")
+
+        # Storage still has its descriptors: write until the log moves to a new segment
+        # and the checkpoint of the old one has deleted it.
+        first = segments(cluster)[0]
+        with cluster.raw(1) as raw:
+            for batch in range(20):
+                replies = raw.pipeline(({"op": "increment", "key": f"k{batch}:{i}:" + "x" * 200}
+                                        for i in range(1000)), timeout=DEADLINE_S)
+                assert all(r["ok"] for r in replies)
+                if segments(cluster)[0] > first:
+                    break
+        wait_for(lambda: segments(cluster)[0] > first, DEADLINE_S,
+                 what=f"a checkpoint to retire log segment {first}")
+        assert cluster.procs[1].poll() is None
+        timed("INCR after the checkpoint", lambda: good.incr("good"))
+        assert native.get_count(key="native") == 1
+
+        # One line per cause per interval, not one per failed accept.
+        lines = cluster.log_path(1).read_text().splitlines()
+        assert len(lines) - lines_before < 20, "\n".join(lines[lines_before:][:40])
+
+        # Still flooded: a stop request is a clean stop.
+        proc = cluster.procs[1]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE_S) == 0
+
