@@ -148,3 +148,43 @@ def test_idle_connections_past_every_cap_cannot_starve_stall_or_stop_a_node(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(DEADLINE_S) == 0
 
+
+
+@pytest.mark.tool("prlimit")
+def test_accepts_failing_for_want_of_descriptors_back_off_and_log_once_per_interval(
+        tmp_path: Path) -> None:
+    """libzmq takes native connections without a cap: raw TCP connections to the ROUTER
+    can use every descriptor.  The RESP door's accept then fails with EMFILE: it must
+    pause its listener (not spin, not log per attempt), keep serving its clients, and
+    take connections again once descriptors are free."""
+    with low_limit_node(tmp_path / "c", 256, 256) as cluster, ExitStack() as stack:
+        port = cluster.resp_port(1)
+        good = stack.enter_context(redis.Redis(port=port, protocol=2, socket_timeout=5))
+        assert good.incr("good") == 1
+        native = stack.enter_context(cluster.client(1, timeout=5, retries=0))
+        native.increment(key="native")
+        host, zport = cluster.router(1).removeprefix("tcp://").rsplit(":", 1)
+        hogs = [stack.enter_context(socket.create_connection((host, int(zport)), 5))
+                for _ in range(260)]
+        wait_for(lambda: len(os.listdir(f"/proc/{cluster.procs[1].pid}/fd")) >= 255,
+                 DEADLINE_S, what="the node to use every descriptor")
+        started = time.monotonic()
+        waiting = [stack.enter_context(socket.create_connection(("127.0.0.1", port), 5))
+                   for _ in range(20)]
+        wait_for(lambda: "accept failed (Too many open files)"
+                 in cluster.log_path(1).read_text(), DEADLINE_S, what="a failed accept")
+        # Several seconds at the limit, with clients waiting in the listen queue.
+        while time.monotonic() - started < 3.0:
+            timed("INCR on an open RESP connection", lambda: good.incr("good"))
+            timed("a native increment on an open connection",
+                  lambda: native.increment(key="native"))
+            time.sleep(0.1)
+        text = cluster.log_path(1).read_text()
+        assert text.count("accept failed") <= 2, text[-2000:]  # was ~14,500 a second
+        for sock in hogs:
+            sock.close()
+        # Descriptors are free again: the door takes the waiting clients after its pause.
+        waiting[0].sendall(b"*1\r\n$4\r\nPING\r\n")
+        waiting[0].settimeout(DEADLINE_S)
+        assert waiting[0].recv(100) == b"+PONG\r\n"
+        assert cluster.procs[1].poll() is None
