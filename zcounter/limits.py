@@ -29,6 +29,16 @@ FD_RESERVE_PER_PEER = 8
 #: collector reading /proc, the descriptor a refused connection holds while it is told
 #: why, logging handlers reopened.
 FD_RESERVE_SLACK = 32
+#: Connections the PUB socket holds beyond two per peer (a restarted peer's new one
+#: before its old one is reaped); nobody but the peers subscribes.  Beyond, like the
+#: ROUTER beyond the native clients' room, a new connection is shut down at once
+#: (zcounter/runtime/zmqcap.py: libzmq itself accepts without any cap).
+PUB_SPARE_CONNECTIONS = 8
+#: A connection to the ROUTER or the PUB that has not completed its ZeroMQ handshake
+#: (greeting, CurveZMQ, ZAP) within this long is closed by libzmq (HANDSHAKE_IVL; its
+#: default, 30 s, let idle raw TCP connections hold the native door's room that long).
+#: A handshake takes milliseconds, CurveZMQ and ZAP included.
+HANDSHAKE_TIMEOUT_MS = 5000
 #: The RESP door gets at most this share of the descriptors left for connections; the
 #: rest stays for native clients, whose connections libzmq accepts without any cap.
 FD_RESP_SHARE = 0.5

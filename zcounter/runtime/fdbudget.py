@@ -58,10 +58,13 @@ _NR_OPEN_DEFAULT = 1 << 20
 
 
 class Door(str, Enum):
-    """The doors that take TCP connections of their own (label ``door`` in metrics)."""
+    """The doors that take TCP connections (label ``door`` in metrics)."""
 
     RESP = "resp"
     METRICS = "metrics"
+    #: The ROUTER (native clients and peers' DEALERs) and the PUB (peers' SUBs).
+    NATIVE = "native"
+    PUB = "pub"
 
 
 class Rejection(str, Enum):

@@ -47,7 +47,7 @@ from ..protocol.http import Head
 from ..protocol.messages import Tag
 from ..protocol.node import NodeCore
 from ..protocol.peers import Liveness
-from .fdbudget import Door
+from .fdbudget import Door, Rejection
 from .httpdoor import HttpDoor
 
 log = logging.getLogger("zcounter.node")
@@ -362,6 +362,11 @@ def _doors(s: Snapshot, metrics_door: dict[str, Any] | None) -> Iterator[Metric]
             rejected.add_metric([door.value, reason], count)
         if "max_clients" in stats:
             cap.add_metric([door.value], stats["max_clients"])
+    for door in (Door.NATIVE, Door.PUB):
+        if f"{door.value}_max_clients" in s.stats:
+            rejected.add_metric([door.value, Rejection.MAX_CLIENTS.value],
+                                s.stats.get(f"{door.value}_rejected", 0))
+            cap.add_metric([door.value], s.stats[f"{door.value}_max_clients"])
     yield rejected
     yield cap
     if metrics_door is not None:

@@ -41,6 +41,7 @@ import zmq
 from .. import __version__
 from ..config import ClusterConfig
 from ..errors import ConfigError, ProtocolError
+from ..limits import HANDSHAKE_TIMEOUT_MS, PUB_SPARE_CONNECTIONS
 from ..model.keyspace import Keyspace
 from ..protocol.codec import (
     MAX_PEER_MESSAGE_BYTES,
@@ -72,6 +73,7 @@ from .metrics import MetricsServer, NodeMetrics, start_metrics
 from .resp import RespDoor, make_door
 from .sockets import NOBLOCK, SNDMORE_NOBLOCK, tune
 from .storage import Storage, StorageError
+from .zmqcap import AcceptCap
 
 log = logging.getLogger("zcounter.node")
 
@@ -98,6 +100,8 @@ class NodeServer:
         #: Set when ``[nodes.N] metrics`` is (request timing costs a dict entry each).
         self.metrics: NodeMetrics | None = None
         self.nofile: NofileLimit | None = None
+        #: The connection caps of the bound sockets (ROUTER, PUB), by monitor socket.
+        self.caps: dict[zmq.Socket[bytes], AcceptCap] = {}
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop = True
@@ -156,12 +160,15 @@ class NodeServer:
         router.setsockopt(zmq.MAXMSGSIZE, MAX_PEER_MESSAGE_BYTES * 2)
         router.setsockopt(zmq.SNDHWM, 100_000)
         router.setsockopt(zmq.RCVHWM, 100_000)
+        # Before the bind: libzmq copies a socket's options into its listener then.
+        router.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
         self._bind(router, self.address.router, "router")
         pub = ctx.socket(zmq.PUB)
         sockets.append(pub)
         tune(pub)
         guard.serve(pub, peers_only=True)
         pub.setsockopt(zmq.SNDHWM, 100_000)
+        pub.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
         self._bind(pub, self.address.pub, "pub")
         sub = ctx.socket(zmq.SUB)
         sockets.append(sub)
@@ -188,6 +195,11 @@ class NodeServer:
             peer_of[dealer] = peer
         # Closed with the others (before the context ends), and polled with them.
         sockets += list(redial.monitors)
+        # libzmq accepts without a cap: count and shed (limits set with the budget).
+        for bound, name in ((router, "native"), (pub, "pub")):
+            cap = AcceptCap(bound, name, 1)
+            self.caps[cap.monitor] = cap
+            sockets.append(cap.monitor)
 
         core = self._load(storage, time.monotonic())
         pipeline = Pipeline(storage)
@@ -205,6 +217,11 @@ class NodeServer:
         log.info("node %d: %s%s", self.node_id, budget.describe(),
                  f" (soft limit raised from {nofile.before})" if nofile.soft > nofile.before
                  else f" (cannot raise it: {nofile.error})" if nofile.error else "")
+        for cap in self.caps.values():
+            # Peers' DEALERs come to the ROUTER and their SUBs to the PUB (their room
+            # is in the per-peer reserve); anyone else to the PUB is not served.
+            cap.limit = (budget.native_room + 2 * len(peers) if cap.door == "native"
+                         else 2 * len(peers) + PUB_SPARE_CONNECTIONS)
         door = make_door(self.config, self.node_id, __version__, budget.resp_clients)
         metrics_server: MetricsServer | None = None
         try:
@@ -250,6 +267,7 @@ class NodeServer:
         """The poll loop (module docstring); returns the exit code."""
         guard = self.guard
         monitors = redial.monitors if redial is not None else {}
+        caps = self.caps
         stats = core.stats
         metrics = self.metrics
         max_batch = self.config.settings.max_batch
@@ -279,6 +297,9 @@ class NodeServer:
                 if type(sock) is int:
                     if door is not None:
                         door.on_event(sock, events, core, now)
+                    continue
+                if sock in caps:
+                    caps[sock].on_event(now)
                     continue
                 if sock in monitors:
                     assert redial is not None
@@ -348,8 +369,11 @@ class NodeServer:
                 if received:
                     metrics.batch_messages.observe(received)
                 if metrics.wanted:
-                    metrics.publish(core, now, door.snapshot if door else None,
-                                    {"peer_bytes_received": stats["peer_bytes_received"]})
+                    extra = {"peer_bytes_received": stats["peer_bytes_received"]}
+                    for cap in caps.values():
+                        extra[f"{cap.door}_max_clients"] = cap.limit
+                        extra[f"{cap.door}_rejected"] = sum(cap.rejected.values())
+                    metrics.publish(core, now, door.snapshot if door else None, extra)
             pipeline.tick(now)
             core.tick(now)
             batch = core.take_outputs()
