@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .limits import METRICS_MAX_CLIENTS, RESP_MAX_CLIENTS
+from .limits import (
+    METRICS_MAX_CLIENTS,
+    RESP_MAX_ARGUMENT_BYTES,
+    RESP_MAX_CLIENTS,
+    RESP_MAX_COMMAND_BYTES,
+    RESP_MAX_KEYS_PER_COMMAND,
+    RESP_TLS_HANDSHAKE_TIMEOUT_S,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,6 +62,15 @@ class Settings:
     #: A RESP client whose replies have not moved for this long (it stopped reading) is
     #: disconnected, so it cannot hold the node's memory.
     resp_stall_timeout_s: float = 10.0
+    #: A RESP connection whose TLS handshake has not finished this long after its accept
+    #: is closed (zcounter.limits.RESP_TLS_HANDSHAKE_TIMEOUT_S).
+    resp_tls_handshake_timeout_s: float = RESP_TLS_HANDSHAKE_TIMEOUT_S
+    #: Bytes of one RESP argument; a longer one is refused and the connection closed.
+    resp_max_argument_bytes: int = RESP_MAX_ARGUMENT_BYTES
+    #: Bytes of one RESP command as sent (also what a connection keeps of an unfinished one).
+    resp_max_command_bytes: int = RESP_MAX_COMMAND_BYTES
+    #: Keys of one RESP MGET/EXISTS/DEL (more: an error reply; the loop's work is per key).
+    resp_max_keys_per_command: int = RESP_MAX_KEYS_PER_COMMAND
     #: RESP connections at once (Redis's ``maxclients``); the door holds at most its
     #: share of the open files limit (zcounter/runtime/fdbudget.py), whichever is less.
     resp_max_clients: int = RESP_MAX_CLIENTS
@@ -101,9 +117,25 @@ class Security:
     mode: Mode = Mode.NONE
     #: Directory of authorized client public keys (``*.key``), ``curve`` mode.
     clients: Path | None = None
-    #: File holding the password RESP clients must AUTH with (needed in ``curve`` mode
-    #: for the RESP door to open at all).
+    #: File holding the password RESP clients must AUTH with (in ``curve`` mode the door
+    #: needs it, or client certificates, to open at all).
     resp_password_file: Path | None = None
+    #: TLS on the RESP door, as Redis's ``tls-cert-file`` / ``tls-key-file`` /
+    #: ``tls-ca-cert-file``: the server's PEM certificate (chain) and private key; with
+    #: ``resp_tls_ca`` every client must present a certificate signed by that CA.
+    #: They sit here, not in ``[settings]``, beside the other files of secrets
+    #: (``clients``, ``resp_password_file``), read relative to the cluster file; settings
+    #: are positive numbers only.
+    resp_tls_cert: Path | None = None
+    resp_tls_key: Path | None = None
+    resp_tls_ca: Path | None = None
+    #: ``curve`` mode only: serve the RESP door without TLS when its address is loopback.
+    #: An explicit opt-in, because plain TCP bypasses what CurveZMQ protects.
+    resp_plaintext_loopback: bool = False
+
+    @property
+    def resp_tls(self) -> bool:
+        return self.resp_tls_cert is not None
 
 
 @dataclass(frozen=True)
@@ -184,12 +216,16 @@ def _path(value: Any, base: Path, where: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
+_TLS_FILES = ("resp_tls_cert", "resp_tls_key", "resp_tls_ca")
+
+
 def _security(raw: Any, source: str, base: Path) -> Security:
     if raw is None:
         return Security()
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: security must be a table")
-    unknown = set(raw) - {"mode", "clients", "resp_password_file"}
+    unknown = set(raw) - {"mode", "clients", "resp_password_file", *_TLS_FILES,
+                          "resp_plaintext_loopback"}
     if unknown:
         raise ConfigError(f"{source}: security.{sorted(unknown)[0]} is not a known field")
     try:
@@ -203,7 +239,19 @@ def _security(raw: Any, source: str, base: Path) -> Security:
     if mode is Mode.CURVE and clients is None:
         raise ConfigError(f"{source}: security.clients is missing (a directory of client "
                           "public keys, needed in curve mode)")
-    return Security(mode, clients, password)
+    tls = {name: _path(raw[name], base, f"{source}: security.{name}")
+           for name in _TLS_FILES if name in raw}
+    # Redis, too, needs both tls-cert-file and tls-key-file, and a CA only with them.
+    for name, needs in (("resp_tls_cert", "resp_tls_key"), ("resp_tls_key", "resp_tls_cert"),
+                        ("resp_tls_ca", "resp_tls_cert")):
+        if name in tls and needs not in tls:
+            raise ConfigError(f"{source}: security.{needs} is missing (security.{name} is set; "
+                              "TLS on the RESP door needs a certificate and its key)")
+    loopback = raw.get("resp_plaintext_loopback", False)
+    if not isinstance(loopback, bool):
+        raise ConfigError(f"{source}: security.resp_plaintext_loopback must be true or false")
+    return Security(mode, clients, password, tls.get("resp_tls_cert"), tls.get("resp_tls_key"),
+                    tls.get("resp_tls_ca"), loopback)
 
 
 def parse_config(data: dict[str, Any], source: str, name: str = "default",

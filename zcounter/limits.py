@@ -61,12 +61,87 @@ ACCEPT_BACKOFF_MAX_S = 1.0
 
 
 # ---------------------------------------------------------------- RESP door
+# What one RESP connection may make the node hold or do (zcounter.protocol.resp).  The
+# door checks every ``*N`` and ``$N`` header itself (resp/framing.py) before hiredis sees
+# the bytes, so hiredis never allocates for a length it was merely told.
 
 #: Connections at once (Redis's ``maxclients`` default), setting ``resp_max_clients``;
 #: the door holds min(this, its share of the descriptor budget).  Beyond: Redis's
 #: ``-ERR max number of clients reached`` and the connection is closed.
 RESP_MAX_CLIENTS = 10_000
 
+#: TLS: a connection whose handshake has not finished this long after its accept is closed
+#: (``Settings.resp_tls_handshake_timeout_s``).  A half-open handshake holds a descriptor
+#: and 45 KiB of node RSS (400 of them: +18 MiB; a plaintext idle connection: ~0), while a
+#: new connection's handshake and first PING take 1.7 ms on loopback (median of 7 rounds of
+#: 200, docs/measurements/resp_tls_cost.py): 5 s leaves room for a slow network.
+RESP_TLS_HANDSHAKE_TIMEOUT_S = 5.0
+#: A failed or late TLS handshake, or a TLS error, is logged at most once per cause per this
+#: interval, with the count of those left unlogged (a scanner must not flood the log).
+RESP_TLS_LOG_INTERVAL_S = 10.0
+
+#: Bytes of one argument (``$N``); Redis's ``proto-max-bulk-len`` is 512 MB, but the
+#: door's longest useful argument is a pattern or an ECHO: keys are at most 256 bytes.
+#: Setting ``resp_max_argument_bytes``.
+RESP_MAX_ARGUMENT_BYTES = 64 * 1024
+#: Bytes of one command as sent, headers included: also the most one connection keeps of
+#: an unfinished command.  MGET/DEL of 1,000 keys of 256 bytes is 270 KB.  Setting
+#: ``resp_max_command_bytes``.
+RESP_MAX_COMMAND_BYTES = 1024 * 1024
+#: Words of one command (``*N``): past it the command is a protocol error and the
+#: connection closes (hiredis allocates the array's list at its header: 16,384 words is
+#: 128 KB of list, 0.6 MB with the words' objects).
+RESP_MAX_ARGUMENTS = 16_384
+#: Keys of one MGET/EXISTS/DEL: past it the command is answered with an error (the
+#: connection stays).  Measured on the project's 2-core machine with the in-memory 3-node
+#: link of tests/protocol (keys of 209 bytes, all live; 3 runs): 1,000 keys cost the loop
+#: 1.8-6 ms (MGET, EXISTS) and 7.5-16 ms (DEL: a Reset per key) to handle, plus 2.3-2.9 /
+#: 22-49 ms at the batch's end (in-memory replication to two peers included); 10,000
+#: keys cost 50-125 ms and 270 ms + 640 ms.  Setting ``resp_max_keys_per_command``.
+RESP_MAX_KEYS_PER_COMMAND = 1000
+#: Before AUTH, when a password is set: Redis's own bounds (networking.c, "unauthenticated
+#: multibulk length" past 10 words, "unauthenticated bulk length" past 16 KiB).
+RESP_MAX_UNAUTHENTICATED_ARGUMENTS = 10
+RESP_MAX_UNAUTHENTICATED_ARGUMENT_BYTES = 16 * 1024
+#: Bytes of a ``*N``/``$N`` line, CRLF included: 20 digits and a sign fit; Redis refuses
+#: a longer one as "too big mbulk/bulk count string".
+RESP_MAX_HEADER_BYTES = 32
+#: Unfinished-command bytes all connections of a node keep together.  Past it, a
+#: connection whose unfinished command has grown beyond one read (64 KiB) is refused and
+#: closed: 2,000 connections each sending 4 MB partial commands would otherwise hold 8 GB.
+RESP_MAX_INPUT_BYTES_PER_NODE = 64 * 1024 * 1024
+RESP_INPUT_FLOOR_BYTES = 64 * 1024
+#: Bytes of a SCAN/KEYS ``MATCH`` pattern.  The matcher is linear (resp/glob.py); the bound
+#: caps its compile time and its cache (256 patterns).
+RESP_MAX_PATTERN_BYTES = 1024
+#: Keys one SCAN/KEYS page lists when its pattern is slow to match (a ``?`` or a class
+#: between stars, resp/glob.py ``is_slow``): at the measured worst, 43 us a key, a page
+#: costs the loop 43 ms (10,000 keys, the page of other patterns: 0.43 s).
+RESP_MAX_SLOW_MATCH_PAGE = 1000
+#: Bytes of a connection name (CLIENT SETNAME, HELLO SETNAME) and of each client-info
+#: string (CLIENT SETINFO LIB-NAME / LIB-VER), kept for the connection's life.
+RESP_MAX_CLIENT_STRING_BYTES = 256
+#: Commands parsed and not yet answered; past this the runtime stops reading the socket
+#: until replies have left (the client's own sends then block: TCP backpressure).
+RESP_MAX_PIPELINE = 1024
+#: Core requests one connection hands to the core per poll cycle: a DEL of 10,000 keys
+#: (10,001 requests) is spread over 10 cycles, so other connections are served between.
+RESP_MAX_REQUESTS_PER_CYCLE = 1024
+#: SCAN cursors a connection may hold open (the least recently used is forgotten first).
+RESP_MAX_CURSORS = 64
+#: Keys a connection may write between WAITs that confirm them everywhere: one WAIT asks
+#: the core for at most this many confirmations, whatever the number of writes.
+RESP_MAX_WAIT_KEYS = 1000
+#: Confirmations the door of one node keeps in the core at once (all connections,
+#: closed ones included until their WAIT's timeout); a WAIT that would pass it is refused.
+RESP_MAX_WAIT_CONFIRMS_PER_NODE = 10_000
+#: WAIT's timeout, in ms, when the client asks for none (0) or for more.
+RESP_MAX_WAIT_MS = 60_000
+#: Wrong passwords (AUTH, HELLO AUTH) one connection may try; the next failure is answered
+#: and the connection closed, so guessing costs a new connection per few tries.
+RESP_MAX_AUTH_FAILURES = 3
+#: How long the core may take over a request of the door.
+RESP_REQUEST_TIMEOUT_MS = 5000
 
 # ---------------------------------------------------------------- metrics door
 # /metrics is served by one thread with a selector (zcounter/runtime/metrics.py): one

@@ -3,9 +3,9 @@ suite: commands, pipelines, WAIT, errors as ``redis.ResponseError``), ``redis-cl
 (interactive, through a pseudo-terminal, and ``--pipe``) and ``redis-benchmark``, all
 against real node processes on loopback.
 
-redis-py 8 defaults to RESP3 and does not fall back when a server refuses ``HELLO 3``
-(redis/redis-py#4089): the door speaks RESP2, so every client here says ``protocol=2``
-(README.md, "Redis clients")."""
+The door speaks RESP2.  The clients here say ``protocol=2``, as README.md advises (it
+saves redis-py 8.2+ a refused ``HELLO 3`` and a warning per connection, and redis-py 8.0
+and 8.1 need it); one test uses a default ``redis.Redis()`` as a user would."""
 
 from __future__ import annotations
 
@@ -131,15 +131,37 @@ def test_redis_py_errors_are_response_errors_with_redis_texts(rc: LocalCluster) 
             r.execute_command("HELLO", 3)
 
 
-def test_redis_py_default_resp3_is_refused_with_noproto(rc: LocalCluster) -> None:
-    """redis-py >= 8 without protocol=2 sends HELLO 3 and does not fall back (#4089): it
-    gets the NOPROTO answer clients that do fall back expect (Lettuce, Jedis, go-redis)."""
-    if int(redis.__version__.split(".")[0]) < 8:
-        pytest.skip("redis-py before 8 speaks RESP2 by default")
+def test_hello_3_is_refused_with_noproto_on_the_wire(rc: LocalCluster) -> None:
+    """The door speaks RESP2: ``HELLO 3`` gets Redis's own answer for a version it does not
+    speak, on which clients fall back to RESP2.  Sent as raw bytes, so what is checked is
+    the door's answer, not what any client library does with it."""
+    with socket.create_connection(("127.0.0.1", rc.resp_port(1)), timeout=DEADLINE_S) as s:
+        s.sendall(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*1\r\n$4\r\nPING\r\n")
+        got = b""
+        while not got.endswith(b"+PONG\r\n"):
+            chunk = s.recv(4096)
+            assert chunk, f"connection closed after {got!r}"
+            got += chunk
+    assert got == b"-NOPROTO unsupported protocol version\r\n+PONG\r\n"
+
+
+def test_a_default_redis_py_client_works(rc: LocalCluster) -> None:
+    """``redis.Redis(port=...)`` as a user writes it, without ``protocol=2``: whatever
+    version CI pins (requirements/ci.txt), counters, pipelines and errors work."""
     r = redis.Redis(host="127.0.0.1", port=rc.resp_port(1), socket_timeout=DEADLINE_S)
-    with pytest.raises(redis.ResponseError, match="NOPROTO unsupported protocol version"):
-        r.ping()
-    r.close()
+    try:
+        assert r.ping() is True
+        assert r.incr("default-client:k") == 1
+        assert r.incrby("default-client:k", 4) == 5
+        pipe = r.pipeline(transaction=False)
+        for _ in range(16):
+            pipe.incr("default-client:p")
+        assert pipe.execute() == list(range(1, 17))
+        assert r.get("default-client:k") == b"5"
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            r.incrby("default-client:k", "x")  # type: ignore[arg-type]
+    finally:
+        r.close()
 
 
 def test_wait_counts_the_peers_that_hold_this_connections_writes(rc: LocalCluster) -> None:

@@ -8,6 +8,7 @@ import logging
 import socket
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,15 +36,18 @@ def test_no_resp_endpoint_no_door() -> None:
 
 def test_curve_mode_without_a_password_file_keeps_the_door_shut(
         caplog: pytest.LogCaptureFixture) -> None:
+    plain = replace(config(mode=Mode.CURVE).security, resp_plaintext_loopback=True)
     with caplog.at_level(logging.WARNING, "zcounter.node"):
-        assert make_door(config(mode=Mode.CURVE), 1, "0") is None
+        assert make_door(replace(config(), security=plain), 1, "0") is None
     assert "RESP door" in caplog.text and "resp_password_file" in caplog.text
 
 
 def test_a_password_file_opens_it_and_requires_auth(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cret\nignored\n")
-    door = make_door(config(mode=Mode.CURVE, password=secret), 1, "0")
+    curve = config(mode=Mode.CURVE, password=secret)
+    curve = replace(curve, security=replace(curve.security, resp_plaintext_loopback=True))
+    door = make_door(curve, 1, "0")
     assert door is not None
     try:
         assert door.door.password == b"s3cret"

@@ -25,6 +25,28 @@ Per connection (:class:`_Conn`): the :class:`~zcounter.protocol.resp.session.Ses
   fails for want of descriptors pauses the listener (:class:`~.fdbudget.AcceptBackoff`)
   instead of spinning on it, and is logged once per interval.
 
+TLS (``[security] resp_tls_cert`` and ``resp_tls_key``, as Redis's ``tls-cert-file`` /
+``tls-key-file``; ``resp_tls_ca`` then requires client certificates) is Python's ``ssl`` on
+the same non-blocking sockets, in the same loop:
+
+* An accepted socket is wrapped at once without a handshake (:meth:`RespDoor._secure`);
+  ``do_handshake`` is then driven by poll events, waiting for POLLIN or POLLOUT as OpenSSL
+  asks (``SSLWantReadError`` / ``SSLWantWriteError``).  A handshake that fails (a plaintext
+  client, a wrong or missing client certificate) closes that connection only, is counted
+  (``zcounter_resp_disconnects{reason="tls_handshake_failed"}``) and logged at most once per
+  :data:`~zcounter.limits.RESP_TLS_LOG_INTERVAL_S`; one not finished within
+  ``resp_tls_handshake_timeout_s`` of its accept is closed the same way
+  (``tls_handshake_timeout``).  Session data is never read before the handshake ends.
+* OpenSSL may hold decrypted bytes that the kernel no longer shows to ``poll``
+  (``SSLSocket.pending()``), when reading stopped for fairness or backpressure in the middle
+  of a record: such connections are read again at the next cycle without a poll event
+  (:attr:`RespDoor.busy` keeps the loop from sleeping meanwhile).
+* ``SSL_write`` reports nothing until a whole buffer is out (Python sets no partial-write
+  mode), so replies go out in slices of :data:`TLS_SEND_BYTES`: the stall clock sees a slow
+  reader's progress, and a retry after ``SSLWantWriteError`` repeats the same start.
+* Renegotiation is refused (``OP_NO_RENEGOTIATION``: a client could otherwise make the loop
+  redo handshakes at will); TLS 1.2 is the oldest version served.
+
 Requests a session produces are handed to the core at once when it reads them
 (:meth:`RespDoor.on_event`), or at the next cycle when they come from an answer
 (``KEYS`` pages) or must see a flushed keyspace (:meth:`Session.take_requests`);
@@ -35,18 +57,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import re
 import socket
+import ssl
 import time
-from typing import Any
+from enum import Enum
+from pathlib import Path
+from typing import Any, NoReturn
 
 import zmq
 
 from ..config import ClusterConfig
 from ..errors import ConfigError
-from ..limits import RESP_MAX_CLIENTS
+from ..limits import RESP_MAX_CLIENTS, RESP_TLS_HANDSHAKE_TIMEOUT_S, RESP_TLS_LOG_INTERVAL_S
 from ..protocol.messages import ClientReply
 from ..protocol.node import NodeCore
 from ..protocol.resp import replies as R
@@ -66,9 +92,32 @@ PAUSE_OUTPUT_BYTES = 1024 * 1024
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 #: Connections accepted per poll cycle at most.
 ACCEPTS_PER_CYCLE = 64
+#: Bytes handed to one ``SSL_write`` at most (four full TLS records).
+TLS_SEND_BYTES = 64 * 1024
 
 _ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):([0-9]{1,5})$")
 _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+class Closed(str, Enum):
+    """Why the door closed a connection: the ``reason`` label of
+    ``zcounter_resp_disconnects`` (the value is what is counted)."""
+
+    QUIT = "quit"
+    CLOSED = "closed"
+    RESET = "reset"
+    ERROR = "error"
+    STALLED = "stalled"
+    OUTPUT_LIMIT = "output_limit"
+    SHUTDOWN = "shutdown"
+    #: The TLS handshake failed: a plaintext client, a bad or missing client certificate.
+    TLS_HANDSHAKE_FAILED = "tls_handshake_failed"
+    #: The TLS handshake did not finish within ``resp_tls_handshake_timeout_s``.
+    TLS_HANDSHAKE_TIMEOUT = "tls_handshake_timeout"
+    #: A TLS error after the handshake (a corrupt record, a renegotiation attempt).
+    TLS_ERROR = "tls_error"
+    #: The session refused the client's bytes (framing, bounds: its ``protocol_error``).
+    PROTOCOL_ERROR = "protocol_error"
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -94,9 +143,93 @@ def read_password(config: ClusterConfig) -> bytes | None:
     return password
 
 
+def _no_passphrase() -> NoReturn:
+    # Called by OpenSSL only for an encrypted key; without it, Python would prompt on the
+    # terminal and the node would hang at start.
+    raise _EncryptedKey
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
+def tls_context(config: ClusterConfig) -> ssl.SSLContext | None:
+    """The RESP door's server-side TLS context, or None when TLS is not configured.
+    Raises :class:`ConfigError` naming the file and the field for anything unusable."""
+    security, source = config.security, config.source
+    cert, key, ca = security.resp_tls_cert, security.resp_tls_key, security.resp_tls_ca
+    if cert is None:
+        return None
+    assert key is not None  # config.py refuses one without the other
+    files: tuple[tuple[str, Path | None], ...] = (
+        ("resp_tls_cert", cert), ("resp_tls_key", key), ("resp_tls_ca", ca))
+    for name, path in files:
+        if path is None:
+            continue
+        try:
+            with path.open("rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            raise ConfigError(f"{source}: security.{name}: cannot read {path} "
+                              f"({exc.strerror})") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION
+    try:
+        context.load_cert_chain(str(cert), str(key), password=_no_passphrase)
+    except _EncryptedKey:
+        raise ConfigError(f"{source}: security.resp_tls_key: {key} is encrypted (give the "
+                          "key without a passphrase, mode 0600)") from None
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{source}: security.resp_tls_cert / resp_tls_key: {cert} and {key} "
+                          f"are not a PEM certificate and its private key "
+                          f"({exc.reason or exc})") from None
+    if ca is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca))
+        except ssl.SSLError as exc:
+            raise ConfigError(f"{source}: security.resp_tls_ca: {ca} holds no PEM CA "
+                              f"certificate ({exc.reason or exc})") from None
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address literal (127.0.0.0/8, ::1).  A name such as
+    ``localhost`` is not: what it resolves to is not ours to trust."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def curve_refusal(config: ClusterConfig, endpoint: str, password: bool) -> str | None:
+    """Why the RESP door at ``endpoint`` must stay shut, or None.  In ``curve`` mode every
+    connection to a node is encrypted and authenticated, so the door may open only
+    encrypted (TLS) or explicitly on loopback, and only with an authentication of its own
+    (a password or client certificates)."""
+    security = config.security
+    if not config.curve:
+        return None
+    host, _ = parse_endpoint(endpoint)
+    if not security.resp_tls:
+        if not security.resp_plaintext_loopback:
+            return ("security.mode is curve and security.resp_tls_cert is not set (TLS); "
+                    "on a loopback address, security.resp_plaintext_loopback = true opens "
+                    "it without")
+        if not is_loopback(host):
+            return (f"security.mode is curve, security.resp_tls_cert is not set and {host} is "
+                    "not a loopback address (security.resp_plaintext_loopback covers "
+                    "127.0.0.0/8 and ::1 only)")
+    if not password and security.resp_tls_ca is None:
+        return ("security.mode is curve and neither security.resp_password_file nor "
+                "security.resp_tls_ca (client certificates) is set")
+    return None
+
+
 class _Conn:
-    __slots__ = ("eof", "fd", "out", "out_at", "progress", "reading", "session", "sock",
-                 "writing")
+    __slots__ = ("eof", "fd", "handshaking", "out", "out_at", "progress", "reading", "session",
+                 "sock", "tls", "writing")
 
     def __init__(self, sock: socket.socket, session: Session, now: float) -> None:
         self.sock = sock
@@ -110,6 +243,8 @@ class _Conn:
         self.reading = True
         self.writing = False
         self.eof = False
+        #: A TLS connection, and whether its handshake is still under way.
+        self.tls = self.handshaking = isinstance(sock, ssl.SSLSocket)
 
     @property
     def pending(self) -> int:
@@ -120,6 +255,8 @@ class RespDoor:
     """The door of one node.  Used by the loop thread only."""
 
     def __init__(self, endpoint: str, door: Door, stall_timeout_s: float,
+                 tls: ssl.SSLContext | None = None,
+                 handshake_timeout_s: float = RESP_TLS_HANDSHAKE_TIMEOUT_S,
                  max_clients: int = RESP_MAX_CLIENTS) -> None:
         host, port = parse_endpoint(endpoint)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -147,6 +284,17 @@ class RespDoor:
         self.cycle = 0
         self.poller: zmq.Poller | None = None
         self.disconnects: dict[str, int] = {}
+        #: TLS (None: plaintext).
+        self.tls = tls
+        self.handshake_timeout_s = handshake_timeout_s
+        #: fd -> deadline of each handshake under way, in accept order (so in deadline
+        #: order: the timeout is one for all): the expired ones are at the front.
+        self._handshakes: dict[int, float] = {}
+        #: TLS connections with decrypted bytes OpenSSL holds and poll cannot show.
+        self._unread: set[_Conn] = set()
+        self.tls_handshakes = 0
+        #: Per cause: when it may be logged next, and how many went unlogged meanwhile.
+        self._quiet: dict[Closed, tuple[float, int]] = {}
         self.max_clients = max_clients
         #: Connections refused (or accepts failed), by reason.
         self.rejected: dict[Rejection, int] = {}
@@ -170,8 +318,9 @@ class RespDoor:
 
     @property
     def busy(self) -> bool:
-        """Requests wait to be handed to the core: the loop must not sleep."""
-        return bool(self._queued)
+        """Requests wait to be handed to the core, or TLS bytes to be read: the loop must
+        not sleep."""
+        return bool(self._queued or self._unread)
 
     def on_event(self, fd: int, events: int, core: NodeCore, now: float) -> None:
         if fd == self.listener.fileno():
@@ -180,6 +329,9 @@ class RespDoor:
         conn = self.conns.get(fd)
         if conn is None:
             return
+        if conn.handshaking:
+            self._handshake(conn, core, now)
+            return
         if events & zmq.POLLOUT:
             self._flush(conn, now)
             if conn.fd not in self.conns:
@@ -187,26 +339,35 @@ class RespDoor:
         if events & zmq.POLLIN:
             self._read(conn, core, now)
         elif events & zmq.POLLERR:
-            self._close(conn, "error")
+            self._close(conn, Closed.ERROR)
 
     def start_cycle(self) -> None:
         self.cycle += 1
 
     def pump(self, core: NodeCore, now: float) -> None:
-        """Hand queued requests to the core; close stalled connections; poll the
-        listener again once an accept pause is over."""
+        """Hand queued requests to the core; read what OpenSSL holds; close stalled
+        connections and late handshakes; poll the listener again once an accept
+        pause is over."""
         if self._backoff.due(now) and self.poller is not None:
             self.poller.register(self.listener.fileno(), zmq.POLLIN)
+        if self._unread:
+            for conn in list(self._unread):
+                self._unread.discard(conn)
+                if self.conns.get(conn.fd) is conn and conn.reading:
+                    self._read(conn, core, now)
+        if self._handshakes:
+            self._expire_handshakes(now)
         if self._queued:
             for conn in list(self._queued):
                 self._feed(conn, core, now)
         if self._writing:
             for conn in list(self._writing):
                 if now - conn.progress > self.stall_timeout_s:
-                    log.info("RESP client %s (id %d) read nothing for %.1fs with %d bytes "
-                             "waiting: disconnected", conn.session.address, conn.session.id,
-                             now - conn.progress, conn.pending)
-                    self._close(conn, "stalled")
+                    self._note(Closed.STALLED, now, "RESP client %s (id %d) read nothing "
+                               "for %.1fs with %d bytes waiting: disconnected",
+                               conn.session.address, conn.session.id, now - conn.progress,
+                               conn.pending)
+                    self._close(conn, Closed.STALLED)
 
     def deliver(self, client: RespClient, reply: ClientReply, now: float) -> None:
         """A core answer, after its commit (called from the loop's send step)."""
@@ -230,7 +391,7 @@ class RespDoor:
 
     def close(self) -> None:
         for conn in list(self.conns.values()):
-            self._close(conn, "shutdown")
+            self._close(conn, Closed.SHUTDOWN)
         if self.poller is not None and self._backoff.until is None:
             self.poller.unregister(self.listener.fileno())
         self.listener.close()
@@ -263,6 +424,10 @@ class RespDoor:
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            wrapped = self._secure(sock, now)  # TLS when configured (None: client gone)
+            if wrapped is None:
+                continue
+            sock = wrapped
             self._next_conn += 1
             peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
             conn = _Conn(sock, Session(self.door, self._next_conn, now, peer), now)
@@ -291,22 +456,124 @@ class RespDoor:
     def _rejected(self, reason: Rejection) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
+    # ------------------------------------------------------------------ TLS
+
+    def _secure(self, sock: socket.socket, now: float) -> socket.socket | None:
+        """``sock`` as a TLS server socket whose handshake is yet to run (or ``sock``
+        itself without TLS); None if the client has already gone (reset before we could
+        wrap it: ``wrap_socket`` then raises, and has closed the descriptor)."""
+        if self.tls is None:
+            return sock
+        try:
+            wrapped = self.tls.wrap_socket(sock, server_side=True,
+                                           do_handshake_on_connect=False)
+        except (OSError, ValueError) as exc:
+            self._count(Closed.TLS_HANDSHAKE_FAILED)
+            self._note(Closed.TLS_HANDSHAKE_FAILED, now, "RESP door %s: a client left before "
+                       "its TLS handshake (%s)", self.endpoint, exc)
+            with contextlib.suppress(OSError):
+                sock.close()
+            return None
+        fd = wrapped.fileno()
+        self._handshakes.pop(fd, None)  # (re-inserted at the end: the order is the deadlines')
+        self._handshakes[fd] = now + self.handshake_timeout_s
+        return wrapped
+
+    def _handshake(self, conn: _Conn, core: NodeCore, now: float) -> None:
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._wait_handshake(conn, reading=True)
+            return
+        except ssl.SSLWantWriteError:
+            self._wait_handshake(conn, reading=False)
+            return
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+            self._note(Closed.TLS_HANDSHAKE_FAILED, now, "RESP client %s (id %d): TLS "
+                       "handshake failed (%s); connection closed", conn.session.address,
+                       conn.session.id, reason)
+            self._close(conn, Closed.TLS_HANDSHAKE_FAILED)
+            return
+        conn.handshaking = False
+        self._handshakes.pop(conn.fd, None)
+        self.tls_handshakes += 1
+        # Commands may have come with the client's Finished: read them now.
+        self._read(conn, core, now)
+
+    def _wait_handshake(self, conn: _Conn, reading: bool) -> None:
+        """Poll for what OpenSSL needs next (``conn.reading``/``writing`` say what is
+        registered, as :meth:`_poll_flags` expects once the handshake is done)."""
+        if conn.reading == reading and conn.writing != reading:
+            return
+        conn.reading, conn.writing = reading, not reading
+        assert self.poller is not None
+        self.poller.register(conn.fd, zmq.POLLIN if reading else zmq.POLLOUT)
+
+    def _expire_handshakes(self, now: float) -> None:
+        expired = []
+        for fd, deadline in self._handshakes.items():
+            if deadline > now:
+                break
+            expired.append(fd)
+        for fd in expired:
+            del self._handshakes[fd]
+            conn = self.conns.get(fd)
+            if conn is not None and conn.handshaking:
+                self._note(Closed.TLS_HANDSHAKE_TIMEOUT, now, "RESP client %s (id %d): no TLS "
+                           "handshake within %.1fs; connection closed", conn.session.address,
+                           conn.session.id, self.handshake_timeout_s)
+                self._close(conn, Closed.TLS_HANDSHAKE_TIMEOUT)
+
+    def _note(self, cause: Closed, now: float, message: str, *args: object) -> None:
+        """Log ``message`` unless ``cause`` was logged less than
+        :data:`RESP_TLS_LOG_INTERVAL_S` ago; then say how many went unlogged.  Every line
+        a client can cause goes through here: one per cause per interval, never a flood."""
+        at, quiet = self._quiet.get(cause, (0.0, 0))
+        if now < at:
+            self._quiet[cause] = (at, quiet + 1)
+            return
+        if quiet:
+            message += " (and %d more like it in the last %.0fs)"
+            args = (*args, quiet, RESP_TLS_LOG_INTERVAL_S)
+        self._quiet[cause] = (now + RESP_TLS_LOG_INTERVAL_S, 0)
+        log.info(message, *args)
+
+    def _count(self, reason: Closed) -> None:
+        self.disconnects[reason.value] = self.disconnects.get(reason.value, 0) + 1
+
+    # ------------------------------------------------------------------ reading, writing
+
     def _read(self, conn: _Conn, core: NodeCore, now: float) -> None:
         session = conn.session
         for _ in range(READS_PER_CYCLE):
             try:
                 data = conn.sock.recv(READ_BYTES)
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError):
+                # (WantWrite: OpenSSL must send first, e.g. a TLS 1.3 key update; it goes
+                # out with the next send, or this read is retried at the next POLLIN.)
                 break
+            except ssl.SSLError as exc:
+                self._note(Closed.TLS_ERROR, now, "RESP client %s (id %d): TLS error (%s); "
+                           "connection closed", session.address, session.id,
+                           exc.reason or exc)
+                self._close(conn, Closed.TLS_ERROR)
+                return
             except OSError:
-                self._close(conn, "reset")
+                self._close(conn, Closed.RESET)
                 return
             if not data:
                 conn.eof = True
                 break
             session.receive(data, now)
+            # A short read empties a plain socket's buffer, not a TLS one's: a TLS read
+            # returns one record (16 KiB at most) whatever is behind it.
             if (session.closing or session.backlog >= MAX_PIPELINE
-                    or conn.pending >= PAUSE_OUTPUT_BYTES or len(data) < READ_BYTES):
+                    or conn.pending >= PAUSE_OUTPUT_BYTES
+                    or (len(data) < READ_BYTES and not conn.tls)):
                 break
         self._feed(conn, core, now)
         if conn.fd in self.conns:
@@ -331,13 +598,22 @@ class RespDoor:
                 conn.progress = now  # the stall clock starts when output starts waiting
             conn.out += data
         if conn.pending:
+            end = conn.out_at + TLS_SEND_BYTES if conn.tls else len(conn.out)
             try:
-                sent = conn.sock.send(memoryview(conn.out)[conn.out_at:])
-            except (BlockingIOError, InterruptedError):
+                with memoryview(conn.out) as view:
+                    sent = conn.sock.send(view[conn.out_at:end])
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
+                    ssl.SSLWantReadError):
                 sent = 0
+            except ssl.SSLError as exc:
+                self._note(Closed.TLS_ERROR, now, "RESP client %s (id %d): TLS error (%s); "
+                           "connection closed", session.address, session.id,
+                           exc.reason or exc)
+                self._close(conn, Closed.TLS_ERROR)
+                return
             except OSError as exc:
                 if isinstance(exc, _GONE) or exc.errno in (errno.EPIPE, errno.ECONNRESET):
-                    self._close(conn, "reset")
+                    self._close(conn, Closed.RESET)
                     return
                 raise
             if sent:
@@ -350,12 +626,13 @@ class RespDoor:
                     del conn.out[:conn.out_at]  # amortised: compact when half is sent
                     conn.out_at = 0
         if conn.pending > MAX_OUTPUT_BYTES:
-            log.info("RESP client %s (id %d): %d bytes of replies unsent: disconnected",
-                     session.address, session.id, conn.pending)
-            self._close(conn, "output_limit")
+            self._note(Closed.OUTPUT_LIMIT, now, "RESP client %s (id %d): %d bytes of "
+                       "replies unsent: disconnected", session.address, session.id,
+                       conn.pending)
+            self._close(conn, Closed.OUTPUT_LIMIT)
             return
         if not conn.pending and (session.done or (conn.eof and not session.fifo)):
-            self._close(conn, "quit" if session.done else "closed")
+            self._close(conn, Closed.QUIT if session.done else Closed.CLOSED)
             return
         self._poll_flags(conn)
 
@@ -364,6 +641,11 @@ class RespDoor:
         reading = (not conn.eof and not session.closing and session.backlog < MAX_PIPELINE
                    and conn.pending < PAUSE_OUTPUT_BYTES)
         writing = conn.pending > 0
+        if reading and conn.tls:
+            sock = conn.sock
+            assert isinstance(sock, ssl.SSLSocket)
+            if sock.pending():
+                self._unread.add(conn)  # read at the next cycle: poll will not say
         if reading == conn.reading and writing == conn.writing:
             return
         conn.reading, conn.writing = reading, writing
@@ -379,48 +661,57 @@ class RespDoor:
             # Nothing to wait for on the socket itself: answers from the core will come.
             self.poller.unregister(conn.fd)
 
-    def _close(self, conn: _Conn, reason: str) -> None:
+    def _close(self, conn: _Conn, reason: Closed) -> None:
         if self.conns.pop(conn.fd, None) is None:
             return
         self.by_id.pop(conn.session.client.conn, None)
         self._queued.discard(conn)
         self._writing.discard(conn)
+        self._unread.discard(conn)
+        if conn.handshaking:
+            self._handshakes.pop(conn.fd, None)
         if self.poller is not None and (conn.reading or conn.writing):
             with contextlib.suppress(KeyError):
                 self.poller.unregister(conn.fd)
         if conn.session.protocol_error is not None:
-            log.info("RESP client %s (id %d): %s; connection closed", conn.session.address,
-                     conn.session.id, conn.session.protocol_error)
+            # Rate-limited like the TLS causes: a client looping on bad input must not
+            # flood the log (issue 19); the count is in the session's refusals.
+            self._note(Closed.PROTOCOL_ERROR, time.monotonic(),
+                       "RESP client %s (id %d): %s; connection closed", conn.session.address,
+                       conn.session.id, conn.session.protocol_error)
         conn.session.close()
         with contextlib.suppress(OSError):
             conn.sock.close()
         self.door.connected = len(self.conns)
-        self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
+        self._count(reason)
 
 
 def make_door(config: ClusterConfig, node_id: int, version: str,
               max_clients: int | None = None) -> RespDoor | None:
-    """This node's door, or None when it serves none (no ``resp``, or curve mode without
-    a password file: an unauthenticated plain-TCP door would bypass CurveZMQ)."""
+    """This node's door, or None when it serves none: no ``resp``, or curve mode without
+    TLS or the loopback opt-in, or without a password or client certificates
+    (:func:`curve_refusal`: a plain or unauthenticated door would bypass CurveZMQ)."""
     address = config.node(node_id)
     if address.resp is None:
         return None
     password = read_password(config)
-    if config.curve and password is None:
-        log.warning("node %d: RESP door %s is off: security.mode is curve and no "
-                    "security.resp_password_file is set", node_id, address.resp)
+    tls = tls_context(config)
+    refusal = curve_refusal(config, address.resp, password is not None)
+    if refusal is not None:
+        log.warning("node %d: RESP door %s is off: %s", node_id, address.resp, refusal)
         return None
     door = Door(node_id, tuple(sorted(config.nodes)), password, process_id=os.getpid(),
-                started=time.monotonic(), version=version)
+                started=time.monotonic(), version=version, settings=config.settings)
     for peer in config.peers_of(node_id):
         door.peer_addresses[peer] = parse_endpoint(config.nodes[peer].router)
     try:
-        return RespDoor(address.resp, door, config.settings.resp_stall_timeout_s,
+        return RespDoor(address.resp, door, config.settings.resp_stall_timeout_s, tls,
+                        config.settings.resp_tls_handshake_timeout_s,
                         config.settings.resp_max_clients if max_clients is None
                         else max_clients)
     except OSError as exc:
         raise ConfigError(f"{config.source}: nodes.{node_id}.resp: {exc.strerror}") from None
 
 
-__all__ = ["MAX_OUTPUT_BYTES", "PAUSE_OUTPUT_BYTES", "RespDoor", "make_door", "parse_endpoint",
-           "read_password"]
+__all__ = ["MAX_OUTPUT_BYTES", "PAUSE_OUTPUT_BYTES", "Closed", "RespDoor", "curve_refusal",
+           "is_loopback", "make_door", "parse_endpoint", "read_password", "tls_context"]

@@ -8,7 +8,10 @@ their names; zcounter's own figures are prefixed ``zcounter_``.
 * **server**: the Redis version imitated (:data:`.commands.REDIS_VERSION`), zcounter's
   version, the node, its slot and cluster size, port, process id, uptime.
 * **clients**: RESP connections now, and those blocked in WAIT.
-* **stats**: connections and commands of the door; the core's counters (``core.stats``).
+* **stats**: connections and commands of the door, its refusals by cause
+  (``zcounter_resp_refused_<cause>``, :class:`.refusals.Refusal`), the bytes of
+  unfinished commands it keeps and the WAIT confirmations it holds; the core's counters
+  (``core.stats``).
 * **replication**: every node takes writes (multi-leader), so each reports itself as
   ``role:master``; the other nodes are listed the way Redis lists replicas
   (``slaveN:ip=..,port=..,state=online|offline,offset=..,lag=..``), with ``offset`` the
@@ -26,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .commands import REDIS_VERSION
+from .refusals import Refusal
 
 if TYPE_CHECKING:
     from .session import Door
@@ -75,6 +79,10 @@ def _stats(status: Mapping[str, Any], door: Door, now: float) -> list[str]:
              f"total_commands_processed:{door.commands_processed}",
              f"rejected_connections:{door.rejected_connections}",
              f"zcounter_protocol_errors:{door.protocol_errors}",
+             f"zcounter_resp_input_bytes:{door.input_bytes}",
+             f"zcounter_resp_wait_confirms:{door.wait_confirms}",
+             *(f"zcounter_resp_refused_{cause.value}:{door.refused.get(cause, 0)}"
+               for cause in Refusal),
              f"zcounter_keys_with_state:{status.get('keys', 0)}",
              f"zcounter_slots:{status.get('slots', 0)}",
              f"zcounter_request_ids_remembered:{status.get('request_ids_remembered', 0)}"]

@@ -3,9 +3,11 @@
 Theory of operation
 -------------------
 The runtime (:mod:`zcounter.runtime.resp`) owns the socket.  It hands what it reads to
-:meth:`Session.receive`; hiredis's ``Reader`` (the parser every hiredis-based client
-uses) turns the bytes into commands, however TCP cut them: a command split over reads
-waits in the reader, many pipelined commands in one read are taken one by one.
+:meth:`Session.receive`, which keeps it until :class:`~.framing.Framer` has found a whole
+command in it, its headers checked against the limits; hiredis's ``Reader`` (the parser
+every hiredis-based client uses) then turns that command's bytes into words.  However TCP
+cut them: a command split over reads waits in the session's buffer (bounded), many
+pipelined commands in one read are taken one by one.
 
 Every command takes a *slot* at the tail of the connection's FIFO, at once, so replies
 leave in command order whatever order they are produced in:
@@ -34,24 +36,59 @@ reset; ``SCAN``/``KEYS`` are ``ListKeys`` pages; ``ZC.INCRBY``/``ZC.DEL`` carry 
 id; ``WAIT`` is a :class:`~zcounter.protocol.messages.Confirm` per key this connection
 wrote and no node is yet known to hold everywhere.
 
-Limits (every one bounded, see the constants): a command's size, the commands in flight
-per connection (:data:`MAX_PIPELINE`: past it the runtime stops reading the socket), SCAN
-cursors per connection, keys tracked for WAIT, WAIT's timeout.
+Limits (all in :mod:`zcounter.limits`, RESP section; see README "Limits"):
+
+* every ``*N``/``$N`` header is checked by :mod:`.framing` before hiredis sees it, and a
+  command past the words, bytes per word or bytes in all is a protocol error that closes
+  the connection (Redis's texts); the unfinished command a connection keeps is bounded by
+  the command bound, and all connections' together by a node budget;
+* commands in flight per connection (:data:`MAX_PIPELINE`: past it the runtime stops
+  reading the socket), core requests handed per cycle, keys per MGET/EXISTS/DEL, SCAN
+  cursors, pattern bytes, connection-name and client-info bytes, wrong passwords;
+* WAIT blocks the connection as in Redis (nothing more is read from it until WAIT is
+  answered), asks at most one confirmation per key written (:data:`MAX_WAIT_KEYS`), and the
+  node's door holds at most ``RESP_MAX_WAIT_CONFIRMS_PER_NODE`` confirmations at once.
+
+A boundary: any exception raised while handling one connection's input or answers is
+caught in :meth:`Session.receive` / :meth:`Session.deliver`, answered with an error and
+the connection closed; it never reaches the node's loop.
 """
 
 from __future__ import annotations
 
+import heapq
 import hmac
 import re
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import InitVar, dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import hiredis
 
 from ...errors import ProtocolError
-from ...limits import RESP_MAX_CLIENTS
+from ...limits import (
+    RESP_INPUT_FLOOR_BYTES,
+    RESP_MAX_ARGUMENT_BYTES,
+    RESP_MAX_ARGUMENTS,
+    RESP_MAX_AUTH_FAILURES,
+    RESP_MAX_CLIENT_STRING_BYTES,
+    RESP_MAX_CLIENTS,
+    RESP_MAX_COMMAND_BYTES,
+    RESP_MAX_CURSORS,
+    RESP_MAX_INPUT_BYTES_PER_NODE,
+    RESP_MAX_KEYS_PER_COMMAND,
+    RESP_MAX_PATTERN_BYTES,
+    RESP_MAX_PIPELINE,
+    RESP_MAX_REQUESTS_PER_CYCLE,
+    RESP_MAX_SLOW_MATCH_PAGE,
+    RESP_MAX_UNAUTHENTICATED_ARGUMENT_BYTES,
+    RESP_MAX_UNAUTHENTICATED_ARGUMENTS,
+    RESP_MAX_WAIT_CONFIRMS_PER_NODE,
+    RESP_MAX_WAIT_KEYS,
+    RESP_MAX_WAIT_MS,
+    RESP_REQUEST_TIMEOUT_MS,
+)
 from ...model.pncounter import MAX_STEP, is_live
 from ..codec import MAX_KEYS_PER_GET, MAX_PAGE, validate_rid
 from ..messages import (
@@ -73,29 +110,24 @@ from ..messages import (
 )
 from . import replies as R
 from .commands import BY_NAME, REDIS_VERSION, SUBCOMMANDS, command_docs, command_info
-from .glob import compile_glob, literal_prefix
+from .framing import FrameError, FrameLimits, Framer
+from .glob import compile_glob, is_slow, literal_prefix
 from .info import render_info
+from .refusals import Refusal
 
-#: A command larger than this (bytes, as sent) is a protocol error: the connection is
-#: answered and closed.  Keys are at most 256 bytes, so this allows MGET/DEL of ~10,000
-#: keys per command; Redis's own limit is 512 MB per argument.
-MAX_COMMAND_BYTES = 4 * 1024 * 1024
-#: ... and before AUTH, when a password is required (Redis refuses big unauthenticated
-#: multibulks too, networking.c "unauthenticated multibulk length").
-MAX_UNAUTHENTICATED_BYTES = 16 * 1024
-#: Commands parsed and not yet answered; past this the runtime stops reading the socket
-#: until replies have left (the client's own sends then block: TCP backpressure).
-MAX_PIPELINE = 1024
-#: SCAN cursors a connection may hold open; the least recently used is forgotten first
-#: (continuing it then answers "ERR invalid cursor").
-MAX_CURSORS = 64
-#: Keys a connection may write between WAITs that confirm them everywhere.
-MAX_WAIT_KEYS = 1000
-#: WAIT's timeout, in ms, when the client asks for none (0) or for more.
-MAX_WAIT_MS = 60_000
-#: How long the core may take over a request of the door (it matters only while a node
-#: bootstraps or a session catches up; plain commands are answered in one batch).
-REQUEST_TIMEOUT_MS = 5000
+if TYPE_CHECKING:
+    from ...config import Settings
+
+# The session's names for the bounds (the runtime and the tests use these).
+MAX_COMMAND_BYTES = RESP_MAX_COMMAND_BYTES
+MAX_PIPELINE = RESP_MAX_PIPELINE
+MAX_CURSORS = RESP_MAX_CURSORS
+MAX_WAIT_KEYS = RESP_MAX_WAIT_KEYS
+MAX_WAIT_MS = RESP_MAX_WAIT_MS
+REQUEST_TIMEOUT_MS = RESP_REQUEST_TIMEOUT_MS
+#: Before AUTH (when a password is set), whatever the settings: Redis's bounds.
+UNAUTHENTICATED = FrameLimits(RESP_MAX_UNAUTHENTICATED_ARGUMENTS,
+                              RESP_MAX_UNAUTHENTICATED_ARGUMENT_BYTES, RESP_MAX_COMMAND_BYTES)
 
 _INT64 = re.compile(rb"-?(?:0|[1-9][0-9]{0,18})")
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
@@ -144,8 +176,43 @@ class Door:
     commands: dict[str, int] = field(default_factory=dict)
     #: Called with each answered command's seconds from arrival to reply (metrics).
     observe: Callable[[float], None] | None = None
+    #: The node's ``[settings]``: the user-tunable RESP bounds (defaults otherwise).
+    settings: InitVar[Settings | None] = None
+    #: Bounds of one command once authenticated (before: :data:`UNAUTHENTICATED`).
+    limits: FrameLimits = field(default=FrameLimits(
+        RESP_MAX_ARGUMENTS, RESP_MAX_ARGUMENT_BYTES, RESP_MAX_COMMAND_BYTES))
+    max_keys_per_command: int = RESP_MAX_KEYS_PER_COMMAND
+    #: Refusals by cause (INFO ``zcounter_resp_refused_<cause>``).
+    refused: dict[Refusal, int] = field(default_factory=dict)
+    #: Bytes of unfinished commands kept by all sessions (bounded by
+    #: ``RESP_MAX_INPUT_BYTES_PER_NODE``).
+    input_bytes: int = 0
+    #: Confirmations asked of the core for WAITs and not yet answered or expired.
+    wait_confirms: int = 0
+    #: (deadline, confirmations) of WAITs whose connection closed before their answer:
+    #: the core still holds them until their timeout, so they stay charged until then.
+    _orphans: list[tuple[float, int]] = field(default_factory=list)
     _cursor: int = 0
     _client: int = 0
+
+    def __post_init__(self, settings: Settings | None) -> None:
+        if settings is not None:
+            self.limits = FrameLimits(RESP_MAX_ARGUMENTS, settings.resp_max_argument_bytes,
+                                      settings.resp_max_command_bytes)
+            self.max_keys_per_command = settings.resp_max_keys_per_command
+
+    def refuse(self, cause: Refusal) -> None:
+        self.refused[cause] = self.refused.get(cause, 0) + 1
+
+    def confirms_free(self, now: float) -> int:
+        """Confirmations a WAIT may still ask for now (expired orphans released)."""
+        orphans = self._orphans
+        while orphans and orphans[0][0] <= now:
+            self.wait_confirms -= heapq.heappop(orphans)[1]
+        return RESP_MAX_WAIT_CONFIRMS_PER_NODE - self.wait_confirms
+
+    def orphan(self, deadline: float, confirms: int) -> None:
+        heapq.heappush(self._orphans, (deadline, confirms))
 
     @property
     def peers(self) -> int:
@@ -206,17 +273,29 @@ class Session:
         self.address = address
         self.created = now
         self.reader = hiredis.Reader()
+        self.framer = Framer()
         self.fifo: deque[_Slot] = deque()
         #: Core requests to hand to the core under :attr:`client`, in order (see
         #: :meth:`take_requests`).
         self.requests: list[ClientRequest] = []
         self._fed_cycle = -1
+        self._fed_count = 0
         self._waiting: dict[int, tuple[_Slot, Handler]] = {}
         self._tag = 0
-        self._fed = 0
-        #: Bytes fed to the reader that no complete command has covered yet (see
-        #: :meth:`receive`).
+        #: Input not yet run: the unfinished command (bounded by the command bound), or,
+        #: while blocked in WAIT, what the client pipelined behind it.
         self._buf = bytearray()
+        #: ``len(_buf)`` as charged to ``door.input_bytes``.
+        self._charged = 0
+        #: Requests per command, in :attr:`requests` order (a command's requests are
+        #: handed to the core in one cycle: DEL's Gets and Resets stay in one batch).
+        self._groups: deque[int] = deque()
+        #: The WAIT this connection is blocked in (nothing more is run until it is
+        #: answered, as in Redis), its confirmations and their deadline.
+        self._blocked: _Slot | None = None
+        self._blocked_confirms = 0
+        self._blocked_until = 0.0
+        self.auth_failures = 0
         self.authenticated = door.password is None
         #: QUIT, or a protocol error: answer what came before, then close.
         self.closing = False
@@ -231,83 +310,129 @@ class Session:
         self.written: dict[str, list[int]] = {}
         self.written_overflow = False
         self._generation = 0
-        self._in_wait = 0
         #: The clock of the latest input or answer (INFO's uptime).
         self.now = now
 
     # ------------------------------------------------------------------ input
 
     def receive(self, data: bytes, now: float) -> None:
-        """Bytes from the socket: parse and run every complete command."""
+        """Bytes from the socket: frame, parse and run every complete command."""
         if self.closing or self.closed:
             return  # after QUIT or a protocol error nothing more is read
         self.now = now
-        # Blank lines between commands are skipped, as Redis does (an empty inline
-        # command): redis-cli --pipe sends "\r\n" before its closing ECHO, and hiredis's
-        # Reader would take the CR for a type byte.  Skipping them needs to know where a
-        # command ends: its size, exact because hiredis accepts canonical lengths only
-        # ("$04" is "Bad bulk string length"); ``_buf`` keeps the bytes not yet covered.
-        buf = self._buf
-        if not buf:
-            data = data.lstrip(b"\r\n")
-            if not data:
-                return
-        reader = self.reader
-        reader.feed(data)
-        self._fed += len(data)
-        buf += data
-        at = 0
-        while not self.closing:
-            try:
-                words = reader.gets()
-            except hiredis.ProtocolError:
-                self._protocol_error(
-                    "Protocol error: expected a RESP array of bulk strings (every Redis "
-                    "client sends those; inline commands are not supported)", now)
-                return
-            if words is False:
-                break
-            # The bytes of a partial command after the last complete one are counted from
-            # here: the bound errs by at most one read (64 KiB) of slack.
-            self._fed = 0
-            # "*-1" and "*0" (None, []) are ignored, as Redis does.
-            if words is not None and (type(words) is not list
-                                      or not all(type(w) is bytes for w in words)):
-                self._protocol_error("Protocol error: expected '$', got something else", now)
-                return
-            at += _encoded_size(words)
-            if at < len(buf) and buf[at] in b"\r\n":
-                end = at
-                while end < len(buf) and buf[end] in b"\r\n":
-                    end += 1
-                reader = self.reader = hiredis.Reader()
-                reader.feed(bytes(buf[end:]))
-                at = end
-            if words:
-                self._command(words, now)
-        del buf[:at]
-        limit = MAX_COMMAND_BYTES if self.authenticated else MAX_UNAUTHENTICATED_BYTES
-        if self._fed > limit and not self.closing:
-            self._protocol_error("Protocol error: "
-                                 + ("too big command" if self.authenticated
-                                    else "unauthenticated command too big"), now)
+        try:
+            self._buf += data
+            self._run(now)
+        except Exception as exc:  # the boundary: this connection only, never the node
+            self._internal_error(exc, now)
+        finally:
+            self._charge()
 
-    def _protocol_error(self, text: str, now: float) -> None:
+    def _run(self, now: float) -> None:
+        """Run the whole commands in the input, until blocked or closing."""
+        buf, framer = self._buf, self.framer
+        done = 0
+        while not self.closing and self._blocked is None:
+            limits = self.door.limits if self.authenticated else UNAUTHENTICATED
+            try:
+                span = framer.next_command(buf, limits)
+            except FrameError as exc:
+                self._protocol_error(str(exc), exc.cause, now)
+                break
+            if span is None:
+                done = max(done, framer.start)  # blank lines before an unfinished command
+                break
+            start, done = span
+            if framer.words:  # "*0", "*-1": ignored, as Redis does
+                words = self._parse(buf, start, done, framer.words, now)
+                if words is None:
+                    break
+                self._command(words, now)
+        if done:
+            del buf[:done]
+            framer.drop(done)
+        if self.closing:
+            return
+        if self._blocked is not None:
+            # The runtime reads nothing more while blocked (see :attr:`backlog`); this
+            # bounds the session alone, whatever its caller does.
+            if len(buf) > self.door.limits.max_command_bytes + RESP_INPUT_FLOOR_BYTES:
+                self._protocol_error("Protocol error: too much input pipelined behind WAIT",
+                                     Refusal.COMMAND_BYTES, now)
+            return
+        door = self.door
+        if (len(buf) > RESP_INPUT_FLOOR_BYTES
+                and door.input_bytes + len(buf) - self._charged > RESP_MAX_INPUT_BYTES_PER_NODE):
+            self._protocol_error("Protocol error: too big command (the node's buffers for "
+                                 "unfinished commands are full)", Refusal.INPUT_BUDGET, now)
+
+    def _parse(self, buf: bytearray, start: int, end: int, words: int,
+               now: float) -> list[bytes] | None:
+        """hiredis's words of the command the framer found at ``buf[start:end]``."""
+        reader = self.reader
+        try:
+            reader.feed(bytes(buf[start:end]))
+            got = reader.gets()
+            extra = reader.gets()
+        except hiredis.ProtocolError as exc:
+            got, extra = exc, False
+        if (type(got) is not list or len(got) != words or extra is not False
+                or not all(type(w) is bytes for w in got)):
+            self.reader = hiredis.Reader()
+            self._protocol_error("Protocol error: unparsable command", Refusal.PARSER, now)
+            return None
+        return got
+
+    def _charge(self) -> None:
+        """Keep ``door.input_bytes`` equal to the sum of the sessions' kept input."""
+        size = 0 if self.closing or self.closed else len(self._buf)
+        if self.closing or self.closed:
+            self._buf.clear()
+        self.door.input_bytes += size - self._charged
+        self._charged = size
+
+    def _protocol_error(self, text: str, cause: Refusal, now: float) -> None:
+        """Answer ``text`` after what came before, then close."""
         self.door.protocol_errors += 1
+        self.door.refuse(cause)
         self.protocol_error = text
         self.fifo.append(_Slot(now, R.error(f"ERR {text}")))
+        self.closing = True
+
+    def _internal_error(self, exc: Exception, now: float) -> None:
+        """An exception escaped the handling of this connection (a bug): answer every
+        command not yet answered with an error (or, if none is, add one), forget what is
+        in flight, close."""
+        text = f"ERR internal error ({type(exc).__name__}); closing the connection"
+        self.door.protocol_errors += 1
+        self.door.refuse(Refusal.INTERNAL_ERROR)
+        self.protocol_error = f"internal error: {exc!r}"
+        self._unblock(now, orphan=True)  # before its slot is filled: still in the core
+        unanswered = [slot for slot in self.fifo if slot.data is None]
+        for slot in unanswered:
+            slot.data = R.error(text)
+        if not unanswered:
+            self.fifo.append(_Slot(now, R.error(text)))
+        self._waiting.clear()
+        self.requests.clear()
+        self._groups.clear()
         self.closing = True
 
     @property
     def backlog(self) -> int:
         """Commands taken and not yet answered (the runtime pauses reading past
-        :data:`MAX_PIPELINE`)."""
-        return len(self.fifo)
+        :data:`MAX_PIPELINE`).  A session blocked in WAIT counts as full: nothing more is
+        read from a client blocked in WAIT, as in Redis."""
+        return MAX_PIPELINE if self._blocked is not None else len(self.fifo)
 
     # ------------------------------------------------------------------ output
 
     def take_requests(self, cycle: int) -> list[ClientRequest]:
         """The requests the runtime may hand to the core now, in poll cycle ``cycle``.
+
+        Whole commands' requests only, at most :data:`RESP_MAX_REQUESTS_PER_CYCLE` of them
+        unless one command alone has more (a DEL of 1,000 keys: 1,001): the rest wait for
+        the next cycle, so one connection's pipeline cannot fill a batch.
 
         ``ListKeys`` and ``Status`` read the keyspace's sorted index and live-key count,
         which the core brings up to date at the end of each batch (``Keyspace.flush``):
@@ -317,15 +442,21 @@ class Session:
         requests = self.requests
         if not requests:
             return []
-        fresh = self._fed_cycle != cycle
+        fed = 0 if self._fed_cycle != cycle else self._fed_count  # this cycle, so far
+        groups = self._groups
         n = 0
-        for request in requests:
-            if type(request) in _BARRIERS and (n or not fresh):
+        while groups:
+            size = groups[0]
+            if fed + n and fed + n + size > RESP_MAX_REQUESTS_PER_CYCLE:
                 break
-            n += 1
+            if type(requests[n]) in _BARRIERS and fed + n:
+                break
+            n += size
+            groups.popleft()
         if not n:
             return []
         self._fed_cycle = cycle
+        self._fed_count = fed + n
         taken = requests[:n]
         del requests[:n]
         return taken
@@ -352,23 +483,50 @@ class Session:
     def deliver(self, reply: ClientReply, now: float) -> None:
         """The core's answer to one of this session's requests (after its commit)."""
         entry = self._waiting.pop(reply.id, None)  # type: ignore[arg-type]
-        if entry is None:
+        if entry is None or self.closed:
             return
         slot, handler = entry
         self.now = now
-        data = handler(reply)
-        if data is not None:
-            slot.data = data
+        try:
+            before = len(self.requests)
+            data = handler(reply)
+            self._group(before)
+            if data is not None:
+                slot.data = data
+            if self._blocked is not None and self._blocked.data is not None:
+                # WAIT answered: run what the client pipelined behind it.
+                self._unblock(now)
+                if not self.closing:
+                    self._run(now)
+        except Exception as exc:  # the boundary, as in receive
+            self._internal_error(exc, now)
+        finally:
+            self._charge()
 
     def close(self) -> None:
         """The connection is gone: forget everything (late answers are dropped)."""
+        self._unblock(self.now, orphan=True)
         self.closed = True
-        self.door.blocked -= self._in_wait
-        self._in_wait = 0
+        self._charge()
         self._waiting.clear()
         self.requests.clear()
+        self._groups.clear()
         self.fifo.clear()
         self.reader = hiredis.Reader()
+
+    def _unblock(self, now: float, orphan: bool = False) -> None:
+        """Leave WAIT: its confirmations are released, or, when the connection goes
+        before they are answered (``orphan``), stay charged until their deadline."""
+        if self._blocked is None:
+            return
+        door = self.door
+        door.blocked -= 1
+        if orphan and self._blocked.data is None:
+            door.orphan(self._blocked_until, self._blocked_confirms)
+        else:
+            door.wait_confirms -= self._blocked_confirms
+        self._blocked = None
+        self._blocked_confirms = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -384,6 +542,12 @@ class Session:
         parts = _Parts(len(makers), combine)
         for i, make in enumerate(makers):
             self._ask(slot, make, parts.handler(i))
+
+    def _group(self, before: int) -> None:
+        """The requests appended since ``requests`` had ``before`` are one command's."""
+        added = len(self.requests) - before
+        if added:
+            self._groups.append(added)
 
     def _wrote(self, key: str) -> None:
         """A write to ``key`` was sent: WAIT must confirm it."""
@@ -417,10 +581,12 @@ class Session:
             slot.data = R.error(f"ERR wrong number of arguments for '{name}' command")
             return
         method = _HANDLERS[name]
+        before = len(self.requests)
         try:
             method(self, words, slot)
         except BadArgument as exc:
             slot.data = R.error(str(exc))
+        self._group(before)
 
     # counters -------------------------------------------------------------
 
@@ -477,7 +643,7 @@ class Session:
 
     def cmd_del(self, words: list[bytes], slot: _Slot) -> None:
         # DEL k k removes k once (and answers 1), as in Redis.
-        self._delete(slot, list(dict.fromkeys(_key(w) for w in words[1:])))
+        self._delete(slot, list(dict.fromkeys(self._keys(words))))
 
     def cmd_zc_del(self, words: list[bytes], slot: _Slot) -> None:
         self._delete(slot, [_key(words[1])], _rid(words[2]))
@@ -493,11 +659,21 @@ class Session:
                   lambda values: R.NIL if values[0] is None else R.bulk(values[0]))
 
     def cmd_mget(self, words: list[bytes], slot: _Slot) -> None:
-        self._get(slot, [_key(w) for w in words[1:]], R.bulk_array)
+        self._get(slot, self._keys(words), R.bulk_array)
 
     def cmd_exists(self, words: list[bytes], slot: _Slot) -> None:
-        self._get(slot, [_key(w) for w in words[1:]],
+        self._get(slot, self._keys(words),
                   lambda values: R.integer(sum(v is not None for v in values)))
+
+    def _keys(self, words: list[bytes]) -> list[str]:
+        """The keys of MGET/EXISTS/DEL, at most ``max_keys_per_command`` (the loop's
+        work is per key: see ``RESP_MAX_KEYS_PER_COMMAND``)."""
+        limit = self.door.max_keys_per_command
+        if len(words) - 1 > limit:
+            raise BadArgument(f"ERR too many keys: zcounter takes at most {limit} keys per "
+                              f"'{words[0].decode('latin-1').lower()}' command "
+                              "(resp_max_keys_per_command)")
+        return [_key(w) for w in words[1:]]
 
     # keyspace -------------------------------------------------------------
 
@@ -512,7 +688,7 @@ class Session:
                 if count < 1:
                     raise BadArgument(_SYNTAX)
             elif option == b"match" and i + 1 < len(words):
-                pattern = words[i + 1]
+                pattern = self._pattern(words[i + 1])
             elif option == b"type" and i + 1 < len(words):
                 name = words[i + 1].lower()
                 if name not in (b"string", b"list", b"set", b"zset", b"hash", b"stream"):
@@ -529,7 +705,7 @@ class Session:
             except KeyError:
                 raise BadArgument("ERR invalid cursor") from None
         match = compile_glob(pattern)
-        limit = min(count, MAX_PAGE)
+        limit = min(count, _page(pattern))
 
         def page(reply: ClientReply) -> bytes:
             if isinstance(reply, Refused):
@@ -545,10 +721,18 @@ class Session:
             return R.array([str(nxt).encode(), found])
         self._ask(slot, lambda t: ListKeys(t, literal_prefix(pattern), after, limit), page)
 
+    def _pattern(self, raw: bytes) -> bytes:
+        if len(raw) > RESP_MAX_PATTERN_BYTES:
+            self.door.refuse(Refusal.PATTERN_BYTES)
+            raise BadArgument(f"ERR pattern too long: {len(raw)} bytes, zcounter takes at "
+                              f"most {RESP_MAX_PATTERN_BYTES}")
+        return raw
+
     def cmd_keys(self, words: list[bytes], slot: _Slot) -> None:
-        pattern = words[1]
+        pattern = self._pattern(words[1])
         prefix = literal_prefix(pattern)
         match = compile_glob(pattern)
+        size = _page(pattern)
         found: list[bytes] = []
 
         def page(reply: ClientReply) -> bytes | None:
@@ -560,10 +744,10 @@ class Session:
                 # The next page is asked for after this one's commit: KEYS walks the
                 # keyspace in pages like SCAN (no snapshot), 10,000 keys a batch.
                 last = reply.entries[-1][0]
-                self._ask(slot, lambda t: ListKeys(t, prefix, last, MAX_PAGE), page)
+                self._ask(slot, lambda t: ListKeys(t, prefix, last, size), page)
                 return None
             return R.bulk_array(found)
-        self._ask(slot, lambda t: ListKeys(t, prefix, None, MAX_PAGE), page)
+        self._ask(slot, lambda t: ListKeys(t, prefix, None, size), page)
 
     def cmd_dbsize(self, words: list[bytes], slot: _Slot) -> None:
         self._ask(slot, Status, lambda r: _status(r, lambda s: R.integer(int(s["live_keys"]))))
@@ -593,17 +777,30 @@ class Session:
         if not todo:
             slot.data = R.integer(self._confirmed())
             return
-        nodes = min(wanted, self.door.peers + 1) + 1  # more than exist: waits it out
-        self._in_wait += 1
-        self.door.blocked += 1
+        door = self.door
+        if len(todo) > door.confirms_free(self.now):
+            door.refuse(Refusal.WAIT_BUSY)
+            raise BadArgument(
+                "ERR max number of WAIT confirmations reached: this node holds "
+                f"{RESP_MAX_WAIT_CONFIRMS_PER_NODE} for the connections waiting now; "
+                "try again later")
+        nodes = min(wanted, door.peers + 1) + 1  # more than exist: waits it out
+        # Blocked, as in Redis: nothing behind this WAIT runs until it is answered, so a
+        # connection holds one WAIT's confirmations at a time (1,024 pipelined WAITs
+        # once fanned out into ~1M confirmations and stalled the node for minutes).
+        door.blocked += 1
+        door.wait_confirms += len(todo)
+        self._blocked = slot
+        self._blocked_confirms = len(todo)
+        # The core expires its confirmations after timeout_ms from when it takes them
+        # (this cycle or, past the per-cycle bound, a few later): 1 s of margin.
+        self._blocked_until = self.now + timeout_ms / 1000.0 + 1.0
 
         def combine(parts: list[ClientReply]) -> bytes:
             for (key, generation), reply in zip(todo, parts, strict=True):
                 entry = written.get(key)
                 if isinstance(reply, Held) and entry is not None and entry[0] == generation:
                     entry[1] = max(entry[1], reply.nodes - 1)
-            self._in_wait -= 1
-            self.door.blocked -= 1
             return R.integer(self._confirmed())
         self._ask_parts(slot, [_confirmer(key, nodes, timeout_ms) for key, _ in todo], combine)
 
@@ -648,6 +845,14 @@ class Session:
         if (user is None or user == b"default") and hmac.compare_digest(password, expected):
             self.authenticated = True
             return None
+        # Guessing is slowed to a new connection per RESP_MAX_AUTH_FAILURES tries: the
+        # failure past them is answered, then the connection closed.
+        self.auth_failures += 1
+        self.door.refuse(Refusal.AUTH_FAILURE)
+        if self.auth_failures > RESP_MAX_AUTH_FAILURES:
+            self.door.refuse(Refusal.AUTH_FAILURES)
+            self.protocol_error = f"{self.auth_failures} wrong passwords"
+            self.closing = True
         return _WRONGPASS
 
     def cmd_auth(self, words: list[bytes], slot: _Slot) -> None:
@@ -674,7 +879,7 @@ class Session:
                     raise BadArgument(failure)
                 i += 3
             elif option == b"setname" and more >= 1:
-                name = _client_name(words[i + 1])
+                name = self._client_string(words[i + 1], _BAD_NAME)
                 i += 2
             else:
                 raise BadArgument("ERR Syntax error in HELLO option "
@@ -690,6 +895,18 @@ class Session:
                              "id", self.id, "mode", "standalone", "role", "master",
                              "modules", []])
 
+    def _client_string(self, raw: bytes, bad: str) -> bytes:
+        """A connection name or client-info string, kept for the connection's life:
+        printable (Redis's rule) and at most ``RESP_MAX_CLIENT_STRING_BYTES``."""
+        if len(raw) > RESP_MAX_CLIENT_STRING_BYTES:
+            self.door.refuse(Refusal.CLIENT_STRING_BYTES)
+            raise BadArgument(f"ERR too long: {len(raw)} bytes, zcounter keeps at most "
+                              f"{RESP_MAX_CLIENT_STRING_BYTES} per connection name or "
+                              "client-info string")
+        if raw and not _printable(raw):
+            raise BadArgument(bad)
+        return raw
+
     def cmd_client(self, words: list[bytes], slot: _Slot) -> None:
         sub = words[1].lower().decode("latin-1")
         spec = SUBCOMMANDS["client"].get(sub)
@@ -702,15 +919,14 @@ class Session:
         elif sub == "getname":
             slot.data = R.NIL if self.name is None else R.bulk(self.name)
         elif sub == "setname":
-            self.name = _client_name(words[2]) or None
+            self.name = self._client_string(words[2], _BAD_NAME) or None
             slot.data = R.OK
         elif sub == "setinfo":
             attr = words[2].lower()
             if attr not in (b"lib-name", b"lib-ver"):
                 raise BadArgument(f"ERR Unrecognized option '{_text(words[2])}'")
-            if not _printable(words[3]):
-                raise BadArgument(f"ERR {words[2].decode('utf-8', 'replace')} cannot contain "
-                                  "spaces, newlines or special characters.")
+            self._client_string(words[3], f"ERR {words[2].decode('latin-1')} cannot contain "
+                                          "spaces, newlines or special characters.")
             if attr == b"lib-name":
                 self.lib_name = words[3]
             else:
@@ -820,11 +1036,7 @@ def _printable(raw: bytes) -> bool:
     return all(0x21 <= b <= 0x7E for b in raw)
 
 
-def _client_name(raw: bytes) -> bytes:
-    if raw and not _printable(raw):
-        raise BadArgument("ERR Client names cannot contain spaces, newlines or special "
-                          "characters.")
-    return raw
+_BAD_NAME = "ERR Client names cannot contain spaces, newlines or special characters."
 
 
 def _unknown(name: bytes, args: list[bytes]) -> str:
@@ -865,15 +1077,9 @@ def _count_reply(reply: ClientReply) -> bytes:
     return R.error("ERR unexpected answer from the node")
 
 
-def _encoded_size(words: list[bytes] | None) -> int:
-    """Bytes of ``words`` as a RESP array of bulk strings, canonically encoded."""
-    if words is None:
-        return 5  # *-1\r\n
-    size = 3 + len(str(len(words)))
-    for word in words:
-        n = len(word)
-        size += n + 5 + len(str(n))
-    return size
+def _page(pattern: bytes) -> int:
+    """Keys a listing page takes for ``pattern``: fewer when each costs more to match."""
+    return RESP_MAX_SLOW_MATCH_PAGE if is_slow(pattern) else MAX_PAGE
 
 
 def _chunks(keys: list[str]) -> list[tuple[str, ...]]:
