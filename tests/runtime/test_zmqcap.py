@@ -79,3 +79,20 @@ def test_connections_past_the_cap_are_shut_down_and_counted(router: zmq.Socket[b
             client.close()
     finally:
         cap.close()
+
+
+def test_a_lost_disconnect_event_does_not_keep_a_slot_taken(router: zmq.Socket[bytes]) -> None:
+    """Descriptors the cap holds that are no longer connections on its port (as if an
+    EVENT_DISCONNECTED had been lost) are forgotten before it sheds."""
+    cap = AcceptCap(router, "native", 2)
+    try:
+        r, w = socket.socketpair()  # a socket, but not on the router's port
+        cap.live |= {r.fileno(), 1_000_000}  # and a descriptor that is not open
+        client = socket.create_connection(("127.0.0.1", port_of(router)), 5)
+        pump(cap, lambda: len(cap.live) == 1)
+        assert not cap.rejected
+        client.close()
+        r.close()
+        w.close()
+    finally:
+        cap.close()

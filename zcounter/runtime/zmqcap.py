@@ -18,6 +18,11 @@ libzmq emits ``EVENT_DISCONNECTED`` for a descriptor before it closes it, so a
 descriptor number reused later always arrives after the end of its previous connection
 on the monitor's queue.
 
+If an event were ever lost (libzmq's monitor pipe has a high-water mark), the count
+would drift: a lost ``EVENT_DISCONNECTED`` would keep a slot taken for good.  So before
+it sheds, the cap checks its descriptors at most once per :data:`RESYNC_INTERVAL_S` and
+forgets those that are no longer connections on its port.
+
 What this cannot do: act before libzmq accepts.  A burst of connections arrives faster
 than one loop cycle, so a cap is kept with room to spare (the budget's slack).
 """
@@ -38,6 +43,9 @@ log = logging.getLogger("zcounter.node")
 _EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 #: Monitor events handled per loop cycle at most (the rest wait for the next cycle).
 EVENTS_PER_CYCLE = 256
+#: At the cap, the held descriptors are checked again at most this often (O(held)
+#: ``getsockname`` calls, about a microsecond each).
+RESYNC_INTERVAL_S = 1.0
 
 
 class AcceptCap:
@@ -54,6 +62,7 @@ class AcceptCap:
         self.live: set[int] = set()
         self.rejected: dict[Rejection, int] = {}
         self._noise = Throttled(log)
+        self._next_resync = 0.0
 
     def on_event(self, now: float) -> None:
         """Read the monitor's events (the loop calls this when it is readable)."""
@@ -65,28 +74,46 @@ class AcceptCap:
             fd = int(event["value"])
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 self.live.discard(fd)
-            elif len(self.live) < self.limit:
-                self.live.add(fd)
             else:
-                self._shed(fd, now)
+                if len(self.live) >= self.limit and now >= self._next_resync:
+                    self._resync(now)
+                if len(self.live) < self.limit:
+                    self.live.add(fd)
+                else:
+                    self._shed(fd, now)
+
+    def _resync(self, now: float) -> None:
+        """Forget held descriptors that are no longer connections on the bound port."""
+        self._next_resync = now + RESYNC_INTERVAL_S
+        gone = {fd for fd in self.live if not self._is_connection(fd, shut=False)}
+        self.live -= gone
 
     def _shed(self, fd: int, now: float) -> None:
         self.rejected[Rejection.MAX_CLIENTS] = self.rejected.get(Rejection.MAX_CLIENTS, 0) + 1
         self._noise.log(logging.WARNING, "max_clients", now,
                         f"{self.door} door: closed a new connection: {len(self.live)} "
                         "connections, the most it holds")
-        # On libzmq's own descriptor, not a duplicate: at the limit there may be no
-        # descriptor free for one, and then nothing would be shed at all (seen: a
-        # burst of raw connections left the node at its limit for HANDSHAKE_IVL).
+        self._is_connection(fd, shut=True)
+
+    def _is_connection(self, fd: int, shut: bool) -> bool:
+        """Whether ``fd`` is a TCP connection on the bound port; with ``shut``, shut it
+        down.  On libzmq's own descriptor, not a duplicate: at the limit there may be no
+        descriptor free for one, and then nothing would be shed at all (seen: a burst of
+        raw connections left the node at its limit for HANDSHAKE_IVL)."""
         try:
             conn = socket.socket(fileno=fd)
         except OSError:  # closed meanwhile, or not a socket any more
-            return
+            return False
         try:
-            if conn.type == socket.SOCK_STREAM and conn.getsockname()[1] == self.port:
+            if (conn.family not in (socket.AF_INET, socket.AF_INET6)
+                    or conn.type != socket.SOCK_STREAM or conn.getsockname()[1] != self.port):
+                return False
+            conn.getpeername()  # the listener has none
+            if shut:
                 conn.shutdown(socket.SHUT_RDWR)
+            return True
         except OSError:
-            pass
+            return False
         finally:
             conn.detach()  # the descriptor stays libzmq's: never closed here
 
@@ -100,4 +127,4 @@ class AcceptCap:
         self.monitor.close(linger=0)
 
 
-__all__ = ["EVENTS_PER_CYCLE", "AcceptCap"]
+__all__ = ["EVENTS_PER_CYCLE", "RESYNC_INTERVAL_S", "AcceptCap"]
