@@ -37,7 +37,7 @@ from ..config import Settings, load_config
 from ..errors import ConfigError, ProtocolError
 from ..model.keyspace import Keyspace
 from ..protocol import codec
-from ..protocol.messages import PeerReply
+from ..protocol.messages import RidPage, StatesReply, SyncDiff, SyncStates
 from ..protocol.node import NodeCore
 from ..protocol.outputs import ToClient
 from ..protocol.resp.session import Door, Session
@@ -145,10 +145,10 @@ def native_request(data: bytes) -> None:
 
 def _encode(message: ToClient) -> None:
     reply = message.reply
-    if isinstance(reply, PeerReply.__args__):  # type: ignore[attr-defined]
-        codec.encode_peer_reply(reply)  # type: ignore[arg-type]
+    if isinstance(reply, (StatesReply, SyncDiff, SyncStates, RidPage)):
+        codec.encode_peer_reply(reply)
     else:
-        codec.encode_reply(reply)  # type: ignore[arg-type]
+        codec.encode_reply(reply)
 
 
 # --------------------------------------------------------------------------- peers
