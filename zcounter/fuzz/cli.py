@@ -6,7 +6,6 @@ import random
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import click
@@ -66,9 +65,8 @@ def main(minutes: float, door: str, seed: int | None, inputs: int | None, no_inp
             ok = run_attack_mix(root / "attack", seconds, idle, seed, click.echo)
             sys.exit(0 if ok else 1)
         doors = LIVE_DOORS if door == "all" else tuple(d for d in (door,) if d in LIVE_DOORS)
-        inproc_doors = ((IN_PROCESS_DOORS if door == "all" else (door,))
-                        if not no_inproc else ())
-        inproc_doors = tuple(d for d in inproc_doors if d in IN_PROCESS_DOORS)
+        wanted = IN_PROCESS_DOORS if door == "all" else (door,)
+        inproc_doors = () if no_inproc else tuple(d for d in wanted if d in IN_PROCESS_DOORS)
         inproc: list[InprocReport] = []
         thread = threading.Thread(target=_inproc_all, daemon=True,
                                   args=(inproc_doors, seconds, seed, root / "inproc", inproc))
