@@ -79,7 +79,9 @@ def _config_unicode_digit() -> bool:
 
 
 def _non_ascii_digit(data: bytes) -> bool:
-    return any(ch.isdigit() and not ch.isascii() for ch in data.decode("utf-8", "replace"))
+    if _not_utf8(data):
+        return False  # that file fails earlier, as config-not-utf8
+    return any(ch.isdigit() and not ch.isascii() for ch in data.decode("utf-8"))
 
 
 @cache
