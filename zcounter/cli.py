@@ -322,6 +322,13 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
 
 # --------------------------------------------------------------------------- cluster
 
+#: What ``zcounter-cluster`` says first in ``none`` mode (the default cluster's): what
+#: that mode trusts, and where to go instead (issue 19).
+NONE_MODE_NOTE = ("[cluster] security mode none: every process on this machine may act as "
+                  "a node of this cluster (set any count); for nodes on more than one host, "
+                  "or a host shared with anyone you do not trust, use curve mode "
+                  "(bin/cluster --secure; README, Security)")
+
 
 @click.command(context_settings=_CONTEXT)
 @_version("zcounter-cluster")
@@ -352,6 +359,8 @@ def cluster_main(config_path: str | None, data_home: Path | None, secure: bool) 
         click.echo(f"[cluster] curve mode; keys in {data_home / 'keys'}. In another terminal:\n"
                    f"  bin/client --config {path} --cert {cert} increment", err=True)
     config = _load(config_path)
+    if not config.curve:
+        click.echo(NONE_MODE_NOTE, err=True)
     env = dict(os.environ)
     if config_path:
         env["ZCOUNTER_CONFIG"] = str(Path(config_path).resolve())

@@ -270,7 +270,9 @@ def parse_config(data: dict[str, Any], source: str, name: str = "default",
     seen_endpoints: dict[str, str] = {}
     for key, entry in raw_nodes.items():
         where = f"{source}: nodes.{key}"
-        if not key.isdigit() or not 1 <= int(key) <= 999_999_999:
+        # isascii: str.isdigit() also accepts "\u00b2" and other digits int() refuses (a
+        # ValueError out of load_config, found by bin/fuzz: tests/regressions/config/).
+        if not (key.isascii() and key.isdigit()) or not 1 <= int(key) <= 999_999_999:
             raise ConfigError(f"{where}: node ids must be positive integers")
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be a table with router and pub")
@@ -341,5 +343,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ClusterConfig:
         raise ConfigError(f"{source}: cannot read cluster file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        # tomllib decodes the whole file first; its UnicodeDecodeError is not a
+        # TOMLDecodeError (found by bin/fuzz: tests/regressions/config/).
+        raise ConfigError(f"{source}: not valid TOML (not UTF-8 at byte {exc.start})") from None
     return parse_config(data, source, name=Path(source).stem,
                         base=Path(source).resolve().parent)

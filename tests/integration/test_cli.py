@@ -229,3 +229,6 @@ def test_cluster_command_starts_all_nodes_and_ctrl_c_stops_them(tmp_path: Path):
     for node in (1, 2, 3):
         assert f"[node {node}]" in err
     assert "all nodes stopped" in err
+    # none mode: it says first what that trusts, and where to go instead (issue 19).
+    assert err.startswith("[cluster] security mode none: every process on this machine")
+    assert "bin/cluster --secure" in err.splitlines()[0]

@@ -270,19 +270,40 @@ def test_a_step_past_the_bound_raises_overflow_and_changes_nothing(sign):
     assert set(flushed.changed) == {"k"} and "new" not in ks
 
 
-def test_check_merge_refuses_what_would_pass_the_bound_and_merge_changes_nothing():
+def test_a_merge_of_valid_records_is_never_refused_and_reads_saturate():
+    """Legal concurrent steps can sum past 2**63-1 (pncounter's "Bounds"): merges take
+    any valid records; the value reads saturated; steps past the live bound are refused;
+    a reset makes the key take steps again."""
     ks = keyspace({"k": {A: (MAX_TOTAL - 5, 0, 0, 0)}})
-    # Per-field max, not a sum: a larger record of the same slot only adds the growth.
-    assert ks.check_merge("k", {A: (MAX_TOTAL, 0, 0, 0)})
-    assert ks.check_merge("k", {B: (5, 7, 5, 7)})
-    assert not ks.check_merge("k", {B: (6, 0, 0, 0)})
-    assert not ks.check_merge("k", {A: (MAX_TOTAL - 5, 0, 0, 0), B: (3, 0, 0, 0),
-                                    slot_of(2): (3, 0, 0, 0)})
-    assert not ks.check_merge("other", {A: (1, MAX_TOTAL, 0, 0), B: (0, 1, 0, 0)})
+    assert ks.merge("k", {B: (6, 0, 0, 0)})
+    assert ks.merge("k", {slot_of(2): (MAX_TOTAL, 0, 0, 0)})
+    assert ks.value("k") == MAX_TOTAL  # exact: 2 * MAX_TOTAL + 1
     with pytest.raises(Overflow):
-        ks.merge("k", {B: (6, 0, 0, 0)})
-    assert ks.state("k") == {A: (MAX_TOTAL - 5, 0, 0, 0)}
-    assert ks.flush().changed == {}
+        ks.add("k", ks.slots.intern(B), 1)
+    assert ks.add("k", ks.slots.intern(B), -1) == (6, 1, 0, 0)  # the other way is open
+    assert ks.value("k") == MAX_TOTAL
+    ks.reset("k")
+    assert ks.value("k") == 0
+    assert ks.add("k", ks.slots.intern(B), 7) == (13, 1, 6, 1)
+    assert ks.value("k") == 7
+    ks.flush()
+    assert ks.value("k") == 7
+    ks.merge("d", {A: (0, MAX_TOTAL, 0, 0), B: (0, 9, 0, 0)})
+    assert ks.value("d") == -MAX_TOTAL
+    ks.flush()
+    assert ks.value("d") == -MAX_TOTAL and ks.list_keys("d")[0] == [("d", -MAX_TOTAL)]
+
+
+def test_a_slot_at_its_own_bound_takes_no_more_steps_that_way():
+    """A record never shrinks: a node whose own p is 2**63-1 cannot add to that key
+    (pncounter's "Bounds", what stays), even after a reset; decrements still work."""
+    ks = keyspace({"k": {A: (MAX_TOTAL, 0, 0, 0)}})
+    ks.reset("k")
+    slot = ks.slots.intern(A)
+    with pytest.raises(Overflow):
+        ks.add("k", slot, 1)
+    assert ks.add("k", slot, -1) == (MAX_TOTAL, 1, MAX_TOTAL, 0)
+    assert ks.add("k", ks.slots.intern(B), 1) == (1, 0, 0, 0)
 
 
 # --------------------------------------------------------------------------- flush, reads
@@ -351,16 +372,14 @@ def test_list_keys_pages_live_keys_in_order():
     assert ks.list_keys("q", after="a", limit=1) == ([("q1", 26)], False)
 
 
-def test_merge_many_joins_every_key_or_none_when_one_would_overflow():
+def test_merge_many_joins_every_key_whatever_its_sums():
     ks = Keyspace()
     ks.merge("a", {A: (MAX_TOTAL - 1, 0, 0, 0)})
     ks.flush()
-    before = (ks.state("a"), ks.state("b"))
-    assert ks.merge_many({"b": {A: (1, 0, 0, 0)}, "a": {B: (2, 0, 0, 0)}}) is None
-    assert (ks.state("a"), ks.state("b")) == before and not ks.flush().changed
-    assert ks.merge_many({"b": {A: (1, 0, 0, 0)}, "a": {B: (1, 0, 0, 0)}}) == 2
+    assert ks.merge_many({"b": {A: (1, 0, 0, 0)}, "a": {B: (2, 0, 0, 0)}}) == 2
     assert ks.merge_many({"b": {A: (1, 0, 0, 0)}}) == 0  # nothing grew
     assert ks.value("a") == MAX_TOTAL and ks.value("b") == 1
+    assert set(ks.flush().changed) == {"a", "b"}
 
 
 def _interned(content: dict[str, dict]) -> Keyspace:
@@ -399,23 +418,19 @@ def test_merge_many_into_held_keys_stores_what_merge_and_flush_would(held, batch
     assert fast.live == slow.live
 
 
-def test_merge_many_into_a_held_key_past_the_bound_changes_nothing():
+def test_merge_many_into_a_held_key_past_the_old_bound_is_joined():
+    """The packed path (``_merge_packed``) joins what 0.2 refused (sums past 2**63-1)."""
     ks = _interned({"a": {A: (MAX_TOTAL - 1, 0, 0, 0), B: (0, 5, 0, 0)},
                     "b": {A: (1, 0, 0, 0)}})
-    before = dict(ks._packed), ks.tree.root
-    # "b" would grow, but "a"'s increments would pass the bound: neither is merged.
-    assert ks.merge_many({"b": {A: (2, 0, 0, 0)}, "a": {B: (2, 5, 0, 0)}}) is None
-    assert ks.merge_many({"a": {B: (0, 6, 0, 0), slot_of(2): (0, MAX_TOTAL, 0, 0)}}) is None
-    assert (dict(ks._packed), ks.tree.root) == before and not ks.flush().changed
-    # Up to the bound itself is fine, and a grown base alone is growth too.
-    assert ks.merge_many({"a": {B: (1, 5, 0, 2)}}) == 1
-    assert ks.state("a") == {A: (MAX_TOTAL - 1, 0, 0, 0), B: (1, 5, 0, 2)}
-    assert ks.merge_many({"a": {B: (1, 5, 1, 2)}}) == 1  # a base alone
-    assert ks.merge_many({"a": {B: (1, 5, 0, 2)}}) == 0 and ks.value("a") == MAX_TOTAL - 4
-    # Decrements are bounded the same way.
-    ks = _interned({"c": {A: (0, MAX_TOTAL - 2, 0, 0), B: (0, 1, 0, 0)}})
-    assert ks.merge_many({"c": {B: (0, 3, 0, 0)}}) is None
-    assert ks.merge_many({"c": {B: (0, 2, 0, 1)}}) == 1 and ks.value("c") == -MAX_TOTAL + 1
+    assert ks.merge_many({"b": {A: (2, 0, 0, 0)}, "a": {B: (2, 5, 0, 0)}}) == 2
+    assert ks.merge_many({"a": {B: (2, 6, 0, 0), slot_of(2): (0, MAX_TOTAL, 0, 0)}}) == 1
+    assert ks.state("a") == {A: (MAX_TOTAL - 1, 0, 0, 0), B: (2, 6, 0, 0),
+                             slot_of(2): (0, MAX_TOTAL, 0, 0)}
+    assert ks.value("a") == -5  # (MAX_TOTAL + 1) - (MAX_TOTAL + 6): exact here
+    assert ks.merge_many({"a": {B: (2, 6, 1, 0)}}) == 1  # a base alone is growth
+    assert ks.merge_many({"a": {B: (2, 6, 1, 0)}}) == 0
+    ks.flush()
+    assert ks.value("a") == -6
 
 
 def test_merge_many_into_held_keys_counts_keys_that_become_live_or_reset():

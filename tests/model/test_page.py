@@ -80,13 +80,14 @@ def test_a_page_crosses_between_keyspaces_with_different_slot_indices():
     assert dst.slots.names[0] == slot_of(2)
 
 
-def test_merge_page_changes_nothing_when_one_key_would_overflow():
+def test_merge_page_joins_every_key_whatever_its_sums():
     ks = Keyspace()
     ks.merge("a", {A: (MAX_TOTAL - 1, 0, 0, 0)})
     ks.flush()
     page = StatePage.of({"a": {B: (2, 0, 0, 0)}, "new": {A: (1, 0, 0, 0)}})
-    assert ks.merge_page(page) is None
-    assert "new" not in ks and ks.value("a") == MAX_TOTAL - 1 and not ks.flush().changed
+    assert ks.merge_page(page) == 2
+    assert ks.value("new") == 1 and ks.value("a") == MAX_TOTAL  # saturated
+    assert set(ks.flush().changed) == {"a", "new"}
 
 
 @pytest.mark.parametrize("count", [1, 3])

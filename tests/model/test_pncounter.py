@@ -201,12 +201,20 @@ def test_a_step_past_the_bound_raises_overflow_and_changes_nothing(sign):
     assert value(add(at_bound, C, -sign)) == value(at_bound) - sign
 
 
-def test_a_reset_does_not_free_room_under_the_bound():
-    """Bounds are on the totals of increments and decrements, which a reset keeps."""
+def test_a_reset_frees_room_under_the_bound():
+    """Steps are bounded by live totals, which a reset brings to 0 (0.2 bounded lifetime
+    totals: a key that once reached 2**63-1 refused increments forever, issue 19)."""
     full = reset({A: (MAX_TOTAL, 0, 0, 0)})
     assert value(full) == 0
-    with pytest.raises(Overflow):
-        add(full, B, 1)
+    assert value(add(full, B, 1)) == 1
+    with pytest.raises(Overflow):  # A's own record is at its bound: not A
+        add(full, A, 1)
+
+
+def test_reads_saturate():
+    assert value({A: (MAX_TOTAL, 0, 0, 0), B: (5, 0, 0, 0)}) == MAX_TOTAL
+    assert value({A: (0, MAX_TOTAL, 0, 0), B: (0, 5, 0, 0)}) == -MAX_TOTAL
+    assert value({A: (MAX_TOTAL, 0, 0, 0), B: (5, 6, 0, 0)}) == MAX_TOTAL - 1
 
 
 # --------------------------------------------------------------------------- records, slots

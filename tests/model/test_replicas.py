@@ -154,7 +154,6 @@ class KeyspaceReplicas(RuleBasedStateMachine):
     def deliver(self, delta: Delta, dst: int) -> None:
         """A delta may arrive anywhere, late, in any order, any number of times."""
         for key, records in delta.records.items():
-            assert self.spaces[dst].check_merge(key, records)
             self.spaces[dst].merge(key, records)
         self.model.known[dst] |= delta.conveys
 

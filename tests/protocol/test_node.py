@@ -187,11 +187,10 @@ def test_peer_messages_from_unknown_nodes_or_with_bad_slots_are_dropped():
     b.take_outputs()
     b.handle_broadcast(Delta(9, "e9", 1, {"k": {make_slot(9, "a" * 12): (5, 0, 0, 0)}}), 0.0)
     b.handle_broadcast(Delta(1, "e1", 1, {"k": {make_slot(8, "a" * 12): (5, 0, 0, 0)}}), 0.0)
-    b.handle_broadcast(Delta(1, "e1", 1, {"k": {slot(1): (MAX_TOTAL, 0, 0, 0)}}), 0.0)
     b.handle_request(("peer", 8), Fetch(1, 8, ("k",)), 0.0)
     b.handle_request(("peer", 1), Merge(2, 1, {"k": {make_slot(7, "a" * 12): (1, 0, 0, 0)}}),
                      0.0)
-    assert b.keys.value("k") == 10 and b.stats["dropped_peer_messages"] == 5
+    assert b.keys.value("k") == 10 and b.stats["dropped_peer_messages"] == 4
     out = b.take_outputs()
     assert not [m for m in out.messages if isinstance(m, ToClient)]
     assert not out.persist or not out.persist.states
@@ -217,7 +216,21 @@ def test_a_page_holding_more_of_our_own_slot_is_merged_with_a_warning():
                          "j": {slot(2): (1, 0, 0, 0)}})
     assert b.accept_page(page, 1) == 2 and b.keys.value("k") == 6
     warnings = [log.text for log in b.take_outputs().logs if "lost data" in log.text]
-    assert len(warnings) == 2 and "'k'" in warnings[0] and "'j'" in warnings[1]
+    # One line per interval however many keys (a forged page names up to 200,000).
+    assert len(warnings) == 1 and "'k' and 1 more keys" in warnings[0]
+    assert b.stats["own_slot_ahead"] == 2
+    b.accept_page(StatePage.of({"k": {slot(2): (9, 0, 0, 0)}}), 1)
+    assert not [log for log in b.take_outputs().logs if "lost data" in log.text]
+    assert b.stats["own_slot_ahead"] == 3
+
+
+def test_a_peer_state_past_the_old_bound_is_merged_and_reads_saturate():
+    """0.2 dropped a state whose sums passed 2**63-1; legal concurrent steps make such
+    states (the model's "Bounds"), so they are merged, and reads saturate."""
+    b = core(2, keyspace=keyspace({"k": {slot(3): (10, 0, 0, 0)}}))
+    b.take_outputs()
+    b.handle_broadcast(Delta(1, "e1", 1, {"k": {slot(1): (MAX_TOTAL, 0, 0, 0)}}), 0.0)
+    assert b.keys.value("k") == MAX_TOTAL and b.stats["dropped_peer_messages"] == 0
 
 
 def test_a_batch_that_moved_many_states_asks_to_end():
@@ -751,3 +764,25 @@ def test_the_periodic_check_leaves_a_peer_that_is_behind_to_repair_itself():
     link.run(6.0)
     assert link.cores[2].keys.value("a") == 5
     assert link.cores[1].keys.tree.root == link.cores[2].keys.tree.root
+
+
+def test_a_peer_state_that_would_give_a_key_too_many_slots_is_dropped():
+    """Forged slots of made-up incarnations grew one key without end (each step to it
+    unpacks every record): past MAX_SLOTS_PER_KEY the message is dropped and counted."""
+    from zcounter.limits import MAX_SLOTS_PER_KEY
+
+    def fake(i: int) -> str:
+        return make_slot(1, f"{i:012x}")
+    b = core(2, keyspace=keyspace({"k": {fake(i): (1, 0, 0, 0)
+                                         for i in range(MAX_SLOTS_PER_KEY - 1)}}))
+    b.take_outputs()
+    two_more = {fake(MAX_SLOTS_PER_KEY): (1, 0, 0, 0), fake(MAX_SLOTS_PER_KEY + 1): (1, 0, 0, 0)}
+    b.handle_broadcast(Delta(1, "e1", 1, {"k": two_more}), 0.0)
+    assert b.stats["dropped_peer_messages"] == 1
+    assert b.accept_page(StatePage.of({"k": two_more}), 1) is None
+    assert b.stats["dropped_peer_messages"] == 2
+    assert b.keys.record_count("k") == MAX_SLOTS_PER_KEY - 1
+    # Records of slots it holds already, and one more up to the bound, are merged.
+    held = {fake(0): (5, 0, 0, 0), fake(MAX_SLOTS_PER_KEY): (1, 0, 0, 0)}
+    assert b.accept_page(StatePage.of({"k": held}), 1) == 1
+    assert b.keys.record_count("k") == MAX_SLOTS_PER_KEY

@@ -75,3 +75,44 @@ def test_none_mode_knows_its_peers_by_host(tmp_path: Path) -> None:
     guard = Guard(load_config(path), 1, None)
     # Its own host is no peer: a client on node 1's machine is a client.
     assert guard.peer_hosts == {"10.9.0.2", "10.9.0.3"}
+
+
+# --------------------------------------------------------------------------- none mode
+
+
+@pytest.mark.parametrize("host,loopback", [
+    ("127.0.0.1", True), ("127.0.0.9", True), ("::1", True), ("::ffff:127.0.0.1", True),
+    ("localhost", True),
+    ("0.0.0.0", False), ("::", False), ("*", False),  # wildcards: every interface
+    ("10.9.0.1", False), ("192.0.2.7", False), ("fe80::1", False),
+])
+def test_which_hosts_reach_only_this_machine(host: str, loopback: bool) -> None:
+    from zcounter.runtime.auth import is_loopback_host
+    assert is_loopback_host(host) is loopback
+
+
+def none_cluster(tmp_path: Path, hosts: tuple[str, str]) -> Path:
+    path = tmp_path / "none.toml"
+    path.write_text("".join(f"[nodes.{i}]\nrouter = 'tcp://{h}:{i}1'\npub = 'tcp://{h}:{i}2'\n"
+                            for i, h in enumerate(hosts, 1)))
+    return path
+
+
+@pytest.mark.parametrize("hosts,warned", [
+    (("127.0.0.1", "127.0.0.1"), False),
+    (("127.0.0.1", "10.9.0.2"), True),  # a peer elsewhere
+    (("0.0.0.0", "127.0.0.1"), True),  # this node listening on every interface
+])
+def test_none_mode_warns_once_at_start_when_a_node_is_not_on_loopback(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, hosts: tuple[str, str],
+        warned: bool) -> None:
+    """(IP literals only: nothing is resolved or sent.)"""
+    config = load_config(none_cluster(tmp_path, hosts))
+    with caplog.at_level(logging.WARNING, logger="zcounter.node"):
+        Guard(config, 1, None)
+    lines = [r.getMessage() for r in caplog.records if "security mode none" in r.getMessage()]
+    assert len(lines) == (1 if warned else 0), lines
+    if warned:
+        exposed = [h for h in hosts if h != "127.0.0.1"]
+        assert f"nodes on {exposed[0]}" in lines[0]
+        assert 'mode = "curve"' in lines[0] and "trusted as a node" in lines[0]

@@ -39,8 +39,8 @@ class StatePage(Mapping[str, dict[str, Record]]):
     """States of many keys.  Invariants (the codec checks them on what a peer sent,
     :meth:`.Keyspace.page` builds them): every list holds whole records with slot
     indices strictly increasing and below ``len(slots)``; every record is valid
-    (``bp <= p``, ``bn <= n``, all in 0..2**63-1), and a key's totals of p and of n are
-    at most 2**63-1; slot names are distinct."""
+    (``bp <= p``, ``bn <= n``, all in 0..2**63-1); slot names are distinct.  (No bound
+    on a key's sums: pncounter's "Bounds".)"""
 
     slots: tuple[str, ...]
     records: dict[str, list[int]]

@@ -21,9 +21,46 @@ bases after the merge and keeps counting.  Two concurrent resets merge to the un
 what they observed.  No update is lost (an unobserved one survives every reset) and none
 comes back (bases never go down).
 
-Bounds: the totals ``sum(p)`` and ``sum(n)`` of a counter are each at most ``MAX_TOTAL``
-(2**63-1, the largest integer orjson writes signed), so the value stays within signed
-64 bits; a step that would break a bound is refused and changes nothing.
+Bounds (issue 19), the rule and why:
+
+* A *record* is four integers in 0..``MAX_TOTAL`` (2**63-1, the largest integer orjson
+  writes signed) with ``bp <= p`` and ``bn <= n``.  That is all a state must satisfy to
+  be merged: **a merge of valid records is never refused**, whatever their sums.
+* A *step* (increment or decrement) is refused with :class:`Overflow`, changing nothing,
+  when it would take the key's *live* total in its direction, ``sum(p - bp)`` or
+  ``sum(n - bn)``, past ``MAX_TOTAL``, or the stepping node's own ``p`` or ``n`` past
+  ``MAX_TOTAL`` (a record's range).
+* A read answers the value *saturated* to ``-MAX_TOTAL..MAX_TOTAL`` (:func:`saturate`).
+
+Why not bound the sums of a merged state (what 0.2 did: ``sum(p)`` and ``sum(n)`` each
+at most 2**63-1, checked on steps and on merges)?  Because legal histories break it.
+Two nodes that both hold a key at ``sum(p) = 2**63 - 11`` may each add 10 before hearing
+of the other: each step passed its node's check, and the merge of the two states sums
+to 2**63 + 9.  Refusing that merge leaves the replicas apart for good, and any rule that
+refuses a merge on a sum across slots does the same: each node checks only the slots it
+has seen, so concurrent steps on n nodes can legally reach n times any bound on one
+node's view.  So the only bound a merge can enforce without refusing a legal history is
+per record, and that is what the codec checks (``tests/model/test_bounds.py`` runs
+legal histories of adds, resets and merges across three replicas, none refused, and
+shows that such a history does pass the old rule).
+
+Why live totals for steps, not lifetime totals: 0.2's bound on ``sum(p)`` was never
+lowered by a reset (a reset raises bases, not totals), so one state with ``p`` at
+2**63-1 - forged by anything that could speak as a peer, in ``none`` mode any local
+process - made a key refuse every increment on every node forever, ``DEL`` included
+(issue 19).  With live totals, a reset (``DEL``) brings both to 0, and the key takes
+steps again at once.  A value beyond the signed 64-bit range (concurrent steps near the
+bound, or a forged record) reads as the bound until steps the other way or a reset bring
+it back: reads never fail, and nothing a peer sends is refused for its size alone.
+
+What stays: a record never shrinks, so a node whose own ``p`` (or ``n``) for a key has
+reached 2**63-1 takes no more steps that way on that key - after 2**31 steps of the
+largest size (2**32) on that key, or after a forged record of that node's *current*
+slot.  Only the slot's owner knows what its slot reached, and a claim that it holds more
+than it does is also what a node that lost commits to a lying disk is told (and must
+adopt, or its next steps would be swallowed by the larger totals its peers hold): such
+claims are adopted, counted (``own_slot_ahead``) and logged.  Forging them needs a peer's
+standing; in ``curve`` mode that is a node's key (README, "Security").
 
 This module works on plain mappings ``slot name -> (p, n, bp, bn)`` (:data:`State`): the
 form on the wire, in sessions and in tests.  :mod:`zcounter.model.keyspace` stores the
@@ -65,13 +102,26 @@ def slot_node(slot: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def saturate(count: int) -> int:
+    """``count`` within ``-MAX_TOTAL..MAX_TOTAL``: what a read answers (see Bounds)."""
+    return MAX_TOTAL if count > MAX_TOTAL else -MAX_TOTAL if count < -MAX_TOTAL else count
+
+
 def value(state: State) -> int:
-    return sum(p - bp - n + bn for p, n, bp, bn in state.values())
+    """The count a read answers: the exact value, saturated (:func:`saturate`)."""
+    return saturate(sum(p - bp - n + bn for p, n, bp, bn in state.values()))
 
 
 def totals(state: State) -> tuple[int, int]:
-    """``(sum of p, sum of n)``: the quantities the bounds apply to."""
+    """``(sum of p, sum of n)``: everything ever added and subtracted."""
     return sum(r[P] for r in state.values()), sum(r[N] for r in state.values())
+
+
+def live_totals(state: State) -> tuple[int, int]:
+    """``(sum of p - bp, sum of n - bn)``: what no reset has covered; the quantities a
+    step is bounded by (see Bounds)."""
+    return (sum(r[P] - r[BP] for r in state.values()),
+            sum(r[N] - r[BN] for r in state.values()))
 
 
 def is_live(state: State) -> bool:
@@ -113,15 +163,17 @@ def dominates(a: State, b: State) -> bool:
 def add(state: State, slot: str, amount: int) -> dict[str, Record]:
     """``state`` after ``slot``'s owner adds ``amount`` (negative: a decrement).
 
-    Raises :class:`Overflow` if a total would pass ``MAX_TOTAL``, ValueError for 0.
+    Raises :class:`Overflow` if the live total in the step's direction, or the slot's
+    own total, would pass ``MAX_TOTAL``; ValueError for 0.
     """
     if amount == 0:
         raise ValueError("a step must not be zero")
-    p_total, n_total = totals(state)
-    if (amount > 0 and p_total + amount > MAX_TOTAL) or (
-            amount < 0 and n_total - amount > MAX_TOTAL):
-        raise Overflow("the counter's total would pass 2**63-1")
+    p_live, n_live = live_totals(state)
     p, n, bp, bn = state.get(slot, ZERO)
+    if amount > 0 and (p_live + amount > MAX_TOTAL or p + amount > MAX_TOTAL):
+        raise Overflow("the counter's total of increments would pass 2**63-1")
+    if amount < 0 and (n_live - amount > MAX_TOTAL or n - amount > MAX_TOTAL):
+        raise Overflow("the counter's total of decrements would pass 2**63-1")
     out = dict(state)
     out[slot] = (p + amount, n, bp, bn) if amount > 0 else (p, n - amount, bp, bn)
     return out

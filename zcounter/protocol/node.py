@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..config import Settings
+from ..limits import MAX_SLOTS_PER_KEY, OWN_SLOT_WARNING_INTERVAL_S
 from ..model.keyspace import Keyspace
 from ..model.page import REC_INTS, StatePage
 from ..model.pncounter import Overflow, Record, dominates, make_slot, slot_node
@@ -190,6 +191,8 @@ class NodeCore:
         #: waiting for peers, however long its first repair takes).
         self._peer_answered = False
         self.started = now
+        #: When the last "a peer holds more of our own slot" warning was logged.
+        self._own_slot_warned = -math.inf
         self.stats: Counter[str] = Counter()
         #: (operation, outcome) -> count: outcome is "ok", "duplicate" or an error code.
         self.requests: Counter[tuple[str, str]] = Counter()
@@ -275,6 +278,7 @@ class NodeCore:
         keys = self.keys
         own = self.slot_name
         seen: set[str] = set()
+        ahead: list[str] = []
         for key, state in states.items():
             for slot in state:
                 if slot in seen:
@@ -283,14 +287,15 @@ class NodeCore:
                 if not self._known_slot(slot):
                     self._drop(f"slot {slot!r} from node {sender} names an unknown node")
                     return None
+            if self._too_many_slots(key, state, len(state), sender):
+                return None
             mine = state.get(own)
             if mine is not None and not keys.dominates(key, {own: mine}):
-                self._own_slot_ahead(key, sender)
+                ahead.append(key)
+        if ahead:
+            self._own_slot_ahead(ahead, sender)
         self._batch_keys += len(states)
-        grew = keys.merge_many(states)
-        if grew is None:
-            self._drop(f"states from node {sender} would take a key past 2**63-1")
-        return grew
+        return keys.merge_many(states)
 
     def accept_page(self, page: StatePage, sender: int) -> int | None:
         """:meth:`accept` for a repair's page of states: slots are checked once per
@@ -303,32 +308,60 @@ class NodeCore:
             if bad:
                 self._drop(f"slot {bad[0]!r} from node {sender} names an unknown node")
                 return None
+        for key, flat in page.records.items():
+            if self._too_many_slots(key, page[key], len(flat) // REC_INTS, sender):
+                return None
         own = self.slot_name
         if own in page.slots:
             at = page.slots.index(own)
             dominates = self.keys.dominates
+            ahead: list[str] = []
             for key, flat in page.records.items():
                 indexes = flat[0::REC_INTS]
                 if at in indexes:
                     i = indexes.index(at) * REC_INTS
                     mine = (flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4])
                     if not dominates(key, {own: mine}):
-                        self._own_slot_ahead(key, sender)
+                        ahead.append(key)
+            if ahead:
+                self._own_slot_ahead(ahead, sender)
         self._batch_keys += len(page)
-        grew = self.keys.merge_page(page)
-        if grew is None:
-            self._drop(f"states from node {sender} would take a key past 2**63-1")
-        return grew
+        return self.keys.merge_page(page)
+
+    def _too_many_slots(self, key: str, state: Iterable[str], count: int,
+                        sender: int) -> bool:
+        """Would merging ``state`` (``count`` slots) give ``key`` records of more than
+        ``MAX_SLOTS_PER_KEY`` slots?  Then the message is dropped.  A slot is a node
+        incarnation that wrote the key, so legal keys stay far below; without the bound,
+        forged slots of made-up incarnations (10,000 per message) grew one key without
+        end, and every step to it unpacks all its records.  O(1) per key unless near."""
+        if self.keys.record_count(key) + count <= MAX_SLOTS_PER_KEY:
+            return False
+        if self.keys.slots_after_merge(key, state) <= MAX_SLOTS_PER_KEY:
+            return False
+        self._drop(f"states from node {sender} would give {key[:40]!r} records of more than "
+                   f"{MAX_SLOTS_PER_KEY} slots")
+        return True
 
     def _known_slot(self, slot: str) -> bool:
         owner = slot_node(slot)
         return owner == self.node_id or owner in self.peers
 
-    def _own_slot_ahead(self, key: str, sender: int) -> None:
-        # Someone holds more of our own slot than we do: our storage lost commits (e.g.
-        # power loss with a lying disk).  Max-merge heals it.
-        self.log(f"node {sender} holds more of our slot {self.slot_name} for {key!r} than "
-                 "we do: local storage lost data", LogLevel.WARNING)
+    def _own_slot_ahead(self, keys: list[str], sender: int) -> None:
+        """Someone holds more of our own slot than we do: our storage lost commits (e.g.
+        power loss with a lying disk) - or, in ``none`` mode, a forged state (the model's
+        "Bounds" say why it is adopted all the same).  Max-merge heals the first.
+        Counted per key; logged at most once per ``OWN_SLOT_WARNING_INTERVAL_S``: one
+        forged page names up to 200,000 keys (it was a line per key)."""
+        self.stats["own_slot_ahead"] += len(keys)
+        if self._now - self._own_slot_warned < OWN_SLOT_WARNING_INTERVAL_S:
+            return
+        self._own_slot_warned = self._now
+        more = f" and {len(keys) - 1} more keys" if len(keys) > 1 else ""
+        self.log(f"node {sender} holds more of our slot {self.slot_name} for {keys[0]!r}"
+                 f"{more} than we do: local storage lost data, or (security mode none) a "
+                 "forged state (stat own_slot_ahead counts keys; this warning at most every "
+                 f"{OWN_SLOT_WARNING_INTERVAL_S:g}s)", LogLevel.WARNING)
 
     def learn_rids(self, entries: tuple[RidEntry, ...]) -> None:
         for rid, key, target in entries:
@@ -398,8 +431,7 @@ class NodeCore:
         self.stats["duplicates"] += 1
         # A learned id's state normally arrived with it; if not, its target is a true
         # lower bound of a real state, so merging it is safe.
-        if self.keys.check_merge(key, target):
-            self.keys.merge(key, target)
+        self.keys.merge(key, target)
         self._acknowledge(client, request, target, duplicate=True)
         return True
 

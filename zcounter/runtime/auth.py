@@ -29,6 +29,7 @@ is retried by :class:`Redial`: libzmq itself never connects again after one.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import socket
 from pathlib import Path
@@ -102,6 +103,9 @@ class Guard:
             self.reload_clients(strict=True, reason="start")
         else:
             self.peer_hosts = _resolve({config.nodes[p].host for p in config.peers_of(node_id)})
+            warning = none_mode_warning(config)
+            if warning is not None:
+                log.warning("%s", warning)
 
     # ------------------------------------------------------------------ sockets
 
@@ -280,6 +284,39 @@ def _why(event: int) -> str:
             "key")
 
 
+def is_loopback_host(host: str) -> bool:
+    """Does ``host`` (an address or a name) reach only this machine?  A wildcard
+    (``0.0.0.0``, ``::``, ``*``) does not: it listens on every interface.  A name counts
+    as loopback only if every address it resolves to is; one that does not resolve
+    does not."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None)
+        except (OSError, UnicodeError):
+            return False
+        return bool(infos) and all(is_loopback_host(str(info[4][0])) for info in infos)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def none_mode_warning(config: ClusterConfig) -> str | None:
+    """The one warning a ``none``-mode node logs at start when its cluster file names a
+    host that is not loopback (None otherwise): what ``none`` trusts, and ``curve``."""
+    hosts = sorted({address.host for address in config.nodes.values()})
+    exposed = [host for host in hosts if not is_loopback_host(host)]
+    if not exposed:
+        return None
+    return (f"security mode none with nodes on {', '.join(exposed)}: any process on a "
+            "node's host is trusted as a node (it may merge any state into any key and "
+            "read every replication message), any process that reaches a ROUTER port is a "
+            "client, and everything travels in plaintext.  Unless every node is on one "
+            "host whose every process you trust, set [security] mode = \"curve\" (README, "
+            "Security; bin/cluster --secure shows it)")
+
+
 def _resolve(hosts: set[str]) -> frozenset[str]:
     """Addresses of ``hosts`` as libzmq reports them in ``Peer-Address``."""
     out: set[str] = set()
@@ -294,4 +331,5 @@ def _resolve(hosts: set[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-__all__ = ["CLIENT_KEYS_RELOAD_S", "DOMAIN_ALL", "DOMAIN_PEERS", "REDIAL_S", "Guard", "Redial"]
+__all__ = ["CLIENT_KEYS_RELOAD_S", "DOMAIN_ALL", "DOMAIN_PEERS", "REDIAL_S", "Guard", "Redial",
+           "is_loopback_host", "none_mode_warning"]

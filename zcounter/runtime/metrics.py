@@ -293,7 +293,11 @@ def _families(s: Snapshot) -> Iterator[Metric]:
             ("zcounter_replies_undeliverable", "replies_undeliverable",
              "Replies whose client had gone."),
             ("zcounter_forbidden_requests", "forbidden",
-             "Peer operations refused to a connection that is not a node's.")):
+             "Peer operations, and messages past the client bound, refused to a "
+             "connection that is not a node's."),
+            ("zcounter_own_slot_ahead", "own_slot_ahead",
+             "Keys a peer held more of this node's own slot of than this node: lost "
+             "commits, or a forged state (security mode none).")):
         yield _counter(name, doc, stat(key, 0))
     up = GaugeMetricFamily("zcounter_peer_up", "1 if the peer was heard within "
                            "peer_timeout_s.", labels=["peer"])

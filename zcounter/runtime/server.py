@@ -45,6 +45,7 @@ from ..limits import HANDSHAKE_TIMEOUT_MS, PUB_SPARE_CONNECTIONS
 from ..model.keyspace import Keyspace
 from ..protocol.codec import (
     MAX_PEER_MESSAGE_BYTES,
+    Forbidden,
     decode_broadcast,
     decode_peer_reply,
     decode_request,
@@ -356,6 +357,14 @@ class NodeServer:
                             stats["dropped_peer_messages"] += 1
                             log.debug("dropped reply from node %d: %s", peer_of[sock], exc)
                             continue
+                        if reply.node != peer_of[sock]:
+                            # Request ids are one sequence for all peers: without this,
+                            # whatever answers on node 2's DEALER could answer, as node
+                            # 3, a request sent to node 3.
+                            stats["dropped_peer_messages"] += 1
+                            log.debug("dropped reply on node %d's connection claiming "
+                                      "node %d", peer_of[sock], reply.node)
+                            continue
                         core.handle_peer_reply(reply, now)
             if guard.curve and (self._reload or now >= next_reload):
                 guard.reload_clients(reason="SIGHUP" if self._reload else "periodic")
@@ -416,21 +425,21 @@ class NodeServer:
             core.refuse(client, None, ErrorCode.BAD_REQUEST,
                         f"expected 1 frame after the routing id, got {len(body)}")
             return
+        guard = self.guard
+        frame = body[0]
         try:
-            request = decode_request(body[0])
+            # The role is checked before decoding, by the codec, only where it matters:
+            # a frame past the client bound, or a peer operation (codec.decode_request).
+            request = decode_request(frame, lambda: guard.is_peer(ident))
+        except Forbidden as exc:
+            core.stats["forbidden"] += 1
+            core.refuse(client, None, ErrorCode.FORBIDDEN, str(exc), "peer")
+            return
         except ProtocolError as exc:
             core.stats["bad_requests"] += 1
-            core.refuse(client, request_tag(body[0]), ErrorCode.BAD_REQUEST, str(exc))
+            core.refuse(client, request_tag(frame), ErrorCode.BAD_REQUEST, str(exc))
             return
-        guard = self.guard
-        if isinstance(request, PEER_REQUESTS):
-            if not guard.is_peer(ident):
-                core.stats["forbidden"] += 1
-                core.refuse(client, None, ErrorCode.FORBIDDEN,
-                            f"{type(request).__name__} is a peer operation and this "
-                            "connection is not a node's", "peer")
-                return
-        else:
+        if not isinstance(request, PEER_REQUESTS):
             if guard.revoked and not guard.is_authorized(ident):
                 core.stats["forbidden"] += 1
                 core.refuse(client, request.id, ErrorCode.FORBIDDEN,
