@@ -19,7 +19,9 @@ from typing import Any
 
 from .errors import ConfigError
 from .limits import (
+    METRICS_MAX_CLIENTS,
     RESP_MAX_ARGUMENT_BYTES,
+    RESP_MAX_CLIENTS,
     RESP_MAX_COMMAND_BYTES,
     RESP_MAX_KEYS_PER_COMMAND,
     RESP_TLS_HANDSHAKE_TIMEOUT_S,
@@ -69,6 +71,11 @@ class Settings:
     resp_max_command_bytes: int = RESP_MAX_COMMAND_BYTES
     #: Keys of one RESP MGET/EXISTS/DEL (more: an error reply; the loop's work is per key).
     resp_max_keys_per_command: int = RESP_MAX_KEYS_PER_COMMAND
+    #: RESP connections at once (Redis's ``maxclients``); the door holds at most its
+    #: share of the open files limit (zcounter/runtime/fdbudget.py), whichever is less.
+    resp_max_clients: int = RESP_MAX_CLIENTS
+    #: ``/metrics`` connections at once (likewise bounded by the descriptor budget).
+    metrics_max_clients: int = METRICS_MAX_CLIENTS
 
     def __post_init__(self) -> None:
         for f in fields(self):
