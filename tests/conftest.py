@@ -28,7 +28,7 @@ settings.load_profile("zcounter")
 #: package that has each (.ci/run installs them).
 TOOL_PACKAGES = {"redis-server": "redis-server", "redis-cli": "redis-tools",
                  "redis-benchmark": "redis-tools", "prometheus": "prometheus",
-                 "tcpdump": "tcpdump", "openssl": "openssl"}
+                 "tcpdump": "tcpdump", "openssl": "openssl", "prlimit": "util-linux"}
 
 
 @pytest.fixture

@@ -21,7 +21,9 @@ from .errors import ConfigError
 from .limits import (
     MAX_HELD_PER_CONNECTION,
     MAX_HELD_PER_NODE,
+    METRICS_MAX_CLIENTS,
     RESP_MAX_ARGUMENT_BYTES,
+    RESP_MAX_CLIENTS,
     RESP_MAX_COMMAND_BYTES,
     RESP_MAX_KEYS_PER_COMMAND,
     RESP_TLS_HANDSHAKE_TIMEOUT_S,
@@ -71,6 +73,11 @@ class Settings:
     resp_max_command_bytes: int = RESP_MAX_COMMAND_BYTES
     #: Keys of one RESP MGET/EXISTS/DEL (more: an error reply; the loop's work is per key).
     resp_max_keys_per_command: int = RESP_MAX_KEYS_PER_COMMAND
+    #: RESP connections at once (Redis's ``maxclients``); the door holds at most its
+    #: share of the open files limit (zcounter/runtime/fdbudget.py), whichever is less.
+    resp_max_clients: int = RESP_MAX_CLIENTS
+    #: ``/metrics`` connections at once (likewise bounded by the descriptor budget).
+    metrics_max_clients: int = METRICS_MAX_CLIENTS
     #: Requests held waiting (``confirm``, waits and reads for a level) per connection ...
     max_held_per_connection: int = MAX_HELD_PER_CONNECTION
     #: ... and per node; beyond either, a request is refused at once with ``busy``.
@@ -269,7 +276,9 @@ def parse_config(data: dict[str, Any], source: str, name: str = "default",
     seen_endpoints: dict[str, str] = {}
     for key, entry in raw_nodes.items():
         where = f"{source}: nodes.{key}"
-        if not key.isdigit() or not 1 <= int(key) <= 999_999_999:
+        # isascii: str.isdigit() also accepts "\u00b2" and other digits int() refuses (a
+        # ValueError out of load_config, found by bin/fuzz: tests/regressions/config/).
+        if not (key.isascii() and key.isdigit()) or not 1 <= int(key) <= 999_999_999:
             raise ConfigError(f"{where}: node ids must be positive integers")
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be a table with router and pub")
@@ -340,5 +349,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ClusterConfig:
         raise ConfigError(f"{source}: cannot read cluster file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        # tomllib decodes the whole file first; its UnicodeDecodeError is not a
+        # TOMLDecodeError (found by bin/fuzz: tests/regressions/config/).
+        raise ConfigError(f"{source}: not valid TOML (not UTF-8 at byte {exc.start})") from None
     return parse_config(data, source, name=Path(source).stem,
                         base=Path(source).resolve().parent)

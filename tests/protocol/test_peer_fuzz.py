@@ -41,6 +41,7 @@ from zcounter.protocol.codec import (
     encode_request,
 )
 from zcounter.protocol.messages import (
+    PEER_REQUESTS,
     Delta,
     Fetch,
     Get,
@@ -110,8 +111,16 @@ broadcasts = st.one_of(
 ).map(encode_broadcast)
 
 Decoder = Callable[[bytes], Any]
+def _encode_router(message: Any) -> bytes:
+    """The ROUTER takes client and peer requests alike: a mutated peer request may decode
+    as a client one (``{"op": "ping"}``), which round-trips through the client encoder."""
+    if isinstance(message, PEER_REQUESTS):
+        return encode_peer_request(message)
+    return encode_request(message)
+
+
 DOORS: list[tuple[str, st.SearchStrategy[bytes], Decoder, Callable[[Any], bytes]]] = [
-    ("ROUTER peer request", peer_requests, decode_request, encode_peer_request),
+    ("ROUTER peer request", peer_requests, decode_request, _encode_router),
     ("DEALER peer reply", peer_replies, decode_peer_reply, encode_peer_reply),
     ("SUB broadcast", broadcasts, decode_broadcast, encode_broadcast),
 ]

@@ -1,7 +1,9 @@
 """Prometheus metrics: ``/metrics`` over HTTP on ``[nodes.N] metrics = "HOST:PORT"``.
 
-Exposition is ``prometheus_client``'s (its HTTP server in a daemon thread, its text
-format); the figures come from the node's loop thread without a lock on its path:
+Exposition is ``prometheus_client``'s (its registry, its text and OpenMetrics formats),
+served by :class:`~.httpdoor.HttpDoor` (one thread, bounded connections, head timeout
+and size: issue 19); the figures come from the node's loop thread without a lock on its
+path:
 
 * The loop keeps plain figures: the core's ``stats`` and ``requests`` counters (which it
   keeps anyway), and here :class:`Histogram` bucket arrays (request and commit
@@ -28,20 +30,25 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from ..config import ClusterConfig
 from ..errors import ConfigError
+from ..limits import METRICS_MAX_CLIENTS
+from ..protocol.http import Head
 from ..protocol.messages import Tag
 from ..protocol.node import NodeCore
 from ..protocol.peers import Liveness
+from .fdbudget import Door, Rejection
+from .httpdoor import HttpDoor
 
 log = logging.getLogger("zcounter.node")
 
@@ -207,12 +214,15 @@ class _Collector(Collector):
 
     def __init__(self, metrics: NodeMetrics) -> None:
         self.metrics = metrics
+        #: The metrics door, for its own connection figures (None: not served).
+        self.door: HttpDoor | None = None
 
     def collect(self) -> Iterator[Metric]:
         snap = self.metrics.request_snapshot()
         if snap is None:
             return
         yield from _families(snap)
+        yield from _doors(snap, self.door.stats() if self.door is not None else None)
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -349,32 +359,69 @@ def _families(s: Snapshot) -> Iterator[Metric]:
         yield gone
 
 
-class MetricsServer:
-    """``prometheus_client``'s HTTP server for one node, with its own registry (the
-    figures above plus the process collector: CPU seconds, memory, open files)."""
+def _doors(s: Snapshot, metrics_door: dict[str, Any] | None) -> Iterator[Metric]:
+    """Connections refused or cut short, and the caps, of the doors with TCP
+    connections of their own (RESP and this one)."""
+    rejected = CounterMetricFamily(
+        "zcounter_rejected_connections", "Connections a door refused or closed before "
+        "serving them, by door and reason (max_clients, accept_failed, head_timeout, "
+        "head_too_large, bad_request, write_timeout).", labels=["door", "reason"])
+    cap = GaugeMetricFamily("zcounter_door_max_clients", "Connections a door holds at "
+                            "most: min(its setting, its share of the open files limit).",
+                            labels=["door"])
+    for door, stats in ((Door.RESP, s.resp or None), (Door.METRICS, metrics_door)):
+        if stats is None:
+            continue
+        for reason, count in sorted(stats.get("rejections", {}).items()):
+            rejected.add_metric([door.value, reason], count)
+        if "max_clients" in stats:
+            cap.add_metric([door.value], stats["max_clients"])
+    for door in (Door.NATIVE, Door.PUB):
+        if f"{door.value}_max_clients" in s.stats:
+            rejected.add_metric([door.value, Rejection.MAX_CLIENTS.value],
+                                s.stats.get(f"{door.value}_rejected", 0))
+            cap.add_metric([door.value], s.stats[f"{door.value}_max_clients"])
+    yield rejected
+    yield cap
+    if metrics_door is not None:
+        yield _gauge("zcounter_metrics_clients", "Open connections to /metrics (this "
+                     "scrape's included).", metrics_door["clients"])
 
-    def __init__(self, address: str, metrics: NodeMetrics) -> None:
+
+class MetricsServer:
+    """``/metrics`` of one node: its own ``prometheus_client`` registry (the figures
+    above plus the process collector: CPU seconds, memory, open files) rendered by
+    ``prometheus_client``'s encoders, served by a bounded :class:`HttpDoor`."""
+
+    def __init__(self, address: str, metrics: NodeMetrics,
+                 max_clients: int = METRICS_MAX_CLIENTS) -> None:
         host, _, port = address.rpartition(":")
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(metrics))
+        collector = _Collector(metrics)
+        registry.register(collector)
         ProcessCollector(registry=registry)
-        self._server, self._thread = start_http_server(int(port), addr=host.strip("[]"),
-                                                       registry=registry)
-        self.port = self._server.server_port
+
+        def render(head: Head) -> tuple[str, bytes]:
+            # The content negotiation prometheus_client's own server does (OpenMetrics
+            # for a Prometheus that asks for it, else the text format).
+            encoder, content_type = choose_encoder(head.header("accept"))
+            return content_type, encoder(registry)
+        self._door = HttpDoor(host.strip("[]"), int(port), render, max_clients)
+        collector.door = self._door
+        self.port = self._door.port
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._door.close()
 
 
-def start_metrics(config: ClusterConfig, node_id: int,
-                  metrics: NodeMetrics) -> MetricsServer | None:
+def start_metrics(config: ClusterConfig, node_id: int, metrics: NodeMetrics,
+                  max_clients: int | None = None) -> MetricsServer | None:
     address = config.node(node_id).metrics
     if address is None:
         return None
     try:
-        return MetricsServer(address, metrics)
+        return MetricsServer(address, metrics, config.settings.metrics_max_clients
+                             if max_clients is None else max_clients)
     except OSError as exc:
         raise ConfigError(f"{config.source}: nodes.{node_id}.metrics: cannot listen on "
                           f"{address} ({exc.strerror})") from None

@@ -19,8 +19,11 @@ Per connection (:class:`_Conn`): the :class:`~zcounter.protocol.resp.session.Ses
 * End of input (the client closed or half-closed) stops reading; the connection closes
   once what it asked for has been answered, or at once if it is gone (EPIPE/ECONNRESET).
   Its late answers from the core are dropped (connection numbers are never reused).
-* At most :data:`~zcounter.protocol.resp.info.MAX_CLIENTS` connections: the next one is
-  told ``-ERR max number of clients reached`` and closed, as Redis does.
+* At most ``max_clients`` connections (the setting ``resp_max_clients``, or the door's
+  share of the descriptor budget if less: :mod:`.fdbudget`): the next one is told
+  ``-ERR max number of clients reached`` and closed, as Redis does.  An ``accept`` that
+  fails for want of descriptors pauses the listener (:class:`~.fdbudget.AcceptBackoff`)
+  instead of spinning on it, and is logged once per interval.
 
 TLS (``[security] resp_tls_cert`` and ``resp_tls_key``, as Redis's ``tls-cert-file`` /
 ``tls-key-file``; ``resp_tls_ca`` then requires client certificates) is Python's ``ssl`` on
@@ -69,12 +72,12 @@ import zmq
 
 from ..config import ClusterConfig
 from ..errors import ConfigError
-from ..limits import RESP_TLS_HANDSHAKE_TIMEOUT_S, RESP_TLS_LOG_INTERVAL_S
+from ..limits import RESP_MAX_CLIENTS, RESP_TLS_HANDSHAKE_TIMEOUT_S, RESP_TLS_LOG_INTERVAL_S
 from ..protocol.messages import ClientReply
 from ..protocol.node import NodeCore
 from ..protocol.resp import replies as R
-from ..protocol.resp.info import MAX_CLIENTS
 from ..protocol.resp.session import MAX_PIPELINE, Door, RespClient, Session
+from .fdbudget import RESOURCE_ERRNOS, AcceptBackoff, Rejection, Throttled
 
 log = logging.getLogger("zcounter.node")
 
@@ -253,7 +256,8 @@ class RespDoor:
 
     def __init__(self, endpoint: str, door: Door, stall_timeout_s: float,
                  tls: ssl.SSLContext | None = None,
-                 handshake_timeout_s: float = RESP_TLS_HANDSHAKE_TIMEOUT_S) -> None:
+                 handshake_timeout_s: float = RESP_TLS_HANDSHAKE_TIMEOUT_S,
+                 max_clients: int = RESP_MAX_CLIENTS) -> None:
         host, port = parse_endpoint(endpoint)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
@@ -269,6 +273,7 @@ class RespDoor:
         self.endpoint = endpoint
         self.door = door
         door.tcp_port = listener.getsockname()[1]
+        door.max_clients = max_clients
         self.stall_timeout_s = stall_timeout_s
         self.conns: dict[int, _Conn] = {}  # by fd
         self.by_id: dict[int, _Conn] = {}  # by connection number
@@ -290,6 +295,11 @@ class RespDoor:
         self.tls_handshakes = 0
         #: Per cause: when it may be logged next, and how many went unlogged meanwhile.
         self._quiet: dict[Closed, tuple[float, int]] = {}
+        self.max_clients = max_clients
+        #: Connections refused (or accepts failed), by reason.
+        self.rejected: dict[Rejection, int] = {}
+        self._backoff = AcceptBackoff()
+        self._noise = Throttled(log)
 
     # ------------------------------------------------------------------ loop hooks
 
@@ -299,6 +309,12 @@ class RespDoor:
 
     def handles(self, fd: int) -> bool:
         return fd == self.listener.fileno() or fd in self.conns
+
+    @property
+    def deadline(self) -> float:
+        """When the loop must wake for the door (the end of an accept pause)."""
+        until = self._backoff.until
+        return until if until is not None else float("inf")
 
     @property
     def busy(self) -> bool:
@@ -330,7 +346,10 @@ class RespDoor:
 
     def pump(self, core: NodeCore, now: float) -> None:
         """Hand queued requests to the core; read what OpenSSL holds; close stalled
-        connections and late handshakes."""
+        connections and late handshakes; poll the listener again once an accept
+        pause is over."""
+        if self._backoff.due(now) and self.poller is not None:
+            self.poller.register(self.listener.fileno(), zmq.POLLIN)
         if self._unread:
             for conn in list(self._unread):
                 self._unread.discard(conn)
@@ -367,12 +386,13 @@ class RespDoor:
         return {"clients": len(self.conns), "blocked": door.blocked,
                 "received": door.connections_received, "rejected": door.rejected_connections,
                 "protocol_errors": door.protocol_errors, "commands": dict(door.commands),
-                "disconnects": dict(self.disconnects)}
+                "disconnects": dict(self.disconnects), "max_clients": self.max_clients,
+                "rejections": {reason.value: n for reason, n in self.rejected.items()}}
 
     def close(self) -> None:
         for conn in list(self.conns.values()):
             self._close(conn, Closed.SHUTDOWN)
-        if self.poller is not None:
+        if self.poller is not None and self._backoff.until is None:
             self.poller.unregister(self.listener.fileno())
         self.listener.close()
 
@@ -384,14 +404,21 @@ class RespDoor:
                 sock, address = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued: take the next one
             except OSError as exc:
-                # EMFILE and friends: say so, keep serving the connections we have.
-                log.warning("RESP door %s: accept failed (%s)", self.endpoint, exc.strerror)
+                self._accept_failed(exc, now)
                 return
+            self._backoff.succeeded()
             self.door.connections_received += 1
-            if len(self.conns) >= MAX_CLIENTS:
+            if len(self.conns) >= self.max_clients:
                 self.door.rejected_connections += 1
+                self._rejected(Rejection.MAX_CLIENTS)
+                self._noise.log(logging.WARNING, "max_clients", now,
+                                f"RESP door {self.endpoint}: refused a connection: "
+                                f"{len(self.conns)} clients, the most it holds")
                 with contextlib.suppress(OSError):
+                    sock.setblocking(False)
                     sock.send(R.error("ERR max number of clients reached"))
                 sock.close()
                 continue
@@ -409,6 +436,25 @@ class RespDoor:
             self.door.connected = len(self.conns)
             assert self.poller is not None
             self.poller.register(conn.fd, zmq.POLLIN)
+
+    def _accept_failed(self, exc: OSError, now: float) -> None:
+        """EMFILE and friends: the listener stays readable, so polling it again at once
+        would spin (issue 19: ~14,500 log lines a second).  Stop polling it for a pause
+        that doubles while accepts keep failing, and keep serving the connections we
+        have.  Any other error is treated alike: the door stays open."""
+        self._rejected(Rejection.ACCEPT_FAILED)
+        pause = self._backoff.failed(now)
+        if self.poller is not None:
+            with contextlib.suppress(KeyError):
+                self.poller.unregister(self.listener.fileno())
+        cause = errno.errorcode.get(exc.errno or 0, "error")
+        level = logging.WARNING if exc.errno in RESOURCE_ERRNOS else logging.ERROR
+        self._noise.log(level, f"accept {cause}", now,
+                        f"RESP door {self.endpoint}: accept failed ({exc.strerror or exc}); "
+                        f"not accepting for {pause:.2f}s ({len(self.conns)} clients)")
+
+    def _rejected(self, reason: Rejection) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     # ------------------------------------------------------------------ TLS
 
@@ -640,7 +686,8 @@ class RespDoor:
         self._count(reason)
 
 
-def make_door(config: ClusterConfig, node_id: int, version: str) -> RespDoor | None:
+def make_door(config: ClusterConfig, node_id: int, version: str,
+              max_clients: int | None = None) -> RespDoor | None:
     """This node's door, or None when it serves none: no ``resp``, or curve mode without
     TLS or the loopback opt-in, or without a password or client certificates
     (:func:`curve_refusal`: a plain or unauthenticated door would bypass CurveZMQ)."""
@@ -659,7 +706,9 @@ def make_door(config: ClusterConfig, node_id: int, version: str) -> RespDoor | N
         door.peer_addresses[peer] = parse_endpoint(config.nodes[peer].router)
     try:
         return RespDoor(address.resp, door, config.settings.resp_stall_timeout_s, tls,
-                        config.settings.resp_tls_handshake_timeout_s)
+                        config.settings.resp_tls_handshake_timeout_s,
+                        config.settings.resp_max_clients if max_clients is None
+                        else max_clients)
     except OSError as exc:
         raise ConfigError(f"{config.source}: nodes.{node_id}.resp: {exc.strerror}") from None
 

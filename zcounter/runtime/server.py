@@ -42,7 +42,13 @@ import zmq
 from .. import __version__
 from ..config import ClusterConfig
 from ..errors import ConfigError, ProtocolError
-from ..limits import MAX_FRAMES_PER_MESSAGE, MAX_UNREAD_CLIENT_BYTES, MAX_UNREAD_PEER_BYTES
+from ..limits import (
+    HANDSHAKE_TIMEOUT_MS,
+    MAX_FRAMES_PER_MESSAGE,
+    MAX_UNREAD_CLIENT_BYTES,
+    MAX_UNREAD_PEER_BYTES,
+    PUB_SPARE_CONNECTIONS,
+)
 from ..model.keyspace import Keyspace
 from ..protocol.codec import (
     MAX_PEER_MESSAGE_BYTES,
@@ -70,11 +76,13 @@ from ..protocol.outputs import LogLevel, Message, Publish, ToClient, ToPeer
 from ..protocol.resp import RespClient
 from .auth import CLIENT_KEYS_RELOAD_S, Guard, Redial
 from .committer import SWITCH_INTERVAL_S, Pipeline
+from .fdbudget import NofileLimit, open_fds, plan, raise_nofile_limit
 from .metrics import MetricsServer, NodeMetrics, start_metrics
 from .resp import RespDoor, make_door
 from .sockets import NOBLOCK, SNDMORE_NOBLOCK, tune, tune_router
 from .storage import Storage, StorageError
 from .watch import ConnectionWatch
+from .zmqcap import AcceptCap
 
 log = logging.getLogger("zcounter.node")
 
@@ -105,6 +113,9 @@ class NodeServer:
         self._reload = False
         #: Set when ``[nodes.N] metrics`` is (request timing costs a dict entry each).
         self.metrics: NodeMetrics | None = None
+        self.nofile: NofileLimit | None = None
+        #: The connection caps of the bound sockets (ROUTER, PUB), by monitor socket.
+        self.caps: dict[zmq.Socket[bytes], AcceptCap] = {}
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop = True
@@ -122,6 +133,8 @@ class NodeServer:
                 f"({exc.strerror})") from None
 
     def run(self) -> int:
+        # Before anything is opened: the descriptor budget starts from the raised limit.
+        self.nofile = raise_nofile_limit()
         storage = Storage.open(self.data_dir, self.node_id)
         ctx = zmq.Context()
         sockets: list[zmq.Socket[bytes]] = []
@@ -157,12 +170,15 @@ class NodeServer:
         # client limit and it get a readable error reply from the decoder instead.
         tune_router(router, MAX_PEER_MESSAGE_BYTES)
         guard.serve(router, peers_only=False)
+        # Before the bind: libzmq copies a socket's options into its listener then.
+        router.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
         self._bind(router, self.address.router, "router")
         pub = ctx.socket(zmq.PUB)
         sockets.append(pub)
         tune(pub)
         guard.serve(pub, peers_only=True)
         pub.setsockopt(zmq.SNDHWM, 100_000)
+        pub.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
         self._bind(pub, self.address.pub, "pub")
         sub = ctx.socket(zmq.SUB)
         sockets.append(sub)
@@ -193,26 +209,47 @@ class NodeServer:
             peer_of[dealer] = peer
         # Closed with the others (before the context ends), and polled with them.
         sockets += list(redial.monitors)
+        # libzmq accepts without a cap: count and shed (limits set with the budget).
+        for bound, name in ((router, "native"), (pub, "pub")):
+            cap = AcceptCap(bound, name, 1)
+            self.caps[cap.monitor] = cap
+            sockets.append(cap.monitor)
 
         core = self._load(storage, time.monotonic())
-        watch = ConnectionWatch(router, MAX_UNREAD_CLIENT_BYTES, MAX_UNREAD_PEER_BYTES,
-                                core.stats, self.guard.is_peer, self.guard.curve)
-        if watch.monitor is not None:
-            sockets.append(watch.monitor)  # closed with the others
+        watch = ConnectionWatch(MAX_UNREAD_CLIENT_BYTES, MAX_UNREAD_PEER_BYTES, core.stats,
+                                self.guard.is_peer, self.guard.curve)
+        for cap in self.caps.values():
+            if cap.door == "native":
+                cap.observer = watch  # a socket has one monitor: the cap's tells the watch
         pipeline = Pipeline(storage)
         poller = zmq.Poller()
         for sock in sockets:
             if sock is not pub:
                 poller.register(sock, zmq.POLLIN)
         poller.register(pipeline.wake_fd, zmq.POLLIN)
-        door = make_door(self.config, self.node_id, __version__)
+        # Storage and every ZeroMQ socket are open: what is left is shared by the doors.
+        nofile = self.nofile or raise_nofile_limit()
+        settings = self.config.settings
+        budget = plan(nofile.soft, open_fds(), len(peers),
+                      settings.resp_max_clients if self.address.resp else None,
+                      settings.metrics_max_clients if self.address.metrics else None)
+        log.info("node %d: %s%s", self.node_id, budget.describe(),
+                 f" (soft limit raised from {nofile.before})" if nofile.soft > nofile.before
+                 else f" (cannot raise it: {nofile.error})" if nofile.error else "")
+        for cap in self.caps.values():
+            # Peers' DEALERs come to the ROUTER and their SUBs to the PUB (their room
+            # is in the per-peer reserve); anyone else to the PUB is not served.
+            cap.limit = (budget.native_room + 2 * len(peers) if cap.door == "native"
+                         else 2 * len(peers) + PUB_SPARE_CONNECTIONS)
+        door = make_door(self.config, self.node_id, __version__, budget.resp_clients)
         metrics_server: MetricsServer | None = None
         try:
             if door is not None:
                 door.register(poller)
             if self.address.metrics is not None:
                 metrics = self.metrics = NodeMetrics(__version__)
-                metrics_server = start_metrics(self.config, self.node_id, metrics)
+                metrics_server = start_metrics(self.config, self.node_id, metrics,
+                                               budget.metrics_clients)
                 histogram = metrics.commit_duration
 
                 def committed(seconds: float) -> None:
@@ -250,9 +287,9 @@ class NodeServer:
               watch: ConnectionWatch | None = None) -> int:
         """The poll loop (module docstring); returns the exit code."""
         guard = self.guard
-        watched = watch.monitor if watch is not None else None
         delivered = watch.delivered if watch is not None and watch.enabled else None
         monitors = redial.monitors if redial is not None else {}
+        caps = self.caps
         stats = core.stats
         metrics = self.metrics
         max_batch = self.config.settings.max_batch
@@ -261,6 +298,8 @@ class NodeServer:
         while not self._stop:
             deadline = min(core.next_deadline(), pipeline.deadline(),
                            watch.deadline if watch is not None else math.inf)
+            if door is not None:
+                deadline = min(deadline, door.deadline)
             timeout_ms = max(0.0, min(deadline - time.monotonic(), MAX_POLL_S)) * 1000
             if door is not None and door.busy:
                 timeout_ms = 0.0  # requests of the door wait for this cycle
@@ -283,9 +322,8 @@ class NodeServer:
                     if door is not None:
                         door.on_event(sock, events, core, now)
                     continue
-                if sock is watched:
-                    assert watch is not None
-                    watch.on_event()
+                if sock in caps:
+                    caps[sock].on_event(now)
                     continue
                 if sock in monitors:
                     assert redial is not None
@@ -377,8 +415,11 @@ class NodeServer:
                 if received:
                     metrics.batch_messages.observe(received)
                 if metrics.wanted:
-                    metrics.publish(core, now, door.snapshot if door else None,
-                                    {"peer_bytes_received": stats["peer_bytes_received"]})
+                    extra = {"peer_bytes_received": stats["peer_bytes_received"]}
+                    for cap in caps.values():
+                        extra[f"{cap.door}_max_clients"] = cap.limit
+                        extra[f"{cap.door}_rejected"] = sum(cap.rejected.values())
+                    metrics.publish(core, now, door.snapshot if door else None, extra)
             pipeline.tick(now)
             core.tick(now)
             batch = core.take_outputs()

@@ -18,7 +18,8 @@ Two things a connection can make libzmq queue, unseen by the node:
   watch bounds the queue instead.
 
 libzmq 4.3.5 has no option for either, and a ROUTER cannot drop one connection.  So the
-node watches the TCP connections themselves.  The ROUTER's monitor reports each accepted
+node watches the TCP connections themselves.  The ROUTER's monitor (read by its
+:class:`~.zmqcap.AcceptCap`: a socket has one monitor) reports each accepted
 connection's file descriptor; every message read names the descriptor it came from
 (``ZMQ_SRCFD``) and is credited with its size on the wire.  Every
 :data:`CHECK_INTERVAL_S`, and at once whenever the node's RSS grew by
@@ -60,7 +61,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger("zcounter.node")
 
@@ -145,13 +145,12 @@ class _Libc:
 
 class ConnectionWatch:
     """Cuts ROUTER connections stuck inside a message or flooding it (module docstring).
-    Call :meth:`delivered` for every message read, :meth:`on_event` when :attr:`monitor`
-    is readable and :meth:`check` each cycle, saying whether the ROUTER was read until
-    empty; poll no longer than :attr:`deadline`."""
+    Call :meth:`accepted` and :meth:`closed` from the ROUTER's monitor,
+    :meth:`delivered` for every message read and :meth:`check` each cycle, saying
+    whether the ROUTER was read until empty; poll no longer than :attr:`deadline`."""
 
-    def __init__(self, router: zmq.Socket[bytes], client_limit: int, peer_limit: int,
-                 stats: Counter[str], is_peer: Callable[[zmq.Frame], bool],
-                 curve: bool = False) -> None:
+    def __init__(self, client_limit: int, peer_limit: int, stats: Counter[str],
+                 is_peer: Callable[[zmq.Frame], bool], curve: bool = False) -> None:
         self.client_limit = client_limit
         self.peer_limit = peer_limit
         self.stats = stats
@@ -159,10 +158,6 @@ class ConnectionWatch:
         self.overhead = CURVE_FRAME_OVERHEAD if curve else FRAME_OVERHEAD
         self.enabled = sys.platform.startswith("linux")
         self._libc = _Libc() if self.enabled else None
-        self.monitor: zmq.Socket[bytes] | None = (
-            router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
-                                      | zmq.EVENT_CLOSED)
-            if self.enabled else None)
         self._conns: dict[int, _Conn] = {}
         #: Descriptors that delivered a message since the last check.
         self.fresh: set[int] = set()
@@ -187,24 +182,20 @@ class ConnectionWatch:
             if not conn.peer and self.is_peer(ident):
                 conn.peer = True
 
-    def on_event(self) -> None:
-        """Drain the monitor: learn accepted connections, forget closed ones."""
-        monitor, libc = self.monitor, self._libc
-        assert monitor is not None and libc is not None
-        while True:
-            try:
-                event = recv_monitor_message(monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            fd = int(event["value"])
-            if event["event"] == zmq.EVENT_ACCEPTED:
-                identity = libc.identity(fd)
-                if identity is not None:
-                    received = libc.bytes_received(fd) or 0
-                    self._conns[fd] = _Conn(identity, received, received)
-            else:
-                self._conns.pop(fd, None)
-                self.fresh.discard(fd)
+    def accepted(self, fd: int) -> None:
+        """The ROUTER accepted (and kept) connection ``fd``."""
+        libc = self._libc
+        if libc is None:
+            return
+        identity = libc.identity(fd)
+        if identity is not None:
+            received = libc.bytes_received(fd) or 0
+            self._conns[fd] = _Conn(identity, received, received)
+
+    def closed(self, fd: int) -> None:
+        """Connection ``fd`` ended (libzmq closes the descriptor after telling)."""
+        self._conns.pop(fd, None)
+        self.fresh.discard(fd)
 
     def _rss(self) -> int:
         statm = self._statm

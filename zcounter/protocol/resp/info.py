@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from .session import Door
 
 SECTIONS = ("server", "clients", "stats", "replication", "keyspace")
-MAX_CLIENTS = 10_000
 
 
 def render_info(sections: list[str], status: Mapping[str, Any], door: Door, now: float) -> str:
@@ -71,7 +70,7 @@ def _server(status: Mapping[str, Any], door: Door, now: float) -> list[str]:
 
 def _clients(status: Mapping[str, Any], door: Door, now: float) -> list[str]:
     return [f"connected_clients:{door.connected}",
-            f"maxclients:{MAX_CLIENTS}",
+            f"maxclients:{door.max_clients}",
             f"blocked_clients:{door.blocked}"]
 
 

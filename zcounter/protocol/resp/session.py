@@ -73,6 +73,7 @@ from ...limits import (
     RESP_MAX_ARGUMENTS,
     RESP_MAX_AUTH_FAILURES,
     RESP_MAX_CLIENT_STRING_BYTES,
+    RESP_MAX_CLIENTS,
     RESP_MAX_COMMAND_BYTES,
     RESP_MAX_CURSORS,
     RESP_MAX_INPUT_BYTES_PER_NODE,
@@ -164,6 +165,8 @@ class Door:
     #: peer id -> (host, port) for INFO's replication section.
     peer_addresses: dict[int, tuple[str, int]] = field(default_factory=dict)
     connected: int = 0
+    #: Connections the door holds at most (INFO's maxclients): set by the runtime.
+    max_clients: int = RESP_MAX_CLIENTS
     connections_received: int = 0
     rejected_connections: int = 0
     commands_processed: int = 0
