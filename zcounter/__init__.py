@@ -9,6 +9,7 @@ __version__ = "0.2.0"
 from .client import Client
 from .errors import (
     AuthenticationError,
+    Busy,
     ConfigError,
     Indeterminate,
     ProtocolError,
@@ -19,6 +20,6 @@ from .errors import (
 )
 
 __all__ = [
-    "AuthenticationError", "Client", "ConfigError", "Indeterminate", "ProtocolError",
+    "AuthenticationError", "Busy", "Client", "ConfigError", "Indeterminate", "ProtocolError",
     "RequestRefused", "SessionBehind", "Unavailable", "ZCounterError", "__version__",
 ]

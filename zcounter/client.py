@@ -27,6 +27,7 @@ from zmq.utils.monitor import recv_monitor_message
 from .config import ClusterConfig, load_config
 from .errors import (
     AuthenticationError,
+    Busy,
     ConfigError,
     Indeterminate,
     ProtocolError,
@@ -498,4 +499,6 @@ def _error_from(reply: Refused) -> Exception:
         return Indeterminate(message, reply.node)
     if reply.code is ErrorCode.BEHIND:
         return SessionBehind(message, reply.code.value, reply.node)
+    if reply.code is ErrorCode.BUSY:
+        return Busy(f"busy: {message}", reply.code.value, reply.node)
     return RequestRefused(message, reply.code.value, reply.node)

@@ -19,6 +19,8 @@ from typing import Any
 
 from .errors import ConfigError
 from .limits import (
+    MAX_HELD_PER_CONNECTION,
+    MAX_HELD_PER_NODE,
     METRICS_MAX_CLIENTS,
     RESP_MAX_ARGUMENT_BYTES,
     RESP_MAX_CLIENTS,
@@ -76,6 +78,10 @@ class Settings:
     resp_max_clients: int = RESP_MAX_CLIENTS
     #: ``/metrics`` connections at once (likewise bounded by the descriptor budget).
     metrics_max_clients: int = METRICS_MAX_CLIENTS
+    #: Requests held waiting (``confirm``, waits and reads for a level) per connection ...
+    max_held_per_connection: int = MAX_HELD_PER_CONNECTION
+    #: ... and per node; beyond either, a request is refused at once with ``busy``.
+    max_held_per_node: int = MAX_HELD_PER_NODE
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -10,6 +10,8 @@ script can catch one class.  The split follows what a caller must do next:
 * :class:`Indeterminate` - the node applied the increment but could not reach the asked
   replication level in time; it may still spread.  Never a plain failure.
 * :class:`SessionBehind` - every node tried was behind what this session already saw.
+* :class:`Busy` - the node already holds as many waiting requests as it allows (for this
+  connection or in all); nothing was applied.  Wait for earlier requests, then retry.
 * :class:`AuthenticationError` - CurveZMQ: the node refused this client's key, or the
   client could not authenticate the node (wrong public key in the cluster file).
 """
@@ -44,6 +46,13 @@ class RequestRefused(ZCounterError):
 
 class SessionBehind(RequestRefused):
     """The node could not catch up with what this client session already observed."""
+
+
+class Busy(RequestRefused):
+    """The node refused to hold one more waiting request (``confirm``, a write waiting for
+    its ``wait`` level, a read for its ``read`` level): its cap for this connection or
+    for the node was reached.  Certainly not applied; retry once earlier requests are
+    answered (or ask another node)."""
 
 
 class Unavailable(ZCounterError):

@@ -67,6 +67,10 @@ class ErrorCode(str, Enum):
     INDETERMINATE = "indeterminate"
     #: The connection's role may not do this (a peer operation from a client).
     FORBIDDEN = "forbidden"
+    #: The node already holds as many waiting requests (``confirm``, waits and reads for
+    #: a level) as it allows for this connection or in all: certainly not applied.  Not
+    #: retried at once: waiting for held requests to end is the caller's call.
+    BUSY = "busy"
 
     @property
     def applied(self) -> bool:

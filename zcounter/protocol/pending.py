@@ -12,10 +12,16 @@
   read=majority after wait=majority: found by the simulator, ``bin/sim --seed 184
   --nodes 5`` in zcounter 0.1).  A write gated on the session (or on a fresh node's
   bootstrap) also waits here as a read, and is applied when the read is done.
+
+Both are *held*: kept across batches on behalf of a connection.  :attr:`Pending.per_client`
+counts them per connection so that the core can refuse one more past its caps
+(:data:`zcounter.limits.MAX_HELD_PER_CONNECTION`, ``MAX_HELD_PER_NODE``) before it is
+made, not after.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -67,10 +73,24 @@ class Pending:
     def __init__(self) -> None:
         self.waits: list[Wait] = []
         self.reads: list[Read] = []
+        #: Connection -> its waits and reads held here (no entry once it holds none).
+        self.per_client: Counter[ClientId] = Counter()
         self._stamp = 0
 
     def __bool__(self) -> bool:
         return bool(self.waits or self.reads)
+
+    def __len__(self) -> int:
+        return len(self.waits) + len(self.reads)
+
+    def _release(self, done: Iterable[Wait | Read]) -> None:
+        held = self.per_client
+        for item in done:
+            left = held[item.client] - 1
+            if left > 0:
+                held[item.client] = left
+            else:
+                del held[item.client]
 
     def next_stamp(self) -> int:
         self._stamp += 1
@@ -80,6 +100,7 @@ class Pending:
 
     def add_wait(self, wait: Wait) -> None:
         self.waits.append(wait)
+        self.per_client[wait.client] += 1
 
     def held(self, peer: int, states: dict[str, dict[str, Record]],
              holds: Callable[[dict[str, Record], dict[str, Record]], bool]) -> None:
@@ -94,6 +115,7 @@ class Pending:
         done = [w for w in self.waits if len(w.holders) + 1 >= w.needed]
         if done:
             self.waits = [w for w in self.waits if len(w.holders) + 1 < w.needed]
+            self._release(done)
         return done
 
     def unconfirmed_keys(self, peer: int) -> set[str]:
@@ -104,6 +126,7 @@ class Pending:
 
     def add_read(self, read: Read) -> None:
         self.reads.append(read)
+        self.per_client[read.client] += 1
 
     def answered(self, peer: int, stamp: int, keys: Iterable[str]) -> None:
         """``peer`` answered a fetch of ``keys`` that was sent with ``stamp``.  A read
@@ -128,6 +151,7 @@ class Pending:
         for read in self.reads:
             (ready if done(read) else waiting).append(read)
         self.reads = waiting
+        self._release(ready)
         return ready
 
     def stale_peers(self, peers: Iterable[int]) -> list[int]:
@@ -146,9 +170,11 @@ class Pending:
         waits = [w for w in self.waits if now >= w.deadline]
         if waits:
             self.waits = [w for w in self.waits if now < w.deadline]
+            self._release(waits)
         reads = [r for r in self.reads if now >= r.deadline]
         if reads:
             self.reads = [r for r in self.reads if now < r.deadline]
+            self._release(reads)
         return waits, reads
 
     def next_deadline(self) -> float:

@@ -297,7 +297,17 @@ def _families(s: Snapshot) -> Iterator[Metric]:
              "connection that is not a node's."),
             ("zcounter_own_slot_ahead", "own_slot_ahead",
              "Keys a peer held more of this node's own slot of than this node: lost "
-             "commits, or a forged state (security mode none).")):
+             "commits, or a forged state (security mode none)."),
+            ("zcounter_held_refused", "held_refused",
+             "Requests refused busy: their connection or the node held as many waiting "
+             "requests as allowed."),
+            ("zcounter_oversized_messages", "oversized_messages",
+             "ZeroMQ messages of more frames than any request has, dropped unanswered."),
+            ("zcounter_connections_cut", "connections_cut",
+             "ROUTER connections cut while stuck inside one message or flooding it."),
+            ("zcounter_send_failed", "send_failed",
+             "Messages dropped because a send failed otherwise than a full queue or a "
+             "client gone.")):
         yield _counter(name, doc, stat(key, 0))
     up = GaugeMetricFamily("zcounter_peer_up", "1 if the peer was heard within "
                            "peer_timeout_s.", labels=["peer"])

@@ -32,6 +32,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import cast
@@ -41,7 +42,13 @@ import zmq
 from .. import __version__
 from ..config import ClusterConfig
 from ..errors import ConfigError, ProtocolError
-from ..limits import HANDSHAKE_TIMEOUT_MS, PUB_SPARE_CONNECTIONS
+from ..limits import (
+    HANDSHAKE_TIMEOUT_MS,
+    MAX_FRAMES_PER_MESSAGE,
+    MAX_UNREAD_CLIENT_BYTES,
+    MAX_UNREAD_PEER_BYTES,
+    PUB_SPARE_CONNECTIONS,
+)
 from ..model.keyspace import Keyspace
 from ..protocol.codec import (
     MAX_PEER_MESSAGE_BYTES,
@@ -72,14 +79,20 @@ from .committer import SWITCH_INTERVAL_S, Pipeline
 from .fdbudget import NofileLimit, open_fds, plan, raise_nofile_limit
 from .metrics import MetricsServer, NodeMetrics, start_metrics
 from .resp import RespDoor, make_door
-from .sockets import NOBLOCK, SNDMORE_NOBLOCK, tune
+from .sockets import NOBLOCK, SNDMORE_NOBLOCK, tune, tune_router
 from .storage import Storage, StorageError
+from .watch import ConnectionWatch
 from .zmqcap import AcceptCap
 
 log = logging.getLogger("zcounter.node")
 
 #: Upper bound on one poll, so a stop signal is noticed promptly.
 MAX_POLL_S = 0.1
+#: At most one log line per this long for sends that failed otherwise than EAGAIN or
+#: EHOSTUNREACH.
+SEND_FAILED_LOG_S = 60.0
+#: ``zmq.Frame.get`` option naming the descriptor a message came from, as a plain int.
+_SRCFD = int(zmq.SRCFD)
 _PEER_REPLY_TYPES = (StatesReply, SyncDiff, SyncStates, RidPage)
 _LOG_LEVELS = {LogLevel.DEBUG: logging.DEBUG, LogLevel.INFO: logging.INFO,
                LogLevel.WARNING: logging.WARNING}
@@ -153,14 +166,10 @@ class NodeServer:
         guard = self.guard
         router = ctx.socket(zmq.ROUTER)
         sockets.append(router)
-        tune(router)
+        # Frames past the peer limit drop the sender's connection; sizes between the
+        # client limit and it get a readable error reply from the decoder instead.
+        tune_router(router, MAX_PEER_MESSAGE_BYTES)
         guard.serve(router, peers_only=False)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # Absurd sizes drop the sender's connection; sizes between the client limit and
-        # this one get a readable error reply from the decoder instead.
-        router.setsockopt(zmq.MAXMSGSIZE, MAX_PEER_MESSAGE_BYTES * 2)
-        router.setsockopt(zmq.SNDHWM, 100_000)
-        router.setsockopt(zmq.RCVHWM, 100_000)
         # Before the bind: libzmq copies a socket's options into its listener then.
         router.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
         self._bind(router, self.address.router, "router")
@@ -174,6 +183,9 @@ class NodeServer:
         sub = ctx.socket(zmq.SUB)
         sockets.append(sub)
         tune(sub)
+        # A broadcast is one frame of at most the peer limit; a larger frame drops the
+        # publisher's connection before it is read (zmq reconnects).
+        sub.setsockopt(zmq.MAXMSGSIZE, MAX_PEER_MESSAGE_BYTES)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         dealers: dict[int, zmq.Socket[bytes]] = {}
         peer_of: dict[zmq.Socket[bytes], int] = {}
@@ -186,6 +198,7 @@ class NodeServer:
             dealer = ctx.socket(zmq.DEALER)
             sockets.append(dealer)
             tune(dealer)
+            dealer.setsockopt(zmq.MAXMSGSIZE, MAX_PEER_MESSAGE_BYTES)  # a peer's reply
             guard.connect_to(dealer, peer)
             # Queue only on live connections: a request to a dead peer fails fast and is
             # retried by the core's timers instead of piling up stale work.
@@ -203,6 +216,11 @@ class NodeServer:
             sockets.append(cap.monitor)
 
         core = self._load(storage, time.monotonic())
+        watch = ConnectionWatch(MAX_UNREAD_CLIENT_BYTES, MAX_UNREAD_PEER_BYTES, core.stats,
+                                self.guard.is_peer, self.guard.curve)
+        for cap in self.caps.values():
+            if cap.door == "native":
+                cap.observer = watch  # a socket has one monitor: the cap's tells the watch
         pipeline = Pipeline(storage)
         poller = zmq.Poller()
         for sock in sockets:
@@ -251,10 +269,11 @@ class NodeServer:
             sys.setswitchinterval(SWITCH_INTERVAL_S)
             try:
                 return self._loop(core, poller, pipeline, router, sub, peer_of, out, door,
-                                  redial)
+                                  redial, watch)
             finally:
                 sys.setswitchinterval(switch_interval)
                 pipeline.close()
+                watch.close()
         finally:
             if door is not None:
                 door.close()
@@ -264,9 +283,11 @@ class NodeServer:
     def _loop(self, core: NodeCore, poller: zmq.Poller, pipeline: Pipeline,
               router: zmq.Socket[bytes], sub: zmq.Socket[bytes],
               peer_of: dict[zmq.Socket[bytes], int], out: _Out,
-              door: RespDoor | None = None, redial: Redial | None = None) -> int:
+              door: RespDoor | None = None, redial: Redial | None = None,
+              watch: ConnectionWatch | None = None) -> int:
         """The poll loop (module docstring); returns the exit code."""
         guard = self.guard
+        delivered = watch.delivered if watch is not None and watch.enabled else None
         monitors = redial.monitors if redial is not None else {}
         caps = self.caps
         stats = core.stats
@@ -275,7 +296,8 @@ class NodeServer:
         wake = pipeline.wake_fd
         next_reload = time.monotonic() + CLIENT_KEYS_RELOAD_S
         while not self._stop:
-            deadline = min(core.next_deadline(), pipeline.deadline())
+            deadline = min(core.next_deadline(), pipeline.deadline(),
+                           watch.deadline if watch is not None else math.inf)
             if door is not None:
                 deadline = min(deadline, door.deadline)
             timeout_ms = max(0.0, min(deadline - time.monotonic(), MAX_POLL_S)) * 1000
@@ -286,6 +308,7 @@ class NodeServer:
             ready = poller.poll(math.ceil(timeout_ms))
             now = time.monotonic()
             received = 0
+            drained = True  # the ROUTER has no complete message queued (it is not ready)
             if door is not None:
                 door.start_cycle()
             for sock, events in ready:
@@ -308,6 +331,8 @@ class NodeServer:
                     continue
                 assert isinstance(sock, zmq.Socket)
                 recv = sock.recv
+                if sock is router:
+                    drained = False  # until a read finds it empty
                 for _ in range(max_batch):
                     if core.batch_full:
                         break  # the rest is read next cycle (zmq's poll is level-triggered)
@@ -323,36 +348,46 @@ class NodeServer:
                         try:
                             ident = frame = recv(NOBLOCK, copy=False)
                         except zmq.Again:
+                            drained = True
                             break
-                        parts: list[bytes] = []
-                        while frame.more:
-                            frame = recv(NOBLOCK, copy=False)
-                            parts.append(frame.bytes)
                         received += 1
-                        self._on_router(core, ident, parts, now)
+                        body, frames, size = _rest(recv, frame)
+                        if delivered is not None:  # the connection watch's evidence
+                            delivered(ident.get(_SRCFD), ident, size, frames)
+                        if frames > MAX_FRAMES_PER_MESSAGE:
+                            # No answer: the reply would be work done for a message
+                            # that cannot be a request.
+                            stats["oversized_messages"] += 1
+                            continue
+                        self._on_router(core, ident, body, frames, now)
                         continue
                     try:
                         frame = recv(NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    frames = [frame.bytes]
-                    while frame.more:
-                        frame = recv(NOBLOCK, copy=False)
-                        frames.append(frame.bytes)
                     received += 1
-                    stats["peer_bytes_received"] += len(frames[-1])
+                    first = frame.bytes
+                    frames = 1
+                    if frame.more:
+                        frames += _rest(recv, frame)[1]
+                    stats["peer_bytes_received"] += len(first)
+                    if frames != 1:
+                        stats["dropped_peer_messages"] += 1
+                        if frames > MAX_FRAMES_PER_MESSAGE:
+                            stats["oversized_messages"] += 1
+                        continue
                     if sock is sub:
                         try:
-                            broadcast = decode_broadcast(_one_frame(frames))
+                            broadcast = decode_broadcast(first)
                         except ProtocolError as exc:
                             stats["dropped_peer_messages"] += 1
                             log.debug("dropped broadcast: %s", exc)
                             continue
                         core.handle_broadcast(broadcast, now)
                     else:
-                        stats["peer_reply_bytes_received"] += len(frames[-1])
+                        stats["peer_reply_bytes_received"] += len(first)
                         try:
-                            reply = decode_peer_reply(_one_frame(frames))
+                            reply = decode_peer_reply(first)
                         except ProtocolError as exc:
                             stats["dropped_peer_messages"] += 1
                             log.debug("dropped reply from node %d: %s", peer_of[sock], exc)
@@ -372,6 +407,8 @@ class NodeServer:
                 next_reload = now + CLIENT_KEYS_RELOAD_S
             if redial is not None:
                 redial.tick(now)
+            if watch is not None:
+                watch.check(now, drained)
             if door is not None:
                 door.pump(core, now)
             if metrics is not None:
@@ -416,28 +453,29 @@ class NodeServer:
                   "batch", self.node_id, pipeline.storage.path, exc)
         return 1
 
-    def _on_router(self, core: NodeCore, ident: zmq.Frame, body: list[bytes],
+    def _on_router(self, core: NodeCore, ident: zmq.Frame, body: bytes, frames: int,
                    now: float) -> None:
+        """One message from the ROUTER: its first frame after the routing id
+        (``body``) and how many frames followed the routing id."""
         client = ident.bytes
         metrics = self.metrics
-        if len(body) != 1:
+        if frames != 1:
             core.stats["bad_requests"] += 1
             core.refuse(client, None, ErrorCode.BAD_REQUEST,
-                        f"expected 1 frame after the routing id, got {len(body)}")
+                        f"expected 1 frame after the routing id, got {frames}")
             return
         guard = self.guard
-        frame = body[0]
         try:
             # The role is checked before decoding, by the codec, only where it matters:
             # a frame past the client bound, or a peer operation (codec.decode_request).
-            request = decode_request(frame, lambda: guard.is_peer(ident))
+            request = decode_request(body, lambda: guard.is_peer(ident))
         except Forbidden as exc:
             core.stats["forbidden"] += 1
             core.refuse(client, None, ErrorCode.FORBIDDEN, str(exc), "peer")
             return
         except ProtocolError as exc:
             core.stats["bad_requests"] += 1
-            core.refuse(client, request_tag(frame), ErrorCode.BAD_REQUEST, str(exc))
+            core.refuse(client, request_tag(body), ErrorCode.BAD_REQUEST, str(exc))
             return
         if not isinstance(request, PEER_REQUESTS):
             if guard.revoked and not guard.is_authorized(ident):
@@ -452,7 +490,14 @@ class NodeServer:
 
 
 class _Out:
-    """Encodes and sends what the core produced (after its batch is durable)."""
+    """Encodes and sends what the core produced (after its batch is durable).
+
+    Every send is non-blocking and tried once.  A full queue (EAGAIN: the client does not
+    read, ``SNDHWM`` replies are waiting) or a client gone (EHOSTUNREACH, ROUTER_MANDATORY)
+    drops that message and counts it; any other send error drops it too, counted as
+    ``send_failed`` and logged at most once per :data:`SEND_FAILED_LOG_S`.  A message is
+    never retried in a loop: what libzmq refused, a retry would only refuse again.
+    """
 
     def __init__(self, router: zmq.Socket[bytes], pub: zmq.Socket[bytes],
                  dealers: dict[int, zmq.Socket[bytes]], stats: Counter[str],
@@ -463,6 +508,7 @@ class _Out:
         self.stats = stats
         self.door = door
         self.metrics = metrics
+        self._next_log = 0.0
 
     def send(self, messages: list[Message]) -> None:
         if not messages:
@@ -506,15 +552,39 @@ class _Out:
             except zmq.Again:
                 stats["send_queue_full"] += 1
             except zmq.ZMQError as exc:
-                if exc.errno != zmq.EHOSTUNREACH:
-                    raise
-                stats["replies_undeliverable"] += 1
+                if exc.errno == zmq.EHOSTUNREACH:
+                    stats["replies_undeliverable"] += 1
+                    continue
+                stats["send_failed"] += 1
+                if now >= self._next_log:
+                    self._next_log = now + SEND_FAILED_LOG_S
+                    log.warning("dropped a %s: send failed (%s); %d so far, logged at most "
+                                "once per %.0f s", type(message).__name__, exc.strerror,
+                                stats["send_failed"], SEND_FAILED_LOG_S)
 
 
-def _one_frame(frames: list[bytes]) -> bytes:
-    if len(frames) != 1:
-        raise ProtocolError(f"expected 1 frame, got {len(frames)}")
-    return frames[0]
+def _rest(recv: Callable[..., zmq.Frame], frame: zmq.Frame) -> tuple[bytes, int, int]:
+    """Read the rest of the message whose frame ``frame`` was just read: the bytes of
+    the next frame (empty if none), how many frames followed ``frame`` and their total
+    size.
+
+    Frame by frame, and only the first one copied: the others are counted and released
+    at once, so a message of a million frames costs the loop no list and no copies.
+    libzmq hands over a multipart message only once its last frame has arrived, with
+    every frame already in memory (``docs/measurements/zmtp_frames.py``): the bound on
+    a message that never ends is the connection watch (:mod:`.watch`), not this loop.
+    A message is atomic, so once its first frame was read the rest cannot raise Again.
+    """
+    if not frame.more:
+        return b"", 0, 0
+    frame = recv(NOBLOCK, copy=False)
+    first = frame.bytes
+    count, size = 1, len(first)
+    while frame.more:
+        frame = recv(NOBLOCK, copy=False)
+        count += 1
+        size += len(frame)
+    return first, count, size
 
 
 def install_signal_handlers(server: NodeServer) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from typing import Protocol
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -46,6 +47,12 @@ EVENTS_PER_CYCLE = 256
 #: At the cap, the held descriptors are checked again at most this often (O(held)
 #: ``getsockname`` calls, about a microsecond each).
 RESYNC_INTERVAL_S = 1.0
+
+
+class Observer(Protocol):
+    def accepted(self, fd: int) -> None: ...
+
+    def closed(self, fd: int) -> None: ...
 
 
 class AcceptCap:
@@ -63,6 +70,9 @@ class AcceptCap:
         self.rejected: dict[Rejection, int] = {}
         self._noise = Throttled(log)
         self._next_resync = 0.0
+        #: Told of every connection held and ended (the ROUTER's connection watch: a
+        #: socket has only one monitor, this one).
+        self.observer: Observer | None = None
 
     def on_event(self, now: float) -> None:
         """Read the monitor's events (the loop calls this when it is readable)."""
@@ -74,11 +84,15 @@ class AcceptCap:
             fd = int(event["value"])
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 self.live.discard(fd)
+                if self.observer is not None:
+                    self.observer.closed(fd)
             else:
                 if len(self.live) >= self.limit and now >= self._next_resync:
                     self._resync(now)
                 if len(self.live) < self.limit:
                     self.live.add(fd)
+                    if self.observer is not None:
+                        self.observer.accepted(fd)
                 else:
                     self._shed(fd, now)
 
