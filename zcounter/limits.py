@@ -112,6 +112,13 @@ OWN_SLOT_WARNING_INTERVAL_S = 10.0
 #: slots is 360 KB packed, and a step to it unpacks and repacks them all: 11-14 ms a
 #: step + flush, against 8 us for 3 slots (timeit-style loop, this 2-core machine).
 MAX_SLOTS_PER_KEY = 10_000
+#: Keys of one peer Fetch, Merge or their StatesReply.  Nodes never send more (pushes for
+#: held waits, give-backs after a repair page and fetches for reads are all cut into
+#: chunks of this size), so the decoder refuses more: a local process in ``none`` mode
+#: (a peer by address) sending 200,000-key merges stalled node 1's loop for 1-2 s per
+#: message and made a probe on another connection time out (``bin/fuzz --attack-mix``,
+#: 2026-12-07); 5,000 keys are a few tens of ms.
+MAX_KEYS_PER_PEER_MESSAGE = 5_000
 
 
 # ---------------------------------------------------------------- RESP door

@@ -496,3 +496,22 @@ def test_states_whose_sums_pass_2_63_are_valid():
         b'{"t": "ss", "id": 1, "n": 2, "l": ["9.0123456789ab", "8.0123456789ab"],'
         b' "s": {"k": [0, 9223372036854775807, 0, 0, 0, 1, 1, 0, 0, 0]}, "d": [], "c": 0}')
     assert isinstance(page, SyncStates) and page.states["k"]["9.0123456789ab"][0] == MAX_TOTAL
+
+
+def test_peer_fetches_merges_and_their_replies_carry_at_most_what_nodes_send():
+    """Nodes cut fetches, merges and their replies into chunks of
+    MAX_KEYS_PER_PEER_MESSAGE keys; one more is refused before the node does any work
+    for it (200,000-key merges from a local process stalled a node's loop for 1-2 s)."""
+    from zcounter.limits import MAX_KEYS_PER_PEER_MESSAGE as most
+
+    state = {"1.0123456789ab": [1]}
+    keys = [f"k{i}" for i in range(most + 1)]
+    for op, field, value in (("fetch", "k", keys), ("merge", "s", dict.fromkeys(keys, state))):
+        ok = orjson.dumps({"op": op, "id": 1, "n": 2, field: value[:most] if op == "fetch"
+                           else dict(list(value.items())[:most])})
+        assert len(getattr(decode_request(ok), "keys" if op == "fetch" else "states")) == most
+        with pytest.raises(ProtocolError, match=f"'{field}'"):
+            decode_request(orjson.dumps({"op": op, "id": 1, "n": 2, field: value}))
+    reply = orjson.dumps({"t": "st", "id": 1, "n": 2, "s": dict.fromkeys(keys, state)})
+    with pytest.raises(ProtocolError, match="'s'"):
+        decode_peer_reply(reply)

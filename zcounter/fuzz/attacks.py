@@ -21,7 +21,7 @@ import orjson
 import zmq
 
 from ..model.pncounter import MAX_TOTAL
-from .live import Crash, FuzzCluster, Probe, Senders, fuzz_cluster, watch
+from .live import REAL, Crash, FuzzCluster, Probe, Senders, fuzz_cluster, rss_bytes, watch
 
 #: Issue 19: "node RSS stays under 300 MB".
 RSS_LIMIT = 300 * 1000 * 1000
@@ -235,6 +235,8 @@ def run_attack_mix(root: Path, seconds: float, idle: int, seed: int, echo: Echo,
         stalls: dict[str, int] = dict.fromkeys(ATTACKS, 0)
         probe.start()
         with idle_connections(cluster, node, idle, echo):
+            echo("RSS with the idle connections, before any attack: " + ", ".join(
+                f"node {n} {rss_bytes(cluster.pid(n)) / 1e6:.0f} MB" for n in REAL))
             end = time.monotonic() + seconds
             for name in itertools.cycle(ATTACKS):
                 if time.monotonic() > end:
@@ -254,6 +256,8 @@ def run_attack_mix(root: Path, seconds: float, idle: int, seed: int, echo: Echo,
         echo(f"| {name} | {runs[name]} | {deaths[name]} | {stalls[name]} |")
     echo(f"probe: {report.answers} answers, worst {report.worst_s * 1000:.0f} ms, "
          f"{len(report.failures)} failures")
+    for at, failed_node, what in report.failures[:20]:
+        echo(f"  probe failure at {at:.1f} s, node {failed_node}: {what}")
     echo("peak RSS: " + ", ".join(f"node {n} {v / 1e6:.0f} MB" for n, v in report.peak_rss.items()))
     for crash in crashes:
         last = crash.log.strip().splitlines()[-1:] or ["(no log)"]

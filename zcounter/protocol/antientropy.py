@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..limits import MAX_KEYS_PER_PEER_MESSAGE as MAX_KEYS_PER_MESSAGE
 from .messages import Heartbeat, Merge, PeerReply, RidPage, RidPull, States, SyncDiff, SyncStates
 from .outputs import LogLevel
 from .peers import Liveness, Peer
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from .node import NodeCore
 
 #: Keys one give-back Merge carries at most (the rest in further Merges).
-MAX_KEYS_PER_MESSAGE = 5000
 
 
 class AntiEntropy:

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from ..errors import ProtocolError
+from ..limits import MAX_KEYS_PER_PEER_MESSAGE
 from ..model.page import REC_INTS, StatePage
 from ..model.pncounter import MAX_STEP, MAX_TOTAL, Record, is_valid_record, slot_node
 from .messages import (
@@ -577,9 +578,10 @@ def _decode_peer_request(op: str, obj: dict[str, Any]) -> PeerRequest:
     req_id = _int(obj, "id", 0, MAX_TOTAL)
     origin = _node_id(obj, "n")
     if op == "fetch":
-        return Fetch(req_id, origin, _keys(obj.get("k"), "k", MAX_STATES))
+        return Fetch(req_id, origin, _keys(obj.get("k"), "k", MAX_KEYS_PER_PEER_MESSAGE))
     if op == "merge":
-        return Merge(req_id, origin, _states(obj.get("s"), "s"), _rid_entries(obj.get("r"), "r"))
+        return Merge(req_id, origin, _states(obj.get("s"), "s", MAX_KEYS_PER_PEER_MESSAGE),
+                     _rid_entries(obj.get("r"), "r"))
     if op == "sb":
         hashes = _ints(obj.get("h"), "h", 256, 2**64 - 1)
         if len(hashes) != 256:
@@ -655,7 +657,7 @@ def decode_peer_reply(data: bytes) -> PeerReply:
     req_id = _int(obj, "id", 0, MAX_TOTAL)
     node = _node_id(obj, "n")
     if kind == "st":
-        return StatesReply(req_id, node, _states(obj.get("s"), "s"))
+        return StatesReply(req_id, node, _states(obj.get("s"), "s", MAX_KEYS_PER_PEER_MESSAGE))
     if kind == "sd":
         return SyncDiff(req_id, node, _ints(obj.get("i"), "i", MAX_HASHES, MAX_HASHES - 1),
                         _applied(obj["a"]) if "a" in obj else {})

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..config import Settings
+from ..limits import MAX_KEYS_PER_PEER_MESSAGE as MAX_KEYS_PER_MESSAGE
 from ..limits import MAX_SLOTS_PER_KEY, OWN_SLOT_WARNING_INTERVAL_S
 from ..model.keyspace import Keyspace
 from ..model.page import REC_INTS, StatePage
@@ -103,7 +104,6 @@ from .repair import SyncSession, answer_buckets, answer_keys, answer_segments
 from .rids import RidLog
 
 #: Keys one Fetch or Merge carries at most (a few MB at most; the rest goes next round).
-MAX_KEYS_PER_MESSAGE = 5000
 #: Outstanding peer requests are forgotten after this long (their answers are dropped).
 REQUEST_HORIZON_S = 60.0
 #: A batch that has merged, answered or compared this many keys asks to end (see
