@@ -12,16 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import zmq
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "protocol"))
-from corelink import core
+from resploop import DoorLoop
 
 from zcounter.config import ClusterConfig, Mode, NodeAddress, Security
 from zcounter.errors import ConfigError
-from zcounter.protocol.outputs import ToClient
-from zcounter.protocol.resp import RespClient
-from zcounter.runtime.resp import RespDoor, make_door
+from zcounter.runtime.resp import make_door
 
 
 def config(resp: str | None = "tcp://127.0.0.1:0", mode: Mode = Mode.NONE,
@@ -63,38 +60,9 @@ def test_an_unreadable_or_empty_password_file_is_a_config_error(tmp_path: Path) 
         make_door(config(password=tmp_path / "empty"), 1, "0")
 
 
-class Loop:
-    """The node's loop, reduced to the door and a core (no storage: answers are sent
-    as soon as the batch ends)."""
-
+class Loop(DoorLoop):
     def __init__(self, stall_s: float = 10.0) -> None:
-        made = make_door(config(), 1, "0")
-        assert made is not None
-        self.door: RespDoor = made
-        self.door.stall_timeout_s = stall_s
-        self.core = core(1, n=1)
-        self.poller = zmq.Poller()
-        self.door.register(self.poller)
-        self.port = self.door.door.tcp_port
-
-    def cycle(self, timeout_ms: int = 20) -> None:
-        now = time.monotonic()
-        self.door.start_cycle()
-        for fd, events in self.poller.poll(0 if self.door.busy else timeout_ms):
-            self.door.on_event(fd, events, self.core, now)
-        self.door.pump(self.core, now)
-        for m in self.core.take_outputs().messages:
-            if isinstance(m, ToClient) and isinstance(m.client, RespClient):
-                self.door.deliver(m.client, m.reply, now)  # type: ignore[arg-type]
-
-    def until(self, done: object, what: str, limit_s: float = 10.0) -> None:
-        deadline = time.monotonic() + limit_s
-        while not done():  # type: ignore[operator]
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            self.cycle()
-
-    def close(self) -> None:
-        self.door.close()
+        super().__init__(config(), stall_s=stall_s)
 
 
 def recv_until(sock: socket.socket, loop: Loop, want: bytes) -> bytes:

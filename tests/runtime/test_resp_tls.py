@@ -15,24 +15,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "protocol"))
-from corelink import core
+from resploop import DoorLoop
 from tlscerts import Certs, make_certs
 
 from zcounter.config import ClusterConfig, Mode, NodeAddress, Security, load_config
 from zcounter.errors import ConfigError
-from zcounter.protocol.outputs import ToClient
-from zcounter.protocol.resp import RespClient
 from zcounter.runtime import resp
 from zcounter.runtime.resp import RespDoor, curve_refusal, make_door, tls_context
 
@@ -178,44 +174,15 @@ def test_unusable_tls_files_are_one_line_errors_naming_file_and_field(
 # --------------------------------------------------------------------------- the loop
 
 
-class Loop:
-    """The node's loop, reduced to a TLS door and a core (as in test_resp_door.py)."""
+class Loop(DoorLoop):
+    """A TLS door in the reduced loop (tests/resploop.py)."""
 
     def __init__(self, cfg: ClusterConfig, handshake_s: float = 5.0) -> None:
-        made = make_door(cfg, 1, "0")
-        assert made is not None and made.tls is not None
-        self.door: RespDoor = made
-        self.door.handshake_timeout_s = handshake_s
-        self.core = core(1, n=1)
-        self.poller = zmq.Poller()
-        self.door.register(self.poller)
-        self.port = self.door.door.tcp_port
-        self.cycles = self.busy_cycles = 0
-
-    def cycle(self, timeout_ms: int = 20) -> None:
-        now = time.monotonic()
-        self.cycles += 1
-        self.busy_cycles += self.door.busy
-        self.door.start_cycle()
-        for fd, events in self.poller.poll(0 if self.door.busy else timeout_ms):
-            self.door.on_event(fd, events, self.core, now)
-        self.door.pump(self.core, now)
-        for m in self.core.take_outputs().messages:
-            if isinstance(m, ToClient) and isinstance(m.client, RespClient):
-                self.door.deliver(m.client, m.reply, now)  # type: ignore[arg-type]
+        super().__init__(cfg, handshake_s=handshake_s)
+        assert self.door.tls is not None
 
     def until(self, done: Callable[[], object], what: str, limit_s: float = DEADLINE_S) -> None:
-        deadline = time.monotonic() + limit_s
-        while not done():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            self.cycle()
-
-    def beside(self, work: Callable[[], T]) -> T:
-        """Run a blocking client in a thread while this thread runs the loop."""
-        with ThreadPoolExecutor(1) as pool:
-            future = pool.submit(work)
-            self.until(future.done, "the client")
-            return future.result()
+        super().until(done, what, limit_s)
 
 
 @pytest.fixture

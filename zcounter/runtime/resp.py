@@ -541,6 +541,14 @@ class RespDoor:
         self._quiet[cause] = (now + RESP_TLS_LOG_INTERVAL_S, 0)
         log.info(message, *args)
 
+    def _tls_failed(self, conn: _Conn, exc: ssl.SSLError, now: float) -> None:
+        """A TLS error after the handshake (a corrupt record, a renegotiation attempt):
+        that connection is closed, counted and (rate-limited) logged."""
+        self._note(Closed.TLS_ERROR, now, "RESP client %s (id %d): TLS error (%s); "
+                   "connection closed", conn.session.address, conn.session.id,
+                   exc.reason or exc)
+        self._close(conn, Closed.TLS_ERROR)
+
     def _count(self, reason: Closed) -> None:
         self.disconnects[reason.value] = self.disconnects.get(reason.value, 0) + 1
 
@@ -557,10 +565,7 @@ class RespDoor:
                 # out with the next send, or this read is retried at the next POLLIN.)
                 break
             except ssl.SSLError as exc:
-                self._note(Closed.TLS_ERROR, now, "RESP client %s (id %d): TLS error (%s); "
-                           "connection closed", session.address, session.id,
-                           exc.reason or exc)
-                self._close(conn, Closed.TLS_ERROR)
+                self._tls_failed(conn, exc, now)
                 return
             except OSError:
                 self._close(conn, Closed.RESET)
@@ -606,10 +611,7 @@ class RespDoor:
                     ssl.SSLWantReadError):
                 sent = 0
             except ssl.SSLError as exc:
-                self._note(Closed.TLS_ERROR, now, "RESP client %s (id %d): TLS error (%s); "
-                           "connection closed", session.address, session.id,
-                           exc.reason or exc)
-                self._close(conn, Closed.TLS_ERROR)
+                self._tls_failed(conn, exc, now)
                 return
             except OSError as exc:
                 if isinstance(exc, _GONE) or exc.errno in (errno.EPIPE, errno.ECONNRESET):
