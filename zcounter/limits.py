@@ -201,6 +201,12 @@ RESP_MAX_WAIT_MS = 60_000
 #: Wrong passwords (AUTH, HELLO AUTH) one connection may try; the next failure is answered
 #: and the connection closed, so guessing costs a new connection per few tries.
 RESP_MAX_AUTH_FAILURES = 3
+#: After the Nth wrong password on a connection, the door neither reads from it nor sends
+#: to it (the WRONGPASS reply included) for this long times 2**(N-1): 0.1, 0.2, 0.4 s,
+#: then the 4th failure is answered after 0.8 s and the connection closed.  One connection
+#: guessing in turn gets 4 tries in ~1.5 s instead of ~1 ms, and every guessing
+#: connection holds a RESP slot meanwhile, so the door's cap bounds the guess rate.
+RESP_AUTH_FAILURE_DELAY_S = 0.1
 #: How long the core may take over a request of the door.
 RESP_REQUEST_TIMEOUT_MS = 5000
 

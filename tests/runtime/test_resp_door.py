@@ -129,3 +129,36 @@ def test_a_client_gone_mid_command_is_forgotten() -> None:
         assert loop.door.disconnects in ({"closed": 1}, {"reset": 1})
     finally:
         loop.close()
+
+
+def test_wrong_passwords_are_answered_ever_later_then_the_connection_closes(
+        tmp_path: Path) -> None:
+    """Guessing is slowed: after the Nth wrong password the connection is neither read nor
+    written for RESP_AUTH_FAILURE_DELAY_S * 2**(N-1); the 4th is answered, then closed."""
+    from zcounter.limits import RESP_AUTH_FAILURE_DELAY_S as delay
+
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    loop = DoorLoop(config(password=secret))
+    wrong = b"*2\r\n$4\r\nAUTH\r\n$5\r\nguess\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", loop.port), timeout=5) as sock:
+            took = []
+            for _ in range(3):
+                started = time.monotonic()
+                sock.sendall(wrong)
+                assert recv_until(sock, loop, b"\r\n").startswith(b"-WRONGPASS")
+                took.append(time.monotonic() - started)
+            for n, seconds in enumerate(took):
+                assert seconds >= delay * 2 ** n, took
+            # The right password still works on this connection, once the delay is over.
+            sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$6\r\ns3cret\r\n")
+            assert recv_until(sock, loop, b"+OK\r\n") == b"+OK\r\n"
+        with socket.create_connection(("127.0.0.1", loop.port), timeout=5) as sock:
+            started = time.monotonic()
+            sock.sendall(wrong * 4)  # pipelined: all four answered, after the longest delay
+            assert recv_until(sock, loop, b"\r\n" * 1).count(b"-WRONGPASS") >= 1
+            loop.until(lambda: len(loop.door.conns) == 0, "the 4th failure to close it")
+            assert time.monotonic() - started >= delay * 2 ** 3
+    finally:
+        loop.close()

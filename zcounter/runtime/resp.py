@@ -72,7 +72,13 @@ import zmq
 
 from ..config import ClusterConfig
 from ..errors import ConfigError
-from ..limits import RESP_MAX_CLIENTS, RESP_TLS_HANDSHAKE_TIMEOUT_S, RESP_TLS_LOG_INTERVAL_S
+from ..limits import (
+    RESP_AUTH_FAILURE_DELAY_S,
+    RESP_MAX_AUTH_FAILURES,
+    RESP_MAX_CLIENTS,
+    RESP_TLS_HANDSHAKE_TIMEOUT_S,
+    RESP_TLS_LOG_INTERVAL_S,
+)
 from ..protocol.messages import ClientReply
 from ..protocol.node import NodeCore
 from ..protocol.resp import replies as R
@@ -228,8 +234,8 @@ def curve_refusal(config: ClusterConfig, endpoint: str, password: bool) -> str |
 
 
 class _Conn:
-    __slots__ = ("eof", "fd", "handshaking", "out", "out_at", "progress", "reading", "session",
-                 "sock", "tls", "writing")
+    __slots__ = ("eof", "fd", "handshaking", "out", "out_at", "penalty_until", "progress",
+                 "reading", "session", "sock", "tls", "writing")
 
     def __init__(self, sock: socket.socket, session: Session, now: float) -> None:
         self.sock = sock
@@ -245,6 +251,8 @@ class _Conn:
         self.eof = False
         #: A TLS connection, and whether its handshake is still under way.
         self.tls = self.handshaking = isinstance(sock, ssl.SSLSocket)
+        #: After a wrong password: neither read nor written until then (monotonic).
+        self.penalty_until = 0.0
 
     @property
     def pending(self) -> int:
@@ -292,6 +300,8 @@ class RespDoor:
         self._handshakes: dict[int, float] = {}
         #: TLS connections with decrypted bytes OpenSSL holds and poll cannot show.
         self._unread: set[_Conn] = set()
+        #: Connections waiting out a wrong password's delay (RESP_AUTH_FAILURE_DELAY_S).
+        self._penalised: set[_Conn] = set()
         self.tls_handshakes = 0
         #: Per cause: when it may be logged next, and how many went unlogged meanwhile.
         self._quiet: dict[Closed, tuple[float, int]] = {}
@@ -357,6 +367,11 @@ class RespDoor:
                     self._read(conn, core, now)
         if self._handshakes:
             self._expire_handshakes(now)
+        if self._penalised:
+            for conn in [c for c in self._penalised if c.penalty_until <= now]:
+                self._penalised.discard(conn)
+                if self.conns.get(conn.fd) is conn:
+                    self._flush(conn, now)
         if self._queued:
             for conn in list(self._queued):
                 self._feed(conn, core, now)
@@ -556,6 +571,7 @@ class RespDoor:
 
     def _read(self, conn: _Conn, core: NodeCore, now: float) -> None:
         session = conn.session
+        failures = session.auth_failures
         for _ in range(READS_PER_CYCLE):
             try:
                 data = conn.sock.recv(READ_BYTES)
@@ -574,6 +590,12 @@ class RespDoor:
                 conn.eof = True
                 break
             session.receive(data, now)
+            if session.auth_failures != failures:
+                # A wrong password: nothing more is read or sent until the delay is over.
+                conn.penalty_until = now + RESP_AUTH_FAILURE_DELAY_S * 2 ** min(
+                    session.auth_failures - 1, RESP_MAX_AUTH_FAILURES)
+                self._penalised.add(conn)
+                break
             # A short read empties a plain socket's buffer, not a TLS one's: a TLS read
             # returns one record (16 KiB at most) whatever is behind it.
             if (session.closing or session.backlog >= MAX_PIPELINE
@@ -596,6 +618,9 @@ class RespDoor:
 
     def _flush(self, conn: _Conn, now: float) -> None:
         """Move the session's finished replies to the socket; then decide what to poll."""
+        if conn.penalty_until > now:
+            self._poll_flags(conn)  # neither read nor write until the delay is over
+            return
         session = conn.session
         data = session.take_output(now)
         if data:
@@ -640,9 +665,10 @@ class RespDoor:
 
     def _poll_flags(self, conn: _Conn) -> None:
         session = conn.session
+        held = conn in self._penalised
         reading = (not conn.eof and not session.closing and session.backlog < MAX_PIPELINE
-                   and conn.pending < PAUSE_OUTPUT_BYTES)
-        writing = conn.pending > 0
+                   and conn.pending < PAUSE_OUTPUT_BYTES and not held)
+        writing = conn.pending > 0 and not held
         if reading and conn.tls:
             sock = conn.sock
             assert isinstance(sock, ssl.SSLSocket)
@@ -670,6 +696,7 @@ class RespDoor:
         self._queued.discard(conn)
         self._writing.discard(conn)
         self._unread.discard(conn)
+        self._penalised.discard(conn)
         if conn.handshaking:
             self._handshakes.pop(conn.fd, None)
         if self.poller is not None and (conn.reading or conn.writing):
