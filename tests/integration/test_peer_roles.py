@@ -34,9 +34,11 @@ STRANGER_HOST = "127.0.0.9"
 
 
 def big_merge(slot: str, key: str) -> bytes:
-    """A valid merge of node 2's slot, past the client bound (padding keys of 0)."""
+    """A valid merge of node 2's slot, past the client bound: padding keys of 0, long
+    enough that the merge stays within the 5,000 keys a peer message may carry."""
     states = {key: {slot: [10**12]}}
-    states.update({f"pad-{i:07d}": {slot: [0]} for i in range(MAX_REQUEST_BYTES // 24)})
+    pad = "p" * 240
+    states.update({f"pad-{i:04d}-{pad}": {slot: [0]} for i in range(4_500)})
     frame = orjson.dumps({"op": "merge", "id": 9, "n": 2, "s": states})
     assert len(frame) > MAX_REQUEST_BYTES
     return frame
