@@ -22,8 +22,8 @@ node watches the TCP connections themselves.  The ROUTER's monitor (read by its
 :class:`~.zmqcap.AcceptCap`: a socket has one monitor) reports each accepted
 connection's file descriptor; every message read names the descriptor it came from
 (``ZMQ_SRCFD``) and is credited with its size on the wire.  Every
-:data:`CHECK_INTERVAL_S`, and at once whenever the node's RSS grew by
-:data:`RSS_TRIGGER_BYTES` since the last check (a ~3.5 us read of ``/proc/self/statm``
+``WATCH_CHECK_INTERVAL_S``, and at once whenever the node's RSS grew by
+``WATCH_RSS_TRIGGER_BYTES`` since the last check (a ~3.5 us read of ``/proc/self/statm``
 per cycle), the watch reads each connection's received byte count from the kernel
 (``TCP_INFO``) and cuts a connection
 
@@ -33,7 +33,7 @@ per cycle), the watch reads each connection's received byte count from the kerne
   credited since the last time the node had read everything queued) passed its limit
   (*flooding*); or
 * at a check the RSS triggered, the most stuck or flooding one, if past
-  :data:`MIN_BLAME_BYTES` (libzmq keeps 64 bytes per frame: 1-byte frames cost ~21x
+  ``WATCH_MIN_BLAME_BYTES`` (libzmq keeps 64 bytes per frame: 1-byte frames cost ~21x
   the bytes sent).
 
 The limit is ``client_limit``, or ``peer_limit`` once the connection delivered a message
@@ -62,16 +62,10 @@ from dataclasses import dataclass
 
 import zmq
 
+from ..limits import WATCH_CHECK_INTERVAL_S, WATCH_MIN_BLAME_BYTES, WATCH_RSS_TRIGGER_BYTES
+
 log = logging.getLogger("zcounter.node")
 
-#: How often the watch reads the kernel's counters: one ``getsockopt`` per connection,
-#: ~2-8 us each through ctypes (timeit, on a loaded 2-core machine), so 2,000 idle
-#: connections cost the loop at most ~16 ms per check.
-CHECK_INTERVAL_S = 0.25
-#: RSS growth since the last check that triggers one at once ...
-RSS_TRIGGER_BYTES = 32 * 1024 * 1024
-#: ... and at such a check, the most stuck or flooding connection is cut if past this.
-MIN_BLAME_BYTES = 1024 * 1024
 #: At most one log line per this long, however many connections are cut.
 LOG_INTERVAL_S = 60.0
 
@@ -204,25 +198,25 @@ class ConnectionWatch:
         return int(statm.read(64).split()[1]) * self._page
 
     def check(self, now: float, drained: bool) -> None:
-        """Cut stuck and flooding connections: every :data:`CHECK_INTERVAL_S`, or now if
-        the RSS grew by :data:`RSS_TRIGGER_BYTES` since the last check.  ``drained``:
+        """Cut stuck and flooding connections: every ``WATCH_CHECK_INTERVAL_S``, or now if
+        the RSS grew by ``WATCH_RSS_TRIGGER_BYTES`` since the last check.  ``drained``:
         this cycle read the ROUTER until it had nothing more (every complete message
         queued was read)."""
         libc = self._libc
         if libc is None:
             return
         if not self._conns:
-            self.deadline = now + CHECK_INTERVAL_S
+            self.deadline = now + WATCH_CHECK_INTERVAL_S
             return
         rss = self._rss()
-        triggered = rss - self._rss_at_check > RSS_TRIGGER_BYTES
+        triggered = rss - self._rss_at_check > WATCH_RSS_TRIGGER_BYTES
         if now < self.deadline and not triggered:
             return
-        self.deadline = now + CHECK_INTERVAL_S
+        self.deadline = now + WATCH_CHECK_INTERVAL_S
         self._rss_at_check = rss
         fresh = self.fresh
         cut: list[int] = []
-        worst, worst_fd = MIN_BLAME_BYTES, -1
+        worst, worst_fd = WATCH_MIN_BLAME_BYTES, -1
         for fd, conn in self._conns.items():
             received = libc.bytes_received(fd)
             if received is None:
