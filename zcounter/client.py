@@ -94,12 +94,14 @@ def _key(value: Any) -> str:
     try:
         return validate_key(value)
     except ProtocolError as exc:
-        raise RequestRefused(f"bad key {str(value)[:60]!r}: {exc}", "bad_request") from None
+        raise RequestRefused(f"bad key {str(value)[:60]!r}: {exc}",
+                             ErrorCode.BAD_REQUEST) from None
 
 
 def _step(by: Any) -> int:
     if type(by) is not int or not 1 <= by <= MAX_STEP:
-        raise RequestRefused(f"by must be an integer from 1 to 2**32, got {by!r}", "bad_request")
+        raise RequestRefused(f"by must be an integer from 1 to 2**32, got {by!r}",
+                             ErrorCode.BAD_REQUEST)
     return by
 
 
@@ -230,7 +232,7 @@ class Client:
         if limit is not None and limit < 0:
             raise ConfigError("limit must be zero or more")
         if prefix and len(prefix.encode("utf-8", "surrogatepass")) > 256:
-            raise RequestRefused("prefix is longer than 256 bytes", "bad_request")
+            raise RequestRefused("prefix is longer than 256 bytes", ErrorCode.BAD_REQUEST)
         after: str | None = None
         left = limit
         node = self.node
@@ -494,11 +496,15 @@ def _counts(reply: ClientReply, n: int) -> tuple[int, ...]:
 
 
 def _error_from(reply: Refused) -> Exception:
+    # ``reply.code`` is an ErrorCode already: a code this client does not know (a newer
+    # node's) never gets here, decode_reply makes it a ProtocolError that _attempt
+    # raises at once - neither retried nor sent to another node, since nothing says
+    # whether the request was applied (a second node could count it twice).
     message = f"node {reply.node}: {reply.message}"
     if reply.code is ErrorCode.INDETERMINATE:
         return Indeterminate(message, reply.node)
     if reply.code is ErrorCode.BEHIND:
-        return SessionBehind(message, reply.code.value, reply.node)
+        return SessionBehind(message, reply.code, reply.node)
     if reply.code is ErrorCode.BUSY:
-        return Busy(f"busy: {message}", reply.code.value, reply.node)
-    return RequestRefused(message, reply.code.value, reply.node)
+        return Busy(f"busy: {message}", reply.code, reply.node)
+    return RequestRefused(message, reply.code, reply.node)

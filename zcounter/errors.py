@@ -18,6 +18,49 @@ script can catch one class.  The split follows what a caller must do next:
 
 from __future__ import annotations
 
+from enum import Enum
+
+
+class ErrorCode(str, Enum):
+    """Why a node refused (or could not confirm) a request."""
+
+    #: Malformed request (bad key, field, size): certainly not applied.
+    BAD_REQUEST = "bad_request"
+    #: A total would pass 2**63-1: certainly not applied.
+    OVERFLOW = "overflow"
+    #: Too few nodes answered in time for the read level: nothing applied.
+    UNAVAILABLE = "unavailable"
+    #: The node is behind what the session has seen and could not catch up: not applied.
+    BEHIND = "behind"
+    #: Applied durably here, but the wait level was not confirmed in time.
+    INDETERMINATE = "indeterminate"
+    #: The connection's role may not do this (a peer operation from a client).
+    FORBIDDEN = "forbidden"
+    #: The node already holds as many waiting requests (``confirm``, waits and reads for
+    #: a level) as it allows for this connection or in all: certainly not applied.  Not
+    #: retried at once: waiting for held requests to end is the caller's call.
+    BUSY = "busy"
+
+    @property
+    def applied(self) -> bool:
+        """True when the request was applied despite the error."""
+        return self is ErrorCode.INDETERMINATE
+
+    @property
+    def retryable(self) -> bool:
+        """True when re-sending the same request to the same node may succeed and can
+        never count twice (nothing applied, or the request id is remembered)."""
+        return self in (ErrorCode.INDETERMINATE, ErrorCode.BEHIND, ErrorCode.UNAVAILABLE)
+
+    # A script that printed ``exc.code`` when it was a str printed ``busy``; a (str, Enum)
+    # member prints ``ErrorCode.BUSY`` from Python 3.11 on (3.10: ``busy``).  Both say
+    # the value on every version, as StrEnum (3.11+) does.
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
 
 class ZCounterError(Exception):
     """Root of every error zcounter raises on purpose."""
@@ -34,13 +77,15 @@ class ProtocolError(ZCounterError):
 class RequestRefused(ZCounterError):
     """The node refused the request; it was certainly not applied.
 
-    ``code`` is the machine-readable reason from the node's reply (``bad_request``,
-    ``overflow``, ``unavailable``, ...).
+    ``code`` is the machine-readable reason from the node's reply, an :class:`ErrorCode`
+    (a ``str`` enum, so ``exc.code == "busy"`` holds as it did when it was a string).
     """
 
-    def __init__(self, message: str, code: str = "refused", node: int | None = None) -> None:
+    def __init__(self, message: str, code: ErrorCode | str, node: int | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        #: A string is taken for the scripts that passed one (``"bad_request"``); one that
+        #: names no code raises ValueError here rather than later, where it is compared.
+        self.code = ErrorCode(code)
         self.node = node
 
 

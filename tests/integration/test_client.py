@@ -98,3 +98,18 @@ def test_bad_arguments_are_config_errors():
             list(c.keys(limit=-1))
         with pytest.raises(ConfigError):
             c.get_counts([f"k{i}" for i in range(10_001)])
+
+
+def test_an_error_code_this_client_does_not_know_stops_the_request(tmp_path):
+    """A newer node may refuse with a code this client has no member for: the client
+    raises a ProtocolError naming it, at once - no retry, no other node - since nothing
+    says whether the increment was applied."""
+    reply = echo({"ok": False, "node": 1, "error": "expired", "message": "from the future"})
+    with FakeRouter(reply) as node, FakeRouter(reply) as other:
+        config = load_config(write_config(tmp_path / "c.toml", {
+            n: ("127.0.0.1", int(r.endpoint.rsplit(":", 1)[1]), free_port())
+            for n, r in ((1, node), (2, other))}))
+        with Client(node=1, config=config, timeout=2, retries=3, failover=True) as c, \
+                pytest.raises(ProtocolError, match="'expired'"):
+            c.increment()
+        assert [m["op"] for m in node.received] == ["increment"] and other.received == []

@@ -530,7 +530,10 @@ def decode_reply(data: bytes) -> ClientReply:
     if not ok:
         error, message = obj.get("error"), obj.get("message")
         if not isinstance(message, str) or not isinstance(error, str) or error not in _CODES:
-            raise ProtocolError("error reply needs a known 'error' code and a 'message'")
+            # A code this version does not know (a newer node's) says nothing of whether
+            # the request was applied: the client stops there (zcounter.client._error_from).
+            raise ProtocolError("error reply needs a known 'error' code and a 'message' "
+                                f"(error {str(error)[:40]!r})")
         return Refused(tag, node, _CODES[error], message)
     if "status" in obj:
         if not isinstance(obj["status"], dict):

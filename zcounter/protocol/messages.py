@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple
 
+# ErrorCode is defined in zcounter.errors beside RequestRefused, which carries it: that
+# module imports nothing of the package, so it has no import cycle with the model (whose
+# Overflow is a ZCounterError).  Re-exported: the wire's messages name it from here.
+from ..errors import ErrorCode as ErrorCode
 from ..model.page import StatePage
 from ..model.pncounter import Record
 
@@ -50,38 +54,6 @@ class Level(str, Enum):
         if self is Level.LOCAL:
             return 1
         return cluster_size // 2 + 1 if self is Level.MAJORITY else cluster_size
-
-
-class ErrorCode(str, Enum):
-    """Why a node refused (or could not confirm) a request."""
-
-    #: Malformed request (bad key, field, size): certainly not applied.
-    BAD_REQUEST = "bad_request"
-    #: A total would pass 2**63-1: certainly not applied.
-    OVERFLOW = "overflow"
-    #: Too few nodes answered in time for the read level: nothing applied.
-    UNAVAILABLE = "unavailable"
-    #: The node is behind what the session has seen and could not catch up: not applied.
-    BEHIND = "behind"
-    #: Applied durably here, but the wait level was not confirmed in time.
-    INDETERMINATE = "indeterminate"
-    #: The connection's role may not do this (a peer operation from a client).
-    FORBIDDEN = "forbidden"
-    #: The node already holds as many waiting requests (``confirm``, waits and reads for
-    #: a level) as it allows for this connection or in all: certainly not applied.  Not
-    #: retried at once: waiting for held requests to end is the caller's call.
-    BUSY = "busy"
-
-    @property
-    def applied(self) -> bool:
-        """True when the request was applied despite the error."""
-        return self is ErrorCode.INDETERMINATE
-
-    @property
-    def retryable(self) -> bool:
-        """True when re-sending the same request to the same node may succeed and can
-        never count twice (nothing applied, or the request id is remembered)."""
-        return self in (ErrorCode.INDETERMINATE, ErrorCode.BEHIND, ErrorCode.UNAVAILABLE)
 
 
 # --------------------------------------------------------------------------- client side
