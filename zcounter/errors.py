@@ -1,11 +1,13 @@
 """The exception hierarchy: one root, split by who is at fault and what is known.
 
 Every error the package raises on purpose derives from :class:`ZCounterError`, so a
-script can catch one class.  The split follows what a caller must do next:
+script can catch one class (tests/test_errors.py walks the package to hold this).  The
+split follows what a caller must do next:
 
 * :class:`ConfigError` - the cluster file, a flag or the environment is wrong; fix it.
 * :class:`ProtocolError` - bytes from a peer or a client that are not a valid message.
-* :class:`RequestRefused` - the node answered and definitely did not apply the request.
+* :class:`RequestRefused` - the node answered and definitely did not apply the request;
+  ``code`` is an :class:`ErrorCode`, which says whether a retry may help.
 * :class:`Unavailable` - no answer in time; an increment may or may not have been applied.
 * :class:`Indeterminate` - the node applied the increment but could not reach the asked
   replication level in time; it may still spread.  Never a plain failure.
@@ -14,6 +16,29 @@ script can catch one class.  The split follows what a caller must do next:
   connection or in all); nothing was applied.  Wait for earlier requests, then retry.
 * :class:`AuthenticationError` - CurveZMQ: the node refused this client's key, or the
   client could not authenticate the node (wrong public key in the cluster file).
+
+Defined beside the code that raises them (this module imports nothing of the package,
+so each of those may import it):
+
+* :class:`zcounter.model.pncounter.Overflow` (also a ``ValueError``) - a step or merge
+  would take a total past 2**63-1; nothing changed.  The node answers ``overflow``.
+* :class:`zcounter.protocol.codec.Forbidden` (a ProtocolError) - a client's connection
+  asked for a peer operation.
+* :class:`zcounter.protocol.resp.framing.FrameError` and
+  :class:`zcounter.protocol.resp.session.BadArgument` (ProtocolErrors) - a Redis client's
+  stream is not a command the door takes / an argument is refused; each is answered
+  with Redis's error text.
+* :class:`zcounter.runtime.storage.StorageError` and
+  :class:`zcounter.runtime.storage.log.LogError` - the disk failed; the node stops
+  without acknowledging anything more (fail-stop).
+* ``zcounter.runtime.resp._EncryptedKey`` (a ConfigError) and
+  :class:`zcounter.bench.report.NotMeasured` - internal signals, caught where raised.
+
+Not ZCounterErrors, on purpose: :class:`zcounter.sim.oracle.SimFailure` and
+:class:`zcounter.fuzz.targets.TargetFailed` subclass ``AssertionError``: they report a bug
+*in zcounter* found by the simulator or a fuzz target, not a condition a caller handles:
+pytest shows them as failures, and code that catches ZCounterError around client calls
+(``zcounter.fuzz.live``, ``tests/faults/agent.py``) must never swallow one.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ..errors import ZCounterError
 from .measure import median, ratio
 
 Results = dict[str, Any]
@@ -23,7 +24,7 @@ Results = dict[str, Any]
 MIB = 1024 * 1024
 
 
-class NotMeasured(Exception):
+class NotMeasured(ZCounterError):
     """This run has no figure for a target (the reason is the message)."""
 
 

@@ -72,6 +72,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from ..errors import ZCounterError
+
 MAX_TOTAL = 2**63 - 1
 #: Largest step of one increment or decrement request.
 MAX_STEP = 2**32
@@ -87,7 +89,7 @@ ZERO: Record = (0, 0, 0, 0)
 _SLOT_RE = re.compile(r"([1-9][0-9]{0,8})\.([0-9a-f]{12})")
 
 
-class Overflow(ValueError):
+class Overflow(ZCounterError, ValueError):
     """A step or a merge would take a total past ``MAX_TOTAL``; nothing was changed."""
 
 

@@ -155,8 +155,9 @@ def _no_passphrase() -> NoReturn:
     raise _EncryptedKey
 
 
-class _EncryptedKey(Exception):
-    pass
+class _EncryptedKey(ConfigError):
+    """Raised through OpenSSL's passphrase callback, turned into a ConfigError that
+    names the file at once (:func:`tls_context`)."""
 
 
 def tls_context(config: ClusterConfig) -> ssl.SSLContext | None:

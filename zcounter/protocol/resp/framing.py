@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from ...errors import ProtocolError
 from ...limits import RESP_MAX_HEADER_BYTES
 from .refusals import Refusal
 
@@ -39,7 +40,7 @@ _BLANK = _CRLF  # bytes skipped between commands
 _INT = re.compile(rb"0|-?[1-9][0-9]{0,18}")
 
 
-class FrameError(Exception):
+class FrameError(ProtocolError):
     """The stream is not a command the door takes; ``str()`` is Redis's error text
     (without its ``ERR`` code).  ``cause`` says which bound or rule, for the counters."""
 

@@ -144,7 +144,7 @@ class RespClient(NamedTuple):
     conn: int
 
 
-class BadArgument(Exception):
+class BadArgument(ProtocolError):
     """An argument the command refuses; its text is the Redis error to answer with."""
 
 

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import ConfigError
+from ...errors import ConfigError, ZCounterError
 from ...protocol.messages import RidEntry
 from ...protocol.outputs import Persist
 from . import records
@@ -57,7 +57,7 @@ HANDOVER_KEYS = 65_536
 __all__ = ["DB_NAME", "SEGMENT_SIZE", "LogError", "Storage", "StorageError"]
 
 
-class StorageError(Exception):
+class StorageError(ZCounterError):
     """Durable storage failed; the node must stop without acknowledging anything more."""
 
 

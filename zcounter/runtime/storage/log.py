@@ -45,6 +45,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ...errors import ZCounterError
 from .fileio import Files
 
 _HEADER = struct.Struct("<IIQ")
@@ -56,7 +57,7 @@ SUFFIX = ".log"
 REUSE_NAME = f"{PREFIX}reuse{SUFFIX}"
 
 
-class LogError(Exception):
+class LogError(ZCounterError):
     """The log cannot be written (the node must stop: fail-stop)."""
 
 
