@@ -21,7 +21,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import orjson
 
-from . import __version__
+from ._version import __version__
 from .client import Client
 from .config import ClusterConfig, default_cluster, load_config
 from .errors import ConfigError, Indeterminate, ProtocolError, ZCounterError

@@ -16,7 +16,7 @@ import click
 import orjson
 import zmq
 
-from .. import __version__
+from .._version import __version__
 from .floor import commit_costs
 from .keys import DISTRIBUTIONS, ZIPF_EXPONENT, KeySpec
 from .progress import Progress

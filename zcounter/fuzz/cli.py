@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from .inproc import InprocReport, run_inproc
 from .live import LIVE_DOORS, RunReport, run_live, triage
 from .regressions import REGRESSIONS, save

@@ -39,7 +39,7 @@ from typing import cast
 
 import zmq
 
-from .. import __version__
+from .._version import __version__
 from ..config import ClusterConfig
 from ..errors import ConfigError, ProtocolError
 from ..limits import (

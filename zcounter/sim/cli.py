@@ -7,7 +7,7 @@ import time
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from .driver import DEFAULT_STEPS, SimResult, run_seed
 from .oracle import short
 
