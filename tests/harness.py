@@ -21,7 +21,6 @@ curve=(cert, server public key file))`` speaks CurveZMQ.
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import subprocess
 import sys
@@ -35,10 +34,11 @@ from typing import Any, TypeVar
 import orjson
 import zmq
 
+import zcounter.localcluster
 from zcounter import Client, RequestRefused, ZCounterError
-from zcounter.config import ClusterConfig, load_config
-from zcounter.localcluster import ClusterKeys, curve_client, make_keys
-from zcounter.procs import free_port, stop_processes
+from zcounter.config import NodeAddress
+from zcounter.localcluster import curve_client, write_cluster_file
+from zcounter.procs import free_port
 
 T = TypeVar("T")
 
@@ -81,24 +81,12 @@ def write_config(path: Path, nodes: dict[int, tuple[str, int, int]],
                  settings: dict[str, Any] | None = None,
                  extra: Mapping[int, Mapping[str, str]] | None = None,
                  security: Mapping[str, str] | None = None) -> Path:
-    """Write a cluster file: ``nodes`` maps id -> (host, router port, pub port);
+    """Write a cluster file by hand: ``nodes`` maps id -> (host, router port, pub port);
     ``extra`` adds fields to a node's table (``resp``, ``metrics``); ``security`` is the
-    ``[security]`` table."""
-    lines = []
-    for node_id, (host, rport, pport) in sorted(nodes.items()):
-        lines += [f"[nodes.{node_id}]", f'router = "tcp://{host}:{rport}"',
-                  f'pub = "tcp://{host}:{pport}"']
-        lines += [f"{k} = {v!r}" for k, v in (extra or {}).get(node_id, {}).items()]
-        lines.append("")
-    if settings:
-        lines.append("[settings]")
-        lines += [f"{k} = {v!r}" for k, v in settings.items()]
-        lines.append("")
-    if security:
-        lines.append("[security]")
-        lines += [f"{k} = {v!r}" for k, v in security.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    ``[security]`` table (the package's writer, :func:`write_cluster_file`)."""
+    addresses = {i: NodeAddress(i, f"tcp://{host}:{rport}", f"tcp://{host}:{pport}")
+                 for i, (host, rport, pport) in nodes.items()}
+    return write_cluster_file(path, addresses, settings, security=security, node_fields=extra)
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -222,8 +210,11 @@ class FakeRouter:
         self.close()
 
 
-class LocalCluster:
-    """N real node processes on loopback.  Use as a context manager."""
+class LocalCluster(zcounter.localcluster.LocalCluster):
+    """The package's launcher (:class:`zcounter.localcluster.LocalCluster`) with what only
+    tests need: quicker timers, node logs shown when a test fails, starts that wait until
+    the node answers, pausing nodes, clients, and helpers that read and compare the
+    nodes' states.  Use as a context manager."""
 
     def __init__(self, root: Path, n: int = 3, settings: dict[str, Any] | None = None,
                  env: dict[str, str] | None = None, resp: bool = False,
@@ -232,97 +223,37 @@ class LocalCluster:
         """``resp`` / ``metrics``: give every node a Redis-protocol door / a metrics
         endpoint on free loopback ports (:meth:`resp_port`, :meth:`metrics_url`).
         ``secure``: curve mode, keys under ``root/keys`` (:attr:`keys`)."""
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
         CLUSTER_ROOTS.append(root)
-        self.ids = list(range(1, n + 1))
-        nodes = {i: ("127.0.0.1", free_port(), free_port()) for i in self.ids}
-        extra: dict[int, dict[str, str]] = {i: {} for i in self.ids}
-        for i in self.ids:
-            if resp:
-                extra[i]["resp"] = f"tcp://127.0.0.1:{free_port()}"
-            if metrics:
-                extra[i]["metrics"] = f"127.0.0.1:{free_port()}"
-        #: The key files in curve mode (``secure``), else None.
-        self.keys: ClusterKeys | None = None
-        if secure:
-            self.keys = make_keys(root / "keys", self.ids)
-            for i in self.ids:
-                # Relative to the cluster file, as a user writes them.
-                extra[i]["public_key"] = f"keys/node{i}.key"
-            security = {"mode": "curve", "clients": "keys/clients", **(security or {})}
-        self.config_path = write_config(root / "cluster.toml", nodes,
-                                        FAST_SETTINGS if settings is None else settings,
-                                        extra, security)
-        self.config: ClusterConfig = load_config(self.config_path)
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.env = {**os.environ, **(env or {})}
+        super().__init__(root, n, FAST_SETTINGS if settings is None else settings, env,
+                         resp, metrics, secure, security)
+        #: Nodes paused (SIGSTOP) and not resumed: not :meth:`live`.
         self.stopped: set[int] = set()
 
-    def data_dir(self, node: int) -> Path:
-        return self.root / f"node-{node}"
-
-    def log_path(self, node: int) -> Path:
-        return self.root / f"node-{node}.log"
-
-    def command(self, node: int) -> list[str]:
-        cmd = [sys.executable, "-m", "zcounter.cli", "node", "--id", str(node),
-               "--config", str(self.config_path), "--data-dir", str(self.data_dir(node))]
-        if self.keys is not None:
-            cmd += ["--secret-key", str(self.keys.nodes[node][1])]
-        return cmd
-
-    @property
-    def cert(self) -> Path | None:
-        """The client's secret certificate (curve mode), else None."""
-        return self.keys.cert() if self.keys is not None else None
-
-    def curve(self, node: int, cert: Path | None = None) -> tuple[Path, Path] | None:
-        """What :class:`RawDealer` needs to reach ``node`` in curve mode: (``cert``,
-        default the client's, and the node's public key file); None in none mode."""
-        if self.keys is None:
-            return None
-        return cert or self.keys.cert(), self.keys.nodes[node][0]
-
-    def start(self, node: int, wait: bool = True) -> None:
-        log = open(self.log_path(node), "ab")  # noqa: SIM115 - owned by the process
-        self.procs[node] = subprocess.Popen(self.command(node), stdout=log, stderr=log,
-                                            env=self.env, start_new_session=True)
-        log.close()
+    def start(self, node: int, wait: bool = True) -> subprocess.Popen[bytes]:
+        proc = super().start(node)
         self.stopped.discard(node)
         if wait:
             self.wait_ready(node)
+        return proc
 
-    def start_all(self) -> LocalCluster:
-        """Start every node; return once each answers and has completed its bootstrap
-        (a node started with an empty directory, as all are here, holds requests for a
-        peer's answer, and refuses to list keys, until its first repair completes)."""
-        for node in self.ids:
-            self.start(node, wait=False)
-        for node in self.ids:
-            self.wait_ready(node)
+    def start_all(self, timeout_s: float = 15.0, together: bool = True) -> dict[int, float]:
+        """Start every node (all at once); return once each answers and has completed its
+        bootstrap (a node started with an empty directory, as all are here, holds
+        requests for a peer's answer, and refuses to list keys, until its first repair
+        completes)."""
+        ready = super().start_all(timeout_s, together)
         wait_for(lambda: not any(self.status(n)["bootstrapping"] for n in self.ids), 15.0,
                  what="every node to complete its bootstrap")
-        return self
+        return ready
 
-    def wait_ready(self, node: int, timeout: float = 15.0) -> None:
-        def ready() -> bool:
-            proc = self.procs[node]
-            if proc.poll() is not None:
-                raise AssertionError(f"node {node} exited with {proc.returncode}:\n"
-                                     + self.log_path(node).read_text()[-3000:])
-            with self.client(node, timeout=0.3, retries=0) as c:
-                c.status(node)
-            return True
-        wait_for(ready, timeout, what=f"node {node} to answer")
+    def wait_ready(self, node: int, timeout_s: float = 15.0,
+                   started: float | None = None) -> float:
+        return super().wait_ready(node, timeout_s, started)
 
     def client(self, node: int | None = None, **kw: Any) -> Client:
         if self.cert is not None:
             kw.setdefault("cert", self.cert)
         return Client(node=node, config=self.config, **kw)
-
-    def router(self, node: int) -> str:
-        return self.config.node(node).router
 
     def resp_port(self, node: int) -> int:
         """The port of ``node``'s Redis-protocol door (the cluster needs ``resp=True``)."""
@@ -450,12 +381,6 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ faults
 
-    def kill(self, node: int, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs[node]
-        proc.send_signal(sig)
-        if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
-            proc.wait(timeout=10)
-
     def pause(self, node: int) -> None:
         self.procs[node].send_signal(signal.SIGSTOP)
         self.stopped.add(node)
@@ -463,9 +388,6 @@ class LocalCluster:
     def resume(self, node: int) -> None:
         self.procs[node].send_signal(signal.SIGCONT)
         self.stopped.discard(node)
-
-    def stop_all(self) -> None:
-        stop_processes(self.procs.values())
 
     def cli(self, *args: str, timeout: float = 2.0) -> subprocess.CompletedProcess[str]:
         """Run ``zcounter client`` as a user would, against this cluster's config (in
@@ -476,12 +398,6 @@ class LocalCluster:
              "--timeout", str(timeout), *cert, *args],
             capture_output=True, text=True, timeout=60, env=self.env, check=False)
 
-    def __enter__(self) -> LocalCluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_all()
-
 
 def _value(state: Mapping[str, Sequence[int]]) -> int:
     return sum(r[0] - r[2] - r[1] + r[3] for r in state.values())
@@ -491,7 +407,8 @@ def _value(state: Mapping[str, Sequence[int]]) -> int:
 def running_cluster(root: Path, n: int = 3, **kw: Any) -> Iterator[LocalCluster]:
     cluster = LocalCluster(root, n, **kw)
     try:
-        yield cluster.start_all()
+        cluster.start_all()
+        yield cluster
     finally:
         cluster.stop_all()
 

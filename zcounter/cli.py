@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +23,7 @@ from ._version import __version__
 from .client import Client
 from .config import ClusterConfig, default_cluster, load_config
 from .errors import ConfigError, Indeterminate, ProtocolError, ZCounterError
-from .procs import stop_processes
+from .localcluster import NodeProcesses
 from .protocol.codec import validate_key, validate_rid
 from .protocol.messages import DEFAULT_KEY, Level
 
@@ -364,25 +362,22 @@ def cluster_main(config_path: str | None, data_home: Path | None, secure: bool) 
     env = dict(os.environ)
     if config_path:
         env["ZCOUNTER_CONFIG"] = str(Path(config_path).resolve())
-    procs: dict[int, subprocess.Popen[bytes]] = {}
+    # No --config on the nodes' command lines: they read the file from the environment.
+    nodes = NodeProcesses(None, sorted(config.nodes), env,
+                          data_dirs={n: data_home / f"node-{n}" for n in config.nodes}
+                          if data_home is not None else None, secret_keys=secrets)
+    code = _run_foreground(nodes)
+    click.echo("[cluster] all nodes stopped", err=True)
+    sys.exit(code)
 
-    def pump(node: int, stream: Any) -> None:
-        for line in iter(stream.readline, b""):
-            sys.stderr.write(f"[node {node}] {line.decode(errors='replace')}")
-            sys.stderr.flush()
 
-    pumps = []
-    for node in sorted(config.nodes):
-        cmd = [sys.executable, "-m", "zcounter.cli", "node", "--id", str(node)]
-        if data_home is not None:
-            cmd += ["--data-dir", str(data_home / f"node-{node}")]
-        if node in secrets:
-            cmd += ["--secret-key", str(secrets[node])]
-        procs[node] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        t = threading.Thread(target=pump, args=(node, procs[node].stdout), daemon=True)
-        t.start()
-        pumps.append(t)
+def _run_foreground(nodes: NodeProcesses) -> int:
+    """Start every node, relay their output, and stop them all at SIGINT / SIGTERM or
+    when one exits (then the exit code is 1)."""
+    relays = []
+    for node in nodes.ids:
+        nodes.start(node)
+        relays.append(nodes.relay(node, sys.stderr))
 
     stopping = False
 
@@ -395,20 +390,18 @@ def cluster_main(config_path: str | None, data_home: Path | None, secure: bool) 
     code = 0
     try:
         while not stopping:
-            for node, proc in procs.items():
-                if proc.poll() is not None:
-                    click.echo(f"[cluster] node {node} exited with code {proc.returncode}; "
-                               "stopping the others", err=True)
-                    code = EXIT_FAILED
-                    stopping = True
-                    break
+            exited = nodes.first_exit()
+            if exited is not None:
+                click.echo(f"[cluster] node {exited[0]} exited with code {exited[1]}; "
+                           "stopping the others", err=True)
+                code = EXIT_FAILED
+                break
             time.sleep(0.1)
     finally:
-        stop_processes(procs.values(), grace_s=5.0)
-        for t in pumps:
-            t.join(timeout=1.0)
-    click.echo("[cluster] all nodes stopped", err=True)
-    sys.exit(code)
+        nodes.stop_all(grace_s=5.0)
+        for relay in relays:
+            relay.join(timeout=1.0)
+    return code
 
 
 def make_secure_cluster(home: Path) -> tuple[Path, dict[int, Path], Path]:

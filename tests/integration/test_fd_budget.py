@@ -50,7 +50,8 @@ class LowLimitCluster(LocalCluster):
 def low_limit_node(root: Path, soft: int, hard: int) -> Iterator[LowLimitCluster]:
     cluster = LowLimitCluster(root, soft, hard)
     try:
-        yield cluster.start_all()
+        cluster.start_all()
+        yield cluster
     finally:
         cluster.stop_all()
 

@@ -91,10 +91,10 @@ class BenchCluster(LocalCluster):
         if ch is not None:
             ch.close()
 
-    def stop_all(self) -> None:
+    def stop_all(self, grace_s: float = 10.0) -> None:
         for node in list(self._channels):
             self.close_channel(node)
-        super().stop_all()
+        super().stop_all(grace_s)
 
 
 @dataclass
