@@ -127,7 +127,11 @@ def _beside(cluster_file: Path, path: Path) -> str:
 
 
 def _toml_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # A literal string ('...': no escapes, so a Windows path or a regex is as written)
+    # where it can be one; the tests edit cluster files by the quoted text.
+    if "'" not in value and "\n" not in value:
+        return f"'{value}'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def node_command(node_id: int, config_path: Path | None, data_dir: Path | None = None,
@@ -216,10 +220,13 @@ class NodeProcesses:
     def log_path(self, node: int) -> Path | None:
         return self._logs.get(node)
 
+    def secret_key(self, node: int) -> Path | None:
+        return self._secret_keys.get(node)
+
     def command(self, node: int) -> list[str]:
         """The node's command line (a subclass may wrap it, e.g. in ``prlimit``)."""
         return node_command(node, self.config_path, self.data_dir(node),
-                            self._secret_keys.get(node))
+                            self.secret_key(node))
 
     def start(self, node: int) -> subprocess.Popen[bytes]:
         """Start ``node``; returns at once."""
@@ -306,11 +313,7 @@ class LocalCluster(NodeProcesses):
         config_path = write_cluster_file(root / "cluster.toml", self.nodes, settings,
                                          self.keys, security)
         self.config: ClusterConfig = load_config(config_path)
-        super().__init__(config_path, ids, env,
-                         data_dirs={i: root / f"node-{i}" for i in ids},
-                         secret_keys={i: keys[1] for i, keys in self.keys.nodes.items()}
-                         if self.keys is not None else None,
-                         logs={i: root / f"node-{i}.log" for i in ids})
+        super().__init__(config_path, ids, env)
 
     def router(self, node: int) -> str:
         return self.nodes[node].router
@@ -323,6 +326,10 @@ class LocalCluster(NodeProcesses):
 
     def log_path(self, node: int) -> Path:
         return self.root / f"node-{node}.log"
+
+    def secret_key(self, node: int) -> Path | None:
+        # Read at each start: a key rotation replaces ``keys`` between restarts.
+        return self.keys.nodes[node][1] if self.keys is not None else None
 
     @property
     def cert(self) -> Path | None:
