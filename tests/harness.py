@@ -1,8 +1,10 @@
 """Start and tear down real zcounter node processes for tests.
 
 Every node is a real ``python -m zcounter.cli node`` process on loopback ports chosen
-free at start, with its own data directory and log file under the test's tmp dir.
-Waiting is polling with a deadline, never a fixed sleep.
+free at start, with its own data directory and log file under the test's tmp dir,
+started by the package's launcher (:mod:`zcounter.localcluster`, which the CLI and the
+benchmark use too); :class:`LocalCluster` here adds only what tests need.  Waiting is
+polling with a deadline, never a fixed sleep.
 
 Reading a cluster: :meth:`LocalCluster.count` / :meth:`~LocalCluster.counts` read one key
 (``default`` unless named), :meth:`~LocalCluster.get_counts` many keys from one node,
