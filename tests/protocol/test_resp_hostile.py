@@ -169,11 +169,11 @@ def test_blank_lines_are_never_kept(d: Door3) -> None:
 
 def test_an_exception_in_a_command_closes_that_connection_only(
         d: Door3, monkeypatch: pytest.MonkeyPatch) -> None:
-    from zcounter.protocol.resp import session as session_mod
+    from zcounter.protocol.resp import dispatch
 
     def boom(self: Session, words: list[bytes], slot: Any) -> None:
         raise MemoryError("boom")
-    monkeypatch.setitem(session_mod._HANDLERS, "echo", boom)
+    monkeypatch.setitem(dispatch.HANDLERS, "echo", boom)
     bad, good = d.session(), d.session()
     bad.receive(cmd("INCR", "a") + cmd("ECHO", "x") + cmd("INCR", "a"), d.link.now)
     d.pump(rounds=3)
@@ -187,11 +187,11 @@ def test_an_exception_in_a_command_closes_that_connection_only(
 
 def test_an_exception_in_an_answer_closes_that_connection_only(
         d: Door3, monkeypatch: pytest.MonkeyPatch) -> None:
-    from zcounter.protocol.resp import session as session_mod
+    from zcounter.protocol.resp import counters
 
     def boom(*args: Any) -> bytes:
         raise ValueError("bad answer")
-    monkeypatch.setattr(session_mod, "_count_reply", boom)
+    monkeypatch.setattr(counters, "count_reply", boom)
     s = d.session()
     s.receive(cmd("INCR", "a") + cmd("PING"), d.link.now)
     d.pump(rounds=3)
@@ -294,8 +294,8 @@ def test_commands_behind_a_wait_run_once_it_is_answered(d: Door3) -> None:
 
 def test_waits_past_the_node_budget_are_refused_and_closed_ones_stay_charged(
         d: Door3, monkeypatch: pytest.MonkeyPatch) -> None:
-    from zcounter.protocol.resp import session as session_mod
-    monkeypatch.setattr(session_mod, "RESP_MAX_WAIT_CONFIRMS_PER_NODE", 150)
+    from zcounter.protocol.resp import door as door_mod
+    monkeypatch.setattr(door_mod, "RESP_MAX_WAIT_CONFIRMS_PER_NODE", 150)
     d.link.cut |= {(1, 2), (2, 1), (1, 3), (3, 1)}
     door = d.doors[1]
     one, two = d.session(), d.session()
