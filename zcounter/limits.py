@@ -199,6 +199,13 @@ RESP_MAX_PIPELINE = 1024
 #: Core requests one connection hands to the core per poll cycle: a DEL of 10,000 keys
 #: (10,001 requests) is spread over 10 cycles, so other connections are served between.
 RESP_MAX_REQUESTS_PER_CYCLE = 1024
+#: Core requests one connection may have queued, not yet handed to the core, before the
+#: runtime stops reading it (``Session.backlog`` then counts as full).  Commands in flight
+#: alone did not bound them: 1,024 pipelined DELs of 1,000 keys queued 1,025,024 requests
+#: and their answer handlers, 648 MB (tracemalloc, this 2-core machine), since the core
+#: takes 1,024 a cycle while a cycle reads up to 4 x 64 KiB.  Past the bound, one read
+#: more can add at most ~8,400 (64 KiB of DELs of 1,000 two-byte keys).
+RESP_MAX_QUEUED_REQUESTS = 4 * RESP_MAX_REQUESTS_PER_CYCLE
 #: SCAN cursors a connection may hold open (the least recently used is forgotten first).
 RESP_MAX_CURSORS = 64
 #: Keys a connection may write between WAITs that confirm them everywhere: one WAIT asks

@@ -252,6 +252,23 @@ def test_one_connection_hands_the_core_a_bounded_number_of_requests_per_cycle(
     assert len(third) == n + 1  # a command's requests stay in one batch
 
 
+def test_a_connection_with_many_requests_queued_counts_as_full(d: Door3) -> None:
+    """Commands in flight alone do not bound the requests they make: DELs of 1,000 keys
+    are 1,001 requests each.  Past RESP_MAX_QUEUED_REQUESTS the session says it is full,
+    so the runtime stops reading it until the core has taken them (issue 20)."""
+    s = d.session()
+    dels = cmd("DEL", *(f"k{i:04d}" for i in range(1000)))
+    n = 0
+    while s.backlog < L.RESP_MAX_PIPELINE:  # what the runtime does: read while not full
+        s.receive(dels, d.link.now)
+        n += 1
+    assert n == 5 and len(s.requests) == 5 * 1001 >= L.RESP_MAX_QUEUED_REQUESTS
+    d.pump(rounds=3)  # the core takes 1,024 a cycle
+    assert len(s.requests) < L.RESP_MAX_QUEUED_REQUESTS and s.backlog < L.RESP_MAX_PIPELINE
+    d.pump()
+    assert parse(s.take_output(d.link.now)) == [0] * 5 and s.backlog == 0
+
+
 def test_wrong_passwords_close_the_connection_after_the_bound() -> None:
     d = Door3(password=b"s3cret")
     s = d.session()

@@ -70,6 +70,7 @@ from ...limits import (
     RESP_MAX_CURSORS,
     RESP_MAX_INPUT_BYTES_PER_NODE,
     RESP_MAX_PIPELINE,
+    RESP_MAX_QUEUED_REQUESTS,
     RESP_MAX_REQUESTS_PER_CYCLE,
     RESP_MAX_UNAUTHENTICATED_ARGUMENT_BYTES,
     RESP_MAX_UNAUTHENTICATED_ARGUMENTS,
@@ -263,8 +264,12 @@ class Session:
     def backlog(self) -> int:
         """Commands taken and not yet answered (the runtime pauses reading past
         :data:`MAX_PIPELINE`).  A session blocked in WAIT counts as full: nothing more is
-        read from a client blocked in WAIT, as in Redis."""
-        return MAX_PIPELINE if self._blocked is not None else len(self.fifo)
+        read from a client blocked in WAIT, as in Redis; so does one with more than
+        ``RESP_MAX_QUEUED_REQUESTS`` requests not yet handed to the core (a few DELs of
+        many keys are many requests)."""
+        if self._blocked is not None or len(self.requests) >= RESP_MAX_QUEUED_REQUESTS:
+            return MAX_PIPELINE
+        return len(self.fifo)
 
     # ------------------------------------------------------------------ output
 
