@@ -190,6 +190,11 @@ RESP_MAX_PATTERN_BYTES = 1024
 #: between stars, resp/glob.py ``is_slow``): at the measured worst, 43 us a key, a page
 #: costs the loop 43 ms (10,000 keys, the page of other patterns: 0.43 s).
 RESP_MAX_SLOW_MATCH_PAGE = 1000
+#: Bytes of one KEYS reply.  KEYS gathers every page before it answers, so its reply was
+#: bounded only by the keyspace (10M keys: GBs built before the runtime cut the connection
+#: at its output bound); past this it answers an error instead (use SCAN), the connection
+#: stays.  The same figure as ``RESP_MAX_OUTPUT_BYTES``: a longer reply was never sent.
+RESP_MAX_KEYS_REPLY_BYTES = 64 * 1024 * 1024
 #: Bytes of a connection name (CLIENT SETNAME, HELLO SETNAME) and of each client-info
 #: string (CLIENT SETINFO LIB-NAME / LIB-VER), kept for the connection's life.
 RESP_MAX_CLIENT_STRING_BYTES = 256

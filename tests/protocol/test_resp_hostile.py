@@ -212,6 +212,22 @@ def test_a_long_pattern_is_refused_and_the_connection_stays(d: Door3) -> None:
     assert replies[-1] == b"PONG" and not s.closing
 
 
+def test_a_keys_reply_past_its_bound_is_an_error_and_the_connection_stays(
+        d: Door3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KEYS gathers every page before it answers: its reply is bounded (issue 20), the
+    pages stop there, and SCAN is named instead."""
+    from zcounter.protocol.resp import keyspace
+    monkeypatch.setattr(keyspace, "RESP_MAX_KEYS_REPLY_BYTES", 110)
+    s = d.session()
+    d.run(s, b"".join(cmd("INCR", f"key{i:02d}") for i in range(20)))
+    replies = d.run(s, cmd("KEYS", "key0*") + cmd("KEYS", "*") + cmd("PING"))
+    assert replies[0] == [f"key0{i}".encode() for i in range(10)]  # 110 bytes: fits
+    assert errors(replies) == ["ERR KEYS reply too large: more than 110 bytes, the most "
+                               "zcounter sends as one reply; use SCAN"]
+    assert replies[2] == b"PONG" and not s.closing
+    assert d.doors[1].refused[Refusal.KEYS_REPLY_BYTES] == 1
+
+
 def test_connection_names_and_client_info_are_bounded(d: Door3) -> None:
     s = d.session()
     long = b"n" * (L.RESP_MAX_CLIENT_STRING_BYTES + 1)

@@ -5,14 +5,19 @@ A page lists at most ``MAX_PAGE`` keys, ``RESP_MAX_SLOW_MATCH_PAGE`` when the pa
 slow to match; ``SCAN`` answers one page per call, its cursor a node-wide number mapped to
 the last key listed (at most ``RESP_MAX_CURSORS`` per connection, the least recently made
 forgotten); ``KEYS`` asks for page after page, each after the previous one's commit, as
-``SCAN`` would (no snapshot).
+``SCAN`` would (no snapshot), its reply at most ``RESP_MAX_KEYS_REPLY_BYTES``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...limits import RESP_MAX_CURSORS, RESP_MAX_PATTERN_BYTES, RESP_MAX_SLOW_MATCH_PAGE
+from ...limits import (
+    RESP_MAX_CURSORS,
+    RESP_MAX_KEYS_REPLY_BYTES,
+    RESP_MAX_PATTERN_BYTES,
+    RESP_MAX_SLOW_MATCH_PAGE,
+)
 from ..codec import MAX_PAGE
 from ..messages import ClientReply, KeysPage, ListKeys, Refused
 from . import arguments as A
@@ -78,20 +83,32 @@ def keys(s: Session, words: list[bytes], slot: Slot) -> None:
     prefix = literal_prefix(pattern)
     match = compile_glob(pattern)
     size = _page(pattern)
-    found: list[bytes] = []
+    # The reply's elements, encoded as they come (R.bulk_array's bytes): what is kept
+    # between pages is the reply itself, bounded by RESP_MAX_KEYS_REPLY_BYTES.
+    body = bytearray()
+    found = 0
 
     def page(reply: ClientReply) -> bytes | None:
+        nonlocal found
         if isinstance(reply, Refused):
             return refusal(reply)
         assert isinstance(reply, KeysPage)
-        found.extend(k.encode() for k, _ in reply.entries if match(k))
+        for k, _ in reply.entries:
+            if match(k):
+                raw = k.encode()
+                body.extend(b"$%d\r\n%s\r\n" % (len(raw), raw))
+                found += 1
+        if len(body) > RESP_MAX_KEYS_REPLY_BYTES:
+            s.door.refuse(Refusal.KEYS_REPLY_BYTES)
+            return R.error(f"ERR KEYS reply too large: more than {RESP_MAX_KEYS_REPLY_BYTES} "
+                           "bytes, the most zcounter sends as one reply; use SCAN")
         if reply.more and reply.entries and not s.closed:
             # The next page is asked for after this one's commit: KEYS walks the
             # keyspace in pages like SCAN (no snapshot), 10,000 keys a batch.
             last = reply.entries[-1][0]
             s.ask(slot, lambda t: ListKeys(t, prefix, last, size), page)
             return None
-        return R.bulk_array(found)
+        return b"*%d\r\n" % found + body
     s.ask(slot, lambda t: ListKeys(t, prefix, None, size), page)
 
 
