@@ -73,11 +73,17 @@ import zmq
 from ..config import ClusterConfig
 from ..errors import ConfigError
 from ..limits import (
+    RESP_ACCEPTS_PER_CYCLE,
     RESP_AUTH_FAILURE_DELAY_S,
     RESP_MAX_AUTH_FAILURES,
     RESP_MAX_CLIENTS,
+    RESP_MAX_OUTPUT_BYTES,
+    RESP_PAUSE_OUTPUT_BYTES,
+    RESP_READ_BYTES,
+    RESP_READS_PER_CYCLE,
     RESP_TLS_HANDSHAKE_TIMEOUT_S,
     RESP_TLS_LOG_INTERVAL_S,
+    RESP_TLS_SEND_BYTES,
 )
 from ..protocol.messages import ClientReply
 from ..protocol.node import NodeCore
@@ -87,19 +93,13 @@ from .fdbudget import RESOURCE_ERRNOS, AcceptBackoff, Rejection, Throttled
 
 log = logging.getLogger("zcounter.node")
 
-#: Bytes read from one connection per poll cycle at most (fairness between clients, and
-#: the slack of the command-size bound).
-READ_BYTES = 64 * 1024
-READS_PER_CYCLE = 4
-#: Above this much unsent output a connection is not read (backpressure).
-PAUSE_OUTPUT_BYTES = 1024 * 1024
-#: Above this much unsent output a connection is closed at once: only one huge reply
-#: (KEYS of millions of keys) can get here, since reading pauses far below it.
-MAX_OUTPUT_BYTES = 64 * 1024 * 1024
-#: Connections accepted per poll cycle at most.
-ACCEPTS_PER_CYCLE = 64
-#: Bytes handed to one ``SSL_write`` at most (four full TLS records).
-TLS_SEND_BYTES = 64 * 1024
+# The door's bounds, under this module's names (tests patch them here): zcounter.limits.
+READ_BYTES = RESP_READ_BYTES
+READS_PER_CYCLE = RESP_READS_PER_CYCLE
+PAUSE_OUTPUT_BYTES = RESP_PAUSE_OUTPUT_BYTES
+MAX_OUTPUT_BYTES = RESP_MAX_OUTPUT_BYTES
+ACCEPTS_PER_CYCLE = RESP_ACCEPTS_PER_CYCLE
+TLS_SEND_BYTES = RESP_TLS_SEND_BYTES
 
 _ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):([0-9]{1,5})$")
 _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)

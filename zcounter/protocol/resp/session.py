@@ -39,18 +39,29 @@ connection wrote and no node is yet known to hold everywhere).  A handler checks
 arguments (:mod:`.arguments`), then fills its :class:`~.answers.Slot` or asks the core
 through :meth:`Session.ask`; this class holds the connection's state and does the rest.
 
-Limits (all in :mod:`zcounter.limits`, RESP section; see README "Limits"):
+Limits: what one connection makes the door hold or do, each bounded by a figure of
+:mod:`zcounter.limits` (RESP section; see README "Limits"), checked one by one for issue 20:
 
-* every ``*N``/``$N`` header is checked by :mod:`.framing` before hiredis sees it, and a
-  command past the words, bytes per word or bytes in all is a protocol error that closes
-  the connection (Redis's texts); the unfinished command a connection keeps is bounded by
-  the command bound, and all connections' together by a node budget;
-* commands in flight per connection (:data:`MAX_PIPELINE`: past it the runtime stops
-  reading the socket), core requests handed per cycle, keys per MGET/EXISTS/DEL, SCAN
-  cursors, pattern bytes, connection-name and client-info bytes, wrong passwords;
-* WAIT blocks the connection as in Redis (nothing more is read from it until WAIT is
-  answered), asks at most one confirmation per key written (:data:`MAX_WAIT_KEYS`), and the
-  node's door holds at most ``RESP_MAX_WAIT_CONFIRMS_PER_NODE`` confirmations at once.
+* input: every ``*N``/``$N`` header is checked by :mod:`.framing` before hiredis sees it;
+  a command past the words, bytes per word or bytes in all is a protocol error that
+  closes the connection (Redis's texts); the unfinished command kept is bounded by the
+  command bound, all connections' together by a node budget, and what is pipelined
+  behind a WAIT by the command bound plus one read;
+* commands in flight: the runtime stops reading at :data:`MAX_PIPELINE` unanswered (or
+  ``RESP_MAX_QUEUED_REQUESTS`` core requests not yet handed over), so one read
+  (``RESP_READ_BYTES``) past either is the most that can be added: at most ~4,700 of the
+  smallest command (14 bytes), or about 8,000 requests (DELs of 1,000 short keys);
+* work per command: core requests handed per cycle, keys per MGET/EXISTS/DEL, a SCAN
+  page, KEYS's pages (one per batch) and its reply's bytes, pattern bytes;
+* kept for the connection's life: SCAN cursors, connection-name and client-info bytes,
+  wrong passwords, keys written since the last WAIT (:data:`MAX_WAIT_KEYS`);
+* WAIT blocks the connection as in Redis (nothing more is run until it is answered),
+  asks at most one confirmation per key written, and the node's door holds at most
+  ``RESP_MAX_WAIT_CONFIRMS_PER_NODE`` confirmations at once.
+
+The session bounds its own input whatever its caller does; the bounds on commands in
+flight are the runtime's (it stops reading: :attr:`Session.backlog`), so a caller that
+keeps feeding a full session (a fuzz target) is bounded by what it feeds.
 
 A boundary: any exception raised while handling one connection's input or answers is
 caught in :meth:`Session.receive` / :meth:`Session.deliver`, answered with an error and
