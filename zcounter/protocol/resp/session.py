@@ -50,7 +50,7 @@ Limits: what one connection makes the door hold or do, each bounded by a figure 
 * commands in flight: the runtime stops reading at :data:`MAX_PIPELINE` unanswered (or
   ``RESP_MAX_QUEUED_REQUESTS`` core requests not yet handed over), so one read
   (``RESP_READ_BYTES``) past either is the most that can be added: at most ~4,700 of the
-  smallest command (14 bytes), or about 8,000 requests (DELs of 1,000 short keys);
+  smallest command (14 bytes), or up to ~9,000 requests (DELs of short keys);
 * work per command: core requests handed per cycle, keys per MGET/EXISTS/DEL, a SCAN
   page, KEYS's pages (one per batch) and its reply's bytes, pattern bytes;
 * kept for the connection's life: SCAN cursors, connection-name and client-info bytes,
