@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from ..model.pncounter import BN, BP, N, P, Record
-from ..protocol.messages import Counted, Refused
+from ..protocol.messages import Counted, Refused, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Persist
 from .cluster import Note, SimNode
@@ -53,10 +53,13 @@ class Checker:
             self._trace(f"{self.scheduler.now_ms:>8}ms {text}")
 
     def committed(self, node: SimNode, core: NodeCore, persist: Persist,
-                  notes: list[Note], before: dict[str, dict[str, Record]]) -> None:
-        """A batch was committed at ``node``: record its applications, check its states."""
+                  notes: list[Note], rids: list[RidEntry],
+                  before: dict[str, dict[str, Record]]) -> None:
+        """A batch was committed at ``node``: record its applications, check its states.
+        ``rids``: the request ids the batch itself remembered (the commit may carry
+        earlier, deferred batches' too)."""
         if notes:
-            self._record(node, core, persist, notes)
+            self._record(node, core, rids, notes)
         image = node.disk.current
         known = self.history.known
         for key in persist.states:
@@ -67,7 +70,7 @@ class Checker:
         if persist.states or persist.rids:
             self.last_change_ms = self.scheduler.now_ms
 
-    def _record(self, node: SimNode, core: NodeCore, persist: Persist,
+    def _record(self, node: SimNode, core: NodeCore, remembered: list[RidEntry],
                 notes: list[Note]) -> None:
         """Turn a committed batch's notes into applications of the ledger."""
         history, now = self.history, self.scheduler.now_ms
@@ -78,7 +81,7 @@ class Checker:
         # be exactly this batch's (bin/sim --seed 4001 --nodes 5: a wiped node learned
         # the id of the reset it had applied before the wipe, then reset the same state).
         own: dict[tuple[str, tuple[tuple[str, Record], ...]], list[str]] = {}
-        for rid, key, target in persist.rids:
+        for rid, key, target in remembered:
             if rid in node.rids_delivered:
                 own.setdefault((key, _freeze(target)), []).append(rid)
         for note in notes:

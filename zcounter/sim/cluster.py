@@ -2,11 +2,14 @@
 :mod:`zcounter.runtime.server` drives them.
 
 One *batch* per node per simulated instant at which something reached it (or its timer
-fell due): hand it every input that arrived, ``tick(now)``, ``take_outputs()``, commit
-``persist`` to its :class:`~.disk.Disk`, and only then send the messages.  A node wakes
-at ``next_deadline()``, read on its own clock (offset, coarse) and capped like the
-runtime's poll timeout.  A process start rebuilds the core from what the disk holds,
-with a fresh epoch; a fresh disk (first start, or a wipe) starts it ``fresh``.
+fell due): hand it every input that arrived, ``tick(now)``, ``take_outputs()``, and hand
+``persist`` and the messages to the runtime's own commit policy
+(:class:`~zcounter.protocol.commit.CommitPolicy`), which says what to commit to the
+node's :class:`~.disk.Disk` and which messages may go; commits return at once here.  A
+node wakes at ``next_deadline()`` or when its deferred changes fall due, read on its own
+clock (offset, coarse) and capped like the runtime's poll timeout.  A process start
+rebuilds the core from what the disk holds, with a fresh epoch; a fresh disk (first
+start, or a wipe) starts it ``fresh``.
 
 Crashes (see :mod:`.disk` for what survives):
 
@@ -31,18 +34,15 @@ from typing import Protocol, cast
 from ..config import Settings
 from ..model.keyspace import Keyspace, header
 from ..model.pncounter import Record
-from ..protocol.messages import ClientReply
+from ..protocol.commit import CommitPolicy, Step
+from ..protocol.messages import ClientReply, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Message, Persist, Publish, ToClient, ToPeer
-from ..runtime.committer import DEFER_S
 from .disk import Disk, Image
 from .network import Kind, Network, Packet, client_endpoint
 from .oracle import SimFailure
 from .scheduler import Scheduler
 from .swarm import Swarm
-
-#: How long the runtime leaves a batch that acknowledged nothing unwritten.
-DEFER_MS = round(DEFER_S * 1000)
 
 #: The cores' clock origin: arbitrary, like ``time.monotonic()``.
 CLOCK_ORIGIN_S = 1000.0
@@ -82,7 +82,7 @@ class Observer(Protocol):
     """Who watches the nodes run (:class:`~.checker.Checker`)."""
 
     def committed(self, node: SimNode, core: NodeCore, persist: Persist, notes: list[Note],
-                  before: dict[str, dict[str, Record]]) -> None: ...
+                  rids: list[RidEntry], before: dict[str, dict[str, Record]]) -> None: ...
 
     def batch_done(self, node: SimNode, core: NodeCore, now: float,
                    deadline: float) -> None: ...
@@ -119,15 +119,18 @@ class SimNode:
     #: The fsynced images of the disks wiped away: a copy a node confirmed before a
     #: wipe still counted towards the acknowledgements it backed.
     wiped: list[Image] = field(default_factory=list)
-    #: A batch that acknowledged nothing is not written at once (the runtime's commit
-    #: pipeline defers it: zcounter/runtime/committer.py): its changes wait here until
-    #: the next acknowledging batch or DEFER_S, and a crash loses them.
-    deferred: Persist | None = None
-    deferred_since_ms: int = 0
+    #: What is written when (the runtime's policy; one per process life): a batch that
+    #: acknowledged nothing waits in its ``deferred`` until the next commit or DEFER_S,
+    #: and a crash loses it.
+    policy: CommitPolicy = field(default_factory=CommitPolicy)
 
     @property
     def up(self) -> bool:
         return self.core is not None
+
+    @property
+    def deferred(self) -> Persist | None:
+        return self.policy.deferred
 
     def pending_root(self) -> int:
         """The hash-tree root of what the node would load if its deferred changes were
@@ -182,6 +185,7 @@ class Cluster:
                              fresh=disk.fresh)
         disk.fresh = False
         node.rids_delivered = set()
+        node.policy = CommitPolicy()
         node.inbox = []
         node.doom = None
         node.paused = False
@@ -211,7 +215,7 @@ class Cluster:
         node.doom = None
         node.paused = False
         node.crash_token += 1
-        node.deferred = None  # never written: a crash loses it
+        node.policy = CommitPolicy()  # its deferred changes were never written: lost
         if mode == "power":
             before = node.disk.current
             node.disk.power_loss()
@@ -293,6 +297,8 @@ class Cluster:
                 core.handle_broadcast(body, now)
             else:
                 core.handle_peer_reply(body, now)
+        # The runtime's order: the pipeline's timer, then the core's.
+        self._run_step(node, core, node.policy.tick(now))
         core.tick(now)
         doom = node.doom
         if doom == "midbatch":
@@ -301,29 +307,12 @@ class Cluster:
             return
         out = core.take_outputs()
         persist = out.persist
-        now_ms = self.scheduler.now_ms
-        if node.deferred is not None and ((persist is not None and persist.sync)
-                                          or now_ms >= node.deferred_since_ms + DEFER_MS):
-            # Older than this batch: written first (the runtime merges both in one record).
-            deferred, node.deferred = node.deferred, None
-            self._commit(node, core, deferred, [])
-        if persist:
-            if not persist.sync and not keys.notes:
-                if node.deferred is None:
-                    node.deferred, node.deferred_since_ms = persist, now_ms
-                else:
-                    later = node.deferred
-                    later.states.update(persist.states)
-                    later.slots += persist.slots
-                    later.rids += persist.rids
-                    later.forget += persist.forget
-            else:
-                self._commit(node, core, persist, keys.notes)
-        elif keys.notes:
+        if persist is None and keys.notes:
             raise SimFailure(f"node {node.node_id} applied {keys.notes} and persisted nothing")
+        messages = self._run_step(node, core, node.policy.submit(persist, out.messages, now),
+                                  keys.notes, persist.rids if persist is not None else [])
         deadline = core.next_deadline()
         self.observer.batch_done(node, core, now, deadline)
-        messages = out.messages
         if doom == "torn":
             messages = messages[:self.rng.randint(0, len(messages))]
         for message in messages:
@@ -331,28 +320,39 @@ class Cluster:
         if doom == "torn":
             self._die(node, doom)
             return
-        self._schedule_wake(node, deadline)
+        self._schedule_wake(node, min(deadline, node.policy.deadline()))
+
+    def _run_step(self, node: SimNode, core: NodeCore, step: Step,
+                  notes: list[Note] | None = None,
+                  rids: list[RidEntry] | None = None) -> list[Message]:
+        """Do what the policy says, as the runtime's pipeline does with a disk that
+        returns at once: each commit, then the messages it releases (to send)."""
+        messages = step.send
+        while step.commit is not None:
+            # Only the commit that carries this batch can start here: nothing else waits.
+            self._commit(node, core, step.commit, notes or [], rids or [])
+            notes = rids = None
+            step = node.policy.completed()
+            messages += step.send
+        return messages
 
     def write_deferred(self, node: SimNode) -> None:
         """Write ``node``'s deferred changes now."""
-        if node.deferred is not None and node.core is not None:
-            deferred, node.deferred = node.deferred, None
-            self._commit(node, node.core, deferred, [])
+        if node.core is not None:
+            self._run_step(node, node.core, node.policy.flush())
 
     def _commit(self, node: SimNode, core: NodeCore, persist: Persist,
-                notes: list[Note]) -> None:
+                notes: list[Note], rids: list[RidEntry]) -> None:
         image = node.disk.current
         before = {key: image.state(key) for key in persist.states}
         node.disk.commit(persist)
-        self.observer.committed(node, core, persist, notes, before)
+        self.observer.committed(node, core, persist, notes, rids, before)
 
     def _schedule_wake(self, node: SimNode, deadline: float) -> None:
         res = node.res_ms
         # The first instant at which the node's (coarse) clock reads >= deadline.
         wake = math.ceil(round((deadline - node.offset_s) * 1000.0, 6))
         wake = -(-wake // res) * res
-        if node.deferred is not None:  # the pipeline's own timer (DEFER_S)
-            wake = min(wake, node.deferred_since_ms + DEFER_MS)
         now = self.scheduler.now_ms
         if self.swarm.poll_cap_ms is not None:
             wake = min(wake, now + self.swarm.poll_cap_ms)
