@@ -16,7 +16,10 @@ Crashes (see :mod:`.disk` for what survives):
 * ``clean``: between two batches;
 * ``torn``: the next batch commits, sends only a prefix of its messages, and dies;
 * ``midbatch``: the next batch consumes its inputs and dies before its commit;
-* ``power``: between two batches, and the disk loses its unsynced commits.
+* ``commit``: the next batch dies inside its commit, at one of its first storage
+  operations (a write torn at a random byte), or right after it: nothing of the batch
+  is sent, and the recovery decides whether its commit happened;
+* ``power``: between two batches, and the files lose what was not flushed.
 
 Applications are observed through :class:`TracedKeyspace`: the keyspace a core is
 built on, which notes every update and reset the core makes through it.  The notes of a
@@ -39,6 +42,7 @@ from ..protocol.messages import ClientReply, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Message, Persist, Publish, ToClient, ToPeer
 from .disk import Disk, Image
+from .files import Crash
 from .network import Kind, Network, Packet, client_endpoint
 from .oracle import SimFailure
 from .scheduler import Scheduler
@@ -159,12 +163,16 @@ class Cluster:
         self._touched: dict[int, SimNode] = {}
         for node_id in self.ids:
             offset = rng.uniform(-500.0, 500.0) if swarm.skew else 0.0
-            self.nodes[node_id] = SimNode(node_id, Disk(self.draw_hex()),
+            self.nodes[node_id] = SimNode(node_id, self.new_disk(node_id),
                                           CLOCK_ORIGIN_S + offset, swarm.clock_res_ms)
 
     def draw_hex(self) -> str:
         """12 hex digits from the run's RNG (incarnations and epochs)."""
         return f"{self.rng.getrandbits(48):012x}"
+
+    def new_disk(self, node_id: int) -> Disk:
+        """Fresh storage: its incarnation, and how far its checkpoints trail the log."""
+        return Disk(node_id, self.draw_hex(), self.rng.randint(0, 2))
 
     def clock(self, node: SimNode) -> float:
         """What the node's monotonic clock reads now."""
@@ -174,16 +182,16 @@ class Cluster:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, node: SimNode) -> None:
-        disk = node.disk
+        # As the runtime's server loads a recovered Storage (runtime/server.py _load).
+        storage = node.disk.storage
         node.life += 1
         keys = TracedKeyspace()
-        names, rows, rids = disk.load()
-        keys.load(names, rows)
+        keys.load(storage.load_slot_names(), storage.load_states())
         node.keys = keys
-        node.core = NodeCore(node.node_id, self.ids, disk.incarnation, self.draw_hex(),
-                             self.settings, self.clock(node), keyspace=keys, rids=rids,
-                             fresh=disk.fresh)
-        disk.fresh = False
+        node.core = NodeCore(node.node_id, self.ids, storage.incarnation, self.draw_hex(),
+                             self.settings, self.clock(node), keyspace=keys,
+                             rids=storage.load_rids(), fresh=storage.created,
+                             republish=storage.recovered_keys)
         node.rids_delivered = set()
         node.policy = CommitPolicy()
         node.inbox = []
@@ -200,15 +208,17 @@ class Cluster:
         ``midbatch``)."""
         if not node.up:
             return
-        if mode in ("torn", "midbatch"):
+        if mode in ("torn", "midbatch", "commit"):
             node.doom = mode
             return
         self._die(node, mode)
 
-    def _die(self, node: SimNode, mode: str) -> None:
+    def _die(self, node: SimNode, mode: str, in_flight: _InFlight | None = None) -> None:
+        """The process is gone; its storage recovers now (:meth:`.disk.Disk.crash`)."""
         self.stats["crashes"] += 1
         self.stats[f"crashes_{mode}"] += 1
         self.observer.log(f"CRASH node {node.node_id} ({mode})")
+        core = node.core
         node.core = None
         node.keys = None
         node.inbox = []
@@ -216,9 +226,13 @@ class Cluster:
         node.paused = False
         node.crash_token += 1
         node.policy = CommitPolicy()  # its deferred changes were never written: lost
+        before = node.disk.current
+        if node.disk.crash(mode == "power", in_flight.persist if in_flight else None):
+            assert in_flight is not None and core is not None
+            self.stats["interrupted_commits_recovered"] += 1
+            self.observer.committed(node, core, in_flight.persist, in_flight.notes,
+                                    in_flight.rids, in_flight.before)
         if mode == "power":
-            before = node.disk.current
-            node.disk.power_loss()
             self.observer.copies_removed(node, before, wiped=False)
 
     def restart(self, node: SimNode, wipe: bool) -> None:
@@ -227,7 +241,8 @@ class Cluster:
         if wipe:
             before = node.disk.current
             node.wiped.append(node.disk.durable)
-            node.disk = Disk(self.draw_hex())
+            node.disk.close()
+            node.disk = self.new_disk(node.node_id)
             node.wipes_ms.append(self.scheduler.now_ms)
             self.stats["wipes"] += 1
             self.observer.log(f"WIPE node {node.node_id}: new incarnation "
@@ -305,12 +320,23 @@ class Cluster:
             # Inputs consumed, nothing committed, nothing sent.
             self._die(node, doom)
             return
+        if doom == "commit":
+            # Die at one of the commit's first storage operations (a write torn at a
+            # random byte; the fdatasync after it; a rotation's steps).
+            files = node.disk.files
+            files.crash_at = files.ops + self.rng.randint(1, 3)
+            files.torn_bytes = self.rng.randint(0, 64)
         out = core.take_outputs()
         persist = out.persist
         if persist is None and keys.notes:
             raise SimFailure(f"node {node.node_id} applied {keys.notes} and persisted nothing")
         messages = self._run_step(node, core, node.policy.submit(persist, out.messages, now),
                                   keys.notes, persist.rids if persist is not None else [])
+        if messages is None:
+            return  # died inside the commit
+        if doom == "commit":
+            self._die(node, doom)  # the commit returned (or there was none): send nothing
+            return
         deadline = core.next_deadline()
         self.observer.batch_done(node, core, now, deadline)
         if doom == "torn":
@@ -324,13 +350,15 @@ class Cluster:
 
     def _run_step(self, node: SimNode, core: NodeCore, step: Step,
                   notes: list[Note] | None = None,
-                  rids: list[RidEntry] | None = None) -> list[Message]:
+                  rids: list[RidEntry] | None = None) -> list[Message] | None:
         """Do what the policy says, as the runtime's pipeline does with a disk that
-        returns at once: each commit, then the messages it releases (to send)."""
+        returns at once: each commit, then the messages it releases (to send).  None if
+        the node died inside a commit."""
         messages = step.send
         while step.commit is not None:
             # Only the commit that carries this batch can start here: nothing else waits.
-            self._commit(node, core, step.commit, notes or [], rids or [])
+            if not self._commit(node, core, step.commit, notes or [], rids or []):
+                return None
             notes = rids = None
             step = node.policy.completed()
             messages += step.send
@@ -342,11 +370,17 @@ class Cluster:
             self._run_step(node, node.core, node.policy.flush())
 
     def _commit(self, node: SimNode, core: NodeCore, persist: Persist,
-                notes: list[Note], rids: list[RidEntry]) -> None:
+                notes: list[Note], rids: list[RidEntry]) -> bool:
+        """Commit; False if the process died inside (a ``commit`` crash)."""
         image = node.disk.current
         before = {key: image.state(key) for key in persist.states}
-        node.disk.commit(persist)
+        try:
+            node.disk.commit(persist)
+        except Crash:
+            self._die(node, "commit", _InFlight(persist, notes, rids, before))
+            return False
         self.observer.committed(node, core, persist, notes, rids, before)
+        return True
 
     def _schedule_wake(self, node: SimNode, deadline: float) -> None:
         res = node.res_ms
@@ -384,6 +418,16 @@ class Cluster:
             for dst in self.nodes.values():
                 if dst is not node:
                     send(Packet(Kind.BROADCAST, src, dst.node_id, dst.life, message.message))
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """The commit a crash interrupted: applied if the recovery finds it written."""
+
+    persist: Persist
+    notes: list[Note]
+    rids: list[RidEntry]
+    before: dict[str, dict[str, Record]]
 
 
 @dataclass(slots=True)

@@ -23,10 +23,10 @@ KEY_POOL: tuple[str, ...] = (
     "default", "a", "b", "page/1", "page/2", "user:42:views", "ключ", "🙂",
     "k" * 256, "é" * 128,
 )
-#: Crash modes (see :mod:`.disk`): between batches; after a commit with only a prefix
-#: of the batch's messages sent; before the commit; and a power loss (unsynced commits
-#: are lost too).
-CRASH_MODES: tuple[str, ...] = ("clean", "torn", "midbatch", "power")
+#: Crash modes (see :mod:`.cluster`): between batches; after a commit with only a prefix
+#: of the batch's messages sent; before the commit; inside the commit (a torn write);
+#: and a power loss (what was not flushed is lost too).
+CRASH_MODES: tuple[str, ...] = ("clean", "torn", "midbatch", "commit", "power")
 
 
 def _draw_settings(rng: random.Random) -> Settings:
