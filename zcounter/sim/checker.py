@@ -16,6 +16,7 @@ from ..protocol.messages import Counted, Refused, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Persist
 from .cluster import Note, SimNode
+from .codes import Copy, OpKind
 from .disk import Image
 from .history import App, Attempt, History, Op
 from .oracle import (
@@ -90,7 +91,8 @@ class Checker:
             op = (history.by_rid[rids.pop(0)] if rids else
                   history.ridless.get((key, amount)) if amount else None)
             if (op is None or op.node != node.node_id or op.key != key
-                    or op.kind != ("reset" if amount == 0 else "add") or op.amount != amount):
+                    or op.kind is not (OpKind.RESET if amount == 0 else OpKind.ADD)
+                    or op.amount != amount):
                 raise SimFailure(f"{where} applied {'a reset' if amount == 0 else f'{amount:+d}'}"
                                  f" to {short(key)} and no request explains it (a request "
                                  "id not remembered?)")
@@ -174,10 +176,11 @@ class Checker:
         # wiped since: the holder confirmed a durable copy, a wipe is data loss
         # (bin/sim --seed 33 --nodes 5: a holder wiped before the wait=all ack).
         held = {n.node_id: self._held(n, op.key, app.target) for n in self.nodes.values()}
-        now = sum(1 for h in held.values() if h == "fsynced")
-        if now + sum(1 for h in held.values() if h == "fsynced, wiped since") < needed:
+        now = sum(1 for h in held.values() if h is Copy.FSYNCED)
+        if now + sum(1 for h in held.values() if h is Copy.WIPED) < needed:
             raise SimFailure(f"{where}: wait={op.level.value} acknowledged with only {now} "
-                             f"fsynced copies of {app.target} ({held})")
+                             f"fsynced copies of {app.target} "
+                             f"({ {n: str(h) for n, h in held.items()} })")
         self.stats["acks_checked"] += 1
         if now >= needed:
             # Later reads at an intersecting level must include it (see Workload): only
@@ -186,13 +189,13 @@ class Checker:
             attempt.acked_ms = self.scheduler.now_ms
 
     @staticmethod
-    def _held(node: SimNode, key: str, target: dict[str, Record]) -> str:
+    def _held(node: SimNode, key: str, target: dict[str, Record]) -> Copy:
         disk = node.disk
         if holds(disk.durable.state(key), target):
-            return "fsynced"
+            return Copy.FSYNCED
         if any(holds(image.state(key), target) for image in node.wiped):
-            return "fsynced, wiped since"
-        return "unsynced" if holds(disk.current.state(key), target) else "no"
+            return Copy.WIPED
+        return Copy.UNSYNCED if holds(disk.current.state(key), target) else Copy.NONE
 
     def copies_removed(self, node: SimNode, before: Image, wiped: bool) -> None:
         images = [n.disk.current for n in self.nodes.values()]

@@ -41,6 +41,7 @@ from ..protocol.commit import CommitPolicy, Step
 from ..protocol.messages import ClientReply, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Message, Persist, Publish, ToClient, ToPeer
+from .codes import CrashMode
 from .disk import Disk, Image
 from .files import Crash
 from .network import Kind, Network, Packet, client_endpoint
@@ -111,7 +112,7 @@ class SimNode:
     wake_at: int = -1
     inbox: list[Packet] = field(default_factory=list)
     #: Crash mode applied by the next batch (``torn``, ``midbatch``).
-    doom: str | None = None
+    doom: CrashMode | None = None
     paused: bool = False
     #: Bumped by every crash: a restart scheduled for an earlier crash is void.
     crash_token: int = 0
@@ -203,17 +204,18 @@ class Cluster:
         # The runtime's first loop iteration: the heartbeat is due at once.
         self.run_batch(node)
 
-    def crash(self, node: SimNode, mode: str) -> None:
+    def crash(self, node: SimNode, mode: CrashMode) -> None:
         """Crash ``node`` now (``clean``, ``power``) or at its next batch (``torn``,
         ``midbatch``)."""
         if not node.up:
             return
-        if mode in ("torn", "midbatch", "commit"):
+        if mode.at_next_batch:
             node.doom = mode
             return
         self._die(node, mode)
 
-    def _die(self, node: SimNode, mode: str, in_flight: _InFlight | None = None) -> None:
+    def _die(self, node: SimNode, mode: CrashMode,
+             in_flight: _InFlight | None = None) -> None:
         """The process is gone; its storage recovers now (:meth:`.disk.Disk.crash`)."""
         self.stats["crashes"] += 1
         self.stats[f"crashes_{mode}"] += 1
@@ -227,12 +229,12 @@ class Cluster:
         node.crash_token += 1
         node.policy = CommitPolicy()  # its deferred changes were never written: lost
         before = node.disk.current
-        if node.disk.crash(mode == "power", in_flight.persist if in_flight else None):
+        if node.disk.crash(mode is CrashMode.POWER, in_flight.persist if in_flight else None):
             assert in_flight is not None and core is not None
             self.stats["interrupted_commits_recovered"] += 1
             self.observer.committed(node, core, in_flight.persist, in_flight.notes,
                                     in_flight.rids, in_flight.before)
-        if mode == "power":
+        if mode is CrashMode.POWER:
             self.observer.copies_removed(node, before, wiped=False)
 
     def restart(self, node: SimNode, wipe: bool) -> None:
@@ -315,12 +317,12 @@ class Cluster:
         # The runtime's order: the pipeline's timer, then the core's.
         self._run_step(node, core, node.policy.tick(now))
         core.tick(now)
-        doom = node.doom
-        if doom == "midbatch":
+        doom = None if node.doom is None else CrashMode(node.doom)  # scripts set strings
+        if doom is CrashMode.MIDBATCH:
             # Inputs consumed, nothing committed, nothing sent.
             self._die(node, doom)
             return
-        if doom == "commit":
+        if doom is CrashMode.COMMIT:
             # Die at one of the commit's first storage operations (a write torn at a
             # random byte; the fdatasync after it; a rotation's steps).
             files = node.disk.files
@@ -334,16 +336,16 @@ class Cluster:
                                   keys.notes, persist.rids if persist is not None else [])
         if messages is None:
             return  # died inside the commit
-        if doom == "commit":
+        if doom is CrashMode.COMMIT:
             self._die(node, doom)  # the commit returned (or there was none): send nothing
             return
         deadline = core.next_deadline()
         self.observer.batch_done(node, core, now, deadline)
-        if doom == "torn":
+        if doom is CrashMode.TORN:
             messages = messages[:self.rng.randint(0, len(messages))]
         for message in messages:
             self._emit(node, core, message)
-        if doom == "torn":
+        if doom is CrashMode.TORN:
             self._die(node, doom)
             return
         self._schedule_wake(node, min(deadline, node.policy.deadline()))
@@ -377,7 +379,7 @@ class Cluster:
         try:
             node.disk.commit(persist)
         except Crash:
-            self._die(node, "commit", _InFlight(persist, notes, rids, before))
+            self._die(node, CrashMode.COMMIT, _InFlight(persist, notes, rids, before))
             return False
         self.observer.committed(node, core, persist, notes, rids, before)
         return True

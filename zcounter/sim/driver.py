@@ -297,7 +297,7 @@ class Simulation:
                     self.history.floors, self.history.known, self.stats)
 
     def _result(self, failure: str | None, converge_ms: int | None) -> SimResult:
-        outcomes = Counter(op.outcome for op in self.history.ops)
+        outcomes = Counter(op.outcome.value for op in self.history.ops)
         final: dict[str, int] | None = None
         first = self.nodes[1].core
         if failure is None and first is not None:
