@@ -35,7 +35,8 @@ DEFAULT_STEPS = 1500
 #: Statistics every result reports (0 when nothing happened).
 STATS = ("batches", "codec_roundtrips", "dropped", "duplicated", "cut", "stale_life",
          "partitions", "heals", "pauses", "crashes", "crashes_clean", "crashes_torn",
-         "crashes_midbatch", "crashes_power", "restarts", "wipes", "updates_applied",
+         "crashes_midbatch", "crashes_commit", "crashes_power",
+         "interrupted_commits_recovered", "restarts", "wipes", "updates_applied",
          "resets_applied", "acks_checked", "session_checks", "quorum_reads_checked",
          "excused_by_wipe", "reapplied_after_wipe", "rids_unknown_after_heal")
 
@@ -286,6 +287,9 @@ class Simulation:
             roots[node_id] = core.keys.tree.root
             values[node_id] = {k: core.keys.value(k) for k in keys}
             self.cluster.write_deferred(node)  # as the runtime does within DEFER_S
+            # What a restart would load now: the real recovery must read back exactly
+            # what was committed (Disk.crash checks that), and that must be the memory.
+            node.disk.crash(power=False)
             stored = node.disk.current.all_states()
             if stored != states[node_id]:
                 raise SimFailure(f"node {node_id}: its memory and its disk differ")
@@ -293,7 +297,7 @@ class Simulation:
                     self.history.floors, self.history.known, self.stats)
 
     def _result(self, failure: str | None, converge_ms: int | None) -> SimResult:
-        outcomes = Counter(op.outcome for op in self.history.ops)
+        outcomes = Counter(op.outcome.value for op in self.history.ops)
         final: dict[str, int] | None = None
         first = self.nodes[1].core
         if failure is None and first is not None:

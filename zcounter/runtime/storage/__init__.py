@@ -228,6 +228,15 @@ class Storage:
         checkpoint = Checkpoint.open(data_dir, node_id)
         log = SegmentLog(str(data_dir), files or OsFiles(), segment_size, background,
                          min(FIRST_SEGMENT_SIZE, segment_size))
+        return cls.recover(checkpoint, log, data_dir, background, lag, handover_keys)
+
+    @classmethod
+    def recover(cls, checkpoint: Checkpoint, log: SegmentLog, data_dir: Path,
+                background: bool = True, lag: int = 0,
+                handover_keys: int = HANDOVER_KEYS) -> Storage:
+        """Recovery (module docstring) from an open checkpoint and a log not yet started:
+        what :meth:`open` does once the directory is checked, and what the simulator
+        (:mod:`zcounter.sim.disk`) runs over its in-memory database and simulated files."""
         replayed = _Changes()
         count = 0
         for lsn, payload in log.recover(checkpoint.lsn):
