@@ -722,7 +722,7 @@ def test_keys_replayed_at_start_are_published_again():
 def test_republishing_waits_while_the_node_runs_its_own_repair():
     """The repair a restarted node runs gives back what it holds more of; republishing
     5,000 keys a batch meanwhile slowed the peer that answers it."""
-    from zcounter.protocol.repair import SyncSession
+    from zcounter.protocol.repair_session import SyncSession
 
     c = NodeCore(1, [1, 2], incarnation(1), "e1", S, 0.0,
                  keyspace({"k": {slot(1): (3, 0, 0, 0)}}), None, False,

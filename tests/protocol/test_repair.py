@@ -1,4 +1,4 @@
-"""Anti-entropy (zcounter.protocol.repair) between two in-memory keyspaces: the three
+"""Anti-entropy (zcounter.protocol.repair_session) between two in-memory keyspaces: the three
 steps down the hash tree, merge, give back.  Afterwards both sides hold the join, and
 the only states that moved are those of keys that differed - each once."""
 
@@ -16,9 +16,9 @@ from zcounter.model import pncounter
 from zcounter.model.hashtree import SEGMENTS_PER_BUCKET, key_digest, segment_of
 from zcounter.model.keyspace import Keyspace
 from zcounter.model.pncounter import make_slot
-from zcounter.protocol import repair
+from zcounter.protocol import repair_session as repair
 from zcounter.protocol.messages import SyncBuckets, SyncDiff, SyncKeys, SyncSegments
-from zcounter.protocol.repair import (
+from zcounter.protocol.repair_session import (
     Phase,
     SyncSession,
     answer_buckets,
