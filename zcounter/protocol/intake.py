@@ -10,7 +10,6 @@ A message that fails a check is dropped whole (counted in ``dropped_peer_message
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from ..limits import MAX_SLOTS_PER_KEY, OWN_SLOT_WARNING_INTERVAL_S
@@ -21,11 +20,12 @@ from .batch import Batch
 from .messages import RidEntry, States
 from .outputs import LogLevel
 from .rids import RidLog
+from .stats import NodeStats
 
 
 class Intake:
     def __init__(self, node_id: int, slot_name: str, peers: Mapping[int, object],
-                 keys: Keyspace, rids: RidLog, batch: Batch, stats: Counter[str]) -> None:
+                 keys: Keyspace, rids: RidLog, batch: Batch, stats: NodeStats) -> None:
         self.node_id = node_id
         self.slot_name = slot_name
         self._peers = peers
@@ -37,7 +37,7 @@ class Intake:
         self._own_slot_warned = -math.inf
 
     def drop(self, reason: str) -> None:
-        self._stats["dropped_peer_messages"] += 1
+        self._stats.dropped_peer_messages += 1
         self._batch.log(f"dropped peer message: {reason}", LogLevel.DEBUG)
 
     def accept(self, states: States, sender: int) -> int | None:
@@ -128,7 +128,7 @@ class Intake:
         "Bounds" say why it is adopted all the same).  Max-merge heals the first.
         Counted per key; logged at most once per ``OWN_SLOT_WARNING_INTERVAL_S``: one
         forged page names up to 200,000 keys (it was a line per key)."""
-        self._stats["own_slot_ahead"] += len(keys)
+        self._stats.own_slot_ahead += len(keys)
         now = self._batch.now
         if now - self._own_slot_warned < OWN_SLOT_WARNING_INTERVAL_S:
             return

@@ -124,6 +124,7 @@ from .repair_session import SyncSession
 from .replication import Replication
 from .requests import Bootstrap, ClientRequests
 from .rids import RidLog
+from .stats import NodeStats
 
 #: A batch that has merged, answered or compared this many keys asks to end (see
 #: :attr:`NodeCore.batch_full`).  A batch's messages leave only at its end, and a node
@@ -172,7 +173,7 @@ class NodeCore:
         self.rids = RidLog(settings.request_id_window, settings.request_id_max_age_s,
                            epoch, now, rids)
         self.pending = Pending()
-        self.stats: Counter[str] = Counter()
+        self.stats = NodeStats()
         self.started = now
         self.batch = Batch(now)
         self.calls = Calls(self.batch)
@@ -276,7 +277,7 @@ class NodeCore:
         """R3: a repair with ``peer`` completed: a bootstrapping node is caught up."""
         bootstrap = self._bootstrap
         if bootstrap.active:
-            self.stats["bootstraps_completed"] += 1
+            self.stats.bootstraps_completed += 1
             bootstrap.active = False
             bootstrap.until = -float("inf")
             self.batch.log(f"bootstrap from node {peer.node_id} complete: {len(self.keys)} "
@@ -448,7 +449,7 @@ class NodeCore:
                 }
                 for node_id, p in self.peers.items()
             },
-            "stats": dict(self.stats),
+            "stats": self.stats.as_dict(),
         }
 
 

@@ -17,7 +17,6 @@ repair runs).
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Protocol
 
 from ..config import Settings
@@ -51,6 +50,7 @@ from .repair_session import (
     give_back,
 )
 from .rids import RidLog
+from .stats import NodeStats
 
 
 class RepairHost(Protocol):
@@ -86,7 +86,7 @@ class RepairHost(Protocol):
 class Repairer:
     def __init__(self, host: RepairHost, node_id: int, settings: Settings, keys: Keyspace,
                  peers: dict[int, Peer], rids: RidLog, batch: Batch, calls: Calls,
-                 stats: Counter[str]) -> None:
+                 stats: NodeStats) -> None:
         self._host = host
         self.node_id = node_id
         self._settings = settings
@@ -171,7 +171,7 @@ class Repairer:
     def _read_rid_page(self, peer: Peer, reply: RidPage) -> None:
         self._host.learn_rids(reply.entries)
         peer.rid_epoch, peer.rid_cursor = reply.epoch, reply.cursor
-        self._stats["rid_pages_pulled"] += 1
+        self._stats.rid_pages_pulled += 1
 
     # ------------------------------------------------------------------ a repair
 
@@ -190,7 +190,7 @@ class Repairer:
     def _start(self, peer: Peer) -> None:
         sync = self.sync = SyncSession(peer.node_id, self._batch.now, self._batch.now)
         peer.last_sync_start = self._batch.now
-        self._stats["syncs_started"] += 1
+        self._stats.syncs_started += 1
         request = sync.start(self._keys, self._calls.new_id(), self.node_id)
         self._calls.send(peer.node_id, request, Kind.SYNC)
 
@@ -202,9 +202,9 @@ class Repairer:
         peer.last_sync_end = now
         peer.syncs += 1
         peer.keys_repaired += sync.keys_repaired
-        self._stats["syncs_completed"] += 1
-        self._stats["keys_repaired"] += sync.keys_repaired
-        self._stats["keys_given_back"] += sync.keys_given
+        self._stats.syncs_completed += 1
+        self._stats.keys_repaired += sync.keys_repaired
+        self._stats.keys_given_back += sync.keys_given
         # Everything the responder held when the repair began is now ours too.
         for origin, (epoch, seq) in sync.applied.items():
             other = self._peers.get(origin)
@@ -227,7 +227,7 @@ class Repairer:
         if sync is None:
             return
         self.sync = None
-        self._stats["syncs_aborted"] += 1
+        self._stats.syncs_aborted += 1
         self._batch.log(f"repair with node {sync.peer} abandoned: {reason}", LogLevel.INFO)
 
     # ------------------------------------------------------------------ time

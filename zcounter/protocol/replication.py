@@ -12,7 +12,6 @@ answers both for its peers.  Layer 2, repair, is :mod:`.repair`'s.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 
 from ..config import Settings
@@ -35,12 +34,13 @@ from .outputs import ClientId, Publish, ToClient
 from .peers import Peer, vector
 from .pending import Pending
 from .rids import RidLog
+from .stats import NodeStats
 
 
 class Replication:
     def __init__(self, node_id: int, epoch: str, settings: Settings, keys: Keyspace,
                  peers: dict[int, Peer], rids: RidLog, pending: Pending, intake: Intake,
-                 batch: Batch, calls: Calls, stats: Counter[str],
+                 batch: Batch, calls: Calls, stats: NodeStats,
                  republish: Iterable[str] = ()) -> None:
         self.node_id = node_id
         self.epoch = epoch
@@ -95,12 +95,12 @@ class Replication:
             self.seq += 1
             messages.append(Publish(Delta(self.node_id, self.epoch, self.seq,
                                           {k: keys.state(k) for k in chunk})))
-            self._stats["deltas_sent"] += 1
+            self._stats.deltas_sent += 1
         if local:
             self.seq += 1
             messages.append(Publish(Delta(self.node_id, self.epoch, self.seq, local,
                                           tuple(self._batch.rids))))
-            self._stats["deltas_sent"] += 1
+            self._stats.deltas_sent += 1
             self._batch.rids = []
         self.flushed_vector = self.vector()
         if self._heartbeat_due:
@@ -108,7 +108,7 @@ class Replication:
             messages.append(Publish(Heartbeat(
                 self.node_id, self.epoch, self.seq, keys.tree.root, len(keys),
                 self.vector(), self._rids.epoch, self._rids.next)))
-            self._stats["heartbeats_sent"] += 1
+            self._stats.heartbeats_sent += 1
 
     # ------------------------------------------------------------------ peers' requests
 
@@ -174,7 +174,7 @@ class Replication:
                 stamp = pending.next_stamp()
                 peer.fetch_stamp, peer.last_fetch = stamp, now
                 for chunk in chunks:
-                    self._stats["fetches_sent"] += 1
+                    self._stats.fetches_sent += 1
                     self._calls.send(peer_id, Fetch(self._calls.new_id(), self.node_id,
                                                     chunk), Kind.FETCH, stamp, chunk)
 
@@ -192,7 +192,7 @@ class Replication:
                 wait.pushed.add(peer_id)
             rids = tuple((w.request.rid, w.key, w.target) for w in waits
                          if not isinstance(w.request, Confirm) and w.request.rid is not None)
-            self._stats["merges_sent"] += 1
+            self._stats.merges_sent += 1
             # Each key's state once, however many waits hold it: 10,000 held confirms
             # of one key made every tick look the same state up 5,000 times per peer
             # (tick + outputs 98 -> 14 ms median; docs/measurements/held_tick.py).

@@ -41,6 +41,7 @@ from .messages import (
 from .outputs import ClientId, ToClient
 from .pending import Pending, Read, Wait
 from .rids import RidLog
+from .stats import NodeStats
 
 _NO_STATES: States = {}
 
@@ -90,7 +91,7 @@ class ClientRequests:
 
     def __init__(self, node_id: int, cluster_size: int, slot: int, slot_name: str,
                  settings: Settings, keys: Keyspace, rids: RidLog, pending: Pending,
-                 bootstrap: Bootstrap, batch: Batch, stats: Counter[str]) -> None:
+                 bootstrap: Bootstrap, batch: Batch, stats: NodeStats) -> None:
         self.node_id = node_id
         self._cluster_size = cluster_size
         self._slot = slot
@@ -172,7 +173,10 @@ class ClientRequests:
                         f" would pass 2**63-1 (count now {self._keys.value(key)})", op_name(req))
             return
         self._batch.sync = True
-        self._stats["increments" if req.amount > 0 else "decrements"] += 1
+        if req.amount > 0:
+            self._stats.increments += 1
+        else:
+            self._stats.decrements += 1
         rid = req.rid
         if rid is None and req.wait is Level.LOCAL:
             self._reply_counts(client, req)  # the hot path: nothing to remember
@@ -194,7 +198,7 @@ class ClientRequests:
             return
         target = self._keys.reset(key)
         self._batch.sync = True
-        self._stats["resets"] += 1
+        self._stats.resets += 1
         if req.rid is not None:
             self._rids.remember(req.rid, key, target, self._batch.now)
             self._batch.rids.append((req.rid, key, target))
@@ -238,7 +242,7 @@ class ClientRequests:
                         f"request id {rid!r} was already used for key {key!r}",
                         op_name(request))
             return True
-        self._stats["duplicates"] += 1
+        self._stats.duplicates += 1
         # A learned id's state normally arrived with it; if not, its target is a true
         # lower bound of a real state, so merging it is safe.
         self._keys.merge(key, target)
@@ -271,7 +275,7 @@ class ClientRequests:
         mine = pending.per_client.get(client, 0)
         if mine < s.max_held_per_connection and len(pending) < s.max_held_per_node:
             return False
-        self._stats["held_refused"] += 1
+        self._stats.held_refused += 1
         if mine >= s.max_held_per_connection:
             why = (f"this connection already has {mine} requests waiting at node "
                    f"{self.node_id} (limit max_held_per_connection = "
