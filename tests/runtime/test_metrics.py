@@ -92,7 +92,7 @@ EXPORTED_COUNTERS = [
     "zcounter_increments", "zcounter_decrements", "zcounter_resets",
     "zcounter_duplicate_requests", "zcounter_bad_requests", "zcounter_dropped_peer_messages",
     "zcounter_repairs_started", "zcounter_repairs_aborted", "zcounter_repair_keys_given_back",
-    "zcounter_full_syncs", "zcounter_deltas_sent", "zcounter_heartbeats_sent",
+    "zcounter_bootstrap_repairs", "zcounter_deltas_sent", "zcounter_heartbeats_sent",
     "zcounter_peer_sent_messages", "zcounter_peer_sent_bytes", "zcounter_peer_received_bytes",
     "zcounter_send_queue_full", "zcounter_replies_undeliverable",
     "zcounter_forbidden_requests", "zcounter_own_slot_ahead", "zcounter_held_refused",

@@ -45,7 +45,7 @@ class Kind(Enum):
 
     FETCH = "fetch"
     MERGE = "merge"
-    SYNC = "sync"
+    REPAIR = "repair"
     RIDS = "rids"
 
 

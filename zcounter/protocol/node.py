@@ -39,7 +39,7 @@ The parts, one job each:
 * :class:`~.replication.Replication`: layers 1 and 3 - deltas and heartbeats out and
   in, merges and fetches for held requests.
 * :class:`~.repair.Repairer`: layer 2 - when and from whom to repair, the one repair it
-  runs (a :class:`~.repair_session.SyncSession`), its answers to peers' repairs.  It
+  runs (a :class:`~.repair_session.RepairSession`), its answers to peers' repairs.  It
   sees this class only through :class:`~.repair.RepairHost`.
 * :class:`~.intake.Intake`: every state from a peer is checked and merged there.
 * :class:`~.peers.Peer`: per peer, liveness, delta positions, when to repair.
@@ -120,7 +120,7 @@ from .outputs import ClientId, Outputs, Persist, ToClient
 from .peers import Liveness, Peer
 from .pending import Pending
 from .repair import Repairer
-from .repair_session import SyncSession
+from .repair_session import RepairSession
 from .replication import Replication
 from .requests import Bootstrap, ClientRequests
 from .rids import RidLog
@@ -194,7 +194,7 @@ class NodeCore:
         self._broadcasts: dict[type, Callable[[Peer, Any], bool]] = {
             Delta: self.replication.on_delta, Heartbeat: self._on_heartbeat}
         self._replies: dict[Kind, Callable[[Peer, Call, PeerReply], bool]] = {
-            Kind.SYNC: self._on_repair_reply, Kind.RIDS: self._on_rids_reply,
+            Kind.REPAIR: self._on_repair_reply, Kind.RIDS: self._on_rids_reply,
             Kind.FETCH: self._on_states, Kind.MERGE: self._on_states}
 
     def _request_routes(self) -> Routes:
@@ -240,9 +240,9 @@ class NodeCore:
         return self._bootstrap.active
 
     @property
-    def sync(self) -> SyncSession | None:
+    def repairing(self) -> RepairSession | None:
         """The repair running now, if any."""
-        return self.repair.sync
+        return self.repair.session
 
     @property
     def flushed_vector(self) -> Applied:
@@ -341,7 +341,7 @@ class NodeCore:
             self.clients.settle()  # R2
 
     def _on_repair_reply(self, peer: Peer, call: Call, reply: PeerReply) -> bool:
-        self.repair.on_sync_reply(peer, reply)
+        self.repair.on_repair_reply(peer, reply)
         return True
 
     def _on_rids_reply(self, peer: Peer, call: Call, reply: PeerReply) -> bool:
@@ -407,7 +407,7 @@ class NodeCore:
         # restarted at a million keys took ~5 s to catch up on 10,000 changed keys, its
         # loop idle 54 % of it; docs/measurements/profile_repair.py 1000000 OUT cut), and
         # the repair gives back to its peer every key we hold more of anyway.
-        self.replication.publish(flushed.local, republish=self.repair.sync is None)
+        self.replication.publish(flushed.local, republish=self.repair.session is None)
         if self.pending:
             self.replication.push_and_fetch(batch.now, fresh_only=True)
         rids, forget = self.rids.take_changes()
@@ -443,8 +443,8 @@ class NodeCore:
                     "same_root": p.same_root,
                     "deltas_held": p.stream.seq,
                     "deltas_sent": None if p.heartbeat is None else p.heartbeat.seq,
-                    "wants_repair": p.wants_sync(),
-                    "repairs": p.syncs,
+                    "wants_repair": p.wants_repair(),
+                    "repairs": p.repairs,
                     "keys_repaired": p.keys_repaired,
                 }
                 for node_id, p in self.peers.items()

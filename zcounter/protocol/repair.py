@@ -3,7 +3,7 @@ to the repairs its peers run.
 
 Replication layer 2 (see :mod:`.node`).  :class:`Repairer` reads every heartbeat (delta
 positions, third nodes' positions, roots: see :mod:`.peers` for when a repair is
-wanted), runs the repair itself (a :class:`~.repair_session.SyncSession`, steps in
+wanted), runs the repair itself (a :class:`~.repair_session.RepairSession`, steps in
 :mod:`.repair_session`), reads peers' request-id logs when their heartbeats show
 entries it has not read, keeps the timers of all of that, and answers its peers' repair
 requests.
@@ -43,7 +43,7 @@ from .outputs import ClientId, LogLevel, ToClient
 from .peers import Liveness, Peer
 from .repair_session import (
     Phase,
-    SyncSession,
+    RepairSession,
     answer_buckets,
     answer_keys,
     answer_segments,
@@ -96,7 +96,7 @@ class Repairer:
         self._batch = batch
         self._calls = calls
         self._stats = stats
-        self.sync: SyncSession | None = None
+        self.session: RepairSession | None = None
         self._next_check = batch.now + settings.anti_entropy_interval_s
         self._turn = 0
 
@@ -131,35 +131,35 @@ class Repairer:
 
     # ------------------------------------------------------------------ replies
 
-    def on_sync_reply(self, peer: Peer, reply: PeerReply) -> None:
+    def on_repair_reply(self, peer: Peer, reply: PeerReply) -> None:
         """An answer to a request of the running repair."""
-        sync = self.sync
-        if sync is None or sync.peer != peer.node_id or reply.id not in sync.inflight:
-            return  # an aborted sync's late answer
-        sync.last_progress = self._batch.now
+        session = self.session
+        if session is None or session.peer != peer.node_id or reply.id not in session.inflight:
+            return  # an abandoned repair's late answer
+        session.last_progress = self._batch.now
         if isinstance(reply, SyncDiff):
-            sync.on_diff(reply, self._keys)
+            session.on_diff(reply, self._keys)
         elif isinstance(reply, SyncStates):
             grew = self._host.accept_page(reply.states, reply.node)
             if grew is None:
                 self._abort("dropped a malformed page")
                 return
-            sync.keys_repaired += grew
-            sync.on_states(reply)
+            session.keys_repaired += grew
+            session.on_states(reply)
             back = give_back(self._keys, reply)
             for chunk in _chunks(back, MAX_KEYS_PER_MESSAGE):
-                sync.keys_given += len(chunk)
+                session.keys_given += len(chunk)
                 self._calls.send(peer.node_id, Merge(self._calls.new_id(), self.node_id, chunk),
                                  Kind.MERGE)
         elif isinstance(reply, RidPage):
-            sync.inflight.pop(reply.id, None)
+            session.inflight.pop(reply.id, None)
             self._read_rid_page(peer, reply)
             if reply.more:
-                self._pull_rids(sync, peer)
+                self._pull_rids(session, peer)
             else:
-                self._complete(sync, peer)
+                self._complete(session, peer)
             return
-        self._drive(sync, peer)
+        self._drive(session, peer)
 
     def on_rid_page(self, peer: Peer, reply: RidPage) -> None:
         """An answer to one of our own request-id log reads (outside repairs)."""
@@ -175,38 +175,38 @@ class Repairer:
 
     # ------------------------------------------------------------------ a repair
 
-    def _drive(self, sync: SyncSession, peer: Peer) -> None:
-        for request in sync.next_requests(self._keys, self._calls.new_id, self.node_id):
-            self._calls.send(peer.node_id, request, Kind.SYNC)
-        if sync.tree_done and sync.phase is not Phase.RIDS:
-            sync.phase = Phase.RIDS
-            self._pull_rids(sync, peer)
+    def _drive(self, session: RepairSession, peer: Peer) -> None:
+        for request in session.next_requests(self._keys, self._calls.new_id, self.node_id):
+            self._calls.send(peer.node_id, request, Kind.REPAIR)
+        if session.tree_done and session.phase is not Phase.RIDS:
+            session.phase = Phase.RIDS
+            self._pull_rids(session, peer)
 
-    def _pull_rids(self, sync: SyncSession, peer: Peer) -> None:
+    def _pull_rids(self, session: RepairSession, peer: Peer) -> None:
         request = RidPull(self._calls.new_id(), self.node_id, peer.rid_epoch, peer.rid_cursor)
-        sync.inflight[request.id] = request
-        self._calls.send(peer.node_id, request, Kind.SYNC)
+        session.inflight[request.id] = request
+        self._calls.send(peer.node_id, request, Kind.REPAIR)
 
     def _start(self, peer: Peer) -> None:
-        sync = self.sync = SyncSession(peer.node_id, self._batch.now, self._batch.now)
-        peer.last_sync_start = self._batch.now
-        self._stats.syncs_started += 1
-        request = sync.start(self._keys, self._calls.new_id(), self.node_id)
-        self._calls.send(peer.node_id, request, Kind.SYNC)
+        session = self.session = RepairSession(peer.node_id, self._batch.now, self._batch.now)
+        peer.last_repair_start = self._batch.now
+        self._stats.repairs_started += 1
+        request = session.start(self._keys, self._calls.new_id(), self.node_id)
+        self._calls.send(peer.node_id, request, Kind.REPAIR)
 
-    def _complete(self, sync: SyncSession, peer: Peer) -> None:
+    def _complete(self, session: RepairSession, peer: Peer) -> None:
         now = self._batch.now
-        sync.phase = Phase.DONE
-        self.sync = None
+        session.phase = Phase.DONE
+        self.session = None
         peer.flag = False
-        peer.last_sync_end = now
-        peer.syncs += 1
-        peer.keys_repaired += sync.keys_repaired
-        self._stats.syncs_completed += 1
-        self._stats.keys_repaired += sync.keys_repaired
-        self._stats.keys_given_back += sync.keys_given
+        peer.last_repair_end = now
+        peer.repairs += 1
+        peer.keys_repaired += session.keys_repaired
+        self._stats.repairs_completed += 1
+        self._stats.keys_repaired += session.keys_repaired
+        self._stats.keys_given_back += session.keys_given
         # Everything the responder held when the repair began is now ours too.
-        for origin, (epoch, seq) in sync.applied.items():
+        for origin, (epoch, seq) in session.applied.items():
             other = self._peers.get(origin)
             if other is None:
                 continue
@@ -217,18 +217,18 @@ class Repairer:
                     is not Liveness.LIVE):
                 stream.raise_to(epoch, seq)
         self._host.repaired_from(peer)
-        if sync.keys_repaired or sync.keys_given:
-            self._batch.log(f"repair with node {peer.node_id}: {sync.keys_repaired} keys grew "
-                            f"here, {sync.keys_given} given back, {sync.states_received} "
-                            f"states received in {now - sync.started:.3f}s")
+        if session.keys_repaired or session.keys_given:
+            self._batch.log(f"repair with node {peer.node_id}: {session.keys_repaired} keys grew "
+                            f"here, {session.keys_given} given back, {session.states_received} "
+                            f"states received in {now - session.started:.3f}s")
 
     def _abort(self, reason: str) -> None:
-        sync = self.sync
-        if sync is None:
+        session = self.session
+        if session is None:
             return
-        self.sync = None
-        self._stats.syncs_aborted += 1
-        self._batch.log(f"repair with node {sync.peer} abandoned: {reason}", LogLevel.INFO)
+        self.session = None
+        self._stats.repairs_aborted += 1
+        self._batch.log(f"repair with node {session.peer} abandoned: {reason}", LogLevel.INFO)
 
     # ------------------------------------------------------------------ time
 
@@ -247,8 +247,8 @@ class Repairer:
         self._schedule(now)
         for peer in self._peers.values():
             due = self._rid_pull_due(peer, now)
-            if due is not None and now >= due and (self.sync is None
-                                                   or self.sync.peer != peer.node_id):
+            if due is not None and now >= due and (self.session is None
+                                                   or self.session.peer != peer.node_id):
                 self._pull_rid_page(peer)
 
     def deadline(self, now: float) -> float:
@@ -260,13 +260,13 @@ class Repairer:
                 deadline = min(deadline, since + settle_s)
             # Only a live peer can be repaired from: a silent one that wants it would
             # otherwise put the deadline in the past and make the runtime spin.
-            if self.sync is None and self._wanted(peer, now):
+            if self.session is None and self._wanted(peer, now):
                 deadline = min(deadline, max(now, self._due_at(peer)))
             due = self._rid_pull_due(peer, now)
-            if due is not None and (self.sync is None or self.sync.peer != peer.node_id):
+            if due is not None and (self.session is None or self.session.peer != peer.node_id):
                 deadline = min(deadline, max(now, due))
-        if self.sync is not None:
-            deadline = min(deadline, self.sync.last_progress + self.timeout_s() + 1e-3)
+        if self.session is not None:
+            deadline = min(deadline, self.session.last_progress + self.timeout_s() + 1e-3)
         return deadline
 
     def _periodic_check(self, now: float) -> None:
@@ -312,19 +312,19 @@ class Repairer:
         (it heard a peer's deltas in order from that peer's first), yet only a completed
         repair ends the bootstrap (tests/integration/test_replication.py, a node started
         empty: without this it held every request for a peer's answer indefinitely)."""
-        return ((peer.wants_sync() or self._host.bootstrapping)
+        return ((peer.wants_repair() or self._host.bootstrapping)
                 and peer.liveness(now, self._settings.peer_timeout_s) is Liveness.LIVE)
 
     def _due_at(self, peer: Peer) -> float:
         """Earliest start of the next repair with ``peer`` (rate limit)."""
-        return peer.last_sync_start + self._settings.snapshot_interval_s
+        return peer.last_repair_start + self._settings.repair_interval_s
 
     def _schedule(self, now: float) -> None:
-        sync = self.sync
-        if sync is not None:
-            if now - sync.last_progress > self.timeout_s():
-                self._abort(f"no answer from node {sync.peer} for "
-                            f"{now - sync.last_progress:.1f}s")
+        session = self.session
+        if session is not None:
+            if now - session.last_progress > self.timeout_s():
+                self._abort(f"no answer from node {session.peer} for "
+                            f"{now - session.last_progress:.1f}s")
             else:
                 return
         candidates = [p for p in self._peers.values()
@@ -342,7 +342,7 @@ class Repairer:
         every slot it observed, a repair gives back whole states, a fetch answers with
         them - and a retry of such an id failed over to this node would count twice.
         Heartbeats say how long each peer's log is; a node behind it pulls the pages it
-        has not read, at most once per ``snapshot_interval_s`` (found by the simulator:
+        has not read, at most once per ``repair_interval_s`` (found by the simulator:
         3 of 150 seeds at 3 nodes; pinned by tests/sim's request-id test)."""
         settings = self._settings
         if (not peer.rids_behind()
@@ -350,7 +350,7 @@ class Repairer:
             return None
         if peer.rid_pull_pending:  # unanswered (lost, or the peer died): ask again later
             return peer.last_rid_pull + self.timeout_s()
-        return peer.last_rid_pull + settings.snapshot_interval_s
+        return peer.last_rid_pull + settings.repair_interval_s
 
     def _pull_rid_page(self, peer: Peer) -> None:
         peer.rid_pull_pending = True
@@ -381,11 +381,11 @@ class Repairer:
     # ------------------------------------------------------------------ status
 
     def status(self, now: float) -> dict[str, object] | None:
-        sync = self.sync
-        return None if sync is None else {
-            "peer": sync.peer, "phase": sync.phase.value,
-            "running_s": round(now - sync.started, 3),
-            "states_received": sync.states_received}
+        session = self.session
+        return None if session is None else {
+            "peer": session.peer, "phase": session.phase.value,
+            "running_s": round(now - session.started, 3),
+            "states_received": session.states_received}
 
 
 def _chunks(states: States, size: int) -> list[States]:

@@ -1,6 +1,6 @@
-"""Anti-entropy: find exactly the keys two nodes disagree on, and move only those.
+"""One repair: find exactly the keys two nodes disagree on, and move only those.
 
-A repair (a *sync*) is run by the node that wants to catch up (the *initiator*) against
+A repair is run by the node that wants to catch up (the *initiator*) against
 one peer (the *responder*), over the initiator's DEALER, in three steps down the hash
 tree (:mod:`zcounter.model.hashtree`), then the request-id log:
 
@@ -13,7 +13,7 @@ tree (:mod:`zcounter.model.hashtree`), then the request-id log:
    with their hashes; the responder answers with its state of every key that differs or
    that the initiator lacks, and names the listed keys it lacks or holds differently.
    The initiator merges, and gives back (one ``Merge``) every key where it holds more:
-   one sync repairs both sides.  The responder stops a page at a segment boundary when
+   one repair heals both sides.  The responder stops a page at a segment boundary when
    it is full and says how far it got; the initiator asks again for the rest.
 4. ``RidPull`` pages of the responder's request-id log after our cursor, so retries of
    ids applied in deltas we missed still count once.
@@ -60,7 +60,7 @@ SEGMENTS_PER_REQUEST = 1024
 #: A SyncStates answer stops after this many states, or this many bytes (estimated).
 STATES_PER_PAGE = 4000
 PAGE_BYTES = 2 * 1024 * 1024
-#: Requests of one sync in flight at once.
+#: Requests of one repair in flight at once.
 WINDOW = 4
 
 
@@ -73,8 +73,8 @@ class Phase(Enum):
 
 
 @dataclass(slots=True)
-class SyncSession:
-    """The initiator's side of one sync with ``peer``: hashes out, states in.
+class RepairSession:
+    """The initiator's side of one repair with ``peer``: hashes out, states in.
 
     The node drives it: :meth:`start`, then after every answer :meth:`next_requests`;
     when :attr:`tree_done`, the request-id phase (RidPull pages) follows, then DONE.

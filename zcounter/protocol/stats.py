@@ -35,16 +35,16 @@ class NodeStats:
         "zcounter_dropped_peer_messages",
         "Peer messages dropped as malformed, unknown or out of bounds.")
     # Repair (protocol/repair.py, bootstraps: protocol/node.py).
-    syncs_started: int = _metric("zcounter_repairs_started", "Anti-entropy repairs started.")
-    syncs_aborted: int = _metric(
+    repairs_started: int = _metric("zcounter_repairs_started", "Repairs started.")
+    repairs_aborted: int = _metric(
         "zcounter_repairs_aborted",
-        "Anti-entropy repairs abandoned (the peer stopped answering).")
+        "Repairs abandoned (the peer stopped answering).")
     keys_given_back: int = _metric(
         "zcounter_repair_keys_given_back",
         "Keys this node gave back to the peer it repaired from.")
     bootstraps_completed: int = _metric(
-        "zcounter_full_syncs",
-        "Full-state syncs: a fresh node's first repair, the whole keyspace pulled.")
+        "zcounter_bootstrap_repairs",
+        "Repairs that ended a fresh node's bootstrap (its first: the whole keyspace pulled).")
     # Replication (protocol/replication.py).
     deltas_sent: int = _metric(
         "zcounter_deltas_sent", "Deltas published (one per batch that changed something).")
@@ -85,7 +85,7 @@ class NodeStats:
     # Shown in STATUS only.
     fetches_sent: int = 0
     merges_sent: int = 0
-    syncs_completed: int = 0
+    repairs_completed: int = 0
     keys_repaired: int = 0
     rid_pages_pulled: int = 0
     peer_reply_bytes_received: int = 0

@@ -189,7 +189,7 @@ class NodeMetrics:
                 int(peer.liveness(now, timeout) is Liveness.LIVE),
                 now - (heard if heard is not None else core.started),
                 lag, self._bytes_after(core.seq - lag), max(0, behind),
-                peer.syncs, peer.keys_repaired)
+                peer.repairs, peer.keys_repaired)
         self.snapshot = Snapshot(
             core.node_id, core.slot_name, self.version, list(core.requests.items()),
             core.stats.copy(), dict(doors),
@@ -279,7 +279,7 @@ def _families(s: Snapshot) -> Iterator[Metric]:
                                   labels=["peer"])
     behind = GaugeMetricFamily("zcounter_peer_behind_deltas", "The peer's deltas this node "
                                "does not hold (a repair closes the gap).", labels=["peer"])
-    repairs = CounterMetricFamily("zcounter_repairs", "Anti-entropy repairs completed from "
+    repairs = CounterMetricFamily("zcounter_repairs", "Repairs completed from "
                                   "the peer.", labels=["peer"])
     repaired = CounterMetricFamily("zcounter_repair_keys", "Keys that grew here in repairs "
                                    "from the peer.", labels=["peer"])
