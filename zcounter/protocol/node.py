@@ -39,8 +39,8 @@ The parts, one job each:
 * :class:`~.replication.Replication`: layers 1 and 3 - deltas and heartbeats out and
   in, merges and fetches for held requests.
 * :class:`~.repair.Repairer`: layer 2 - when and from whom to repair, the one repair it
-  runs (a :class:`~.repair_session.RepairSession`), its answers to peers' repairs.  It
-  sees this class only through :class:`~.repair.RepairHost`.
+  runs (a :class:`~.repair_session.RepairSession`); it sees this class only through
+  :class:`~.repair.RepairHost`.  :class:`~.repair.RepairAnswers` answers peers' repairs.
 * :class:`~.intake.Intake`: every state from a peer is checked and merged there.
 * :class:`~.peers.Peer`: per peer, liveness, delta positions, when to repair.
 * :class:`~.batch.Batch` and :class:`~.batch.Calls`: what the batch has produced so
@@ -119,7 +119,7 @@ from .messages import (
 from .outputs import ClientId, Outputs, Persist, ToClient
 from .peers import Liveness, Peer
 from .pending import Pending
-from .repair import Repairer
+from .repair import RepairAnswers, Repairer
 from .repair_session import RepairSession
 from .replication import Replication
 from .requests import Bootstrap, ClientRequests
@@ -190,6 +190,9 @@ class NodeCore:
                                        self.calls, self.stats, republish)
         self.repair = Repairer(self, node_id, settings, self.keys, self.peers, self.rids,
                                self.batch, self.calls, self.stats)
+        replication = self.replication
+        self.repair_answers = RepairAnswers(node_id, self.keys, self.rids, self.batch,
+                                            lambda: replication.flushed_vector)  # R5
         self._requests = self._request_routes().table
         self._broadcasts: dict[type, Callable[[Peer, Any], bool]] = {
             Delta: self.replication.on_delta, Heartbeat: self._on_heartbeat}
@@ -199,7 +202,7 @@ class NodeCore:
 
     def _request_routes(self) -> Routes:
         routes = Routes()
-        clients, repair = self.clients, self.repair
+        clients, answers = self.clients, self.repair_answers
         routes.on(Add, clients.add)
         routes.on(Get, clients.get)
         routes.on(Reset, clients.reset)
@@ -209,10 +212,10 @@ class NodeCore:
         routes.on(Confirm, clients.confirm)
         routes.on(Fetch, self._from_peer(self.replication.answer_fetch))
         routes.on(Merge, self._from_peer(self._on_merge))
-        routes.on(SyncBuckets, self._from_peer(repair.answer_buckets))
-        routes.on(SyncSegments, self._from_peer(repair.answer_segments))
-        routes.on(SyncKeys, self._from_peer(repair.answer_keys))
-        routes.on(RidPull, self._from_peer(repair.answer_rids))
+        routes.on(SyncBuckets, self._from_peer(answers.answer_buckets))
+        routes.on(SyncSegments, self._from_peer(answers.answer_segments))
+        routes.on(SyncKeys, self._from_peer(answers.answer_keys))
+        routes.on(RidPull, self._from_peer(answers.answer_rids))
         return routes
 
     # ------------------------------------------------------------------ state
@@ -243,10 +246,6 @@ class NodeCore:
     def repairing(self) -> RepairSession | None:
         """The repair running now, if any."""
         return self.repair.session
-
-    @property
-    def flushed_vector(self) -> Applied:
-        return self.replication.flushed_vector
 
     def vector(self) -> Applied:
         return self.replication.vector()

@@ -5,8 +5,8 @@ Replication layer 2 (see :mod:`.node`).  :class:`Repairer` reads every heartbeat
 positions, third nodes' positions, roots: see :mod:`.peers` for when a repair is
 wanted), runs the repair itself (a :class:`~.repair_session.RepairSession`, steps in
 :mod:`.repair_session`), reads peers' request-id logs when their heartbeats show
-entries it has not read, keeps the timers of all of that, and answers its peers' repair
-requests.
+entries it has not read, and keeps the timers of all of that.  :class:`RepairAnswers`
+answers the repairs peers run against this node.
 
 It works on the keyspace, the peers and the request-id log it is given, sends through
 the batch's :class:`~.batch.Calls`, and needs from the core only what
@@ -17,6 +17,7 @@ repair runs).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from ..config import Settings
@@ -59,11 +60,6 @@ class RepairHost(Protocol):
     @property
     def bootstrapping(self) -> bool:
         """The node's storage was just created and no repair has completed yet."""
-        ...
-
-    @property
-    def flushed_vector(self) -> Applied:
-        """Delta positions as of the last flush: what the hash tree reflects."""
         ...
 
     def vector(self) -> Applied:
@@ -358,11 +354,33 @@ class Repairer:
         request = RidPull(self._calls.new_id(), self.node_id, peer.rid_epoch, peer.rid_cursor)
         self._calls.send(peer.node_id, request, Kind.RIDS)
 
-    # ------------------------------------------------------------------ a peer's repair
+    # ------------------------------------------------------------------ status
+
+    def status(self, now: float) -> dict[str, object] | None:
+        session = self.session
+        return None if session is None else {
+            "peer": session.peer, "phase": session.phase.value,
+            "running_s": round(now - session.started, 3),
+            "states_received": session.states_received}
+
+
+class RepairAnswers:
+    """This node's side of the repairs its peers run: answers from the keyspace and the
+    request-id log (the steps are :mod:`.repair_session`'s)."""
+
+    def __init__(self, node_id: int, keys: Keyspace, rids: RidLog, batch: Batch,
+                 flushed_vector: Callable[[], Applied]) -> None:
+        """``flushed_vector``: delta positions as of the last flush, what the hash tree
+        reflects; an answer must claim no more than that (rule R5 of :mod:`.node`)."""
+        self.node_id = node_id
+        self._keys = keys
+        self._rids = rids
+        self._batch = batch
+        self._flushed_vector = flushed_vector
 
     def answer_buckets(self, client: ClientId, request: SyncBuckets) -> None:
         self._batch.messages.append(ToClient(client, answer_buckets(
-            self._keys, request, self.node_id, self._host.flushed_vector)))
+            self._keys, request, self.node_id, self._flushed_vector())))
 
     def answer_segments(self, client: ClientId, request: SyncSegments) -> None:
         self._batch.messages.append(ToClient(client, answer_segments(
@@ -378,19 +396,10 @@ class Repairer:
         self._batch.messages.append(ToClient(client, RidPage(
             request.id, self.node_id, tuple(entries), self._rids.epoch, cursor, more)))
 
-    # ------------------------------------------------------------------ status
-
-    def status(self, now: float) -> dict[str, object] | None:
-        session = self.session
-        return None if session is None else {
-            "peer": session.peer, "phase": session.phase.value,
-            "running_s": round(now - session.started, 3),
-            "states_received": session.states_received}
-
 
 def _chunks(states: States, size: int) -> list[States]:
     items = list(states.items())
     return [dict(items[i:i + size]) for i in range(0, len(items), size)]
 
 
-__all__ = ["RepairHost", "Repairer"]
+__all__ = ["RepairAnswers", "RepairHost", "Repairer"]
