@@ -57,7 +57,7 @@ IMPOSTOR = 4
 #: Test-cluster timers (tests/harness.py FAST_SETTINGS): repairs and peer timeouts show
 #: up within the run.
 SETTINGS = {"heartbeat_interval_s": 0.1, "peer_timeout_s": 0.5,
-            "snapshot_interval_s": 0.25, "retry_interval_s": 0.05}
+            "repair_interval_s": 0.25, "retry_interval_s": 0.05}
 #: The probe's bound on every answer (issue 19: "within 1 s").
 PROBE_LIMIT_S = 1.0
 PROBE_INTERVAL_S = 0.1

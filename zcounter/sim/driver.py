@@ -136,7 +136,7 @@ class Simulation:
         swarm's timeouts and timings.
         """
         st = self.settings
-        rounds_s = 2 * (3 * st.heartbeat_interval_s + st.snapshot_interval_s)
+        rounds_s = 2 * (3 * st.heartbeat_interval_s + st.repair_interval_s)
         return (max(self.swarm.timeouts_ms) + 20 * (self.swarm.base_delay_ms
                                                    + self.swarm.jitter_ms)
                 + int(1000 * (st.peer_timeout_s + rounds_s)))
@@ -237,7 +237,7 @@ class Simulation:
         Counts can arrive without their ids - a reset's delta carries the totals of
         every slot it observed, a repair's give-back and a read's fetch answer carry
         states - so a node reads its peers' request-id logs when their heartbeats show
-        entries it has not read (``AntiEntropy._rid_pull_due``).  Before that existed,
+        entries it has not read (``Repairer._rid_pull_due``).  Before that existed,
         bin/sim --seed 141 --steps 300: node 3 learned node 2's decrements from node 1's
         reset delta after node 2 was wiped, and never learned their ids."""
         cores = [n.core for n in self.nodes.values() if n.core is not None]
