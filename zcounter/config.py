@@ -41,7 +41,8 @@ DEFAULT_SOURCE = "<built-in default cluster>"
 
 #: Old setting name -> its name now.  A cluster file may still use the old one: it is
 #: read as the new one, with one warning naming the file.
-RENAMED_SETTINGS = {"snapshot_interval_s": "repair_interval_s"}
+RENAMED_SETTINGS = {"snapshot_interval_s": "repair_interval_s",
+                    "anti_entropy_interval_s": "repair_check_interval_s"}
 
 log = logging.getLogger("zcounter.config")
 
@@ -61,7 +62,8 @@ class Settings:
     repair_interval_s: float = 0.5
     #: Every this often, one live peer (in turn) whose hash-tree root differs from ours
     #: is repaired from, whatever else says (defence in depth; Riak exchanges every 15 s).
-    anti_entropy_interval_s: float = 10.0
+    #: Called ``anti_entropy_interval_s`` up to 0.2: still accepted (:data:`RENAMED_SETTINGS`).
+    repair_check_interval_s: float = 10.0
     #: How often a replication level still unmet re-pushes / re-pulls.
     retry_interval_s: float = 0.1
     #: Request ids remembered for exactly-once retries: at most this many ...

@@ -748,7 +748,7 @@ def test_the_periodic_check_leaves_a_peer_that_is_behind_to_repair_itself():
     it caught up (19x the changed keys' bytes at a million keys, bin/bench --scale)."""
     link = Link.of(2, settings=Settings(heartbeat_interval_s=0.1, peer_timeout_s=0.5,
                                         repair_interval_s=0.25, retry_interval_s=0.05,
-                                        anti_entropy_interval_s=1.0))
+                                        repair_check_interval_s=1.0))
     link.run(0.5)
     # Node 1's deltas never reach node 2, nor do node 2's repair requests reach node 1:
     # node 2 stays behind and the roots differ through several periodic checks.

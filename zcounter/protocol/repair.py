@@ -93,7 +93,7 @@ class Repairer:
         self._calls = calls
         self._stats = stats
         self.session: RepairSession | None = None
-        self._next_check = batch.now + settings.anti_entropy_interval_s
+        self._next_check = batch.now + settings.repair_check_interval_s
         self._turn = 0
 
     # ------------------------------------------------------------------ heartbeats
@@ -238,7 +238,7 @@ class Repairer:
                     peer.flag = True  # it holds deltas of ``other`` we never got
                     del peer.watch[other]
         if now >= self._next_check:
-            self._next_check = now + self._settings.anti_entropy_interval_s
+            self._next_check = now + self._settings.repair_check_interval_s
             self._periodic_check(now)
         self._schedule(now)
         for peer in self._peers.values():
@@ -266,7 +266,7 @@ class Repairer:
         return deadline
 
     def _periodic_check(self, now: float) -> None:
-        """Every ``anti_entropy_interval_s``: one live peer in turn whose root differs
+        """Every ``repair_check_interval_s``: one live peer in turn whose root differs
         is repaired from (defence in depth; under load the difference is what is in
         flight, so this costs little)."""
         live = [p for p in self._peers.values()

@@ -36,7 +36,7 @@ def _draw_settings(rng: random.Random) -> Settings:
     return Settings(heartbeat_interval_s=heartbeat,
                     peer_timeout_s=heartbeat * rng.choice((2.5, 5)),
                     repair_interval_s=rng.choice((0.1, 0.5, 1.0)),
-                    anti_entropy_interval_s=rng.choice((1.0, 10.0)),
+                    repair_check_interval_s=rng.choice((1.0, 10.0)),
                     retry_interval_s=rng.choice((0.02, 0.1, 0.3)))
 
 
