@@ -111,7 +111,7 @@ class SimNode:
     life: int = 0
     wake_at: int = -1
     inbox: list[Packet] = field(default_factory=list)
-    #: Crash mode applied by the next batch (``torn``, ``midbatch``).
+    #: Crash mode applied by the next batch (``torn``, ``midbatch``, ``commit``).
     doom: CrashMode | None = None
     paused: bool = False
     #: Bumped by every crash: a restart scheduled for an earlier crash is void.
@@ -206,7 +206,7 @@ class Cluster:
 
     def crash(self, node: SimNode, mode: CrashMode) -> None:
         """Crash ``node`` now (``clean``, ``power``) or at its next batch (``torn``,
-        ``midbatch``)."""
+        ``midbatch``, ``commit``)."""
         if not node.up:
             return
         if mode.at_next_batch:

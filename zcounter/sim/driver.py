@@ -127,7 +127,7 @@ class Simulation:
         Operations in flight at the heal may apply until their timeouts run out.  Then
         a node that lacks something hears a heartbeat that shows it (one heartbeat
         interval, or two to settle a third node's deltas), waits out the repair rate
-        limit (one snapshot interval) and repairs: a handful of round trips.  A peer
+        limit (one ``repair_interval_s``) and repairs: a handful of round trips.  A peer
         silent through the faults is live again after one heartbeat.  Two such rounds
         cover a node that learns from a peer which must itself repair first.  Measured
         (seeds 5000-5079 at 3 nodes, 5000-5059 at 5, 5000-5029 at 9, 1,500 steps): the

@@ -120,7 +120,8 @@ class Nemesis:
     def crash(self, node_id: int, mode: CrashMode | str = CrashMode.CLEAN,
               restart_after_ms: int | None = None, wipe: bool = False) -> None:
         """Crash a node; restart it ``restart_after_ms`` later (if given), from a wiped
-        disk if ``wipe``.  ``torn`` and ``midbatch`` crashes happen at its next batch."""
+        disk if ``wipe``.  ``torn``, ``midbatch`` and ``commit`` crashes happen at its next
+        batch."""
         node = self.cluster.nodes[node_id]
         if not node.up:
             return

@@ -9,7 +9,7 @@ Off the request path: when the log moves to a new segment, every key changed sin
 previous checkpoint is handed to a checkpointer thread, which writes it into SQLite
 (:mod:`.checkpoint`) in one durable transaction that records the LSN it reaches, then
 deletes the segments it covers.  SQLite and ``os.fdatasync`` release the GIL, so this
-overlaps with the node's loop.  Snapshots handed over while the previous one is still
+overlaps with the node's loop.  Hand-overs that arrive while the previous one is still
 being written are merged into one (newest state of each key wins), so a slow disk
 delays checkpoints but never queues unbounded work.
 
