@@ -15,7 +15,7 @@ some with :func:`~zcounter.fuzz.grammar.mutate`, and send each to a node in turn
   send the fourth node;
 * ``metrics`` - a new TCP connection per HTTP request.
 
-Each input sent is remembered per node (:attr:`Recent`): when a node dies the last ones
+Each input sent is remembered per node (the last :data:`RECENT`): when a node dies the last ones
 are the suspects; :func:`triage` replays them one by one against a fresh cluster to find
 the one that kills, which is saved as a regression case.
 
