@@ -6,7 +6,8 @@ this node vouches for (its own updates, or a merge it confirms as durable), only
 (page cache: survives a process crash) when it merely holds what peers hold durably.
 
 Off the request path: when the log moves to a new segment, or once
-:data:`HANDOVER_KEYS` keys changed, every key changed since the previous checkpoint is handed to a checkpointer thread, which writes it into SQLite
+:data:`HANDOVER_KEYS` keys changed, every key changed since the previous checkpoint is
+handed to a checkpointer thread, which writes it into SQLite
 (:mod:`.checkpoint`) in one durable transaction that records the LSN it reaches, then
 deletes the segments it covers.  SQLite and ``os.fdatasync`` release the GIL, so this
 overlaps with the node's loop.  Hand-overs that arrive while the previous one is still
