@@ -53,7 +53,7 @@ CLUSTER_ROOTS: list[Path] = []
 FAST_SETTINGS = {
     "heartbeat_interval_s": 0.1,
     "peer_timeout_s": 0.5,
-    "snapshot_interval_s": 0.25,
+    "repair_interval_s": 0.25,
     "retry_interval_s": 0.05,
 }
 

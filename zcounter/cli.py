@@ -100,7 +100,7 @@ def _load(config_path: str | None) -> ClusterConfig:
 @click.option("--id", "node_id", type=int, required=True, help="This node's id in the cluster.")
 @_config_option
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where the node keeps its SQLite database. Default: "
+              help="Where the node keeps its log and SQLite checkpoint. Default: "
                    "$ZCOUNTER_DATA_HOME (or $XDG_DATA_HOME/zcounter, or "
                    "~/.local/share/zcounter)/<cluster name>/node-<id>.")
 # readable=False, dir_okay=True: the key readers check the file themselves and say what

@@ -9,6 +9,7 @@ user has to edit.  Paths in the file (keys, the clients directory) are relative 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -38,6 +39,13 @@ ENV_CONFIG = "ZCOUNTER_CONFIG"
 ENV_DATA_HOME = "ZCOUNTER_DATA_HOME"
 DEFAULT_SOURCE = "<built-in default cluster>"
 
+#: Old setting name -> its name now.  A cluster file may still use the old one: it is
+#: read as the new one, with one warning naming the file.
+RENAMED_SETTINGS = {"snapshot_interval_s": "repair_interval_s",
+                    "anti_entropy_interval_s": "repair_check_interval_s"}
+
+log = logging.getLogger("zcounter.config")
+
 _ENDPOINT_RE = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):([0-9]{1,5})$")
 
 
@@ -48,11 +56,14 @@ class Settings:
     heartbeat_interval_s: float = 0.2
     #: A peer silent this long is "not heard"; we then pull its state over DEALER.
     peer_timeout_s: float = 1.0
-    #: At most one repair (anti-entropy sync) per peer per this interval.
-    snapshot_interval_s: float = 0.5
+    #: At most one repair per peer per this interval (also: one read of a peer's
+    #: request-id log).  Called ``snapshot_interval_s`` up to 0.2: still accepted in
+    #: cluster files (:data:`RENAMED_SETTINGS`).
+    repair_interval_s: float = 0.5
     #: Every this often, one live peer (in turn) whose hash-tree root differs from ours
     #: is repaired from, whatever else says (defence in depth; Riak exchanges every 15 s).
-    anti_entropy_interval_s: float = 10.0
+    #: Called ``anti_entropy_interval_s`` up to 0.2: still accepted (:data:`RENAMED_SETTINGS`).
+    repair_check_interval_s: float = 10.0
     #: How often a replication level still unmet re-pushes / re-pulls.
     retry_interval_s: float = 0.1
     #: Request ids remembered for exactly-once retries: at most this many ...
@@ -260,6 +271,21 @@ def _security(raw: Any, source: str, base: Path) -> Security:
                     tls.get("resp_tls_ca"), loopback)
 
 
+def _renamed(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """``raw`` with every old setting name (:data:`RENAMED_SETTINGS`) replaced by its new
+    one, logging one deprecation line per old name found."""
+    out = dict(raw)
+    for old, new in RENAMED_SETTINGS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ConfigError(f"{source}: settings.{old} and settings.{new} are the same "
+                              f"setting ({old} is its old name): keep only {new}")
+        log.warning("%s: settings.%s is deprecated, its name is now %s", source, old, new)
+        out[new] = out.pop(old)
+    return out
+
+
 def parse_config(data: dict[str, Any], source: str, name: str = "default",
                  base: Path | None = None) -> ClusterConfig:
     """``base``: the directory relative paths start from (the cluster file's)."""
@@ -304,6 +330,7 @@ def parse_config(data: dict[str, Any], source: str, name: str = "default",
     raw_settings = data.get("settings", {})
     if not isinstance(raw_settings, dict):
         raise ConfigError(f"{source}: settings must be a table")
+    raw_settings = _renamed(raw_settings, source)
     known = {f.name: f for f in fields(Settings)}
     for key, value in raw_settings.items():
         if key not in known:

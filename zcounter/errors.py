@@ -25,20 +25,22 @@ so each of those may import it):
 * :class:`zcounter.protocol.codec.Forbidden` (a ProtocolError) - a client's connection
   asked for a peer operation.
 * :class:`zcounter.protocol.resp.framing.FrameError` and
-  :class:`zcounter.protocol.resp.session.BadArgument` (ProtocolErrors) - a Redis client's
+  :class:`zcounter.protocol.resp.arguments.BadArgument` (ProtocolErrors) - a Redis client's
   stream is not a command the door takes / an argument is refused; each is answered
   with Redis's error text.
 * :class:`zcounter.runtime.storage.StorageError` and
   :class:`zcounter.runtime.storage.log.LogError` - the disk failed; the node stops
   without acknowledging anything more (fail-stop).
-* ``zcounter.runtime.resp._EncryptedKey`` (a ConfigError) and
+* ``zcounter.runtime.respsetup._EncryptedKey`` (a ConfigError) and
   :class:`zcounter.bench.report.NotMeasured` - internal signals, caught where raised.
 
 Not ZCounterErrors, on purpose: :class:`zcounter.sim.oracle.SimFailure` and
 :class:`zcounter.fuzz.targets.TargetFailed` subclass ``AssertionError``: they report a bug
 *in zcounter* found by the simulator or a fuzz target, not a condition a caller handles:
 pytest shows them as failures, and code that catches ZCounterError around client calls
-(``zcounter.fuzz.live``, ``tests/faults/agent.py``) must never swallow one.
+(``zcounter.fuzz.live``, ``tests/faults/agent.py``) must never swallow one.  Likewise
+:class:`zcounter.sim.files.Crash`: the simulated process dying inside the real storage
+code; no handler of the code under test may take it for an error and carry on.
 """
 
 from __future__ import annotations

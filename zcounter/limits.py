@@ -190,6 +190,11 @@ RESP_MAX_PATTERN_BYTES = 1024
 #: between stars, resp/glob.py ``is_slow``): at the measured worst, 43 us a key, a page
 #: costs the loop 43 ms (10,000 keys, the page of other patterns: 0.43 s).
 RESP_MAX_SLOW_MATCH_PAGE = 1000
+#: Bytes of one KEYS reply.  KEYS gathers every page before it answers, so its reply was
+#: bounded only by the keyspace (10M keys: GBs built before the runtime cut the connection
+#: at its output bound); past this it answers an error instead (use SCAN), the connection
+#: stays.  The same figure as ``RESP_MAX_OUTPUT_BYTES``: a longer reply was never sent.
+RESP_MAX_KEYS_REPLY_BYTES = 64 * 1024 * 1024
 #: Bytes of a connection name (CLIENT SETNAME, HELLO SETNAME) and of each client-info
 #: string (CLIENT SETINFO LIB-NAME / LIB-VER), kept for the connection's life.
 RESP_MAX_CLIENT_STRING_BYTES = 256
@@ -199,6 +204,13 @@ RESP_MAX_PIPELINE = 1024
 #: Core requests one connection hands to the core per poll cycle: a DEL of 10,000 keys
 #: (10,001 requests) is spread over 10 cycles, so other connections are served between.
 RESP_MAX_REQUESTS_PER_CYCLE = 1024
+#: Core requests one connection may have queued, not yet handed to the core, before the
+#: runtime stops reading it (``Session.backlog`` then counts as full).  Commands in flight
+#: alone did not bound them: 1,024 pipelined DELs of 1,000 keys queued 1,025,024 requests
+#: and their answer handlers, 648 MB (tracemalloc, this 2-core machine), since the core
+#: takes 1,024 a cycle while a cycle reads up to 4 x 64 KiB.  Past the bound, one read
+#: more can add up to ~9,000 (measured 6,552 to 9,000 for 64 KiB of DELs of short keys).
+RESP_MAX_QUEUED_REQUESTS = 4 * RESP_MAX_REQUESTS_PER_CYCLE
 #: SCAN cursors a connection may hold open (the least recently used is forgotten first).
 RESP_MAX_CURSORS = 64
 #: Keys a connection may write between WAITs that confirm them everywhere: one WAIT asks
@@ -220,6 +232,21 @@ RESP_MAX_AUTH_FAILURES = 3
 RESP_AUTH_FAILURE_DELAY_S = 0.1
 #: How long the core may take over a request of the door.
 RESP_REQUEST_TIMEOUT_MS = 5000
+
+# The runtime's side of the RESP door (zcounter/runtime/resp.py: sockets, per cycle).
+#: Bytes read from one connection per read, and reads per poll cycle at most (fairness
+#: between clients; also the slack of the command bound: one read past it at most).
+RESP_READ_BYTES = 64 * 1024
+RESP_READS_PER_CYCLE = 4
+#: Above this much unsent output a connection is not read (backpressure).
+RESP_PAUSE_OUTPUT_BYTES = 1024 * 1024
+#: Above this much unsent output a connection is closed at once: only one huge reply can
+#: get here, since reading pauses far below it (KEYS is bounded to the same figure).
+RESP_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+#: Connections accepted per poll cycle at most.
+RESP_ACCEPTS_PER_CYCLE = 64
+#: Bytes handed to one ``SSL_write`` at most (four full TLS records).
+RESP_TLS_SEND_BYTES = 64 * 1024
 
 # ---------------------------------------------------------------- metrics door
 # /metrics is served by one thread with a selector (zcounter/runtime/metrics.py): one

@@ -81,7 +81,7 @@ def test_every_listed_metric_is_exposed_with_prometheus_names(mc: LocalCluster) 
     assert one(s, "zcounter_keys") == 2 and one(s, "zcounter_live_keys") == 2
     assert one(s, "zcounter_slots") >= 1 and one(s, "zcounter_request_ids") == 1
     assert one(s, "zcounter_commits_total") > 0
-    assert one(s, "zcounter_full_syncs_total") >= 0 and one(s, "zcounter_bootstrapping") == 0
+    assert one(s, "zcounter_bootstrap_repairs_total") >= 0 and one(s, "zcounter_bootstrapping") == 0
     for peer in ("2", "3"):
         assert 0 <= one(s, "zcounter_peer_last_heard_seconds", peer=peer) < 5
         assert one(s, "zcounter_peer_lag_deltas", peer=peer) >= 0

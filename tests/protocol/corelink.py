@@ -20,8 +20,8 @@ from zcounter.protocol.messages import PeerReply, RidEntry
 from zcounter.protocol.node import NodeCore
 from zcounter.protocol.outputs import Outputs, Persist, Publish, ToClient, ToPeer
 
-S = Settings(heartbeat_interval_s=0.1, peer_timeout_s=0.5, snapshot_interval_s=0.25,
-             retry_interval_s=0.05, anti_entropy_interval_s=30.0)
+S = Settings(heartbeat_interval_s=0.1, peer_timeout_s=0.5, repair_interval_s=0.25,
+             retry_interval_s=0.05, repair_check_interval_s=30.0)
 
 
 def incarnation(node: int) -> str:

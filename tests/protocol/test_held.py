@@ -28,7 +28,7 @@ def test_confirms_past_the_per_connection_cap_are_refused_busy_and_counted():
     assert [(r.id, r.code) for r in replies] == [(3, ErrorCode.BUSY), (4, ErrorCode.BUSY)]
     assert "max_held_per_connection = 3" in replies[0].message
     assert len(c.pending) == 3 and c.pending.per_client == {"a": 3}
-    assert c.stats["held_refused"] == 2
+    assert c.stats.held_refused == 2
     assert c.requests[("confirm", "busy")] == 2
     # Another connection still gets its own share, up to the node's cap.
     for i in range(3):

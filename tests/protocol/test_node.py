@@ -83,7 +83,7 @@ def test_a_duplicate_request_id_counts_once():
     replies = client_replies(c.take_outputs())
     assert [r.counts for r in replies] == [(5,), (5,), (6,), (6,)]
     assert [r.duplicate for r in replies] == [False, True, False, True]
-    assert c.keys.value("k") == 6 and c.stats["duplicates"] == 2
+    assert c.keys.value("k") == 6 and c.stats.duplicates == 2
 
 
 def test_a_duplicate_reset_does_not_reset_again():
@@ -190,7 +190,7 @@ def test_peer_messages_from_unknown_nodes_or_with_bad_slots_are_dropped():
     b.handle_request(("peer", 8), Fetch(1, 8, ("k",)), 0.0)
     b.handle_request(("peer", 1), Merge(2, 1, {"k": {make_slot(7, "a" * 12): (1, 0, 0, 0)}}),
                      0.0)
-    assert b.keys.value("k") == 10 and b.stats["dropped_peer_messages"] == 4
+    assert b.keys.value("k") == 10 and b.stats.dropped_peer_messages == 4
     out = b.take_outputs()
     assert not [m for m in out.messages if isinstance(m, ToClient)]
     assert not out.persist or not out.persist.states
@@ -206,7 +206,7 @@ def test_a_page_is_dropped_only_for_a_used_slot_of_an_unknown_node():
     used = StatePage((slot(1), stranger), {"j": [0, 1, 0, 0, 0, 1, 5, 0, 0, 0]})
     assert b.accept_page(used, 1) is None
     assert b.keys.value("k") == 4 and "j" not in b.keys
-    assert b.stats["dropped_peer_messages"] == 1
+    assert b.stats.dropped_peer_messages == 1
 
 
 def test_a_page_holding_more_of_our_own_slot_is_merged_with_a_warning():
@@ -218,10 +218,10 @@ def test_a_page_holding_more_of_our_own_slot_is_merged_with_a_warning():
     warnings = [log.text for log in b.take_outputs().logs if "lost data" in log.text]
     # One line per interval however many keys (a forged page names up to 200,000).
     assert len(warnings) == 1 and "'k' and 1 more keys" in warnings[0]
-    assert b.stats["own_slot_ahead"] == 2
+    assert b.stats.own_slot_ahead == 2
     b.accept_page(StatePage.of({"k": {slot(2): (9, 0, 0, 0)}}), 1)
     assert not [log for log in b.take_outputs().logs if "lost data" in log.text]
-    assert b.stats["own_slot_ahead"] == 3
+    assert b.stats.own_slot_ahead == 3
 
 
 def test_a_peer_state_past_the_old_bound_is_merged_and_reads_saturate():
@@ -230,7 +230,7 @@ def test_a_peer_state_past_the_old_bound_is_merged_and_reads_saturate():
     b = core(2, keyspace=keyspace({"k": {slot(3): (10, 0, 0, 0)}}))
     b.take_outputs()
     b.handle_broadcast(Delta(1, "e1", 1, {"k": {slot(1): (MAX_TOTAL, 0, 0, 0)}}), 0.0)
-    assert b.keys.value("k") == MAX_TOTAL and b.stats["dropped_peer_messages"] == 0
+    assert b.keys.value("k") == MAX_TOTAL and b.stats.dropped_peer_messages == 0
 
 
 def test_a_batch_that_moved_many_states_asks_to_end():
@@ -256,7 +256,7 @@ def warm(link: Link, until: float = 0.6) -> None:
     """Let the cores hear each other and finish their first repairs."""
     link.run(until)
     for c in link.cores.values():
-        assert c.sync is None and not any(p.wants_sync() for p in c.peers.values())
+        assert c.repairing is None and not any(p.wants_repair() for p in c.peers.values())
 
 
 def test_deltas_replicate_and_duplicates_or_reordering_are_harmless():
@@ -287,14 +287,14 @@ def test_a_lost_delta_is_repaired_through_a_sync():
     link.request(1, Add(1, "lost", 4))
     link.flush()
     b = link.cores[2]
-    syncs = b.stats["syncs_completed"]
-    assert b.keys.value("lost") == 0 and not b.peers[1].wants_sync()
+    syncs = b.stats.repairs_completed
+    assert b.keys.value("lost") == 0 and not b.peers[1].wants_repair()
     link.request(1, Add(2, "later", 1))
     link.step(1)
-    assert b.keys.value("later") == 1 and b.peers[1].wants_sync()  # the gap
+    assert b.keys.value("later") == 1 and b.peers[1].wants_repair()  # the gap
     link.flush()
-    assert b.keys.value("lost") == 4 and b.stats["syncs_completed"] == syncs + 1
-    assert b.peers[1].stream.seq == 2 and not b.peers[1].wants_sync()
+    assert b.keys.value("lost") == 4 and b.stats.repairs_completed == syncs + 1
+    assert b.peers[1].stream.seq == 2 and not b.peers[1].wants_repair()
     assert [m.seq for m in link.of_kind(Delta, dst=2)] == [2]
 
 
@@ -307,12 +307,12 @@ def test_a_node_learns_what_a_peer_heard_from_a_node_it_cannot_hear():
     link.request(1, Add(1, "w", 7))
     link.flush()
     c3 = link.cores[3]
-    syncs_with_1, syncs_with_2 = c3.peers[1].syncs, c3.peers[2].syncs
+    syncs_with_1, syncs_with_2 = c3.peers[1].repairs, c3.peers[2].repairs
     link.run(link.now + 0.15)
     assert c3.keys.value("w") == 0 and 1 in c3.peers[2].watch  # settling: in flight?
     link.run(link.now + 0.6)
     assert c3.keys.value("w") == 7
-    assert c3.peers[2].syncs > syncs_with_2 and c3.peers[1].syncs == syncs_with_1
+    assert c3.peers[2].repairs > syncs_with_2 and c3.peers[1].repairs == syncs_with_1
     assert c3.peers[1].stream.covers("e1", 1) and not c3.peers[2].watch
 
 
@@ -345,9 +345,9 @@ def test_a_completed_repair_holds_every_delta_the_responder_claimed():
     c2 = link.cores[2]
     c2.peers[3].flag = True  # node 2 repairs from node 3 now
     link.step(2)
-    assert c2.sync is not None and c2.sync.peer == 3
+    assert c2.repairing is not None and c2.repairing.peer == 3
     link.flush()
-    assert c2.sync is None
+    assert c2.repairing is None
     assert not c2.peers[1].stream.covers("e1", 1) or c2.keys.value("x") == 5
 
 
@@ -591,10 +591,10 @@ def test_a_silent_peer_that_wants_a_repair_does_not_make_the_deadline_spin():
     c.handle_broadcast(Heartbeat(2, "e2", 5, 123, 1, {2: ("e2", 5)}, "e2", 1), 0.1)
     c.tick(0.2)
     c.take_outputs()
-    assert c.sync is not None  # a repair from node 2 started ...
+    assert c.repairing is not None  # a repair from node 2 started ...
     c.tick(3.0)  # ... node 2 went silent, the repair was abandoned
     c.take_outputs()
-    assert c.sync is None and c.peers[2].wants_sync()
+    assert c.repairing is None and c.peers[2].wants_repair()
     assert c.next_deadline() > 3.0
 
 
@@ -696,7 +696,7 @@ def test_a_restarted_node_repairs_itself_and_its_peers_do_not_repair_from_it():
     toward_3 = [d for d in link.delivered[since:]
                 if isinstance(d.message, SyncBuckets) and d.dst == 3]
     assert toward_3 == []
-    assert link.cores[3].stats["syncs_completed"] >= 1
+    assert link.cores[3].stats.repairs_completed >= 1
     for i in range(40):
         assert {c.keys.value(f"k{i}") for c in link.cores.values()} == {1 + i}
 
@@ -716,20 +716,20 @@ def test_keys_replayed_at_start_are_published_again():
                              None, False, republish=["unsent"])
     link.flush()
     assert link.cores[2].keys.value("unsent") == 7
-    assert link.cores[2].stats["syncs_completed"] == 0 or link.cores[2].sync is None
+    assert link.cores[2].stats.repairs_completed == 0 or link.cores[2].repairing is None
 
 
 def test_republishing_waits_while_the_node_runs_its_own_repair():
     """The repair a restarted node runs gives back what it holds more of; republishing
     5,000 keys a batch meanwhile slowed the peer that answers it."""
-    from zcounter.protocol.repair import SyncSession
+    from zcounter.protocol.repair_session import RepairSession
 
     c = NodeCore(1, [1, 2], incarnation(1), "e1", S, 0.0,
                  keyspace({"k": {slot(1): (3, 0, 0, 0)}}), None, False,
                  republish=["k"])
-    c.repair.sync = SyncSession(2, 0.0, 0.0)
+    c.repair.session = RepairSession(2, 0.0, 0.0)
     assert not [d for d in published(c.take_outputs()) if isinstance(d, Delta)]
-    c.repair.sync = None
+    c.repair.session = None
     assert [d.states for d in published(c.take_outputs()) if isinstance(d, Delta)] == [
         {"k": {slot(1): (3, 0, 0, 0)}}]
 
@@ -747,8 +747,8 @@ def test_the_periodic_check_leaves_a_peer_that_is_behind_to_repair_itself():
     of ours, repairs itself from us; repairing from it as well sent it hash lists while
     it caught up (19x the changed keys' bytes at a million keys, bin/bench --scale)."""
     link = Link.of(2, settings=Settings(heartbeat_interval_s=0.1, peer_timeout_s=0.5,
-                                        snapshot_interval_s=0.25, retry_interval_s=0.05,
-                                        anti_entropy_interval_s=1.0))
+                                        repair_interval_s=0.25, retry_interval_s=0.05,
+                                        repair_check_interval_s=1.0))
     link.run(0.5)
     # Node 1's deltas never reach node 2, nor do node 2's repair requests reach node 1:
     # node 2 stays behind and the roots differ through several periodic checks.
@@ -778,9 +778,9 @@ def test_a_peer_state_that_would_give_a_key_too_many_slots_is_dropped():
     b.take_outputs()
     two_more = {fake(MAX_SLOTS_PER_KEY): (1, 0, 0, 0), fake(MAX_SLOTS_PER_KEY + 1): (1, 0, 0, 0)}
     b.handle_broadcast(Delta(1, "e1", 1, {"k": two_more}), 0.0)
-    assert b.stats["dropped_peer_messages"] == 1
+    assert b.stats.dropped_peer_messages == 1
     assert b.accept_page(StatePage.of({"k": two_more}), 1) is None
-    assert b.stats["dropped_peer_messages"] == 2
+    assert b.stats.dropped_peer_messages == 2
     assert b.keys.record_count("k") == MAX_SLOTS_PER_KEY - 1
     # Records of slots it holds already, and one more up to the bound, are merged.
     held = {fake(0): (5, 0, 0, 0), fake(MAX_SLOTS_PER_KEY): (1, 0, 0, 0)}

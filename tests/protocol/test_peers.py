@@ -39,15 +39,15 @@ def test_a_new_epoch_starts_over_and_a_repair_raises_the_position():
 
 def test_liveness_and_when_a_repair_is_wanted():
     peer = Peer(2)
-    assert peer.liveness(0.0, 1.0) is Liveness.UNHEARD and not peer.wants_sync()
+    assert peer.liveness(0.0, 1.0) is Liveness.UNHEARD and not peer.wants_repair()
     peer.last_heard = 1.0
     assert peer.liveness(2.0, 1.0) is Liveness.LIVE
     assert peer.liveness(2.01, 1.0) is Liveness.SILENT
     peer.heartbeat = Heartbeat(2, "e2", 3, 0, 0, {2: ("e2", 3)}, "e2", 1)
-    assert peer.wants_sync()  # it sent deltas we do not hold
+    assert peer.wants_repair()  # it sent deltas we do not hold
     for seq in (1, 2, 3):
         peer.stream.applied("e2", seq)
-    assert not peer.wants_sync()
+    assert not peer.wants_repair()
     peer.flag = True
-    assert peer.wants_sync()
+    assert peer.wants_repair()
     assert vector(("e1", 9), 1, {2: peer, 3: Peer(3)}) == {1: ("e1", 9), 2: ("e2", 3)}

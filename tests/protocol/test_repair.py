@@ -1,4 +1,4 @@
-"""Anti-entropy (zcounter.protocol.repair) between two in-memory keyspaces: the three
+"""Anti-entropy (zcounter.protocol.repair_session) between two in-memory keyspaces: the three
 steps down the hash tree, merge, give back.  Afterwards both sides hold the join, and
 the only states that moved are those of keys that differed - each once."""
 
@@ -16,11 +16,11 @@ from zcounter.model import pncounter
 from zcounter.model.hashtree import SEGMENTS_PER_BUCKET, key_digest, segment_of
 from zcounter.model.keyspace import Keyspace
 from zcounter.model.pncounter import make_slot
-from zcounter.protocol import repair
+from zcounter.protocol import repair_session as repair
 from zcounter.protocol.messages import SyncBuckets, SyncDiff, SyncKeys, SyncSegments
-from zcounter.protocol.repair import (
+from zcounter.protocol.repair_session import (
     Phase,
-    SyncSession,
+    RepairSession,
     answer_buckets,
     answer_keys,
     answer_segments,
@@ -71,7 +71,7 @@ def run_sync(a: Keyspace, b: Keyspace, pick=lambda inflight: 0) -> Traffic:
     requests in flight in the order ``pick`` chooses; each answer is one batch."""
     ids = itertools.count(1)
     traffic = Traffic()
-    sync = SyncSession(2, 0.0, 0.0)
+    sync = RepairSession(2, 0.0, 0.0)
     inflight = [sync.start(a, next(ids), 1)]
     while inflight:
         request = inflight.pop(pick(inflight))
@@ -150,7 +150,7 @@ def test_a_page_stops_at_a_segment_boundary_and_the_rest_is_asked_again(monkeypa
     assert 0 < done < len(segments)
     assert set(reply.states) == {k for k in keys if segment(k) in segments[:done]}
     assert reply.differ == ()
-    sync = SyncSession(2, 0.0, 0.0, phase=Phase.KEYS)
+    sync = RepairSession(2, 0.0, 0.0, phase=Phase.KEYS)
     sync.inflight[5] = request
     sync.on_states(reply)
     assert sync.segments == list(segments[done:])

@@ -511,6 +511,23 @@ def test_zc_incrby_counts_a_retried_request_id_once_at_any_node(d: Door3) -> Non
     assert errors(replies)[2].startswith("ERR invalid request id: request id must be 1-64")
 
 
+def test_zc_incrby_retried_at_another_node_before_the_id_replicated_counts_twice(
+        ) -> None:
+    """What README's Redis section and WRITEUP 5.4 state: a request id is checked where
+    the request lands, and another node knows it only once replication has carried it.
+    A retry that reaches another node first is applied there too (issue 20 asked which
+    of the two documents was right; this is the evidence)."""
+    d = Door3(n=2)
+    d.link.cut |= {(1, 2), (2, 1)}  # the first attempt's delta has not reached node 2
+    one, two = d.session(1), d.session(2)
+    assert d.run(one, cmd("ZC.INCRBY", "k", 5, "req-1")) == [5]
+    assert d.run(two, cmd("ZC.INCRBY", "k", 5, "req-1")) == [5]  # applied again
+    d.link.cut.clear()
+    d.pump(until=d.link.now + 2.0)
+    assert d.run(one, cmd("GET", "k")) == [b"10"]
+    assert d.run(two, cmd("GET", "k") + cmd("ZC.INCRBY", "k", 5, "req-1")) == [b"10", 10]
+
+
 def test_zc_del_resets_once(d: Door3) -> None:
     s = d.session()
     assert d.run(s, cmd("INCRBY", "k", 5) + cmd("ZC.DEL", "k", "r1") + cmd("INCR", "k")

@@ -169,11 +169,11 @@ def test_blank_lines_are_never_kept(d: Door3) -> None:
 
 def test_an_exception_in_a_command_closes_that_connection_only(
         d: Door3, monkeypatch: pytest.MonkeyPatch) -> None:
-    from zcounter.protocol.resp import session as session_mod
+    from zcounter.protocol.resp import dispatch
 
     def boom(self: Session, words: list[bytes], slot: Any) -> None:
         raise MemoryError("boom")
-    monkeypatch.setitem(session_mod._HANDLERS, "echo", boom)
+    monkeypatch.setitem(dispatch.HANDLERS, "echo", boom)
     bad, good = d.session(), d.session()
     bad.receive(cmd("INCR", "a") + cmd("ECHO", "x") + cmd("INCR", "a"), d.link.now)
     d.pump(rounds=3)
@@ -187,11 +187,11 @@ def test_an_exception_in_a_command_closes_that_connection_only(
 
 def test_an_exception_in_an_answer_closes_that_connection_only(
         d: Door3, monkeypatch: pytest.MonkeyPatch) -> None:
-    from zcounter.protocol.resp import session as session_mod
+    from zcounter.protocol.resp import counters
 
     def boom(*args: Any) -> bytes:
         raise ValueError("bad answer")
-    monkeypatch.setattr(session_mod, "_count_reply", boom)
+    monkeypatch.setattr(counters, "count_reply", boom)
     s = d.session()
     s.receive(cmd("INCR", "a") + cmd("PING"), d.link.now)
     d.pump(rounds=3)
@@ -210,6 +210,22 @@ def test_a_long_pattern_is_refused_and_the_connection_stays(d: Door3) -> None:
     assert errors(replies) == [f"ERR pattern too long: {len(long)} bytes, zcounter takes "
                                f"at most {L.RESP_MAX_PATTERN_BYTES}"] * 2
     assert replies[-1] == b"PONG" and not s.closing
+
+
+def test_a_keys_reply_past_its_bound_is_an_error_and_the_connection_stays(
+        d: Door3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KEYS gathers every page before it answers: its reply is bounded (issue 20), the
+    pages stop there, and SCAN is named instead."""
+    from zcounter.protocol.resp import keyspace
+    monkeypatch.setattr(keyspace, "RESP_MAX_KEYS_REPLY_BYTES", 110)
+    s = d.session()
+    d.run(s, b"".join(cmd("INCR", f"key{i:02d}") for i in range(20)))
+    replies = d.run(s, cmd("KEYS", "key0*") + cmd("KEYS", "*") + cmd("PING"))
+    assert replies[0] == [f"key0{i}".encode() for i in range(10)]  # 110 bytes: fits
+    assert errors(replies) == ["ERR KEYS reply too large: more than 110 bytes, the most "
+                               "zcounter sends as one reply; use SCAN"]
+    assert replies[2] == b"PONG" and not s.closing
+    assert d.doors[1].refused[Refusal.KEYS_REPLY_BYTES] == 1
 
 
 def test_connection_names_and_client_info_are_bounded(d: Door3) -> None:
@@ -250,6 +266,23 @@ def test_one_connection_hands_the_core_a_bounded_number_of_requests_per_cycle(
     assert len(second) == 1500 - len(first)  # the DEL would pass the share: next cycle
     third = s.take_requests(3)
     assert len(third) == n + 1  # a command's requests stay in one batch
+
+
+def test_a_connection_with_many_requests_queued_counts_as_full(d: Door3) -> None:
+    """Commands in flight alone do not bound the requests they make: DELs of 1,000 keys
+    are 1,001 requests each.  Past RESP_MAX_QUEUED_REQUESTS the session says it is full,
+    so the runtime stops reading it until the core has taken them (issue 20)."""
+    s = d.session()
+    dels = cmd("DEL", *(f"k{i:04d}" for i in range(1000)))
+    n = 0
+    while s.backlog < L.RESP_MAX_PIPELINE:  # what the runtime does: read while not full
+        s.receive(dels, d.link.now)
+        n += 1
+    assert n == 5 and len(s.requests) == 5 * 1001 >= L.RESP_MAX_QUEUED_REQUESTS
+    d.pump(rounds=3)  # the core takes 1,024 a cycle
+    assert len(s.requests) < L.RESP_MAX_QUEUED_REQUESTS and s.backlog < L.RESP_MAX_PIPELINE
+    d.pump()
+    assert parse(s.take_output(d.link.now)) == [0] * 5 and s.backlog == 0
 
 
 def test_wrong_passwords_close_the_connection_after_the_bound() -> None:
@@ -294,8 +327,8 @@ def test_commands_behind_a_wait_run_once_it_is_answered(d: Door3) -> None:
 
 def test_waits_past_the_node_budget_are_refused_and_closed_ones_stay_charged(
         d: Door3, monkeypatch: pytest.MonkeyPatch) -> None:
-    from zcounter.protocol.resp import session as session_mod
-    monkeypatch.setattr(session_mod, "RESP_MAX_WAIT_CONFIRMS_PER_NODE", 150)
+    from zcounter.protocol.resp import door as door_mod
+    monkeypatch.setattr(door_mod, "RESP_MAX_WAIT_CONFIRMS_PER_NODE", 150)
     d.link.cut |= {(1, 2), (2, 1), (1, 3), (3, 1)}
     door = d.doors[1]
     one, two = d.session(), d.session()

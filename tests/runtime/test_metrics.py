@@ -84,3 +84,40 @@ def test_a_scrape_is_served_from_the_last_snapshot_when_the_loop_is_busy() -> No
     snap = m.request_snapshot()  # nobody publishes: waits SNAPSHOT_WAIT_S, then the last
     assert snap is not None and snap.node == 1
     assert time.monotonic() - started < 5
+
+
+#: Every counter the node's statistics export, in exposition order (pinned: a metric
+#: renamed or dropped is a breaking change for dashboards; see CHANGELOG).
+EXPORTED_COUNTERS = [
+    "zcounter_increments", "zcounter_decrements", "zcounter_resets",
+    "zcounter_duplicate_requests", "zcounter_bad_requests", "zcounter_dropped_peer_messages",
+    "zcounter_repairs_started", "zcounter_repairs_aborted", "zcounter_repair_keys_given_back",
+    "zcounter_bootstrap_repairs", "zcounter_deltas_sent", "zcounter_heartbeats_sent",
+    "zcounter_peer_sent_messages", "zcounter_peer_sent_bytes", "zcounter_peer_received_bytes",
+    "zcounter_send_queue_full", "zcounter_replies_undeliverable",
+    "zcounter_forbidden_requests", "zcounter_own_slot_ahead", "zcounter_held_refused",
+    "zcounter_oversized_messages", "zcounter_connections_cut", "zcounter_send_failed"]
+
+
+def test_every_exported_statistic_renders_under_its_metric_name() -> None:
+    """The statistics type names its metrics (no renaming table in metrics.py): each
+    exported field renders as its counter with its own value, and the set is pinned."""
+    from dataclasses import fields
+
+    from zcounter.protocol.stats import exported
+    from zcounter.runtime.metrics import _families
+
+    link = Link.of(3)
+    core = link.cores[1]
+    for i, f in enumerate(fields(core.stats)):
+        setattr(core.stats, f.name, 100 + i)
+    m = NodeMetrics("t")
+    m.publish(core, 0.0, None, {})
+    assert m.snapshot is not None
+    rendered = {f.name: f.samples[0].value for f in _families(m.snapshot)
+                if f.type == "counter" and f.samples and not f.samples[0].labels}
+    assert [name for _, name, _ in exported()] == EXPORTED_COUNTERS
+    for key, name, _ in exported():
+        assert rendered[name] == getattr(core.stats, key), name
+    core.stats.increments += 1  # the snapshot is a copy: the loop goes on counting
+    assert m.snapshot.stats.increments == 100

@@ -91,6 +91,37 @@ def test_pipelined_commands_over_a_real_socket() -> None:
         loop.close()
 
 
+def test_reading_pauses_while_many_requests_are_queued_and_resumes() -> None:
+    """DELs of 1,000 keys pipelined as fast as the socket takes them: the requests the
+    session queues stay near RESP_MAX_QUEUED_REQUESTS (before issue 20 they reached
+    1,025,024 for 1,024 such DELs), and every DEL is answered."""
+    from zcounter.limits import RESP_MAX_QUEUED_REQUESTS
+    loop = Loop()
+    try:
+        with socket.create_connection(("127.0.0.1", loop.port), timeout=5) as sock:
+            dels = b"".join(
+                b"*1001\r\n$3\r\nDEL\r\n" + b"".join(b"$5\r\nk%04d\r\n" % i
+                                                    for i in range(1000))
+                for _ in range(64))
+            sock.setblocking(False)
+            sent, got, most = 0, b"", 0
+            deadline = time.monotonic() + 30
+            while got.count(b":0\r\n") < 64:
+                assert time.monotonic() < deadline, f"{got.count(b':0')} of 64 answered"
+                if sent < len(dels):
+                    with contextlib.suppress(BlockingIOError):
+                        sent += sock.send(dels[sent:sent + 65536])
+                loop.cycle(0)
+                for conn in loop.door.conns.values():
+                    most = max(most, len(conn.session.requests))
+                with contextlib.suppress(BlockingIOError):
+                    got += sock.recv(65536)
+            assert got == b":0\r\n" * 64
+            assert RESP_MAX_QUEUED_REQUESTS <= most <= RESP_MAX_QUEUED_REQUESTS + 9000
+    finally:
+        loop.close()
+
+
 def test_a_stalled_reader_is_dropped_and_reading_pauses_first() -> None:
     loop = Loop(stall_s=0.3)
     try:

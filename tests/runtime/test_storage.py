@@ -10,13 +10,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from simdisk import SimDisk
 
 from zcounter.errors import ConfigError
 from zcounter.model.keyspace import Keyspace, pack
 from zcounter.protocol.outputs import Persist
 from zcounter.runtime import storage as storage_module
 from zcounter.runtime.storage import DB_NAME, Storage
+from zcounter.sim.files import SimFiles
 
 A, B = "1.0123456789ab", "2.0123456789ab"
 
@@ -101,7 +101,7 @@ def test_size_counts_what_is_there_when_a_file_goes_while_listed(
 def test_a_sync_barrier_with_nothing_to_write_still_makes_earlier_commits_durable(
         tmp_path: Path):
     for barrier in (True, False):
-        disk = SimDisk()
+        disk = SimFiles()
         where = tmp_path / str(barrier)
         storage = Storage.open(where, 1, files=disk, background=False)
         storage.commit(Persist(slots=[(0, A)], states={"k": pack({0: (1, 0, 0, 0)})}))

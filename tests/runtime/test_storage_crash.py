@@ -1,7 +1,7 @@
 """The storage engine under crashes, torn writes and power loss.
 
 A seeded workload of batches (some flushed, some not) runs against the real
-:class:`~zcounter.runtime.storage.Storage` on a simulated disk (:mod:`simdisk`) with tiny
+:class:`~zcounter.runtime.storage.Storage` on a simulated disk (:mod:`zcounter.sim.files`) with tiny
 segments, so that rotations, checkpoints and segment deletions happen every few
 batches.  It crashes at every operation the log performs in turn (and inside every
 checkpoint, before and after its SQLite transaction), with and without a torn last
@@ -18,11 +18,11 @@ import random
 from pathlib import Path
 
 import pytest
-from simdisk import Crash, SimDisk
 
 from zcounter.protocol.outputs import Persist
 from zcounter.runtime.storage import Storage
 from zcounter.runtime.storage.checkpoint import Checkpoint
+from zcounter.sim.files import Crash, SimFiles
 
 SEGMENT = 2048
 BATCHES = 36
@@ -66,7 +66,7 @@ def recovered(storage: Storage) -> tuple[dict[str, bytes], list[str], list[str]]
             [rid for rid, _, _ in storage.load_rids()])
 
 
-def run(tmp: Path, disk: SimDisk, batches: list[Persist], lag: int = 0,
+def run(tmp: Path, disk: SimFiles, batches: list[Persist], lag: int = 0,
         handover: int = 1000) -> tuple[int, int]:
     """Commit batches until done or crashed: (batches whose commit returned, index of the
     last of those that was flushed + 1)."""
@@ -87,7 +87,7 @@ def run(tmp: Path, disk: SimDisk, batches: list[Persist], lag: int = 0,
     return returned, flushed
 
 
-def check_recovery(tmp: Path, disk: SimDisk, batches: list[Persist], returned: int,
+def check_recovery(tmp: Path, disk: SimFiles, batches: list[Persist], returned: int,
                    flushed: int, power_loss: bool, where: str) -> None:
     if power_loss:
         disk.power_loss()
@@ -107,7 +107,7 @@ def check_recovery(tmp: Path, disk: SimDisk, batches: list[Persist], returned: i
 
 def reference_ops(tmp: Path, batches: list[Persist], lag: int = 0,
                   handover: int = 1000) -> int:
-    disk = SimDisk()
+    disk = SimFiles()
     run(tmp, disk, batches, lag, handover)
     return disk.ops
 
@@ -129,7 +129,7 @@ def test_crash_at_every_log_operation(tmp_path: Path, seed: int, lag: int,
                 case += 1
                 where = f"seed {seed}, crash at op {crash_at}, torn {torn}, power loss {power_loss}"
                 tmp = tmp_path / f"c{case}"
-                disk = SimDisk(crash_at=crash_at, torn_bytes=torn)
+                disk = SimFiles(crash_at=crash_at, torn_bytes=torn)
                 returned, flushed = run(tmp, disk, batches, lag, handover)
                 check_recovery(tmp, disk, batches, returned, flushed, power_loss, where)
 
@@ -153,7 +153,7 @@ def test_crash_inside_every_checkpoint(tmp_path: Path, monkeypatch: pytest.Monke
 
         monkeypatch.setattr(Checkpoint, "write", write)
         tmp = tmp_path / f"t{target}"
-        disk = SimDisk()
+        disk = SimFiles()
         returned, flushed = run(tmp, disk, batches)
         monkeypatch.setattr(Checkpoint, "write", real)
         for power_loss in (False, True):
@@ -163,7 +163,7 @@ def test_crash_inside_every_checkpoint(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_crash_during_recovery_then_recover(tmp_path: Path) -> None:
     batches = workload(4)
-    disk = SimDisk(crash_at=reference_ops(tmp_path / "ref", batches) - 3)
+    disk = SimFiles(crash_at=reference_ops(tmp_path / "ref", batches) - 3)
     returned, flushed = run(tmp_path / "d", disk, batches)
     disk.power_loss()
     for crash_at in range(1, 8):

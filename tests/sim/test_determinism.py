@@ -31,7 +31,8 @@ def test_the_swarm_is_drawn_from_the_seed() -> None:
     assert Swarm.draw(random.Random(7)) == draws[7]
     # Different seeds explore different corners: key counts, crash modes, networks.
     assert len({len(d.keys) for d in draws}) >= 4
-    assert {m for d in draws for m in d.crash_modes} == {"clean", "torn", "midbatch", "power"}
+    assert {m for d in draws for m in d.crash_modes} == {"clean", "torn", "midbatch", "commit",
+                                                            "power"}
     assert {d.fifo for d in draws} == {True, False} and any(d.p_drop == 0 for d in draws)
     calm = Swarm.calm()
     assert calm.p_drop == calm.p_dup == calm.nemesis_ms == 0 and not calm.crash_modes

@@ -352,7 +352,7 @@ class ScaleSuite:
         out["load"] = _last_match(cluster.log_lines(3, "loaded"), _LOADED_RE)
         self._received(cluster, stats3, before, after, out)
         out["keys_repaired"] = stats3.get("keys_repaired", 0)
-        out["syncs_completed"] = stats3.get("syncs_completed", 0)
+        out["repairs_completed"] = stats3.get("repairs_completed", 0)
         out["ratio"] = ratio(out["reply_bytes_received"], out["encoded_state_bytes"])
         out["wait_limit_s"] = o.cut_limit_s
         out["tcp_ratio"] = ratio(out["tcp_bytes_from_peers"], out["encoded_state_bytes"])

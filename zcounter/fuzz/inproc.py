@@ -169,8 +169,12 @@ def _child(door: str, seconds: float, seed: int, workdir: Path) -> None:
         def test_one(data: bytes) -> None:
             with contextlib.suppress(Exception):
                 one(data)  # failures are reported by ``one``, not raised to libFuzzer
+        # libFuzzer writes slow, crashing and out-of-memory inputs to the current
+        # directory unless told otherwise: two slow units of a 30-minute run once landed
+        # at the top of the checkout and were committed.  Keep them in the work dir.
         atheris.Setup([sys.argv[0], f"-max_total_time={max(1, int(seconds))}",
-                       f"-seed={seed}", "-max_len=65536", "-rss_limit_mb=4096",
+                       f"-artifact_prefix={workdir}/", f"-seed={seed}", "-max_len=65536",
+                       "-rss_limit_mb=4096",
                        str(corpus)], test_one)
         atheris.Fuzz()
         return

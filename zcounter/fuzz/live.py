@@ -15,7 +15,7 @@ some with :func:`~zcounter.fuzz.grammar.mutate`, and send each to a node in turn
   send the fourth node;
 * ``metrics`` - a new TCP connection per HTTP request.
 
-Each input sent is remembered per node (:attr:`Recent`): when a node dies the last ones
+Each input sent is remembered per node (the last :data:`RECENT`): when a node dies the last ones
 are the suspects; :func:`triage` replays them one by one against a fresh cluster to find
 the one that kills, which is saved as a regression case.
 
@@ -57,7 +57,7 @@ IMPOSTOR = 4
 #: Test-cluster timers (tests/harness.py FAST_SETTINGS): repairs and peer timeouts show
 #: up within the run.
 SETTINGS = {"heartbeat_interval_s": 0.1, "peer_timeout_s": 0.5,
-            "snapshot_interval_s": 0.25, "retry_interval_s": 0.05}
+            "repair_interval_s": 0.25, "retry_interval_s": 0.05}
 #: The probe's bound on every answer (issue 19: "within 1 s").
 PROBE_LIMIT_S = 1.0
 PROBE_INTERVAL_S = 0.1

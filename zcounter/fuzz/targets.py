@@ -51,7 +51,7 @@ CLUSTER = (1, 2, 3)
 #: (``KEYS`` pages, ``DEL``'s read then reset) and bounded whatever the input asks.
 CYCLES = 8
 #: Bytes a target's input is cut to: a fuzzer's input is its own bound, this is the
-#: live fuzzer's sizes (:mod:`zcounter.fuzz.corpus`) with room to spare.
+#: live fuzzer's sizes (:mod:`zcounter.fuzz.grammar`) with room to spare.
 MAX_INPUT_BYTES = 1 << 20
 
 

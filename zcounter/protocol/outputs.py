@@ -74,6 +74,16 @@ class Persist:
     def __bool__(self) -> bool:
         return bool(self.states or self.slots or self.rids or self.forget or self.sync)
 
+    def merge(self, later: Persist) -> None:
+        """Fold a later batch's changes into these, as one commit writes both: its states
+        win, its slots, ids and forgotten ids follow ours, and the commit syncs if
+        either asked to."""
+        self.states.update(later.states)
+        self.slots += later.slots
+        self.rids += later.rids
+        self.forget += later.forget
+        self.sync = self.sync or later.sync
+
 
 @dataclass(frozen=True, slots=True)
 class Outputs:

@@ -17,7 +17,7 @@ beyond ``seq + 1`` proves that something was lost (slow joiner, high-water-mark 
 a cut); deltas merged past a gap are remembered in ``ahead`` so that one repair closes
 the gap for good.
 
-Repair is needed from a peer (:meth:`Peer.wants_sync`) when
+Repair is needed from a peer (:meth:`Peer.wants_repair`) when
 
 * its heartbeat shows deltas of its current epoch we do not hold (a loss), or we hold no
   position for it at all (this node just started), or
@@ -138,9 +138,9 @@ class Peer:
     rid_pull_pending: bool = False
     last_rid_pull: float = float("-inf")
     #: When the last repair with this peer started and ended (for rate limits, status).
-    last_sync_start: float = float("-inf")
-    last_sync_end: float | None = None
-    syncs: int = 0
+    last_repair_start: float = float("-inf")
+    last_repair_end: float | None = None
+    repairs: int = 0
     keys_repaired: int = 0
     #: Root equality at the last heartbeat (status only).
     same_root: bool = False
@@ -150,7 +150,7 @@ class Peer:
             return Liveness.UNHEARD
         return Liveness.LIVE if now - self.last_heard <= timeout_s else Liveness.SILENT
 
-    def wants_sync(self) -> bool:
+    def wants_repair(self) -> bool:
         hb = self.heartbeat
         if hb is None:
             return False

@@ -8,6 +8,9 @@ appended), and their messages wait: nothing a batch sends may leave before that 
 and every earlier one are durable, because a reply or a delta reveals state.  When the
 in-flight commit returns, its messages go out and the waiting group starts its commit
 at once.  This is how PostgreSQL, etcd and Kafka get group commit under pipelined load.
+Which batch is written when, and which messages may leave, is decided by the pure
+:class:`~zcounter.protocol.commit.CommitPolicy` (the simulator drives the same one); this
+module only runs its commits, in a thread or in the loop.
 
 The thread spends its time in ``os.pwrite``/``os.fdatasync``, which release the GIL.
 Coming back from them it needs the GIL again, which a busy loop thread holds for up to
@@ -36,42 +39,15 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
+from ..protocol.commit import DEFER_S, CommitPolicy, Step
 from ..protocol.outputs import Message, Persist
 from .storage import Storage
 
+__all__ = ["DEFER_S", "SWITCH_INTERVAL_S", "Pipeline"]
+
 #: Switch interval while a committer thread runs (see the module docstring).
 SWITCH_INTERVAL_S = 0.0002
-#: Longest a batch of merged (not acknowledged) changes waits to be written.
-DEFER_S = 0.05
-
-
-@dataclass(slots=True)
-class Group:
-    """Batches that share one commit, and the messages they may send after it."""
-
-    persist: Persist | None = None
-    messages: list[Message] = field(default_factory=list)
-    batches: int = 0
-
-    def add(self, persist: Persist | None, messages: list[Message]) -> None:
-        self.batches += 1
-        self.messages += messages
-        if persist is None:
-            return
-        mine = self.persist
-        if mine is None:
-            self.persist = persist
-            return
-        mine.states.update(persist.states)
-        mine.slots += persist.slots
-        mine.rids += persist.rids
-        mine.forget += persist.forget
-        mine.sync = mine.sync or persist.sync
-
-    def __bool__(self) -> bool:
-        return self.batches > 0
 
 
 class Pipeline:
@@ -85,12 +61,8 @@ class Pipeline:
         self._work = threading.Condition(self._lock)
         self._todo: Persist | None = None
         self._stop = False
-        #: The group being committed, and the one collecting batches meanwhile.
-        self.in_flight: Group | None = None
-        self.waiting = Group()
-        #: Changes of batches that acknowledged nothing, not written yet, and since when.
-        self.deferred: Persist | None = None
-        self.deferred_since = 0.0
+        #: What is written when, and which messages may go (the pure rules).
+        self.policy = CommitPolicy()
         self.error: BaseException | None = None
         self.commits = 0
         #: Called in the loop thread with each commit's duration in seconds, the flush
@@ -104,6 +76,11 @@ class Pipeline:
     def wake_fd(self) -> int:
         """Readable when a commit has finished (register it with the poller)."""
         return self._read_fd
+
+    @property
+    def deferred(self) -> Persist | None:
+        """Changes of batches that acknowledged nothing, not written yet."""
+        return self.policy.deferred
 
     def _run(self) -> None:
         while True:
@@ -130,21 +107,11 @@ class Pipeline:
                now: float = 0.0) -> list[Message]:
         """One batch's outputs.  Returns the messages that may be sent now (none while a
         commit is in flight or this batch must be committed first)."""
-        if (persist is not None and not persist.sync and self.in_flight is None
-                and not self.waiting):
-            # Nothing durable is pending ahead of it and it acknowledges nothing: its
-            # messages go now, its write waits (module docstring).
-            if self.deferred is None:
-                self.deferred, self.deferred_since = persist, now
-            else:
-                Group(self.deferred, batches=1).add(persist, [])
-            return messages
-        self.waiting.add(persist, messages)
-        return self._advance()
+        return self._start(self.policy.submit(persist, messages, now))
 
     @property
     def idle(self) -> bool:
-        return self.in_flight is None and not self.waiting
+        return self.policy.idle
 
     def commit_here(self, persist: Persist, messages: list[Message]) -> list[Message]:
         """Commit one batch in the calling (loop) thread and return its messages.
@@ -155,25 +122,14 @@ class Pipeline:
         3 nodes, quiet): window 1 went from 860 to 1,025 incr/s (node CPU 680 -> 480
         us/incr), window 16 from 5.7k to 11.1k (128 -> 58 us), window 256 from 33k to
         41k.  Deferred changes are written first, in the same commit."""
-        assert self.idle
-        group = Group()
-        group.add(persist, messages)
-        group = self._after_deferred(group)
-        assert group.persist is not None
+        policy = self.policy
+        written = policy.commit_now(persist, messages)
         started = time.perf_counter()
-        self.storage.commit(group.persist)
+        self.storage.commit(written)
         self._counted(time.perf_counter() - started)
-        return group.messages
-
-    def _after_deferred(self, group: Group) -> Group:
-        """``group`` with the deferred changes ahead of it in one commit: they are older
-        than anything waiting, so they are written first and newer states win."""
-        if self.deferred is None:
-            return group
-        merged = Group(self.deferred, batches=1)
-        merged.add(group.persist, group.messages)
-        self.deferred = None
-        return merged
+        step = policy.completed()
+        assert step.commit is None  # nothing was waiting: the policy was idle
+        return step.send
 
     def _counted(self, seconds: float) -> None:
         """One commit done (in either thread), ``seconds`` long, flush included."""
@@ -183,24 +139,19 @@ class Pipeline:
 
     def deadline(self) -> float:
         """When the deferred changes must be written (inf if there are none)."""
-        return self.deferred_since + DEFER_S if self.deferred is not None else float("inf")
+        return self.policy.deadline()
 
     def tick(self, now: float) -> None:
         """Write the deferred changes once they have waited ``DEFER_S``."""
-        if self.deferred is not None and now >= self.deadline() and self.in_flight is None:
-            self._advance(force=True)
+        self._start(self.policy.tick(now))
 
-    def _advance(self, force: bool = False) -> list[Message]:
-        if self.in_flight is not None or not (self.waiting or force):
-            return []
-        group, self.waiting = self._after_deferred(self.waiting), Group()
-        if group.persist is None:
-            return group.messages  # nothing to make durable, nothing before it pending
-        self.in_flight = group
-        with self._work:
-            self._todo = group.persist
-            self._work.notify()
-        return []
+    def _start(self, step: Step) -> list[Message]:
+        """Hand ``step``'s commit (if any) to the thread; its messages to send now."""
+        if step.commit is not None:
+            with self._work:
+                self._todo = step.commit
+                self._work.notify()
+        return step.send
 
     def completed(self) -> list[Message]:
         """Call when :attr:`wake_fd` is readable: the messages that may go out now.
@@ -211,18 +162,17 @@ class Pipeline:
             return []
         if self.error is not None:
             raise self.error
-        group, self.in_flight = self.in_flight, None
         self._counted(self._duration)
-        out = group.messages if group is not None else []
-        return out + self._advance()
+        return self._start(self.policy.completed())
 
     def drain(self) -> list[Message]:
         """At shutdown: write everything (deferred changes too), wait for every commit;
         the messages they release."""
         out: list[Message] = []
-        while self.in_flight is not None or self.deferred is not None:
-            if self.in_flight is None:
-                out += self._advance(force=True)
+        policy = self.policy
+        while policy.in_flight is not None or policy.deferred is not None:
+            if policy.in_flight is None:
+                out += self._start(policy.flush())
                 continue
             os.set_blocking(self._read_fd, True)
             out += self.completed()

@@ -5,8 +5,9 @@ served by :class:`~.httpdoor.HttpDoor` (one thread, bounded connections, head ti
 and size: issue 19); the figures come from the node's loop thread without a lock on its
 path:
 
-* The loop keeps plain figures: the core's ``stats`` and ``requests`` counters (which it
-  keeps anyway), and here :class:`Histogram` bucket arrays (request and commit
+* The loop keeps plain figures: the core's ``stats`` (a :class:`~..protocol.stats.
+  NodeStats`, whose exported fields name their metric) and ``requests`` counters (which
+  it keeps anyway), and here :class:`Histogram` bucket arrays (request and commit
   durations, batch sizes) and the cumulative bytes of the deltas it published.  Plain
   ``+=`` in one thread: no lock, no atomic, no call into ``prometheus_client`` per
   request (its ``Histogram.observe`` takes a lock per call).
@@ -47,6 +48,7 @@ from ..protocol.http import Head
 from ..protocol.messages import Tag
 from ..protocol.node import NodeCore
 from ..protocol.peers import Liveness
+from ..protocol.stats import NodeStats, exported
 from .fdbudget import Door, Rejection
 from .httpdoor import HttpDoor
 
@@ -102,7 +104,9 @@ class Snapshot:
     slot: str
     version: str
     requests: list[tuple[tuple[str, str], int]]
-    stats: dict[str, int]
+    stats: NodeStats
+    #: "<door>_max_clients" and "<door>_rejected" of the doors libzmq accepts for.
+    doors: dict[str, int]
     keys: int
     live_keys: int
     slots: int
@@ -163,7 +167,7 @@ class NodeMetrics:
         return cum[-1] - (self._delta_base if index < 0 else cum[index])
 
     def publish(self, core: NodeCore, now: float, resp: Callable[[], dict[str, Any]] | None,
-                extra_stats: dict[str, int]) -> None:
+                doors: dict[str, int]) -> None:
         """Copy everything a scrape shows (loop thread, when :attr:`wanted`)."""
         self.wanted = False
         keys = core.keys
@@ -185,11 +189,10 @@ class NodeMetrics:
                 int(peer.liveness(now, timeout) is Liveness.LIVE),
                 now - (heard if heard is not None else core.started),
                 lag, self._bytes_after(core.seq - lag), max(0, behind),
-                peer.syncs, peer.keys_repaired)
-        stats = dict(core.stats)
-        stats.update(extra_stats)
+                peer.repairs, peer.keys_repaired)
         self.snapshot = Snapshot(
-            core.node_id, core.slot_name, self.version, list(core.requests.items()), stats,
+            core.node_id, core.slot_name, self.version, list(core.requests.items()),
+            core.stats.copy(), dict(doors),
             len(keys), keys.live, len(keys.slots), len(core.rids), core.bootstrapping,
             self.commits,
             {"request": self.request_duration.snapshot(),
@@ -234,7 +237,6 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 def _families(s: Snapshot) -> Iterator[Metric]:
-    stat = s.stats.get
     info = GaugeMetricFamily("zcounter_node_info", "This node: its id, slot and version "
                              "(value 1).", labels=["node", "slot", "version"])
     info.add_metric([str(s.node), s.slot, s.version], 1)
@@ -264,51 +266,8 @@ def _families(s: Snapshot) -> Iterator[Metric]:
                  s.request_ids)
     yield _gauge("zcounter_bootstrapping", "1 while a fresh node waits for its first "
                  "repair.", int(s.bootstrapping))
-    for name, key, doc in (
-            ("zcounter_increments", "increments", "Increments applied here."),
-            ("zcounter_decrements", "decrements", "Decrements applied here."),
-            ("zcounter_resets", "resets", "Resets (DEL) applied here."),
-            ("zcounter_duplicate_requests", "duplicates",
-             "Requests whose request id was already applied: answered, not applied again."),
-            ("zcounter_bad_requests", "bad_requests", "Requests that failed to decode."),
-            ("zcounter_dropped_peer_messages", "dropped_peer_messages",
-             "Peer messages dropped as malformed, unknown or out of bounds."),
-            ("zcounter_repairs_started", "syncs_started", "Anti-entropy repairs started."),
-            ("zcounter_repairs_aborted", "syncs_aborted",
-             "Anti-entropy repairs abandoned (the peer stopped answering)."),
-            ("zcounter_repair_keys_given_back", "keys_given_back",
-             "Keys this node gave back to the peer it repaired from."),
-            ("zcounter_full_syncs", "bootstraps_completed",
-             "Full-state syncs: a fresh node's first repair, the whole keyspace pulled."),
-            ("zcounter_deltas_sent", "deltas_sent", "Deltas published (one per batch that "
-             "changed something)."),
-            ("zcounter_heartbeats_sent", "heartbeats_sent", "Heartbeats published."),
-            ("zcounter_peer_sent_messages", "peer_messages_sent",
-             "Messages sent to peers (a broadcast counts once per peer)."),
-            ("zcounter_peer_sent_bytes", "peer_bytes_sent", "Bytes sent to peers."),
-            ("zcounter_peer_received_bytes", "peer_bytes_received",
-             "Bytes received from peers (broadcasts and replies)."),
-            ("zcounter_send_queue_full", "send_queue_full",
-             "Messages dropped because a socket's queue was full."),
-            ("zcounter_replies_undeliverable", "replies_undeliverable",
-             "Replies whose client had gone."),
-            ("zcounter_forbidden_requests", "forbidden",
-             "Peer operations, and messages past the client bound, refused to a "
-             "connection that is not a node's."),
-            ("zcounter_own_slot_ahead", "own_slot_ahead",
-             "Keys a peer held more of this node's own slot of than this node: lost "
-             "commits, or a forged state (security mode none)."),
-            ("zcounter_held_refused", "held_refused",
-             "Requests refused busy: their connection or the node held as many waiting "
-             "requests as allowed."),
-            ("zcounter_oversized_messages", "oversized_messages",
-             "ZeroMQ messages of more frames than any request has, dropped unanswered."),
-            ("zcounter_connections_cut", "connections_cut",
-             "ROUTER connections cut while stuck inside one message or flooding it."),
-            ("zcounter_send_failed", "send_failed",
-             "Messages dropped because a send failed otherwise than a full queue or a "
-             "client gone.")):
-        yield _counter(name, doc, stat(key, 0))
+    for key, name, doc in exported():
+        yield _counter(name, doc, getattr(s.stats, key))
     up = GaugeMetricFamily("zcounter_peer_up", "1 if the peer was heard within "
                            "peer_timeout_s.", labels=["peer"])
     silence = GaugeMetricFamily("zcounter_peer_last_heard_seconds", "Seconds since the "
@@ -320,7 +279,7 @@ def _families(s: Snapshot) -> Iterator[Metric]:
                                   labels=["peer"])
     behind = GaugeMetricFamily("zcounter_peer_behind_deltas", "The peer's deltas this node "
                                "does not hold (a repair closes the gap).", labels=["peer"])
-    repairs = CounterMetricFamily("zcounter_repairs", "Anti-entropy repairs completed from "
+    repairs = CounterMetricFamily("zcounter_repairs", "Repairs completed from "
                                   "the peer.", labels=["peer"])
     repaired = CounterMetricFamily("zcounter_repair_keys", "Keys that grew here in repairs "
                                    "from the peer.", labels=["peer"])
@@ -377,10 +336,10 @@ def _doors(s: Snapshot, metrics_door: dict[str, Any] | None) -> Iterator[Metric]
         if "max_clients" in stats:
             cap.add_metric([door.value], stats["max_clients"])
     for door in (Door.NATIVE, Door.PUB):
-        if f"{door.value}_max_clients" in s.stats:
+        if f"{door.value}_max_clients" in s.doors:
             rejected.add_metric([door.value, Rejection.MAX_CLIENTS.value],
-                                s.stats.get(f"{door.value}_rejected", 0))
-            cap.add_metric([door.value], s.stats[f"{door.value}_max_clients"])
+                                s.doors.get(f"{door.value}_rejected", 0))
+            cap.add_metric([door.value], s.doors[f"{door.value}_max_clients"])
     yield rejected
     yield cap
     if metrics_door is not None:

@@ -47,6 +47,9 @@ the same non-blocking sockets, in the same loop:
 * Renegotiation is refused (``OP_NO_RENEGOTIATION``: a client could otherwise make the loop
   redo handshakes at will); TLS 1.2 is the oldest version served.
 
+What the door needs from the cluster file (address, password, TLS context, whether
+``curve`` mode lets it open) is :mod:`.respsetup`'s; :func:`make_door` puts it together.
+
 Requests a session produces are handed to the core at once when it reads them
 (:meth:`RespDoor.on_event`), or at the next cycle when they come from an answer
 (``KEYS`` pages) or must see a flushed keyspace (:meth:`Session.take_requests`);
@@ -57,51 +60,48 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import logging
 import os
-import re
 import socket
 import ssl
 import time
 from enum import Enum
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import zmq
 
 from ..config import ClusterConfig
 from ..errors import ConfigError
 from ..limits import (
+    RESP_ACCEPTS_PER_CYCLE,
     RESP_AUTH_FAILURE_DELAY_S,
     RESP_MAX_AUTH_FAILURES,
     RESP_MAX_CLIENTS,
+    RESP_MAX_OUTPUT_BYTES,
+    RESP_PAUSE_OUTPUT_BYTES,
+    RESP_READ_BYTES,
+    RESP_READS_PER_CYCLE,
     RESP_TLS_HANDSHAKE_TIMEOUT_S,
     RESP_TLS_LOG_INTERVAL_S,
+    RESP_TLS_SEND_BYTES,
 )
 from ..protocol.messages import ClientReply
 from ..protocol.node import NodeCore
 from ..protocol.resp import replies as R
 from ..protocol.resp.session import MAX_PIPELINE, Door, RespClient, Session
 from .fdbudget import RESOURCE_ERRNOS, AcceptBackoff, Rejection, Throttled
+from .respsetup import curve_refusal, is_loopback, parse_endpoint, read_password, tls_context
 
 log = logging.getLogger("zcounter.node")
 
-#: Bytes read from one connection per poll cycle at most (fairness between clients, and
-#: the slack of the command-size bound).
-READ_BYTES = 64 * 1024
-READS_PER_CYCLE = 4
-#: Above this much unsent output a connection is not read (backpressure).
-PAUSE_OUTPUT_BYTES = 1024 * 1024
-#: Above this much unsent output a connection is closed at once: only one huge reply
-#: (KEYS of millions of keys) can get here, since reading pauses far below it.
-MAX_OUTPUT_BYTES = 64 * 1024 * 1024
-#: Connections accepted per poll cycle at most.
-ACCEPTS_PER_CYCLE = 64
-#: Bytes handed to one ``SSL_write`` at most (four full TLS records).
-TLS_SEND_BYTES = 64 * 1024
+# The door's bounds, under this module's names (tests patch them here): zcounter.limits.
+READ_BYTES = RESP_READ_BYTES
+READS_PER_CYCLE = RESP_READS_PER_CYCLE
+PAUSE_OUTPUT_BYTES = RESP_PAUSE_OUTPUT_BYTES
+MAX_OUTPUT_BYTES = RESP_MAX_OUTPUT_BYTES
+ACCEPTS_PER_CYCLE = RESP_ACCEPTS_PER_CYCLE
+TLS_SEND_BYTES = RESP_TLS_SEND_BYTES
 
-_ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):([0-9]{1,5})$")
 _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 
@@ -124,114 +124,6 @@ class Closed(str, Enum):
     TLS_ERROR = "tls_error"
     #: The session refused the client's bytes (framing, bounds: its ``protocol_error``).
     PROTOCOL_ERROR = "protocol_error"
-
-
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    match = _ENDPOINT.match(endpoint)
-    if match is None:
-        raise ValueError(f"malformed endpoint {endpoint!r}")
-    return match.group(1).strip("[]"), int(match.group(2))
-
-
-def read_password(config: ClusterConfig) -> bytes | None:
-    """The RESP password (the file's first line), or None when no file is configured."""
-    path = config.security.resp_password_file
-    if path is None:
-        return None
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{config.source}: security.resp_password_file: cannot read {path} "
-                          f"({exc.strerror})") from None
-    password = text.splitlines()[0].strip() if text.strip() else b""
-    if not password:
-        raise ConfigError(f"{config.source}: security.resp_password_file: {path} is empty")
-    return password
-
-
-def _no_passphrase() -> NoReturn:
-    # Called by OpenSSL only for an encrypted key; without it, Python would prompt on the
-    # terminal and the node would hang at start.
-    raise _EncryptedKey
-
-
-class _EncryptedKey(ConfigError):
-    """Raised through OpenSSL's passphrase callback, turned into a ConfigError that
-    names the file at once (:func:`tls_context`)."""
-
-
-def tls_context(config: ClusterConfig) -> ssl.SSLContext | None:
-    """The RESP door's server-side TLS context, or None when TLS is not configured.
-    Raises :class:`ConfigError` naming the file and the field for anything unusable."""
-    security, source = config.security, config.source
-    cert, key, ca = security.resp_tls_cert, security.resp_tls_key, security.resp_tls_ca
-    if cert is None:
-        return None
-    assert key is not None  # config.py refuses one without the other
-    files: tuple[tuple[str, Path | None], ...] = (
-        ("resp_tls_cert", cert), ("resp_tls_key", key), ("resp_tls_ca", ca))
-    for name, path in files:
-        if path is None:
-            continue
-        try:
-            with path.open("rb") as fh:
-                fh.read(1)
-        except OSError as exc:
-            raise ConfigError(f"{source}: security.{name}: cannot read {path} "
-                              f"({exc.strerror})") from None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.options |= ssl.OP_NO_RENEGOTIATION
-    try:
-        context.load_cert_chain(str(cert), str(key), password=_no_passphrase)
-    except _EncryptedKey:
-        raise ConfigError(f"{source}: security.resp_tls_key: {key} is encrypted (give the "
-                          "key without a passphrase, mode 0600)") from None
-    except ssl.SSLError as exc:
-        raise ConfigError(f"{source}: security.resp_tls_cert / resp_tls_key: {cert} and {key} "
-                          f"are not a PEM certificate and its private key "
-                          f"({exc.reason or exc})") from None
-    if ca is not None:
-        try:
-            context.load_verify_locations(cafile=str(ca))
-        except ssl.SSLError as exc:
-            raise ConfigError(f"{source}: security.resp_tls_ca: {ca} holds no PEM CA "
-                              f"certificate ({exc.reason or exc})") from None
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address literal (127.0.0.0/8, ::1).  A name such as
-    ``localhost`` is not: what it resolves to is not ours to trust."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def curve_refusal(config: ClusterConfig, endpoint: str, password: bool) -> str | None:
-    """Why the RESP door at ``endpoint`` must stay shut, or None.  In ``curve`` mode every
-    connection to a node is encrypted and authenticated, so the door may open only
-    encrypted (TLS) or explicitly on loopback, and only with an authentication of its own
-    (a password or client certificates)."""
-    security = config.security
-    if not config.curve:
-        return None
-    host, _ = parse_endpoint(endpoint)
-    if not security.resp_tls:
-        if not security.resp_plaintext_loopback:
-            return ("security.mode is curve and security.resp_tls_cert is not set (TLS); "
-                    "on a loopback address, security.resp_plaintext_loopback = true opens "
-                    "it without")
-        if not is_loopback(host):
-            return (f"security.mode is curve, security.resp_tls_cert is not set and {host} is "
-                    "not a loopback address (security.resp_plaintext_loopback covers "
-                    "127.0.0.0/8 and ::1 only)")
-    if not password and security.resp_tls_ca is None:
-        return ("security.mode is curve and neither security.resp_password_file nor "
-                "security.resp_tls_ca (client certificates) is set")
-    return None
 
 
 class _Conn:

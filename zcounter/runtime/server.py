@@ -31,7 +31,6 @@ import secrets
 import signal
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -74,6 +73,7 @@ from ..protocol.messages import (
 from ..protocol.node import NodeCore
 from ..protocol.outputs import LogLevel, Message, Publish, ToClient, ToPeer
 from ..protocol.resp import RespClient
+from ..protocol.stats import NodeStats
 from .auth import CLIENT_KEYS_RELOAD_S, Guard, Redial
 from .committer import SWITCH_INTERVAL_S, Pipeline
 from .fdbudget import NofileLimit, open_fds, plan, raise_nofile_limit
@@ -357,7 +357,7 @@ class NodeServer:
                         if frames > MAX_FRAMES_PER_MESSAGE:
                             # No answer: the reply would be work done for a message
                             # that cannot be a request.
-                            stats["oversized_messages"] += 1
+                            stats.oversized_messages += 1
                             continue
                         self._on_router(core, ident, body, frames, now)
                         continue
@@ -370,33 +370,33 @@ class NodeServer:
                     frames = 1
                     if frame.more:
                         frames += _rest(recv, frame)[1]
-                    stats["peer_bytes_received"] += len(first)
+                    stats.peer_bytes_received += len(first)
                     if frames != 1:
-                        stats["dropped_peer_messages"] += 1
+                        stats.dropped_peer_messages += 1
                         if frames > MAX_FRAMES_PER_MESSAGE:
-                            stats["oversized_messages"] += 1
+                            stats.oversized_messages += 1
                         continue
                     if sock is sub:
                         try:
                             broadcast = decode_broadcast(first)
                         except ProtocolError as exc:
-                            stats["dropped_peer_messages"] += 1
+                            stats.dropped_peer_messages += 1
                             log.debug("dropped broadcast: %s", exc)
                             continue
                         core.handle_broadcast(broadcast, now)
                     else:
-                        stats["peer_reply_bytes_received"] += len(first)
+                        stats.peer_reply_bytes_received += len(first)
                         try:
                             reply = decode_peer_reply(first)
                         except ProtocolError as exc:
-                            stats["dropped_peer_messages"] += 1
+                            stats.dropped_peer_messages += 1
                             log.debug("dropped reply from node %d: %s", peer_of[sock], exc)
                             continue
                         if reply.node != peer_of[sock]:
                             # Request ids are one sequence for all peers: without this,
                             # whatever answers on node 2's DEALER could answer, as node
                             # 3, a request sent to node 3.
-                            stats["dropped_peer_messages"] += 1
+                            stats.dropped_peer_messages += 1
                             log.debug("dropped reply on node %d's connection claiming "
                                       "node %d", peer_of[sock], reply.node)
                             continue
@@ -415,11 +415,11 @@ class NodeServer:
                 if received:
                     metrics.batch_messages.observe(received)
                 if metrics.wanted:
-                    extra = {"peer_bytes_received": stats["peer_bytes_received"]}
+                    caps_now: dict[str, int] = {}
                     for cap in caps.values():
-                        extra[f"{cap.door}_max_clients"] = cap.limit
-                        extra[f"{cap.door}_rejected"] = sum(cap.rejected.values())
-                    metrics.publish(core, now, door.snapshot if door else None, extra)
+                        caps_now[f"{cap.door}_max_clients"] = cap.limit
+                        caps_now[f"{cap.door}_rejected"] = sum(cap.rejected.values())
+                    metrics.publish(core, now, door.snapshot if door else None, caps_now)
             pipeline.tick(now)
             core.tick(now)
             batch = core.take_outputs()
@@ -460,7 +460,7 @@ class NodeServer:
         client = ident.bytes
         metrics = self.metrics
         if frames != 1:
-            core.stats["bad_requests"] += 1
+            core.stats.bad_requests += 1
             core.refuse(client, None, ErrorCode.BAD_REQUEST,
                         f"expected 1 frame after the routing id, got {frames}")
             return
@@ -470,16 +470,16 @@ class NodeServer:
             # a frame past the client bound, or a peer operation (codec.decode_request).
             request = decode_request(body, lambda: guard.is_peer(ident))
         except Forbidden as exc:
-            core.stats["forbidden"] += 1
+            core.stats.forbidden += 1
             core.refuse(client, None, ErrorCode.FORBIDDEN, str(exc), "peer")
             return
         except ProtocolError as exc:
-            core.stats["bad_requests"] += 1
+            core.stats.bad_requests += 1
             core.refuse(client, request_tag(body), ErrorCode.BAD_REQUEST, str(exc))
             return
         if not isinstance(request, PEER_REQUESTS):
             if guard.revoked and not guard.is_authorized(ident):
-                core.stats["forbidden"] += 1
+                core.stats.forbidden += 1
                 core.refuse(client, request.id, ErrorCode.FORBIDDEN,
                             "this connection's key is no longer authorized (it was removed "
                             "from security.clients)", "client")
@@ -500,7 +500,7 @@ class _Out:
     """
 
     def __init__(self, router: zmq.Socket[bytes], pub: zmq.Socket[bytes],
-                 dealers: dict[int, zmq.Socket[bytes]], stats: Counter[str],
+                 dealers: dict[int, zmq.Socket[bytes]], stats: NodeStats,
                  door: RespDoor | None = None, metrics: NodeMetrics | None = None) -> None:
         self.router = router
         self.pub = pub
@@ -542,25 +542,25 @@ class _Out:
                     self.pub.send(body, NOBLOCK)
                     if metrics is not None and type(message.message) is Delta:
                         metrics.delta_sent(message.message.seq, len(body))
-                    stats["peer_messages_sent"] += fanout
-                    stats["peer_bytes_sent"] += len(body) * fanout
+                    stats.peer_messages_sent += fanout
+                    stats.peer_bytes_sent += len(body) * fanout
                 elif isinstance(message, ToPeer):
                     body = encode_peer_request(message.request)
                     self.dealers[message.peer].send(body, NOBLOCK)
-                    stats["peer_messages_sent"] += 1
-                    stats["peer_bytes_sent"] += len(body)
+                    stats.peer_messages_sent += 1
+                    stats.peer_bytes_sent += len(body)
             except zmq.Again:
-                stats["send_queue_full"] += 1
+                stats.send_queue_full += 1
             except zmq.ZMQError as exc:
                 if exc.errno == zmq.EHOSTUNREACH:
-                    stats["replies_undeliverable"] += 1
+                    stats.replies_undeliverable += 1
                     continue
-                stats["send_failed"] += 1
+                stats.send_failed += 1
                 if now >= self._next_log:
                     self._next_log = now + SEND_FAILED_LOG_S
                     log.warning("dropped a %s: send failed (%s); %d so far, logged at most "
                                 "once per %.0f s", type(message).__name__, exc.strerror,
-                                stats["send_failed"], SEND_FAILED_LOG_S)
+                                stats.send_failed, SEND_FAILED_LOG_S)
 
 
 def _rest(recv: Callable[..., zmq.Frame], frame: zmq.Frame) -> tuple[bytes, int, int]:

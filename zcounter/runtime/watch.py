@@ -56,13 +56,13 @@ import os
 import socket
 import struct
 import sys
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
 
 from ..limits import WATCH_CHECK_INTERVAL_S, WATCH_MIN_BLAME_BYTES, WATCH_RSS_TRIGGER_BYTES
+from ..protocol.stats import NodeStats
 
 log = logging.getLogger("zcounter.node")
 
@@ -143,7 +143,7 @@ class ConnectionWatch:
     :meth:`delivered` for every message read and :meth:`check` each cycle, saying
     whether the ROUTER was read until empty; poll no longer than :attr:`deadline`."""
 
-    def __init__(self, client_limit: int, peer_limit: int, stats: Counter[str],
+    def __init__(self, client_limit: int, peer_limit: int, stats: NodeStats,
                  is_peer: Callable[[zmq.Frame], bool], curve: bool = False) -> None:
         self.client_limit = client_limit
         self.peer_limit = peer_limit
@@ -244,13 +244,13 @@ class ConnectionWatch:
             # and reused it before its event reached us.)
             if libc.identity(fd) != conn.identity or not libc.shutdown(fd):
                 continue
-            self.stats["connections_cut"] += 1
+            self.stats.connections_cut += 1
             if now >= self._next_log:
                 self._next_log = now + LOG_INTERVAL_S
                 log.warning("cut a ROUTER connection that sent more than it may without "
                             "the node reading it (stuck in one message, or flooding); %d "
                             "cut so far, logged at most once per %.0f s",
-                            self.stats["connections_cut"], LOG_INTERVAL_S)
+                            self.stats.connections_cut, LOG_INTERVAL_S)
 
     def close(self) -> None:
         if self._statm is not None:

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 One :class:`Simulation` per seed.  It owns one ``random.Random(seed)`` and a simulated
 clock in integer milliseconds, and nothing in it may be random or timed otherwise: no
-wall clock, no zmq, no disk, no global ``random``, no iteration over a set or dict
+wall clock, no zmq, no real file, no global ``random``, no iteration over a set or dict
 whose order depends on string hashing.  Replaying a seed therefore replays the run bit
 for bit, whatever ``PYTHONHASHSEED`` is (``bin/sim --seed S --nodes N``).
 
@@ -14,11 +14,15 @@ The parts, one job each (TigerBeetle's VOPR splits the same job the same way):
 * :mod:`.scheduler` - simulated time and the queue of future events;
 * :mod:`.network` - the packet simulator: delays, loss, duplication, reordering,
   directed cuts, per-process lives, sampling through the real wire codec;
-* :mod:`.disk` - what a node's storage holds: exactly the committed batches, with
-  the fsynced prefix kept apart for power losses;
+* :mod:`.files` - simulated files: a page cache over durable contents, crashes at any
+  operation, torn writes, power losses;
+* :mod:`.disk` - a node's storage: the runtime's real ``Storage`` (log, checkpoints,
+  recovery) over those files and an in-memory SQLite checkpoint, checked after every
+  crash against a model of the committed batches;
 * :mod:`.cluster` - real :class:`~zcounter.protocol.node.NodeCore` objects driven
   exactly as the runtime drives them (inputs, tick, outputs, commit, then send);
-  crashes in four modes, restarts, wipes, pauses;
+  their commits sequenced by the runtime's own commit policy
+  (:mod:`zcounter.protocol.commit`); crashes in five modes, restarts, wipes, pauses;
 * :mod:`.workload` - simulated clients: increments, decrements, resets and reads of a
   few keys at every level, request ids and retries, sessions;
 * :mod:`.nemesis` - partitions, crashes, wipes and pauses at random moments;

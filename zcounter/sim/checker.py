@@ -12,10 +12,11 @@ from collections import Counter
 from collections.abc import Callable
 
 from ..model.pncounter import BN, BP, N, P, Record
-from ..protocol.messages import Counted, Refused
+from ..protocol.messages import Counted, Refused, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Persist
 from .cluster import Note, SimNode
+from .codes import Copy, OpKind
 from .disk import Image
 from .history import App, Attempt, History, Op
 from .oracle import (
@@ -53,10 +54,13 @@ class Checker:
             self._trace(f"{self.scheduler.now_ms:>8}ms {text}")
 
     def committed(self, node: SimNode, core: NodeCore, persist: Persist,
-                  notes: list[Note], before: dict[str, dict[str, Record]]) -> None:
-        """A batch was committed at ``node``: record its applications, check its states."""
+                  notes: list[Note], rids: list[RidEntry],
+                  before: dict[str, dict[str, Record]]) -> None:
+        """A batch was committed at ``node``: record its applications, check its states.
+        ``rids``: the request ids the batch itself remembered (the commit may carry
+        earlier, deferred batches' too)."""
         if notes:
-            self._record(node, core, persist, notes)
+            self._record(node, core, rids, notes)
         image = node.disk.current
         known = self.history.known
         for key in persist.states:
@@ -67,7 +71,7 @@ class Checker:
         if persist.states or persist.rids:
             self.last_change_ms = self.scheduler.now_ms
 
-    def _record(self, node: SimNode, core: NodeCore, persist: Persist,
+    def _record(self, node: SimNode, core: NodeCore, remembered: list[RidEntry],
                 notes: list[Note]) -> None:
         """Turn a committed batch's notes into applications of the ledger."""
         history, now = self.history, self.scheduler.now_ms
@@ -78,7 +82,7 @@ class Checker:
         # be exactly this batch's (bin/sim --seed 4001 --nodes 5: a wiped node learned
         # the id of the reset it had applied before the wipe, then reset the same state).
         own: dict[tuple[str, tuple[tuple[str, Record], ...]], list[str]] = {}
-        for rid, key, target in persist.rids:
+        for rid, key, target in remembered:
             if rid in node.rids_delivered:
                 own.setdefault((key, _freeze(target)), []).append(rid)
         for note in notes:
@@ -87,7 +91,8 @@ class Checker:
             op = (history.by_rid[rids.pop(0)] if rids else
                   history.ridless.get((key, amount)) if amount else None)
             if (op is None or op.node != node.node_id or op.key != key
-                    or op.kind != ("reset" if amount == 0 else "add") or op.amount != amount):
+                    or op.kind is not (OpKind.RESET if amount == 0 else OpKind.ADD)
+                    or op.amount != amount):
                 raise SimFailure(f"{where} applied {'a reset' if amount == 0 else f'{amount:+d}'}"
                                  f" to {short(key)} and no request explains it (a request "
                                  "id not remembered?)")
@@ -171,10 +176,11 @@ class Checker:
         # wiped since: the holder confirmed a durable copy, a wipe is data loss
         # (bin/sim --seed 33 --nodes 5: a holder wiped before the wait=all ack).
         held = {n.node_id: self._held(n, op.key, app.target) for n in self.nodes.values()}
-        now = sum(1 for h in held.values() if h == "fsynced")
-        if now + sum(1 for h in held.values() if h == "fsynced, wiped since") < needed:
+        now = sum(1 for h in held.values() if h is Copy.FSYNCED)
+        if now + sum(1 for h in held.values() if h is Copy.WIPED) < needed:
             raise SimFailure(f"{where}: wait={op.level.value} acknowledged with only {now} "
-                             f"fsynced copies of {app.target} ({held})")
+                             f"fsynced copies of {app.target} "
+                             f"({ {n: str(h) for n, h in held.items()} })")
         self.stats["acks_checked"] += 1
         if now >= needed:
             # Later reads at an intersecting level must include it (see Workload): only
@@ -183,13 +189,13 @@ class Checker:
             attempt.acked_ms = self.scheduler.now_ms
 
     @staticmethod
-    def _held(node: SimNode, key: str, target: dict[str, Record]) -> str:
+    def _held(node: SimNode, key: str, target: dict[str, Record]) -> Copy:
         disk = node.disk
         if holds(disk.durable.state(key), target):
-            return "fsynced"
+            return Copy.FSYNCED
         if any(holds(image.state(key), target) for image in node.wiped):
-            return "fsynced, wiped since"
-        return "unsynced" if holds(disk.current.state(key), target) else "no"
+            return Copy.WIPED
+        return Copy.UNSYNCED if holds(disk.current.state(key), target) else Copy.NONE
 
     def copies_removed(self, node: SimNode, before: Image, wiped: bool) -> None:
         images = [n.disk.current for n in self.nodes.values()]

@@ -2,18 +2,24 @@
 :mod:`zcounter.runtime.server` drives them.
 
 One *batch* per node per simulated instant at which something reached it (or its timer
-fell due): hand it every input that arrived, ``tick(now)``, ``take_outputs()``, commit
-``persist`` to its :class:`~.disk.Disk`, and only then send the messages.  A node wakes
-at ``next_deadline()``, read on its own clock (offset, coarse) and capped like the
-runtime's poll timeout.  A process start rebuilds the core from what the disk holds,
-with a fresh epoch; a fresh disk (first start, or a wipe) starts it ``fresh``.
+fell due): hand it every input that arrived, ``tick(now)``, ``take_outputs()``, and hand
+``persist`` and the messages to the runtime's own commit policy
+(:class:`~zcounter.protocol.commit.CommitPolicy`), which says what to commit to the
+node's :class:`~.disk.Disk` and which messages may go; commits return at once here.  A
+node wakes at ``next_deadline()`` or when its deferred changes fall due, read on its own
+clock (offset, coarse) and capped like the runtime's poll timeout.  A process start
+rebuilds the core from what the disk holds, with a fresh epoch; a fresh disk (first
+start, or a wipe) starts it ``fresh``.
 
 Crashes (see :mod:`.disk` for what survives):
 
 * ``clean``: between two batches;
 * ``torn``: the next batch commits, sends only a prefix of its messages, and dies;
 * ``midbatch``: the next batch consumes its inputs and dies before its commit;
-* ``power``: between two batches, and the disk loses its unsynced commits.
+* ``commit``: the next batch dies inside its commit, at one of its first storage
+  operations (a write torn at a random byte), or right after it: nothing of the batch
+  is sent, and the recovery decides whether its commit happened;
+* ``power``: between two batches, and the files lose what was not flushed.
 
 Applications are observed through :class:`TracedKeyspace`: the keyspace a core is
 built on, which notes every update and reset the core makes through it.  The notes of a
@@ -31,18 +37,17 @@ from typing import Protocol, cast
 from ..config import Settings
 from ..model.keyspace import Keyspace, header
 from ..model.pncounter import Record
-from ..protocol.messages import ClientReply
+from ..protocol.commit import CommitPolicy, Step
+from ..protocol.messages import ClientReply, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Message, Persist, Publish, ToClient, ToPeer
-from ..runtime.committer import DEFER_S
+from .codes import CrashMode
 from .disk import Disk, Image
+from .files import Crash
 from .network import Kind, Network, Packet, client_endpoint
 from .oracle import SimFailure
 from .scheduler import Scheduler
 from .swarm import Swarm
-
-#: How long the runtime leaves a batch that acknowledged nothing unwritten.
-DEFER_MS = round(DEFER_S * 1000)
 
 #: The cores' clock origin: arbitrary, like ``time.monotonic()``.
 CLOCK_ORIGIN_S = 1000.0
@@ -82,7 +87,7 @@ class Observer(Protocol):
     """Who watches the nodes run (:class:`~.checker.Checker`)."""
 
     def committed(self, node: SimNode, core: NodeCore, persist: Persist, notes: list[Note],
-                  before: dict[str, dict[str, Record]]) -> None: ...
+                  rids: list[RidEntry], before: dict[str, dict[str, Record]]) -> None: ...
 
     def batch_done(self, node: SimNode, core: NodeCore, now: float,
                    deadline: float) -> None: ...
@@ -106,8 +111,8 @@ class SimNode:
     life: int = 0
     wake_at: int = -1
     inbox: list[Packet] = field(default_factory=list)
-    #: Crash mode applied by the next batch (``torn``, ``midbatch``).
-    doom: str | None = None
+    #: Crash mode applied by the next batch (``torn``, ``midbatch``, ``commit``).
+    doom: CrashMode | None = None
     paused: bool = False
     #: Bumped by every crash: a restart scheduled for an earlier crash is void.
     crash_token: int = 0
@@ -119,15 +124,18 @@ class SimNode:
     #: The fsynced images of the disks wiped away: a copy a node confirmed before a
     #: wipe still counted towards the acknowledgements it backed.
     wiped: list[Image] = field(default_factory=list)
-    #: A batch that acknowledged nothing is not written at once (the runtime's commit
-    #: pipeline defers it: zcounter/runtime/committer.py): its changes wait here until
-    #: the next acknowledging batch or DEFER_S, and a crash loses them.
-    deferred: Persist | None = None
-    deferred_since_ms: int = 0
+    #: What is written when (the runtime's policy; one per process life): a batch that
+    #: acknowledged nothing waits in its ``deferred`` until the next commit or DEFER_S,
+    #: and a crash loses it.
+    policy: CommitPolicy = field(default_factory=CommitPolicy)
 
     @property
     def up(self) -> bool:
         return self.core is not None
+
+    @property
+    def deferred(self) -> Persist | None:
+        return self.policy.deferred
 
     def pending_root(self) -> int:
         """The hash-tree root of what the node would load if its deferred changes were
@@ -156,12 +164,16 @@ class Cluster:
         self._touched: dict[int, SimNode] = {}
         for node_id in self.ids:
             offset = rng.uniform(-500.0, 500.0) if swarm.skew else 0.0
-            self.nodes[node_id] = SimNode(node_id, Disk(self.draw_hex()),
+            self.nodes[node_id] = SimNode(node_id, self.new_disk(node_id),
                                           CLOCK_ORIGIN_S + offset, swarm.clock_res_ms)
 
     def draw_hex(self) -> str:
         """12 hex digits from the run's RNG (incarnations and epochs)."""
         return f"{self.rng.getrandbits(48):012x}"
+
+    def new_disk(self, node_id: int) -> Disk:
+        """Fresh storage: its incarnation, and how far its checkpoints trail the log."""
+        return Disk(node_id, self.draw_hex(), self.rng.randint(0, 2))
 
     def clock(self, node: SimNode) -> float:
         """What the node's monotonic clock reads now."""
@@ -171,17 +183,18 @@ class Cluster:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, node: SimNode) -> None:
-        disk = node.disk
+        # As the runtime's server loads a recovered Storage (runtime/server.py _load).
+        storage = node.disk.storage
         node.life += 1
         keys = TracedKeyspace()
-        names, rows, rids = disk.load()
-        keys.load(names, rows)
+        keys.load(storage.load_slot_names(), storage.load_states())
         node.keys = keys
-        node.core = NodeCore(node.node_id, self.ids, disk.incarnation, self.draw_hex(),
-                             self.settings, self.clock(node), keyspace=keys, rids=rids,
-                             fresh=disk.fresh)
-        disk.fresh = False
+        node.core = NodeCore(node.node_id, self.ids, storage.incarnation, self.draw_hex(),
+                             self.settings, self.clock(node), keyspace=keys,
+                             rids=storage.load_rids(), fresh=storage.created,
+                             republish=storage.recovered_keys)
         node.rids_delivered = set()
+        node.policy = CommitPolicy()
         node.inbox = []
         node.doom = None
         node.paused = False
@@ -191,30 +204,37 @@ class Cluster:
         # The runtime's first loop iteration: the heartbeat is due at once.
         self.run_batch(node)
 
-    def crash(self, node: SimNode, mode: str) -> None:
+    def crash(self, node: SimNode, mode: CrashMode) -> None:
         """Crash ``node`` now (``clean``, ``power``) or at its next batch (``torn``,
-        ``midbatch``)."""
+        ``midbatch``, ``commit``)."""
         if not node.up:
             return
-        if mode in ("torn", "midbatch"):
+        if mode.at_next_batch:
             node.doom = mode
             return
         self._die(node, mode)
 
-    def _die(self, node: SimNode, mode: str) -> None:
+    def _die(self, node: SimNode, mode: CrashMode,
+             in_flight: _InFlight | None = None) -> None:
+        """The process is gone; its storage recovers now (:meth:`.disk.Disk.crash`)."""
         self.stats["crashes"] += 1
         self.stats[f"crashes_{mode}"] += 1
         self.observer.log(f"CRASH node {node.node_id} ({mode})")
+        core = node.core
         node.core = None
         node.keys = None
         node.inbox = []
         node.doom = None
         node.paused = False
         node.crash_token += 1
-        node.deferred = None  # never written: a crash loses it
-        if mode == "power":
-            before = node.disk.current
-            node.disk.power_loss()
+        node.policy = CommitPolicy()  # its deferred changes were never written: lost
+        before = node.disk.current
+        if node.disk.crash(mode is CrashMode.POWER, in_flight.persist if in_flight else None):
+            assert in_flight is not None and core is not None
+            self.stats["interrupted_commits_recovered"] += 1
+            self.observer.committed(node, core, in_flight.persist, in_flight.notes,
+                                    in_flight.rids, in_flight.before)
+        if mode is CrashMode.POWER:
             self.observer.copies_removed(node, before, wiped=False)
 
     def restart(self, node: SimNode, wipe: bool) -> None:
@@ -223,7 +243,8 @@ class Cluster:
         if wipe:
             before = node.disk.current
             node.wiped.append(node.disk.durable)
-            node.disk = Disk(self.draw_hex())
+            node.disk.close()
+            node.disk = self.new_disk(node.node_id)
             node.wipes_ms.append(self.scheduler.now_ms)
             self.stats["wipes"] += 1
             self.observer.log(f"WIPE node {node.node_id}: new incarnation "
@@ -293,66 +314,81 @@ class Cluster:
                 core.handle_broadcast(body, now)
             else:
                 core.handle_peer_reply(body, now)
+        # The runtime's order: the pipeline's timer, then the core's.
+        self._run_step(node, core, node.policy.tick(now))
         core.tick(now)
-        doom = node.doom
-        if doom == "midbatch":
+        doom = None if node.doom is None else CrashMode(node.doom)  # scripts set strings
+        if doom is CrashMode.MIDBATCH:
             # Inputs consumed, nothing committed, nothing sent.
             self._die(node, doom)
             return
+        if doom is CrashMode.COMMIT:
+            # Die at one of the commit's first storage operations (a write torn at a
+            # random byte; the fdatasync after it; a rotation's steps).
+            files = node.disk.files
+            files.crash_at = files.ops + self.rng.randint(1, 3)
+            files.torn_bytes = self.rng.randint(0, 64)
         out = core.take_outputs()
         persist = out.persist
-        now_ms = self.scheduler.now_ms
-        if node.deferred is not None and ((persist is not None and persist.sync)
-                                          or now_ms >= node.deferred_since_ms + DEFER_MS):
-            # Older than this batch: written first (the runtime merges both in one record).
-            deferred, node.deferred = node.deferred, None
-            self._commit(node, core, deferred, [])
-        if persist:
-            if not persist.sync and not keys.notes:
-                if node.deferred is None:
-                    node.deferred, node.deferred_since_ms = persist, now_ms
-                else:
-                    later = node.deferred
-                    later.states.update(persist.states)
-                    later.slots += persist.slots
-                    later.rids += persist.rids
-                    later.forget += persist.forget
-            else:
-                self._commit(node, core, persist, keys.notes)
-        elif keys.notes:
+        if persist is None and keys.notes:
             raise SimFailure(f"node {node.node_id} applied {keys.notes} and persisted nothing")
+        messages = self._run_step(node, core, node.policy.submit(persist, out.messages, now),
+                                  keys.notes, persist.rids if persist is not None else [])
+        if messages is None:
+            return  # died inside the commit
+        if doom is CrashMode.COMMIT:
+            self._die(node, doom)  # the commit returned (or there was none): send nothing
+            return
         deadline = core.next_deadline()
         self.observer.batch_done(node, core, now, deadline)
-        messages = out.messages
-        if doom == "torn":
+        if doom is CrashMode.TORN:
             messages = messages[:self.rng.randint(0, len(messages))]
         for message in messages:
             self._emit(node, core, message)
-        if doom == "torn":
+        if doom is CrashMode.TORN:
             self._die(node, doom)
             return
-        self._schedule_wake(node, deadline)
+        self._schedule_wake(node, min(deadline, node.policy.deadline()))
+
+    def _run_step(self, node: SimNode, core: NodeCore, step: Step,
+                  notes: list[Note] | None = None,
+                  rids: list[RidEntry] | None = None) -> list[Message] | None:
+        """Do what the policy says, as the runtime's pipeline does with a disk that
+        returns at once: each commit, then the messages it releases (to send).  None if
+        the node died inside a commit."""
+        messages = step.send
+        while step.commit is not None:
+            # Only the commit that carries this batch can start here: nothing else waits.
+            if not self._commit(node, core, step.commit, notes or [], rids or []):
+                return None
+            notes = rids = None
+            step = node.policy.completed()
+            messages += step.send
+        return messages
 
     def write_deferred(self, node: SimNode) -> None:
         """Write ``node``'s deferred changes now."""
-        if node.deferred is not None and node.core is not None:
-            deferred, node.deferred = node.deferred, None
-            self._commit(node, node.core, deferred, [])
+        if node.core is not None:
+            self._run_step(node, node.core, node.policy.flush())
 
     def _commit(self, node: SimNode, core: NodeCore, persist: Persist,
-                notes: list[Note]) -> None:
+                notes: list[Note], rids: list[RidEntry]) -> bool:
+        """Commit; False if the process died inside (a ``commit`` crash)."""
         image = node.disk.current
         before = {key: image.state(key) for key in persist.states}
-        node.disk.commit(persist)
-        self.observer.committed(node, core, persist, notes, before)
+        try:
+            node.disk.commit(persist)
+        except Crash:
+            self._die(node, CrashMode.COMMIT, _InFlight(persist, notes, rids, before))
+            return False
+        self.observer.committed(node, core, persist, notes, rids, before)
+        return True
 
     def _schedule_wake(self, node: SimNode, deadline: float) -> None:
         res = node.res_ms
         # The first instant at which the node's (coarse) clock reads >= deadline.
         wake = math.ceil(round((deadline - node.offset_s) * 1000.0, 6))
         wake = -(-wake // res) * res
-        if node.deferred is not None:  # the pipeline's own timer (DEFER_S)
-            wake = min(wake, node.deferred_since_ms + DEFER_MS)
         now = self.scheduler.now_ms
         if self.swarm.poll_cap_ms is not None:
             wake = min(wake, now + self.swarm.poll_cap_ms)
@@ -384,6 +420,16 @@ class Cluster:
             for dst in self.nodes.values():
                 if dst is not node:
                     send(Packet(Kind.BROADCAST, src, dst.node_id, dst.life, message.message))
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """The commit a crash interrupted: applied if the recovery finds it written."""
+
+    persist: Persist
+    notes: list[Note]
+    rids: list[RidEntry]
+    before: dict[str, dict[str, Record]]
 
 
 @dataclass(slots=True)

@@ -1,41 +1,64 @@
-"""The storage model: what a node's storage (:mod:`zcounter.runtime.storage`) holds -
-exactly the committed batches, nothing else.
+"""A node's storage in the simulator: the real :class:`~zcounter.runtime.storage.Storage`
+- its log (:mod:`zcounter.runtime.storage.log`), checkpoints and recovery - over
+simulated files (:mod:`.files`) and an in-memory SQLite checkpoint, beside the oracle's
+model of what that storage must hold.
 
-An :class:`Image` is what a starting node loads: the slot table (index order), one
-packed state per key, and the request-id window in insertion order.  The runtime
-appends each batch to its log as one record, ``fdatasync``ed when ``persist.sync`` asks
-for it and only written (page cache) otherwise; recovery replays every whole record and
-ignores a torn tail.  So a :class:`Disk` keeps two images:
+The storage is the production write path: each commit appends one record to the log,
+``fdatasync``ed when ``persist.sync`` asks for it and only written (page cache)
+otherwise; segments rotate (small ones here, so rotations, checkpoints and segment reuse
+happen within a run) and checkpoints trail the log by a few commits, as the background
+checkpointer may.  What a crash leaves is what the simulated files hold - a process crash
+keeps their page cache, a power loss (:meth:`~.files.SimFiles.power_loss`) keeps only
+what was flushed, a crash inside a commit tears its write (see :mod:`.cluster`) - and
+what a restart loads is what the real recovery reads back from them.  The checkpoint's
+transactions are atomic and durable (SQLite ``synchronous=FULL``): the in-memory
+database survives every crash.
 
-* ``current``: every committed batch.  It survives a process crash, which is what the
-  ``clean``, ``torn`` and ``midbatch`` crash modes are (they differ in what the process
-  did before dying, see :mod:`.cluster`);
-* ``durable``: every batch up to the last one committed with ``sync``.  An fsync makes
-  every earlier write of the log durable too, so ``durable`` is ``current`` minus the
-  unsynced tail, and a ``power`` loss rolls ``current`` back to it.
+The model, an :class:`Image` (the slot table in index order, one packed state per key,
+the request-id window in insertion order, and its hash-tree root), is what the oracle
+judges against:
+
+* ``current``: every committed batch - what a restart after a process crash must load;
+* ``durable``: every batch up to the last one committed with ``sync``, at least what a
+  restart after a power loss must load (an fsync makes every earlier write of the log
+  durable too; a checkpoint may have made more durable).
+
+After every crash the recovery is run at once (nothing touches a down node's disk until
+it starts, so it reads exactly what the restart would) and must load the model's state
+after some prefix of the commits: all of them after a process crash (perhaps with the
+one the crash interrupted), at least the fsynced ones after a power loss.  The model then
+becomes what was loaded.
 
 A *wipe* replaces the whole disk by a new one with a new incarnation (see
 :meth:`Disk.__init__`): the next start finds fresh storage.
 
-A batch that acknowledged nothing (``sync`` false) reaches the disk later, like the
-runtime's commit pipeline defers it (:mod:`zcounter.runtime.committer`): the cluster
-(:mod:`.cluster`) holds it in ``SimNode.deferred`` until the next acknowledging batch or
-``DEFER_S``, and a crash of any kind loses it.
+A batch that acknowledged nothing (``sync`` false) reaches the disk later, as the commit
+policy (:mod:`zcounter.protocol.commit`) defers it: a crash of any kind loses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..model.hashtree import key_digest, record_hash
 from ..model.keyspace import unpack
 from ..model.pncounter import Record
 from ..protocol.messages import RidEntry
 from ..protocol.outputs import Persist
+from ..runtime.storage import Storage
+from ..runtime.storage.checkpoint import DB_NAME, Checkpoint
+from ..runtime.storage.log import SegmentLog
+from .files import SimFiles
 from .oracle import SimFailure
 
 State = dict[str, dict[str, Record]]
+
+#: Log segments of the simulated nodes: small, so that a run rotates, checkpoints and
+#: reuses segments (a commit here is one record of ~100-500 bytes).
+SEGMENT_SIZE = 16 * 1024
+FIRST_SEGMENT_SIZE = 4 * 1024
 
 
 @dataclass
@@ -84,6 +107,23 @@ class Image:
             h ^= record_hash(digest, names[s].encode(), rec)
         return h
 
+    @classmethod
+    def of(cls, storage: Storage) -> Image:
+        """What ``storage`` loads (right after its recovery: all of it is checkpointed)."""
+        image = cls()
+        image.slot_names = storage.load_slot_names()
+        image.slot_index = {name: idx for idx, name in enumerate(image.slot_names)}
+        for key, packed in storage.load_states():
+            image.states[key] = packed
+            image.root ^= image._hash(key, packed)
+        image.rids = {rid: (key, target) for rid, key, target in storage.load_rids()}
+        return image
+
+    def same(self, other: Image) -> bool:
+        """Same slot table, states and request ids (the window's order aside)."""
+        return (self.slot_names == other.slot_names and self.states == other.states
+                and self.rids == other.rids)
+
     def copy(self) -> Image:
         return Image(list(self.slot_names), dict(self.slot_index), dict(self.states),
                      dict(self.rids), self.root)
@@ -104,19 +144,41 @@ class Image:
 
 
 class Disk:
-    """One node's database over its lifetime (until a wipe replaces it)."""
+    """One node's storage over its lifetime (until a wipe replaces it)."""
 
-    def __init__(self, incarnation: str) -> None:
-        #: Drawn when the storage is created (Storage.open): a wiped node's new slot.
+    def __init__(self, node_id: int, incarnation: str, lag: int) -> None:
+        self.node_id = node_id
+        #: Drawn for the database when it is created: a wiped node's new slot.
         self.incarnation = incarnation
-        #: True until the first start opens it (Storage.created).
-        self.fresh = True
+        #: Commits a due checkpoint trails the log by.
+        self.lag = lag
+        self.files = SimFiles()
+        self._db = sqlite3.connect(":memory:", isolation_level=None)
         self.current = Image()
         self.durable = Image()
         self._tail: list[Persist] = []
         self.commits = 0
+        #: Open (recovered) storage: what the next start loads and commits to.
+        self.storage = self._recover()
+
+    @property
+    def fresh(self) -> bool:
+        """True until the first crash: this storage was created by its open."""
+        return self.storage.created
+
+    def _recover(self) -> Storage:
+        """What the runtime's ``Storage.open`` does after checking the directory."""
+        where = Path(f"/sim/node{self.node_id}")
+        checkpoint = Checkpoint.attach(self._db, where / DB_NAME, self.node_id,
+                                       self.incarnation)
+        log = SegmentLog(str(where), self.files, SEGMENT_SIZE, background=False,
+                         first_segment_size=FIRST_SEGMENT_SIZE)
+        return Storage.recover(checkpoint, log, where, background=False, lag=self.lag)
 
     def commit(self, persist: Persist) -> None:
+        """Commit through the real storage (raises :class:`~.files.Crash` if the files
+        were told to crash in it), then the model."""
+        self.storage.commit(persist)
         self.commits += 1
         self.current.apply(persist)
         if persist.sync:
@@ -127,13 +189,31 @@ class Disk:
         else:
             self._tail.append(persist)
 
-    def power_loss(self) -> None:
-        """Commits since the last fsync are gone."""
-        if self._tail:
-            self._tail.clear()
-            self.current = self.durable.copy()
+    def crash(self, power: bool, in_flight: Persist | None = None) -> bool:
+        """The process died (with a power loss if ``power``), perhaps inside the commit
+        of ``in_flight``: recover now (module docstring).  Whether ``in_flight`` was
+        recovered.  Raises SimFailure if what was recovered is no prefix of the
+        commits."""
+        if power:
+            self.files.power_loss()
+        self.files.restart()
+        self.storage = self._recover()
+        got = Image.of(self.storage)
+        image = (self.durable if power else self.current).copy()
+        steps = (self._tail if power else []) + ([in_flight] if in_flight else [])
+        matched = 0 if got.same(image) else -1
+        for n, persist in enumerate(steps, 1):
+            image.apply(persist)
+            if got.same(image):
+                matched = n
+        if matched < 0:
+            raise SimFailure(
+                f"node {self.node_id}: the storage recovered a state no prefix of its "
+                f"commits explains ({'power loss' if power else 'process crash'}, "
+                f"{len(steps)} commits in doubt; keys {sorted(got.states)[:8]})")
+        self.current, self.durable, self._tail = got, got.copy(), []
+        return in_flight is not None and matched == len(steps)
 
-    def load(self) -> tuple[list[str], Iterator[tuple[str, bytes]], list[RidEntry]]:
-        """What a starting node reads: slot names, (key, packed) rows, request ids."""
-        image = self.current
-        return list(image.slot_names), iter(list(image.states.items())), image.rid_entries()
+    def close(self) -> None:
+        """The disk is thrown away (a wipe)."""
+        self._db.close()

@@ -35,7 +35,8 @@ DEFAULT_STEPS = 1500
 #: Statistics every result reports (0 when nothing happened).
 STATS = ("batches", "codec_roundtrips", "dropped", "duplicated", "cut", "stale_life",
          "partitions", "heals", "pauses", "crashes", "crashes_clean", "crashes_torn",
-         "crashes_midbatch", "crashes_power", "restarts", "wipes", "updates_applied",
+         "crashes_midbatch", "crashes_commit", "crashes_power",
+         "interrupted_commits_recovered", "restarts", "wipes", "updates_applied",
          "resets_applied", "acks_checked", "session_checks", "quorum_reads_checked",
          "excused_by_wipe", "reapplied_after_wipe", "rids_unknown_after_heal")
 
@@ -126,7 +127,7 @@ class Simulation:
         Operations in flight at the heal may apply until their timeouts run out.  Then
         a node that lacks something hears a heartbeat that shows it (one heartbeat
         interval, or two to settle a third node's deltas), waits out the repair rate
-        limit (one snapshot interval) and repairs: a handful of round trips.  A peer
+        limit (one ``repair_interval_s``) and repairs: a handful of round trips.  A peer
         silent through the faults is live again after one heartbeat.  Two such rounds
         cover a node that learns from a peer which must itself repair first.  Measured
         (seeds 5000-5079 at 3 nodes, 5000-5059 at 5, 5000-5029 at 9, 1,500 steps): the
@@ -135,7 +136,7 @@ class Simulation:
         swarm's timeouts and timings.
         """
         st = self.settings
-        rounds_s = 2 * (3 * st.heartbeat_interval_s + st.snapshot_interval_s)
+        rounds_s = 2 * (3 * st.heartbeat_interval_s + st.repair_interval_s)
         return (max(self.swarm.timeouts_ms) + 20 * (self.swarm.base_delay_ms
                                                    + self.swarm.jitter_ms)
                 + int(1000 * (st.peer_timeout_s + rounds_s)))
@@ -236,7 +237,7 @@ class Simulation:
         Counts can arrive without their ids - a reset's delta carries the totals of
         every slot it observed, a repair's give-back and a read's fetch answer carry
         states - so a node reads its peers' request-id logs when their heartbeats show
-        entries it has not read (``AntiEntropy._rid_pull_due``).  Before that existed,
+        entries it has not read (``Repairer._rid_pull_due``).  Before that existed,
         bin/sim --seed 141 --steps 300: node 3 learned node 2's decrements from node 1's
         reset delta after node 2 was wiped, and never learned their ids."""
         cores = [n.core for n in self.nodes.values() if n.core is not None]
@@ -286,6 +287,9 @@ class Simulation:
             roots[node_id] = core.keys.tree.root
             values[node_id] = {k: core.keys.value(k) for k in keys}
             self.cluster.write_deferred(node)  # as the runtime does within DEFER_S
+            # What a restart would load now: the real recovery must read back exactly
+            # what was committed (Disk.crash checks that), and that must be the memory.
+            node.disk.crash(power=False)
             stored = node.disk.current.all_states()
             if stored != states[node_id]:
                 raise SimFailure(f"node {node_id}: its memory and its disk differ")
@@ -293,7 +297,7 @@ class Simulation:
                     self.history.floors, self.history.known, self.stats)
 
     def _result(self, failure: str | None, converge_ms: int | None) -> SimResult:
-        outcomes = Counter(op.outcome for op in self.history.ops)
+        outcomes = Counter(op.outcome.value for op in self.history.ops)
         final: dict[str, int] | None = None
         first = self.nodes[1].core
         if failure is None and first is not None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ..model.pncounter import BN, BP, N, P, Record, join_record
 from ..protocol.messages import Level
+from .codes import OpKind, Outcome
 from .disk import Image
 
 #: (key, slot, field index) - one field of one record of one key.
@@ -64,7 +65,7 @@ class Op:
     index: int
     client: int
     node: int
-    kind: str
+    kind: OpKind
     keys: tuple[str, ...]
     level: Level
     timeout_ms: int
@@ -73,13 +74,16 @@ class Op:
     rid: str | None = None
     #: Ask for the keys' states in replies (sessions always do).
     states: bool = False
-    #: ok | indeterminate | fail | unknown (pending while running)
-    outcome: str = "pending"
+    outcome: Outcome = Outcome.PENDING
     attempts: int = 0
     timed_out: int = 0
     #: Some attempt was answered ``indeterminate`` (applied at the node).
     indeterminate: bool = False
     apps: list[App] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Scripted tests may name them as plain strings.
+        self.kind, self.outcome = OpKind(self.kind), Outcome(self.outcome)
 
     @property
     def key(self) -> str:
@@ -87,7 +91,7 @@ class Op:
 
     @property
     def is_write(self) -> bool:
-        return self.kind != "read"
+        return self.kind is not OpKind.READ
 
 
 @dataclass(slots=True)
@@ -133,7 +137,7 @@ class History:
         self.ops.append(op)
         if op.rid is not None:
             self.by_rid[op.rid] = op
-        elif op.kind == "add":
+        elif op.kind is OpKind.ADD:
             self.ridless[(op.key, op.amount)] = op
         return op
 

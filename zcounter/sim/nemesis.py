@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from .cluster import Cluster, SimNode
+from .codes import CrashMode, Fault
 from .network import Network
 from .scheduler import Scheduler
 from .swarm import Swarm
@@ -57,31 +58,31 @@ class Nemesis:
         if self.stopped:
             return
         s, rng = self.swarm, self.rng
-        actions: list[str] = []
+        actions: list[Fault] = []
         if s.partitions and len(self.cluster.ids) > 1:
-            actions += ["isolate", "split", "oneway", "heal", "heal"]
+            actions += [Fault.ISOLATE, Fault.SPLIT, Fault.ONEWAY, Fault.HEAL, Fault.HEAL]
         if s.crash_modes:
-            actions += ["crash", "crash"]
+            actions += [Fault.CRASH, Fault.CRASH]
         if s.pauses:
-            actions.append("pause")
+            actions.append(Fault.PAUSE)
         if actions:
             self._act(rng.choice(actions))
         self.scheduler.after(1 + int(rng.expovariate(1.0 / s.nemesis_ms)), self._tick)
 
-    def _act(self, action: str) -> None:
+    def _act(self, action: Fault) -> None:
         rng, ids = self.rng, self.cluster.ids
-        if action == "heal":
+        if action is Fault.HEAL:
             self.heal_partitions()
-        elif action == "isolate":
+        elif action is Fault.ISOLATE:
             self.isolate(rng.choice(ids))
-        elif action == "split":
+        elif action is Fault.SPLIT:
             order = ids[:]
             rng.shuffle(order)
             self.split(order[:rng.randint(1, len(ids) - 1)])
-        elif action == "oneway":
+        elif action is Fault.ONEWAY:
             pairs = [(a, b) for a in ids for b in ids if a != b]
             self.cut(rng.sample(pairs, rng.randint(1, len(pairs) - 1)))
-        elif action == "crash":
+        elif action is Fault.CRASH:
             up = [n for n in self.cluster.nodes.values() if n.up]
             if up:
                 node = rng.choice(up)
@@ -89,7 +90,7 @@ class Nemesis:
                 self.crash(node.node_id, rng.choice(self.swarm.crash_modes),
                            restart_after_ms=rng.randint(1, rng.choice(DOWNTIMES_MS)),
                            wipe=wipe)
-        else:
+        else:  # Fault.PAUSE
             up = [n for n in self.cluster.nodes.values() if n.up and not n.paused]
             if up:
                 self.pause(rng.choice(up).node_id, rng.randint(1, rng.choice(PAUSES_MS)))
@@ -116,10 +117,11 @@ class Nemesis:
             self._log("HEAL partitions")
         self.network.heal()
 
-    def crash(self, node_id: int, mode: str = "clean", restart_after_ms: int | None = None,
-              wipe: bool = False) -> None:
+    def crash(self, node_id: int, mode: CrashMode | str = CrashMode.CLEAN,
+              restart_after_ms: int | None = None, wipe: bool = False) -> None:
         """Crash a node; restart it ``restart_after_ms`` later (if given), from a wiped
-        disk if ``wipe``.  ``torn`` and ``midbatch`` crashes happen at its next batch."""
+        disk if ``wipe``.  ``torn``, ``midbatch`` and ``commit`` crashes happen at its next
+        batch."""
         node = self.cluster.nodes[node_id]
         if not node.up:
             return
@@ -128,7 +130,7 @@ class Nemesis:
             self._wipe_on_restart.add(node_id)
         # A doomed node dies at its next batch: that bumps its token once.
         token = node.crash_token + 1
-        self.cluster.crash(node, mode)
+        self.cluster.crash(node, CrashMode(mode))
         if restart_after_ms is not None:
             self.scheduler.after(restart_after_ms, lambda: self._restart_after(node, token))
 

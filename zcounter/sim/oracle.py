@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..model.pncounter import BN, BP, N, P, Record, value
+from .codes import Outcome
 
 if TYPE_CHECKING:
     from .history import App, FieldId, Op
@@ -260,13 +261,13 @@ def _check_op(op: Op, final: States, floors: Mapping[FieldId, int],
         return
     apps = op.apps
     what = f"op {op.index} ({op.kind} {op.amount:+d} of {short(op.key)}, rid {op.rid})"
-    if op.outcome == "fail" and apps:
+    if op.outcome == Outcome.FAIL and apps:  # == : scripted tests set plain strings
         raise SimFailure(f"{what} was refused, yet applied: {apps}")
     if len({a.slot for a in apps}) != len(apps) or len({a.node for a in apps}) > 1:
         raise SimFailure(f"{what} applied {len(apps)} times: {apps}")
     if len(apps) > 1:
         stats["reapplied_after_wipe"] += len(apps) - 1
-    if op.outcome not in ("ok", "indeterminate"):
+    if op.outcome not in (Outcome.OK, Outcome.INDETERMINATE):
         return
     if not apps:
         raise SimFailure(f"{what} answered {op.outcome} but never applied")

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass, field
 
 from ..config import Settings
+from .codes import CrashMode
 
 #: Keys a run draws its key set from: short and long, ASCII and not, the 0.1 counter's
 #: name, and two of exactly 256 bytes of UTF-8 (the limit), so the codec's key checks
@@ -23,10 +24,10 @@ KEY_POOL: tuple[str, ...] = (
     "default", "a", "b", "page/1", "page/2", "user:42:views", "ключ", "🙂",
     "k" * 256, "é" * 128,
 )
-#: Crash modes (see :mod:`.disk`): between batches; after a commit with only a prefix
-#: of the batch's messages sent; before the commit; and a power loss (unsynced commits
-#: are lost too).
-CRASH_MODES: tuple[str, ...] = ("clean", "torn", "midbatch", "power")
+#: Crash modes (see :mod:`.cluster`): between batches; after a commit with only a prefix
+#: of the batch's messages sent; before the commit; inside the commit (a torn write);
+#: and a power loss (what was not flushed is lost too).
+CRASH_MODES: tuple[CrashMode, ...] = tuple(CrashMode)
 
 
 def _draw_settings(rng: random.Random) -> Settings:
@@ -34,8 +35,8 @@ def _draw_settings(rng: random.Random) -> Settings:
     heartbeat = rng.choice((0.1, 0.2, 0.5))
     return Settings(heartbeat_interval_s=heartbeat,
                     peer_timeout_s=heartbeat * rng.choice((2.5, 5)),
-                    snapshot_interval_s=rng.choice((0.1, 0.5, 1.0)),
-                    anti_entropy_interval_s=rng.choice((1.0, 10.0)),
+                    repair_interval_s=rng.choice((0.1, 0.5, 1.0)),
+                    repair_check_interval_s=rng.choice((1.0, 10.0)),
                     retry_interval_s=rng.choice((0.02, 0.1, 0.3)))
 
 
@@ -78,7 +79,7 @@ class Swarm:
     #: Mean gap between fault actions; 0 disables the nemesis.
     nemesis_ms: int
     partitions: bool
-    crash_modes: tuple[str, ...]
+    crash_modes: tuple[CrashMode, ...]
     max_wipes: int
     pauses: bool
     # ---- clocks
@@ -99,7 +100,7 @@ class Swarm:
         faults = rng.random() < 0.9
         n_keys = rng.choice((1, 1, 2, 3, 4, 8))
         crashes = faults and rng.random() < 0.7
-        modes = tuple(m for m in CRASH_MODES if m == "clean" or rng.random() < 0.6)
+        modes = tuple(m for m in CRASH_MODES if m is CrashMode.CLEAN or rng.random() < 0.6)
         return cls(
             keys=tuple(rng.sample(KEY_POOL, n_keys)),
             clients=rng.randint(1, 6),

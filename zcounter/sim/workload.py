@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from ..model.pncounter import MAX_STEP, Record, join_record
 from ..protocol.messages import Add, ClientRequest, Counted, Get, Level, Refused, Reset
+from .codes import Action, OpKind, Outcome
 from .history import Attempt, History, Op
 from .network import Kind, Network, Packet, client_endpoint
 from .oracle import SimFailure, check_includes, required_for
@@ -35,7 +36,7 @@ from .scheduler import Scheduler
 from .swarm import Swarm
 
 LEVELS: tuple[Level, ...] = (Level.LOCAL, Level.MAJORITY, Level.ALL)
-KINDS = ("increment", "decrement", "reset", "read")
+KINDS: tuple[Action, ...] = tuple(Action)
 
 
 @dataclass
@@ -86,16 +87,17 @@ class Workload:
 
     # ------------------------------------------------------------------ operations
 
-    def submit(self, node: int, kind: str, keys: tuple[str, ...], amount: int = 0,
+    def submit(self, node: int, kind: OpKind | str, keys: tuple[str, ...], amount: int = 0,
                level: Level = Level.LOCAL, timeout_ms: int = 1000, session: bool = False,
                retries: int = 1) -> Op:
         """Run one operation now from a new scripted client (for scenarios)."""
         client = SimClient(len(self.clients), session, scripted=True)
         self.clients.append(client)
+        op_kind = OpKind(kind)
         op = self.history.new_op(Op(
-            len(self.history.ops), client.index, node, "read" if kind == "read" else
-            ("reset" if kind == "reset" else "add"), keys, level, timeout_ms, retries,
-            amount, None if kind == "read" else f"s{client.index}-{len(self.history.ops)}",
+            len(self.history.ops), client.index, node, op_kind, keys, level, timeout_ms,
+            retries, amount,
+            None if op_kind is OpKind.READ else f"s{client.index}-{len(self.history.ops)}",
             True))
         self._send(client, op)
         return op
@@ -108,18 +110,18 @@ class Workload:
         timeout = rng.choice(s.timeouts_ms)
         states = client.session or rng.random() < s.p_states
         retries = rng.randint(0, s.max_retries)
-        if kind == "read":
+        if kind is Action.READ:
             count = rng.randint(1, min(s.read_keys_max, len(s.keys)))
-            op = Op(index, client.index, node, "read", tuple(rng.sample(s.keys, count)),
+            op = Op(index, client.index, node, OpKind.READ, tuple(rng.sample(s.keys, count)),
                     rng.choices(LEVELS, s.read_weights)[0], timeout, retries, states=states)
         else:
             rid: str | None = f"c{client.index}-{index}"
             key = rng.choice(s.keys)
             level = rng.choices(LEVELS, s.wait_weights)[0]
             amount = 0
-            if kind != "reset":
+            if kind is not Action.RESET:
                 by = rng.randint(1, s.by_max)
-                amount = by if kind == "increment" else -by
+                amount = by if kind is Action.INCREMENT else -by
                 if s.p_no_rid and rng.random() < s.p_no_rid:
                     # Without a request id the ledger tells applications apart by
                     # (key, amount): make it unique.  Never retried (it could count twice).
@@ -127,8 +129,8 @@ class Workload:
                         amount += 1 if amount > 0 else -1
                     if self.history.ridless_free(key, amount):
                         rid, retries = None, 0
-            op = Op(index, client.index, node, "reset" if kind == "reset" else "add", (key,),
-                    level, timeout, retries, amount, rid, states)
+            op = Op(index, client.index, node, kind.kind, (key,), level, timeout, retries,
+                    amount, rid, states)
         self.history.new_op(op)
         self._send(client, op)
 
@@ -138,16 +140,16 @@ class Workload:
         seen = ({k: dict(client.seen[k]) for k in op.keys if k in client.seen}
                 if client.session else {})
         request: ClientRequest
-        if op.kind == "read":
+        if op.kind is OpKind.READ:
             request = Get(tag, op.keys, op.level, op.timeout_ms, seen, op.states)
-        elif op.kind == "reset":
+        elif op.kind is OpKind.RESET:
             request = Reset(tag, op.key, op.rid, op.level, op.timeout_ms, seen, op.states)
         else:
             request = Add(tag, op.key, op.amount, op.rid, op.level, op.timeout_ms, seen,
                           op.states)
         n = len(self.nodes)
         required = (required_for(op.level.needed(n), n, self.history.required, op.keys)
-                    if op.kind == "read" else {})
+                    if op.kind is OpKind.READ else {})
         attempt = Attempt(op, tag, self.scheduler.now_ms, required, self.history.wipes, seen)
         self.history.attempts[tag] = attempt
         op.attempts += 1
@@ -159,11 +161,11 @@ class Workload:
         self.network.send(Packet(Kind.REQUEST, client_endpoint(client.index), op.node,
                                  self.life_of(op.node), request, ("c", client.index)))
 
-    def _end(self, client: SimClient, op: Op, outcome: str) -> None:
-        if outcome in ("fail", "unknown") and op.indeterminate:
-            outcome = "indeterminate"  # an earlier attempt was applied
-        elif outcome == "fail" and op.timed_out:
-            outcome = "unknown"  # an earlier attempt may have been applied
+    def _end(self, client: SimClient, op: Op, outcome: Outcome) -> None:
+        if outcome in (Outcome.FAIL, Outcome.UNKNOWN) and op.indeterminate:
+            outcome = Outcome.INDETERMINATE  # an earlier attempt was applied
+        elif outcome is Outcome.FAIL and op.timed_out:
+            outcome = Outcome.UNKNOWN  # an earlier attempt may have been applied
         op.outcome = outcome
         client.current = None
         client.token += 1
@@ -191,7 +193,7 @@ class Workload:
         if op.attempts <= op.retries and not self.stopping:
             self._send(client, op)
         else:
-            self._end(client, op, "unknown")
+            self._end(client, op, Outcome.UNKNOWN)
 
     # ------------------------------------------------------------------ replies
 
@@ -205,12 +207,12 @@ class Workload:
         if isinstance(reply, Counted):
             if client.session:
                 client.observe(reply.states)
-            if op.kind == "read":
+            if op.kind is OpKind.READ:
                 self._check_read(attempt, reply)
             elif attempt.acked is not None and attempt.acked_ms > self.history.last_wipe_ms:
                 self.history.acknowledged(op.level.needed(len(self.nodes)), op.key,
                                           attempt.acked.target)
-            self._end(client, op, "ok")
+            self._end(client, op, Outcome.OK)
             return
         assert isinstance(reply, Refused)
         if reply.code.applied:
@@ -218,7 +220,7 @@ class Workload:
         if reply.code.retryable and op.attempts <= op.retries and not self.stopping:
             self._send(client, op)
         else:
-            self._end(client, op, "fail")
+            self._end(client, op, Outcome.FAIL)
 
     def _check_read(self, attempt: Attempt, reply: Counted) -> None:
         """A read holds every write acknowledged before it began at an intersecting

@@ -185,7 +185,8 @@ SPECS: tuple[Spec, ...] = (
          acl=("@slow", "@connection"), subcommands=_COMMAND),
     Spec("zc.incrby", 4, ("write", "denyoom", "fast"), "string",
          "zcounter: INCRBY with a request id; a retry with the same id counts once "
-         "(at any node, within the request-id window).", "0.2.0", keys=(1, 1, 1),
+         "(at the node that applied it, or at another once the id has replicated there; "
+         "within the request-id window).", "0.2.0", keys=(1, 1, 1),
          acl=("@write", "@string", "@fast"),
          args=(_KEY, Arg("increment", "integer"), Arg("request-id", "string"))),
     Spec("zc.del", 3, ("write",), "generic",

@@ -32,7 +32,7 @@ from .commands import REDIS_VERSION
 from .refusals import Refusal
 
 if TYPE_CHECKING:
-    from .session import Door
+    from .door import Door
 
 SECTIONS = ("server", "clients", "stats", "replication", "keyspace")
 

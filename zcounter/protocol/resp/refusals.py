@@ -30,6 +30,8 @@ class Refusal(str, Enum):
     PARSER = "parser"
     #: A SCAN/KEYS pattern above the bytes allowed.
     PATTERN_BYTES = "pattern_bytes"
+    #: A KEYS reply above the bytes allowed (answered with an error: use SCAN).
+    KEYS_REPLY_BYTES = "keys_reply_bytes"
     #: A connection name or client-info string above the bytes allowed.
     CLIENT_STRING_BYTES = "client_string_bytes"
     #: A WAIT refused: the node's confirmations for WAIT are all in use.

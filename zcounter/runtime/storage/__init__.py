@@ -5,11 +5,12 @@ The write path (every batch, on the request path): the batch's changes go to the
 this node vouches for (its own updates, or a merge it confirms as durable), only written
 (page cache: survives a process crash) when it merely holds what peers hold durably.
 
-Off the request path: when the log moves to a new segment, every key changed since the
-previous checkpoint is handed to a checkpointer thread, which writes it into SQLite
+Off the request path: when the log moves to a new segment, or once
+:data:`HANDOVER_KEYS` keys changed, every key changed since the previous checkpoint is
+handed to a checkpointer thread, which writes it into SQLite
 (:mod:`.checkpoint`) in one durable transaction that records the LSN it reaches, then
 deletes the segments it covers.  SQLite and ``os.fdatasync`` release the GIL, so this
-overlaps with the node's loop.  Snapshots handed over while the previous one is still
+overlaps with the node's loop.  Hand-overs that arrive while the previous one is still
 being written are merged into one (newest state of each key wins), so a slow disk
 delays checkpoints but never queues unbounded work.
 
@@ -228,6 +229,15 @@ class Storage:
         checkpoint = Checkpoint.open(data_dir, node_id)
         log = SegmentLog(str(data_dir), files or OsFiles(), segment_size, background,
                          min(FIRST_SEGMENT_SIZE, segment_size))
+        return cls.recover(checkpoint, log, data_dir, background, lag, handover_keys)
+
+    @classmethod
+    def recover(cls, checkpoint: Checkpoint, log: SegmentLog, data_dir: Path,
+                background: bool = True, lag: int = 0,
+                handover_keys: int = HANDOVER_KEYS) -> Storage:
+        """Recovery (module docstring) from an open checkpoint and a log not yet started:
+        what :meth:`open` does once the directory is checked, and what the simulator
+        (:mod:`zcounter.sim.disk`) runs over its in-memory database and simulated files."""
         replayed = _Changes()
         count = 0
         for lsn, payload in log.recover(checkpoint.lsn):

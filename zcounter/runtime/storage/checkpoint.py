@@ -60,9 +60,19 @@ class Checkpoint:
     @classmethod
     def open(cls, data_dir: Path, node_id: int) -> Checkpoint:
         path = data_dir / DB_NAME
-        created = not path.exists()
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{path}: not a usable zcounter database ({exc})") from None
+        return cls.attach(conn, path, node_id)
+
+    @classmethod
+    def attach(cls, conn: sqlite3.Connection, path: Path, node_id: int,
+               incarnation: str | None = None) -> Checkpoint:
+        """The checkpoint in ``conn`` (autocommit), created, checked or upgraded.  The
+        simulator attaches in-memory databases; ``incarnation``, for a new database, is
+        then drawn from its seed instead of at random."""
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
@@ -75,7 +85,7 @@ class Checkpoint:
             # A new incarnation for every new database: a node whose data was wiped must
             # never continue its old slot, or peers' larger values for it would swallow
             # its new updates (max merge) - the Riak actor-reuse bug (riak_kv#679).
-            incarnation = secrets.token_hex(6)
+            incarnation = incarnation or secrets.token_hex(6)
             conn.execute("BEGIN IMMEDIATE")
             create_schema(conn)
             conn.executemany("INSERT INTO meta VALUES (?, ?)", [
@@ -92,7 +102,9 @@ class Checkpoint:
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{path}: upgrade failed ({exc})") from None
         lsn = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint_lsn'").fetchone()
-        return cls(conn, path, meta["incarnation"], created, int(lsn[0]) if lsn else 0)
+        # An existing database: ``created`` is false (the file existed, or it would hold
+        # no meta).
+        return cls(conn, path, meta["incarnation"], False, int(lsn[0]) if lsn else 0)
 
     def slot_names(self) -> list[str]:
         rows = self._conn.execute("SELECT idx, name FROM slot_names ORDER BY idx").fetchall()

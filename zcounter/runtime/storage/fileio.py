@@ -1,8 +1,9 @@
 """The file operations the log uses, behind one small interface.
 
-Production uses :class:`OsFiles` (the ``os`` module).  The crash tests replace it with
-a simulated disk that can fail at any step, tear a write, or lose every write that was
-not yet flushed (tests/runtime/storage/): the log's code path is the same in both.
+Production uses :class:`OsFiles` (the ``os`` module).  The storage crash tests and the
+simulator replace it with simulated files (:mod:`zcounter.sim.files`) that can fail at
+any step, tear a write, or lose every write that was not yet flushed: the log's code
+path is the same in all of them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""A simulated disk for the storage crash tests: a page cache over durable contents.
+"""A simulated file system (the :class:`~zcounter.runtime.storage.fileio.Files` the
+storage writes through): a page cache over durable contents.  The simulator's nodes
+(:mod:`.disk`) and the storage crash tests (tests/runtime/test_storage_crash.py) run the
+real log over it.
 
 Every file has what the OS shows (``cached``) and what a power loss keeps
 (``durable``).  ``pwrite`` changes the cache; ``fdatasync`` makes the file's cache
@@ -11,7 +14,6 @@ survives).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 
@@ -26,7 +28,7 @@ class SimFile:
 
 
 @dataclass
-class SimDisk:
+class SimFiles:
     crash_at: int | None = None
     #: For a crash on a write: how many bytes of it land (None: none).
     torn_bytes: int | None = None
@@ -111,6 +113,3 @@ class SimDisk:
         self.crashed = False
         self.fds.clear()
 
-
-def real_dir(path: os.PathLike[str] | str) -> str:
-    return os.fspath(path)
