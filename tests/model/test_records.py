@@ -1,6 +1,6 @@
-"""The packed form's one join (zcounter.model.records): ``grow`` and ``join`` against
-the reference ``pncounter.merge``/``join_record`` on generated states, and what they
-report (the records that grew, with what was held)."""
+"""The keyspace's one join (zcounter.model.records): ``grow`` and ``join`` against the
+reference ``pncounter.join_record`` and ``pncounter.merge`` on generated states, and the
+packed state, hash delta and live delta ``join`` reports."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zcounter.model import pncounter
+from zcounter.model.hashtree import key_digest
 from zcounter.model.page import REC_INTS
-from zcounter.model.records import SlotTable, flatten, grow, join, pack, unpack_flat
+from zcounter.model.records import SlotTable, grow, header, join, pack_state, unpack_flat
 
 
 def by_index(state: pncounter.State, table: SlotTable) -> dict[int, pncounter.Record]:
     return {table.intern(name): rec for name, rec in state.items()}
 
 
-def by_name(flat: list[int], table: SlotTable) -> dict[str, pncounter.Record]:
-    it = iter(flat)
+def by_name(packed: bytes, table: SlotTable) -> dict[str, pncounter.Record]:
+    it = iter(unpack_flat(packed))
     return {table.names[s]: (p, n, bp, bn) for s, p, n, bp, bn in zip(it, it, it, it, it,
                                                                          strict=True)}
 
@@ -34,28 +35,23 @@ def test_grow_is_join_record_when_it_grows(held, rec):
 @LAWS
 @given(states, states, st.data())
 def test_join_is_the_reference_merge(held, incoming, data):
-    """Packed records (in slot order, as ``unpack_flat`` gives them) joined with any
-    records, in any order of the incoming slots, are ``pncounter.merge`` of the two."""
+    """A packed state joined with any records, in any order of the incoming slots and
+    any slot numbering, is ``pncounter.merge`` of the two, with the header (hash, live)
+    of that state packed afresh, and reports what the tree and the live count move by."""
     table = SlotTable(data.draw(st.permutations(sorted(set(held) | set(incoming)))))
-    flat = flatten(by_index(held, table))
-    assert list(unpack_flat(pack(by_index(held, table)))) == flat  # the packed order
+    old = pack_state("k", by_index(held, table), table.name_bytes)
     order = data.draw(st.permutations(list(by_index(incoming, table).items())))
-    before = list(flat)
-    result = join(flat, order)
-    assert flat == before  # held is not changed
+    result = join("k", old, order, table.name_bytes)
     merged = pncounter.merge(held, incoming)
     if merged == dict(held):
         assert result is None
         return
     assert result is not None
-    new, grown = result
+    new, digest, delta, live_delta = result
     assert by_name(new, table) == merged
-    slots = new[0::REC_INTS]
-    assert slots == sorted(slots)
-    # What grew: exactly the slots whose record changed, in incoming order, with the
-    # record held before (None for a slot not held) and the joined one.
-    changed = [s for s, _ in order if held.get(table.names[s]) != merged[table.names[s]]]
-    assert [s for s, _, _ in grown] == changed
-    for s, old, rec in grown:
-        assert old == held.get(table.names[s])
-        assert rec == merged[table.names[s]]
+    slots = list(unpack_flat(new)[0::REC_INTS])
+    assert slots == sorted(slots)  # records stay in slot order
+    assert new == pack_state("k", by_index(merged, table), table.name_bytes)
+    assert digest == key_digest(b"k")
+    assert delta == header(old)[0] ^ header(new)[0]
+    assert live_delta == pncounter.is_live(merged) - pncounter.is_live(held)

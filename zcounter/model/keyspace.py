@@ -43,7 +43,6 @@ from .records import (
     SlotTable,
     flatten,
     grow,
-    hash_delta,
     header,
     join,
     live_of,
@@ -52,7 +51,6 @@ from .records import (
     pack_state,
     records_struct,
     unpack,
-    unpack_flat,
     value_of,
 )
 
@@ -422,8 +420,8 @@ class Keyspace:
         all again at the flush, repack) made merging and flushing one record of a key of
         three slots cost 11.4-20.3 us here, against 5.2-9.5 us this way, about half in
         each of six runs (docs/measurements/cold_keys.py; WRITEUP.md section 7.4).  Here
-        only grown records are rehashed (:func:`.records.join` says which), and the
-        result is packed at once and reported by the flush as adopted keys are."""
+        the join (:func:`.records.join`) rehashes only grown records, and the result is
+        packed at once and reported by the flush as adopted keys are."""
         index = self.slots.index
         incoming: list[tuple[int, Record]] = []
         for name, rec in state.items():
@@ -431,14 +429,11 @@ class Keyspace:
             if s is None:
                 return None
             incoming.append((s, rec))
-        joined = join(unpack_flat(old), incoming)
+        joined = join(key, old, incoming, self.slots.name_bytes)
         if joined is None:
             return ()
-        flat, grown = joined
-        digest = key_digest(key.encode())
-        delta = hash_delta(digest, self.slots.name_bytes, grown)
-        new, live = pack_flat(flat, HEAD.unpack_from(old)[0] ^ delta)
-        return new, segment_of(digest), delta, live - (old[HEAD_SIZE - 1] & LIVE)
+        new, digest, delta, live_delta = joined
+        return new, segment_of(digest), delta, live_delta
 
     def _join_hot(self, hot: _Hot, state: State) -> bool:
         """The join of ``state`` (by slot name, interned in its order) into a key

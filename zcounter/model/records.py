@@ -7,19 +7,16 @@ Slot indices are local to a node (:class:`SlotTable`); the wire and the hash tre
 slots.
 
 :func:`grow` is the one place the keyspace joins two records (the per-field maximum of
-the reference, :func:`.pncounter.join_record`), and says whether the join grew anything;
-:func:`join` joins incoming records into a key's packed records with it.  Until issue 20
-the join was written out by hand in four places of the keyspace, kept equal only by
-tests.  Every merge into a key the node holds goes through :func:`grow`: into a packed
-key (``Keyspace._merge_packed``, through :func:`join`), and into a key changed in the
-open batch (``Keyspace._join_hot``, record by record: its records are unpacked lists).
-A key the node holds nothing of needs no join (the join of nothing and a state is that
-state): it is only hashed and packed (``Keyspace._adopt``, ``_adopt_flat``).
-
-:func:`join` reports only the records that grew, with what they were: what the packed
-path needs next, to XOR the old records' hashes out of the tree and the new ones in
-(:func:`hash_delta`); a key nothing grew in is left alone.  ``tests/model/
-test_records.py`` checks both against ``pncounter.merge``.
+the reference, :func:`.pncounter.join_record`), and says whether the join grew anything.
+Until issue 20 the join was written out by hand in four places of the keyspace, kept
+equal only by tests.  Every merge into a key the node holds goes through it: into a
+packed key through :func:`join` (``Keyspace._merge_packed``: a peer's delta, a repair
+page), which also keeps the packed header right and says what the hash tree and the
+count of live keys move by; into a key changed in the open batch record by record
+(``Keyspace._join_hot``: its records are unpacked lists).  A key the node holds nothing
+of needs no join (the join of nothing and a state is that state): it is only hashed and
+packed (``Keyspace._adopt``, ``_adopt_flat``).  ``tests/model/test_records.py`` checks
+:func:`grow` and :func:`join` against ``pncounter``.
 """
 
 from __future__ import annotations
@@ -37,10 +34,6 @@ HEAD = struct.Struct("<QB")
 HEAD_SIZE = HEAD.size
 LIVE = 1
 _RECORDS: dict[int, struct.Struct] = {}
-
-#: A record a join grew: (slot index, the record held before it or None, the joined one).
-Grown = tuple[int, Record | None, Record]
-
 
 def records_struct(count: int) -> struct.Struct:
     """``count`` packed records: one unpack for a key's records (``Keyspace.page``)."""
@@ -99,58 +92,60 @@ def grow(held: Sequence[int], rec: Sequence[int]) -> Record | None:
     return None
 
 
-def join(held: Sequence[int], incoming: Iterable[tuple[int, Sequence[int]]]
-         ) -> tuple[list[int], list[Grown]] | None:
+def join(key: str, old: bytes, incoming: Iterable[tuple[int, Sequence[int]]],
+         name_bytes: Sequence[bytes]) -> tuple[bytes, int, int, int] | None:
     """The CRDT join of ``incoming`` records (slot index, record; each slot once) into
-    ``held``, a key's records in their packed order (one flat sequence ``[slot, p, n,
-    bp, bn, ...]`` in slot order, :func:`unpack_flat`): per slot, :func:`grow`, or the
-    one record there is.  Returns the joined records in the same form and the records
-    that grew (in ``incoming``'s order, with what was held before), or None when
-    nothing grew.  ``held`` is not changed.
+    ``old``, the packed state of ``key``: per slot, :func:`grow`, or the one record there
+    is.  Returns ``(new packed state, key digest, hash delta, live delta)``, or None when
+    nothing grew; the new state's header holds its hash (``old``'s XOR the delta: the
+    old hashes of the records that grew out, their new ones in, :mod:`.hashtree`) and
+    whether it is live; the delta is what the hash tree must XOR in, the live delta
+    what the count of live keys moves by.  ``name_bytes`` names the slot indices.
 
-    Written for speed (a peer's delta runs it once per key): a slot's offset is found in
-    one slice of the slot indices, and the held records are copied only once something
-    grows."""
-    grown: list[Grown] = []
-    slots = held[0::REC_INTS]
+    Written for speed (a peer's delta runs it once per key): the records are one
+    ``struct`` unpack, a slot's offset is found in one slice of the slot indices, the
+    records are copied only once something grows, only grown records are hashed
+    (:func:`.hashtree.record_hash` inlined), and the result is packed in one call
+    (:func:`pack_flat`)."""
+    flat = records_struct((len(old) - HEAD_SIZE) // REC.size).unpack_from(old, HEAD_SIZE)
+    slots = flat[0::REC_INTS]
+    fields = RECORD_FIELDS.pack
     new: list[int] | None = None
-    added: list[Grown] = []
+    added: list[tuple[int, ...]] = []  # records of slots not held
+    digest = -1  # a key digest is 0..2**64-1: computed once something grows
+    delta = 0
     for s, rec in incoming:
-        if s not in slots:
-            added.append((s, None, (rec[0], rec[1], rec[2], rec[3])))
-            grown.append(added[-1])
-            continue
-        i = slots.index(s) * REC_INTS + 1
-        mine = held[i:i + 4]
-        joined = grow(mine, rec)
-        if joined is not None:
+        if s in slots:
+            i = slots.index(s) * REC_INTS + 1
+            mine = flat[i:i + 4]
+            if mine == rec:  # idempotence, without a call: most of a repair page's records
+                continue
+            joined = grow(mine, rec)
+            if joined is None:
+                continue
             if new is None:
-                new = list(held)
+                new = list(flat)
+            if digest < 0:
+                digest = key_digest(key.encode())
             new[i:i + 4] = joined
-            grown.append((s, (mine[0], mine[1], mine[2], mine[3]), joined))
-    if not grown:
+            delta ^= (xxh64(fields(*mine) + name_bytes[s], digest)
+                      ^ xxh64(fields(*joined) + name_bytes[s], digest))
+        else:
+            if digest < 0:
+                digest = key_digest(key.encode())
+            added.append((s, *rec))
+            delta ^= xxh64(fields(*rec) + name_bytes[s], digest)
+    if digest < 0:
         return None
     if new is None:
-        new = list(held)
+        new = list(flat)
     if added:  # rare: a slot's first record of this key; keep records in slot order
         records = sorted([tuple(new[i:i + REC_INTS]) for i in range(0, len(new), REC_INTS)]
-                         + [(s, *rec) for s, _, rec in added])
+                         + added)
         new = [x for rec in records for x in rec]
-    return new, grown
-
-
-def hash_delta(digest: int, name_bytes: Sequence[bytes], grown: Iterable[Grown]) -> int:
-    """What XOR-ing ``grown`` into the key (digest ``digest``) does to its hash: each old
-    record's hash out, each new one's in (:func:`.hashtree.record_hash`, inlined: this
-    runs once per record a peer's delta grows)."""
-    fields = RECORD_FIELDS.pack
-    delta = 0
-    for s, old, new in grown:
-        slot = name_bytes[s]
-        if old is not None:
-            delta ^= xxh64(fields(old[0], old[1], old[2], old[3]) + slot, digest)
-        delta ^= xxh64(fields(new[0], new[1], new[2], new[3]) + slot, digest)
-    return delta
+    key_hash, flags = HEAD.unpack_from(old)
+    packed, live = pack_flat(new, key_hash ^ delta)
+    return packed, digest, delta, live - (flags & LIVE)
 
 
 # --------------------------------------------------------------------------- packing
