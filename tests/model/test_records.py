@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zcounter.model import pncounter
-from zcounter.model.hashtree import key_digest
+from zcounter.model.hashtree import key_digest, segment_of
 from zcounter.model.page import REC_INTS
 from zcounter.model.records import SlotTable, grow, header, join, pack_state, unpack_flat
 
@@ -47,11 +47,11 @@ def test_join_is_the_reference_merge(held, incoming, data):
         assert result is None
         return
     assert result is not None
-    new, digest, delta, live_delta = result
+    new, segment, delta, live_delta = result
     assert by_name(new, table) == merged
     slots = list(unpack_flat(new)[0::REC_INTS])
     assert slots == sorted(slots)  # records stay in slot order
     assert new == pack_state("k", by_index(merged, table), table.name_bytes)
-    assert digest == key_digest(b"k")
+    assert segment == segment_of(key_digest(b"k"))
     assert delta == header(old)[0] ^ header(new)[0]
     assert live_delta == pncounter.is_live(merged) - pncounter.is_live(held)

@@ -429,11 +429,7 @@ class Keyspace:
             if s is None:
                 return None
             incoming.append((s, rec))
-        joined = join(key, old, incoming, self.slots.name_bytes)
-        if joined is None:
-            return ()
-        new, digest, delta, live_delta = joined
-        return new, segment_of(digest), delta, live_delta
+        return join(key, old, incoming, self.slots.name_bytes) or ()
 
     def _join_hot(self, hot: _Hot, state: State) -> bool:
         """The join of ``state`` (by slot name, interned in its order) into a key

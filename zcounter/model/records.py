@@ -24,7 +24,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
-from .hashtree import RECORD_FIELDS, key_digest, record_hash, xxh64
+from .hashtree import RECORD_FIELDS, key_digest, record_hash, segment_of, xxh64
 from .page import REC_INTS
 from .pncounter import Record
 
@@ -96,7 +96,7 @@ def join(key: str, old: bytes, incoming: Iterable[tuple[int, Sequence[int]]],
          name_bytes: Sequence[bytes]) -> tuple[bytes, int, int, int] | None:
     """The CRDT join of ``incoming`` records (slot index, record; each slot once) into
     ``old``, the packed state of ``key``: per slot, :func:`grow`, or the one record there
-    is.  Returns ``(new packed state, key digest, hash delta, live delta)``, or None when
+    is.  Returns ``(new packed state, key's segment, hash delta, live delta)``, or None when
     nothing grew; the new state's header holds its hash (``old``'s XOR the delta: the
     old hashes of the records that grew out, their new ones in, :mod:`.hashtree`) and
     whether it is live; the delta is what the hash tree must XOR in, the live delta
@@ -111,15 +111,13 @@ def join(key: str, old: bytes, incoming: Iterable[tuple[int, Sequence[int]]],
     slots = flat[0::REC_INTS]
     fields = RECORD_FIELDS.pack
     new: list[int] | None = None
-    added: list[tuple[int, ...]] = []  # records of slots not held
+    added: list[tuple[int, ...]] | None = None  # records of slots not held
     digest = -1  # a key digest is 0..2**64-1: computed once something grows
     delta = 0
     for s, rec in incoming:
         if s in slots:
             i = slots.index(s) * REC_INTS + 1
             mine = flat[i:i + 4]
-            if mine == rec:  # idempotence, without a call: most of a repair page's records
-                continue
             joined = grow(mine, rec)
             if joined is None:
                 continue
@@ -128,11 +126,13 @@ def join(key: str, old: bytes, incoming: Iterable[tuple[int, Sequence[int]]],
             if digest < 0:
                 digest = key_digest(key.encode())
             new[i:i + 4] = joined
-            delta ^= (xxh64(fields(*mine) + name_bytes[s], digest)
-                      ^ xxh64(fields(*joined) + name_bytes[s], digest))
+            slot = name_bytes[s]
+            delta ^= xxh64(fields(*mine) + slot, digest) ^ xxh64(fields(*joined) + slot, digest)
         else:
             if digest < 0:
                 digest = key_digest(key.encode())
+            if added is None:
+                added = []
             added.append((s, *rec))
             delta ^= xxh64(fields(*rec) + name_bytes[s], digest)
     if digest < 0:
@@ -145,7 +145,7 @@ def join(key: str, old: bytes, incoming: Iterable[tuple[int, Sequence[int]]],
         new = [x for rec in records for x in rec]
     key_hash, flags = HEAD.unpack_from(old)
     packed, live = pack_flat(new, key_hash ^ delta)
-    return packed, digest, delta, live - (flags & LIVE)
+    return packed, segment_of(digest), delta, live - (flags & LIVE)
 
 
 # --------------------------------------------------------------------------- packing
