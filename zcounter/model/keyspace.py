@@ -23,16 +23,22 @@ that entry; :meth:`Keyspace.flush` then repacks each changed key once, updates t
 with the records that changed, and reports what to persist and what this node changed
 itself (the batch's delta).  Under a single-key load ~100 increments share one repack,
 one tree update and one row write.
+
+Files: this one holds :class:`Keyspace` (its state, the reads, the local changes and the
+flush); :mod:`.merging` what arrives from other nodes (its base class, :class:`.Merges`);
+:mod:`.records` the packed form, the slot table and the one join of records;
+:mod:`.batch` a changed key's entry and what a flush reports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
 
 from sortedcontainers import SortedList
 
+from .batch import Flushed, Hot
 from .hashtree import RECORD_FIELDS, HashTree, key_digest, record_hash, segment_of, xxh64
+from .merging import Merges
 from .page import REC_INTS, StatePage
 from .pncounter import MAX_TOTAL, ZERO, Overflow, Record, State, saturate
 from .records import (
@@ -42,9 +48,7 @@ from .records import (
     REC,
     SlotTable,
     flatten,
-    grow,
     header,
-    join,
     live_of,
     pack,
     pack_flat,
@@ -54,8 +58,8 @@ from .records import (
     value_of,
 )
 
-# The packed form and the slot table moved to .records; named here too, where the rest
-# of the tree has always imported them from.
+# The packed form and the slot table moved to .records, the batch's parts to .batch:
+# named here too, where the rest of the tree has always imported them from.
 __all__ = ["HEAD_SIZE", "PAGE_SLOTS_DIRECT", "Flushed", "Keyspace", "SlotTable", "header",
            "pack", "pack_state", "unpack"]
 
@@ -65,66 +69,15 @@ __all__ = ["HEAD_SIZE", "PAGE_SLOTS_DIRECT", "Flushed", "Keyspace", "SlotTable",
 PAGE_SLOTS_DIRECT = 1024
 
 
-class _Hot:
-    """A key changed in the current batch: its records unpacked, and what they were."""
-
-    __slots__ = ("local", "orig", "records", "totals", "value")
-
-    def __init__(self, packed: bytes | None) -> None:
-        """From the key's packed state (None: a key never written)."""
-        #: Slots this node changed itself (increments, decrements, resets): the delta.
-        self.local: set[int] = set()
-        #: The exact value and the live totals of p and n (``sum(p - bp)``,
-        #: ``sum(n - bn)``: what a step is bounded by, pncounter's "Bounds"), kept up to
-        #: date by add() and reset() and dropped by merges: a batch of 100 increments to
-        #: one key sums its records once, not 200 times (the per-increment path; ~1.5 us
-        #: saved per increment, timeit).
-        self.value: int | None
-        self.totals: list[int] | None
-        if packed is None:
-            self.orig: dict[int, Record] = {}
-            self.records: dict[int, list[int]] = {}
-            self.value, self.totals = 0, [0, 0]
-            return
-        # One loop for the records, the originals, the totals and the value: under keys
-        # drawn uniformly nearly every increment touches a key of its own, and the add
-        # and the reply's count then need no sums of their own.  1.5-2.0 us for a key of
-        # three slots, against 3.4-3.8 us building them from one flat unpack and its
-        # slices (timeit, alternated; WRITEUP.md section 7.4).
-        orig: dict[int, Record] = {}
-        records: dict[int, list[int]] = {}
-        p_sum = n_sum = value = 0
-        for s, p, n, bp, bn in REC.iter_unpack(memoryview(packed)[HEAD_SIZE:]):
-            orig[s] = (p, n, bp, bn)
-            records[s] = [p, n, bp, bn]
-            p_sum += p - bp
-            n_sum += n - bn
-            value += p - bp - n + bn
-        self.orig, self.records = orig, records
-        self.totals = [p_sum, n_sum]
-        self.value = value
-
-
-@dataclass(slots=True)
-class Flushed:
-    """What a batch changed: see :meth:`Keyspace.flush`."""
-
-    #: key -> packed state, for every key whose state changed (to persist).
-    changed: dict[str, bytes] = field(default_factory=dict)
-    #: key -> {slot name: record} of the records this node changed itself (to publish).
-    local: dict[str, dict[str, Record]] = field(default_factory=dict)
-    #: Slots first seen in this batch (index, name), to persist before the states.
-    new_slots: list[tuple[int, str]] = field(default_factory=list)
-
-
-class Keyspace:
-    """Every counter's state.  Not thread-safe: one node core owns one."""
+class Keyspace(Merges):
+    """Every counter's state.  Not thread-safe: one node core owns one.  The merges
+    (``merge``, ``merge_many``, ``merge_page``) are :class:`.merging.Merges`'."""
 
     def __init__(self) -> None:
         self.slots = SlotTable()
         self.tree = HashTree()
         self._packed: dict[str, bytes] = {}
-        self._hot: dict[str, _Hot] = {}
+        self._hot: dict[str, Hot] = {}
         #: Keys stored by merge_many's fast path in this batch (key -> packed state).
         self._adopted: dict[str, bytes] = {}
         self._segments: dict[int, list[str]] = {}
@@ -308,12 +261,6 @@ class Keyspace:
 
     # ------------------------------------------------------------------ changing
 
-    def _touch(self, key: str) -> _Hot:
-        hot = self._hot.get(key)
-        if hot is None:
-            hot = self._hot[key] = _Hot(self._packed.get(key))
-        return hot
-
     def add(self, key: str, slot: int, amount: int) -> tuple[int, int, int, int]:
         """The owner of ``slot`` adds ``amount`` (negative: subtracts) to ``key``.
 
@@ -362,191 +309,6 @@ class Keyspace:
             hot.local.add(s)
             written[names[s]] = (rec[0], rec[1], rec[0], rec[1])
         return written
-
-    def merge_many(self, states: Mapping[str, State]) -> int:
-        """Join every key's state; returns how many keys grew.  Never refuses valid
-        records, whatever their sums (pncounter's "Bounds": legal concurrent steps can
-        sum past any bound).  Each key is unpacked once (a repair page merges thousands
-        of keys); a key this node does not hold at all is packed at once
-        (:meth:`_adopt`)."""
-        touched: list[tuple[str, _Hot | None, State]] = []
-        repacked: list[tuple[str, bytes, int, int, int]] = []
-        packed = self._packed
-        hot_keys = self._hot
-        for key, state in states.items():
-            if not state:
-                continue
-            hot = hot_keys.get(key)
-            if hot is None:
-                old = packed.get(key)
-                if old is not None:
-                    done = self._merge_packed(key, old, state)
-                    if done is not None:
-                        if done:
-                            repacked.append((key, *done))
-                        continue
-            if hot is None and key not in packed:
-                touched.append((key, None, state))
-                continue
-            touched.append((key, hot or self._touch(key), state))
-        grown = len(repacked)
-        toggle = self.tree.toggle
-        adopted = self._adopted
-        for key, new, segment, delta, live_delta in repacked:
-            if delta:
-                toggle(segment, delta)
-            packed[key] = adopted[key] = new
-            self.live += live_delta
-        adopt = self._adopt
-        join_hot = self._join_hot
-        for key, hot, state in touched:  # in order: slots are interned as merge() would
-            if hot is None:
-                adopt(key, state)
-                grown += 1
-            else:
-                grown += join_hot(hot, state)
-        return grown
-
-    def _merge_packed(self, key: str, old: bytes, state: State
-                      ) -> tuple[bytes, int, int, int] | tuple[()] | None:
-        """Join ``state`` into the packed state ``old`` of ``key`` (not hot) without
-        unpacking it into a hot entry, for :meth:`merge_many`: ``(new packed state,
-        segment, hash delta, live delta)`` to store, ``()`` if nothing grew, None if
-        ``state`` names a slot this node has not interned (then the general path interns
-        it, in order).
-
-        Why: a peer's delta under keys drawn uniformly touches each key once, and the
-        general path's hot entry (unpack into lists, copy the originals, compare them
-        all again at the flush, repack) made merging and flushing one record of a key of
-        three slots cost 11.4-20.3 us here, against 5.2-9.5 us this way, about half in
-        each of six runs (docs/measurements/cold_keys.py; WRITEUP.md section 7.4).  Here
-        the join (:func:`.records.join`) rehashes only grown records, and the result is
-        packed at once and reported by the flush as adopted keys are."""
-        index = self.slots.index
-        incoming: list[tuple[int, Record]] = []
-        for name, rec in state.items():
-            s = index.get(name)
-            if s is None:
-                return None
-            incoming.append((s, rec))
-        return join(key, old, incoming, self.slots.name_bytes) or ()
-
-    def _join_hot(self, hot: _Hot, state: State) -> bool:
-        """The join of ``state`` (by slot name, interned in its order) into a key
-        changed in the open batch, record by record (:func:`.records.grow`, as
-        :func:`.records.join` does for packed records); True if anything grew.  The
-        flush repacks the key.  Not through :func:`.records.join` itself: flattening the
-        hot entry for it made this 2-3 times slower (0.6-1.3 against 2.1-5.4 us for a
-        key of three slots, timeit), and under a single-key load every peer's delta
-        takes this path."""
-        intern = self.slots.intern
-        records = hot.records
-        hot.value = hot.totals = None
-        grew = False
-        for name, rec in state.items():
-            s = intern(name)
-            mine = records.get(s)
-            if mine is None:
-                records[s] = [rec[0], rec[1], rec[2], rec[3]]
-                grew = True
-            else:
-                joined = grow(mine, rec)
-                if joined is not None:
-                    mine[:] = joined
-                    grew = True
-        return grew
-
-    def merge_page(self, page: StatePage) -> int:
-        """:meth:`merge_many` of a page's states, returning how many keys grew.  Keys
-        this node holds nothing of - every key of a bootstrap - are packed straight from
-        the page's flat lists (:meth:`_adopt_flat`; the page's invariants, which the
-        codec checks on what a peer sent, make every record valid); the others are
-        merged by name."""
-        packed = self._packed
-        hot = self._hot
-        absent: list[tuple[str, list[int]]] = []
-        present: dict[str, State] = {}
-        for key, flat in page.records.items():
-            if key in packed or key in hot:
-                present[key] = page[key]
-            elif flat:
-                absent.append((key, flat))
-        grown = self.merge_many(present) if present else 0
-        if absent:
-            self._adopt_flat(page.slots, absent)
-        return grown + len(absent)
-
-    def _adopt_flat(self, slots: Sequence[str], entries: list[tuple[str, list[int]]]) -> None:
-        """:meth:`_adopt` for keys in a page's flat form."""
-        local: list[int | None] = [None] * len(slots)
-        page_name_bytes = [name.encode() for name in slots]
-        intern = self.slots.intern
-        fields = RECORD_FIELDS.pack
-        pack_rec = REC.pack
-        store = self._store_new
-        for key, flat in entries:
-            digest = key_digest(key.encode())
-            h = 0
-            records: list[tuple[int, bytes]] = []
-            live = False
-            it = iter(flat)
-            for i, p, n, bp, bn in zip(it, it, it, it, it, strict=True):
-                s = local[i]
-                if s is None:
-                    s = local[i] = intern(slots[i])
-                h ^= xxh64(fields(p, n, bp, bn) + page_name_bytes[i], digest)
-                records.append((s, pack_rec(s, p, n, bp, bn)))
-                if p > bp or n > bn:
-                    live = True
-            records.sort()
-            store(key, digest, h, live, b"".join([r for _, r in records]))
-
-    def _store_new(self, key: str, digest: int, h: int, live: bool, body: bytes) -> None:
-        """Store a key this node held nothing of: packed records ``body`` whose hashes
-        XOR to ``h``."""
-        packed = HEAD.pack(h, LIVE if live else 0) + body
-        segment = segment_of(digest)
-        if h:
-            self.tree.toggle(segment, h)
-        self._packed[key] = self._adopted[key] = packed
-        self._segments.setdefault(segment, []).append(key)
-        if self._sorted is not None:
-            self._sorted.add(key)
-        self.live += live
-
-    def _adopt(self, key: str, state: State) -> None:
-        """Store the state of a key this node holds nothing of, packed at once: what
-        :meth:`flush` would do after a merge into an empty key, without the unpacked
-        "hot" entry and the comparison with what it was.  A wiped node's bootstrap
-        merges every key this way (WRITEUP.md section 3.5 has the before and after)."""
-        # record_hash inlined (the same function: the test against merge() and flush()
-        # compares the trees), and one loop for both sums in merge_many: a fresh key of
-        # three slots merged and flushed in 7.3 us instead of 11.0 (timeit, 40,000 keys).
-        index = self.slots.index
-        name_bytes = self.slots.name_bytes
-        fields = RECORD_FIELDS.pack
-        digest = key_digest(key.encode())
-        h = 0
-        records = []
-        live = False
-        for name, (p, n, bp, bn) in state.items():
-            s = index.get(name)
-            if s is None:
-                s = self.slots.intern(name)
-            h ^= xxh64(fields(p, n, bp, bn) + name_bytes[s], digest)
-            records.append((s, p, n, bp, bn))
-            if p > bp or n > bn:
-                live = True
-        records.sort()
-        pack_rec = REC.pack
-        self._store_new(key, digest, h, live, b"".join([pack_rec(*r) for r in records]))
-
-    def merge(self, key: str, state: State) -> bool:
-        """Join ``state`` (by slot name) into ``key``; True if anything grew.  Valid
-        records are never refused (pncounter's "Bounds")."""
-        if not state:
-            return False
-        return self._join_hot(self._hot.get(key) or self._touch(key), state)
 
     def flush(self) -> Flushed:
         """End of batch: repack changed keys, update the tree and indexes, report."""
