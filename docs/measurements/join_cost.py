@@ -1,13 +1,45 @@
 """The keyspace's hot paths before and after a change to zcounter/model, measured two
 ways: written for the one packed-record join (issue 20, ``zcounter/model/records.py``).
 
+Result, before = main at f094339, after = the join branch at 8cb62af (the one join; the
+next commit only moves the merge methods to a base class: 879f048 against 8cb62af is
+in the report of that branch), 2 cores shared with ~6 other jobs (load 3-7):
+
+    --instructions (PYTHONHASHSEED=0), per unit:
+    case                 before        after  after/before
+    add_uniform           71025        71716         1.010   code unchanged
+    add_single             7710         7718         1.001   code unchanged
+    merge_hot            111806       114761         1.026   per batch: 1 add, 2 merges
+    merge_cold            39075        40065         1.025
+    merge_absent          23618        24126         1.022   code unchanged
+    page_present          57815        61050         1.056
+    page_absent           33975        34656         1.020   code unchanged
+    (with the collector off: merge_absent 1.027, add_uniform 1.008, merge_cold 1.027)
+
+    CPU time, us per unit, medians of 9 alternated rounds (per-round ratio range):
+    add_uniform 8.98 -> 10.20 (0.67-1.32), add_single 0.76 -> 0.70 (0.74-1.21),
+    merge_hot 13.40 -> 13.86 (0.75-1.20), merge_cold 4.63 -> 4.60 (0.63-1.20),
+    merge_absent 3.20 -> 3.15 (0.85-1.36), page_present 6.98 -> 6.99 (0.68-1.13),
+    page_absent 4.50 -> 4.97 (0.92-1.56)
+
+Reading: CPU time on this machine cannot tell 10 % apart (unchanged code moved by
+-7 % to +13 %).  Instructions repeat exactly, but paths whose code did not change also
+moved, by +0.1 to +2.7 % (another tree's layout in memory; not the collector): that is
+the floor.  The join's paths are at it (a peer's delta into a held key +2.5 %, into a
+key changed in the batch +2.6 % per batch) except a repair page into held keys, +5.6 %:
+``records.grow`` is a call per record compared where the hand-written loops compared
+inline (~300 instructions each; a page's key has three records, a delta's one).  An
+equality check before the call won a page back 1,400 instructions per key and cost a
+delta 350; deltas are the steady path, pages the rarer one, so it is not there.
+
 - CPU time, in one process, alternated case by case: the model imports nothing outside
   itself, so each tree's ``zcounter/model`` is loaded as its own package
   (``before_model``, ``after_model``) and every case runs before, after, before, ...
   (the order swapped every other round), so load from other processes on a shared
   machine falls on both alike; ``time.process_time`` after ``gc.collect()``.
 - Instructions (``--instructions``): each case under ``valgrind --tool=callgrind``, once
-  with no work and once with K units of it, the difference divided by K.  Independent
+  with no work and once with K units of it, the difference divided by K (string
+  hashing fixed, ``PYTHONHASHSEED=0``, so a run repeats to the instruction).  Independent
   of the machine's load, so it shows differences of a few percent that CPU time on a
   shared 2-core machine cannot (per-round ratios of CPU time for unchanged code ranged
   0.65-1.21 here); it counts instructions, not time (no cache misses).
@@ -179,7 +211,8 @@ def instructions(trees: dict[str, str], only: list[str], k: int = 4 * PAGE) -> N
         out = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
              __file__, "--child", tree, case, str(k), str(n)],
-            check=True, capture_output=True, text=True).stderr
+            check=True, capture_output=True, text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"}).stderr  # the same dict layouts
         return int(re.search(r"Collected : (\d+)", out).group(1))  # type: ignore[union-attr]
 
     print(f"{'case':14} {'before':>12} {'after':>12} {'after/before':>13}   "
