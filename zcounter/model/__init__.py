@@ -1,4 +1,6 @@
 """The replicated data model, pure (no I/O): a PN-counter with observed reset per key
-(:mod:`.pncounter`), the compact keyspace that holds them (:mod:`.keyspace`), the hash
-tree that lets two nodes find which keys differ (:mod:`.hashtree`) and the page of states
-a repair moves (:mod:`.page`)."""
+(:mod:`.pncounter`), the compact keyspace that holds them (:mod:`.keyspace`, with what
+arrives from other nodes in :mod:`.merging`, a batch's parts in :mod:`.batch`, and the
+packed form of a key's records and their one join in :mod:`.records`), the hash tree that
+lets two nodes find which keys differ (:mod:`.hashtree`) and the page of states a repair
+moves (:mod:`.page`)."""

@@ -36,7 +36,8 @@ BUCKETS = 1 << BUCKET_BITS
 SEGMENTS_PER_BUCKET = SEGMENTS // BUCKETS
 
 #: A record's four fields as hashed (with its slot's name after them), and the hash:
-#: public for the one caller that inlines :func:`record_hash` (Keyspace._adopt).
+#: public for the callers that inline :func:`record_hash` (``records.join``, the
+#: keyspace's adoption of new keys and its flush).
 RECORD_FIELDS = struct.Struct("<QQQQ")
 xxh64 = xxhash.xxh3_64_intdigest
 

@@ -23,190 +23,61 @@ that entry; :meth:`Keyspace.flush` then repacks each changed key once, updates t
 with the records that changed, and reports what to persist and what this node changed
 itself (the batch's delta).  Under a single-key load ~100 increments share one repack,
 one tree update and one row write.
+
+Files: this one holds :class:`Keyspace` (its state, the reads, the local changes and the
+flush); :mod:`.merging` what arrives from other nodes (its base class, :class:`.Merges`);
+:mod:`.records` the packed form, the slot table and the one join of records;
+:mod:`.batch` a changed key's entry and what a flush reports.
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
 
 from sortedcontainers import SortedList
 
+from .batch import Flushed, Hot
 from .hashtree import RECORD_FIELDS, HashTree, key_digest, record_hash, segment_of, xxh64
+from .merging import Merges
 from .page import REC_INTS, StatePage
 from .pncounter import MAX_TOTAL, ZERO, Overflow, Record, State, saturate
+from .records import (
+    HEAD,
+    HEAD_SIZE,
+    LIVE,
+    REC,
+    SlotTable,
+    flatten,
+    header,
+    live_of,
+    pack,
+    pack_flat,
+    pack_state,
+    records_struct,
+    unpack,
+    value_of,
+)
 
-_REC = struct.Struct("<IQQQQ")
-#: Header of a packed state: the key's hash (XOR of its records' hashes) and flags.
-_HEAD = struct.Struct("<QB")
-HEAD_SIZE = _HEAD.size
-_LIVE = 1
+# The packed form and the slot table moved to .records, the batch's parts to .batch:
+# named here too, where the rest of the tree has always imported them from.
+__all__ = ["HEAD_SIZE", "PAGE_SLOTS_DIRECT", "Flushed", "Keyspace", "SlotTable", "header",
+           "pack", "pack_state", "unpack"]
+
 #: A page uses this node's slot table as its own while the table is at most this long
 #: (a slot per node incarnation: a few dozen in practice); past it, a page names only
 #: the slots its keys use, so it stays bounded whatever the table's size.
 PAGE_SLOTS_DIRECT = 1024
-_RECORDS: dict[int, struct.Struct] = {}
 
 
-def _records_struct(count: int) -> struct.Struct:
-    """``count`` packed records: one unpack for a key's records (``Keyspace.page``)."""
-    fmt = _RECORDS.get(count)
-    if fmt is None:
-        fmt = _RECORDS[count] = struct.Struct("<" + "IQQQQ" * count)
-    return fmt
-
-
-class SlotTable:
-    """Slot names <-> small local indices."""
-
-    __slots__ = ("_added", "index", "name_bytes", "names")
-
-    def __init__(self, names: Iterable[str] = ()) -> None:
-        self.names: list[str] = []
-        self.name_bytes: list[bytes] = []
-        self.index: dict[str, int] = {}
-        self._added: list[tuple[int, str]] = []
-        for name in names:
-            self.intern(name)
-        self._added.clear()
-
-    def intern(self, name: str) -> int:
-        idx = self.index.get(name)
-        if idx is None:
-            idx = len(self.names)
-            self.names.append(name)
-            self.name_bytes.append(name.encode())
-            self.index[name] = idx
-            self._added.append((idx, name))
-        return idx
-
-    def take_added(self) -> list[tuple[int, str]]:
-        """Slots interned since the last call (to persist with the batch)."""
-        added, self._added = self._added, []
-        return added
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-
-def pack(records: Mapping[int, list[int] | Record], key_hash: int = 0) -> bytes:
-    """Records (by slot index) with their header; ``key_hash`` must be the key's hash
-    (:func:`pack_state` computes it) wherever the result is loaded into a keyspace."""
-    return _pack_flat(_flatten(records), key_hash)[0]
-
-
-def _flatten(records: Mapping[int, list[int] | Record]) -> list[int]:
-    """Records as one flat list ``[slot, p, n, bp, bn, ...]``, in slot order."""
-    flat: list[int] = []
-    for s in sorted(records):
-        flat += (s, *records[s])
-    return flat
-
-
-def _pack_flat(flat: Sequence[int], key_hash: int) -> tuple[bytes, bool]:
-    """Records as one flat list in slot order (:func:`_flatten`), packed with their
-    header in one ``struct`` call; and whether they are live.  Every packing of a
-    key's state goes through here: :func:`pack`, :meth:`Keyspace.flush` (once per
-    increment under keys drawn uniformly) and :meth:`Keyspace._merge_packed`."""
-    live = False
-    for i in range(0, len(flat), REC_INTS):
-        if flat[i + 1] > flat[i + 3] or flat[i + 2] > flat[i + 4]:
-            live = True
-            break
-    return (_HEAD.pack(key_hash, _LIVE if live else 0)
-            + _records_struct(len(flat) // REC_INTS).pack(*flat)), live
-
-
-def pack_state(key: str, records: Mapping[int, list[int] | Record],
-               slot_names: Sequence[bytes]) -> bytes:
-    """:func:`pack` with the key's hash computed from its records."""
-    digest = key_digest(key.encode())
-    h = 0
-    for s, rec in records.items():
-        h ^= record_hash(digest, slot_names[s], rec)
-    return pack(records, h)
-
-
-def unpack(packed: bytes) -> dict[int, list[int]]:
-    return {s: [p, n, bp, bn] for s, p, n, bp, bn
-            in _REC.iter_unpack(memoryview(packed)[HEAD_SIZE:])}
-
-
-def header(packed: bytes) -> tuple[int, bool]:
-    """(key hash, live) from a packed state, without unpacking its records."""
-    key_hash, flags = _HEAD.unpack_from(packed)
-    return key_hash, bool(flags & _LIVE)
-
-
-def _value(records: Iterable[list[int] | Record]) -> int:
-    return sum(r[0] - r[2] - r[1] + r[3] for r in records)
-
-
-def _live(records: Iterable[list[int] | Record]) -> bool:
-    return any(r[0] > r[2] or r[1] > r[3] for r in records)
-
-
-class _Hot:
-    """A key changed in the current batch: its records unpacked, and what they were."""
-
-    __slots__ = ("local", "orig", "records", "totals", "value")
-
-    def __init__(self, packed: bytes | None) -> None:
-        """From the key's packed state (None: a key never written)."""
-        #: Slots this node changed itself (increments, decrements, resets): the delta.
-        self.local: set[int] = set()
-        #: The exact value and the live totals of p and n (``sum(p - bp)``,
-        #: ``sum(n - bn)``: what a step is bounded by, pncounter's "Bounds"), kept up to
-        #: date by add() and reset() and dropped by merges: a batch of 100 increments to
-        #: one key sums its records once, not 200 times (the per-increment path; ~1.5 us
-        #: saved per increment, timeit).
-        self.value: int | None
-        self.totals: list[int] | None
-        if packed is None:
-            self.orig: dict[int, Record] = {}
-            self.records: dict[int, list[int]] = {}
-            self.value, self.totals = 0, [0, 0]
-            return
-        # One loop for the records, the originals, the totals and the value: under keys
-        # drawn uniformly nearly every increment touches a key of its own, and the add
-        # and the reply's count then need no sums of their own.  1.5-2.0 us for a key of
-        # three slots, against 3.4-3.8 us building them from one flat unpack and its
-        # slices (timeit, alternated; WRITEUP.md section 7.4).
-        orig: dict[int, Record] = {}
-        records: dict[int, list[int]] = {}
-        p_sum = n_sum = value = 0
-        for s, p, n, bp, bn in _REC.iter_unpack(memoryview(packed)[HEAD_SIZE:]):
-            orig[s] = (p, n, bp, bn)
-            records[s] = [p, n, bp, bn]
-            p_sum += p - bp
-            n_sum += n - bn
-            value += p - bp - n + bn
-        self.orig, self.records = orig, records
-        self.totals = [p_sum, n_sum]
-        self.value = value
-
-
-@dataclass(slots=True)
-class Flushed:
-    """What a batch changed: see :meth:`Keyspace.flush`."""
-
-    #: key -> packed state, for every key whose state changed (to persist).
-    changed: dict[str, bytes] = field(default_factory=dict)
-    #: key -> {slot name: record} of the records this node changed itself (to publish).
-    local: dict[str, dict[str, Record]] = field(default_factory=dict)
-    #: Slots first seen in this batch (index, name), to persist before the states.
-    new_slots: list[tuple[int, str]] = field(default_factory=list)
-
-
-class Keyspace:
-    """Every counter's state.  Not thread-safe: one node core owns one."""
+class Keyspace(Merges):
+    """Every counter's state.  Not thread-safe: one node core owns one.  The merges
+    (``merge``, ``merge_many``, ``merge_page``) are :class:`.merging.Merges`'."""
 
     def __init__(self) -> None:
         self.slots = SlotTable()
         self.tree = HashTree()
         self._packed: dict[str, bytes] = {}
-        self._hot: dict[str, _Hot] = {}
+        self._hot: dict[str, Hot] = {}
         #: Keys stored by merge_many's fast path in this batch (key -> packed state).
         self._adopted: dict[str, bytes] = {}
         self._segments: dict[int, list[str]] = {}
@@ -223,7 +94,7 @@ class Keyspace:
         self.slots.take_added()
         segments = self._segments
         toggle = self.tree.toggle
-        head = _HEAD.unpack_from
+        head = HEAD.unpack_from
         live = 0
         for key, packed in rows:
             packed = bytes(packed)
@@ -232,7 +103,7 @@ class Keyspace:
             segment = segment_of(key_digest(key.encode()))
             toggle(segment, key_hash)
             segments.setdefault(segment, []).append(key)
-            live += flags & _LIVE
+            live += flags & LIVE
         self.live += live
 
     # ------------------------------------------------------------------ reading
@@ -255,17 +126,17 @@ class Keyspace:
         hot = self._hot.get(key)
         if hot is not None:
             if hot.value is None:
-                hot.value = _value(hot.records.values())
+                hot.value = value_of(hot.records.values())
             return saturate(hot.value)
         packed = self._packed.get(key)
-        return 0 if packed is None else saturate(_value(unpack(packed).values()))
+        return 0 if packed is None else saturate(value_of(unpack(packed).values()))
 
     def is_live(self, key: str) -> bool:
         hot = self._hot.get(key)
         if hot is not None:
-            return _live(hot.records.values())
+            return live_of(hot.records.values())
         packed = self._packed.get(key)
-        return packed is not None and bool(packed[HEAD_SIZE - 1] & _LIVE)
+        return packed is not None and bool(packed[HEAD_SIZE - 1] & LIVE)
 
     def state(self, key: str) -> dict[str, Record]:
         """The key's state by slot name ({} if never written)."""
@@ -277,7 +148,7 @@ class Keyspace:
                 return {}
             # Straight from the packed records: a repair answer reads thousands of keys.
             return {names[s]: (p, n, bp, bn) for s, p, n, bp, bn
-                    in _REC.iter_unpack(memoryview(packed)[HEAD_SIZE:])}
+                    in REC.iter_unpack(memoryview(packed)[HEAD_SIZE:])}
         return {names[s]: (r[0], r[1], r[2], r[3]) for s, r in hot.records.items()}
 
     def page(self, keys: Iterable[str]) -> StatePage:
@@ -288,7 +159,7 @@ class Keyspace:
         names = self.slots.names
         packed_of = self._packed
         hot_of = self._hot
-        size = _REC.size
+        size = REC.size
         out: dict[str, list[int]] = {}
         for key in keys:
             hot = hot_of.get(key)
@@ -296,7 +167,7 @@ class Keyspace:
                 packed = packed_of.get(key)
                 if packed is None:
                     continue
-                out[key] = list(_records_struct((len(packed) - HEAD_SIZE) // size)
+                out[key] = list(records_struct((len(packed) - HEAD_SIZE) // size)
                                 .unpack_from(packed, HEAD_SIZE))
             else:
                 flat: list[int] = []
@@ -334,7 +205,7 @@ class Keyspace:
         if hot is not None:
             return len(hot.records)
         packed = self._packed.get(key)
-        return 0 if packed is None else (len(packed) - HEAD_SIZE) // _REC.size
+        return 0 if packed is None else (len(packed) - HEAD_SIZE) // REC.size
 
     def slots_after_merge(self, key: str, names: Iterable[str]) -> int:
         """How many slots ``key`` would have a record of once ``names`` are merged."""
@@ -346,7 +217,7 @@ class Keyspace:
         """XOR of the key's record hashes (what its segment holds for it)."""
         if key not in self._hot:
             packed = self._packed.get(key)
-            return 0 if packed is None else int(_HEAD.unpack_from(packed)[0])
+            return 0 if packed is None else int(HEAD.unpack_from(packed)[0])
         records = self._records(key)
         if not records:
             return 0
@@ -378,23 +249,17 @@ class Keyspace:
             if not key.startswith(prefix):
                 break
             records = self._records(key)
-            if records is None or not _live(records.values()):
+            if records is None or not live_of(records.values()):
                 continue
             if len(page) == limit:
                 return page, True
-            page.append((key, saturate(_value(records.values()))))
+            page.append((key, saturate(value_of(records.values()))))
         return page, False
 
     def iter_keys(self) -> Iterator[str]:
         return iter(self._packed)
 
     # ------------------------------------------------------------------ changing
-
-    def _touch(self, key: str) -> _Hot:
-        hot = self._hot.get(key)
-        if hot is None:
-            hot = self._hot[key] = _Hot(self._packed.get(key))
-        return hot
 
     def add(self, key: str, slot: int, amount: int) -> tuple[int, int, int, int]:
         """The owner of ``slot`` adds ``amount`` (negative: subtracts) to ``key``.
@@ -445,238 +310,6 @@ class Keyspace:
             written[names[s]] = (rec[0], rec[1], rec[0], rec[1])
         return written
 
-    def merge_many(self, states: Mapping[str, State]) -> int:
-        """Join every key's state; returns how many keys grew.  Never refuses valid
-        records, whatever their sums (pncounter's "Bounds": legal concurrent steps can
-        sum past any bound).  Each key is unpacked once (a repair page merges thousands
-        of keys); a key this node does not hold at all is packed at once
-        (:meth:`_adopt`)."""
-        touched: list[tuple[str, _Hot | None, State]] = []
-        repacked: list[tuple[str, bytes, int, int, int]] = []
-        packed = self._packed
-        hot_keys = self._hot
-        for key, state in states.items():
-            if not state:
-                continue
-            hot = hot_keys.get(key)
-            if hot is None:
-                old = packed.get(key)
-                if old is not None:
-                    done = self._merge_packed(key, old, state)
-                    if done is not None:
-                        if done:
-                            repacked.append((key, *done))
-                        continue
-            if hot is None and key not in packed:
-                touched.append((key, None, state))
-                continue
-            touched.append((key, hot or self._touch(key), state))
-        grown = len(repacked)
-        toggle = self.tree.toggle
-        adopted = self._adopted
-        for key, new, segment, delta, live_delta in repacked:
-            if delta:
-                toggle(segment, delta)
-            packed[key] = adopted[key] = new
-            self.live += live_delta
-        intern = self.slots.intern
-        adopt = self._adopt
-        for key, hot, state in touched:  # in order: slots are interned as merge() would
-            if hot is None:
-                adopt(key, state)
-                grown += 1
-                continue
-            records = hot.records
-            hot.value = hot.totals = None
-            grew = False
-            for name, rec in state.items():
-                s = intern(name)
-                held = records.get(s)
-                if held is None:
-                    records[s] = [rec[0], rec[1], rec[2], rec[3]]
-                    grew = True
-                    continue
-                for i in range(4):
-                    if rec[i] > held[i]:
-                        held[i] = rec[i]
-                        grew = True
-            grown += grew
-        return grown
-
-    def _merge_packed(self, key: str, old: bytes, state: State
-                      ) -> tuple[bytes, int, int, int] | tuple[()] | None:
-        """Join ``state`` into the packed state ``old`` of ``key`` (not hot) without
-        unpacking it into a hot entry, for :meth:`merge_many`: ``(new packed state,
-        segment, hash delta, live delta)`` to store, ``()`` if nothing grew, None if
-        ``state`` names a slot this node has not interned (then the general path interns
-        it, in order).
-
-        Why: a peer's delta under keys drawn uniformly touches each key once, and the
-        general path's hot entry (unpack into lists, copy the originals, compare them
-        all again at the flush, repack) made merging and flushing one record of a key of
-        three slots cost 11.4-20.3 us here, against 5.2-9.5 us this way, about half in
-        each of six runs (docs/measurements/cold_keys.py; WRITEUP.md section 7.4).  Here
-        the records are one ``struct`` unpack, only grown records are rehashed, and the
-        result is packed at once and reported by the flush as adopted keys are."""
-        index = self.slots.index
-        flat = _records_struct((len(old) - HEAD_SIZE) // _REC.size).unpack_from(old, HEAD_SIZE)
-        slots = flat[0::REC_INTS]
-        new: list[int] | None = None
-        grown: list[int] = []  # offsets in ``new`` of the records that grew
-        added: list[tuple[int, int, int, int, int]] = []  # records of slots not held
-        for name, (p, n, bp, bn) in state.items():
-            s = index.get(name)
-            if s is None:
-                return None
-            if s not in slots:
-                added.append((s, p, n, bp, bn))
-                continue
-            i = slots.index(s) * REC_INTS  # each slot once: ``state`` is by name
-            mp, mn, mbp, mbn = flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4]
-            if p > mp or n > mn or bp > mbp or bn > mbn:
-                if new is None:
-                    new = list(flat)
-                if p > mp:
-                    new[i + 1] = p
-                if n > mn:
-                    new[i + 2] = n
-                if bp > mbp:
-                    new[i + 3] = bp
-                if bn > mbn:
-                    new[i + 4] = bn
-                grown.append(i)
-        if new is None and not added:
-            return ()
-        digest = key_digest(key.encode())
-        name_bytes = self.slots.name_bytes
-        fields = RECORD_FIELDS.pack
-        delta = 0
-        if new is None:
-            new = list(flat)
-        for i in grown:
-            slot = name_bytes[flat[i]]
-            delta ^= (xxh64(fields(flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4]) + slot,
-                            digest)
-                      ^ xxh64(fields(new[i + 1], new[i + 2], new[i + 3], new[i + 4]) + slot,
-                              digest))
-        for s, p, n, bp, bn in added:
-            delta ^= xxh64(fields(p, n, bp, bn) + name_bytes[s], digest)
-        if added:  # rare: a slot's first record of this key; keep records by slot
-            records = sorted([(new[i], new[i + 1], new[i + 2], new[i + 3], new[i + 4])
-                              for i in range(0, len(new), REC_INTS)] + added)
-            new = [x for rec in records for x in rec]
-        old_hash, flags = _HEAD.unpack_from(old)
-        packed, live = _pack_flat(new, old_hash ^ delta)
-        return packed, segment_of(digest), delta, live - (flags & _LIVE)
-
-    def merge_page(self, page: StatePage) -> int:
-        """:meth:`merge_many` of a page's states, returning how many keys grew.  Keys
-        this node holds nothing of - every key of a bootstrap - are packed straight from
-        the page's flat lists (:meth:`_adopt_flat`; the page's invariants, which the
-        codec checks on what a peer sent, make every record valid); the others are
-        merged by name."""
-        packed = self._packed
-        hot = self._hot
-        absent: list[tuple[str, list[int]]] = []
-        present: dict[str, State] = {}
-        for key, flat in page.records.items():
-            if key in packed or key in hot:
-                present[key] = page[key]
-            elif flat:
-                absent.append((key, flat))
-        grown = self.merge_many(present) if present else 0
-        if absent:
-            self._adopt_flat(page.slots, absent)
-        return grown + len(absent)
-
-    def _adopt_flat(self, slots: Sequence[str], entries: list[tuple[str, list[int]]]) -> None:
-        """:meth:`_adopt` for keys in a page's flat form."""
-        local: list[int | None] = [None] * len(slots)
-        page_name_bytes = [name.encode() for name in slots]
-        intern = self.slots.intern
-        fields = RECORD_FIELDS.pack
-        pack_rec = _REC.pack
-        store = self._store_new
-        for key, flat in entries:
-            digest = key_digest(key.encode())
-            h = 0
-            records: list[tuple[int, bytes]] = []
-            live = False
-            it = iter(flat)
-            for i, p, n, bp, bn in zip(it, it, it, it, it, strict=True):
-                s = local[i]
-                if s is None:
-                    s = local[i] = intern(slots[i])
-                h ^= xxh64(fields(p, n, bp, bn) + page_name_bytes[i], digest)
-                records.append((s, pack_rec(s, p, n, bp, bn)))
-                if p > bp or n > bn:
-                    live = True
-            records.sort()
-            store(key, digest, h, live, b"".join([r for _, r in records]))
-
-    def _store_new(self, key: str, digest: int, h: int, live: bool, body: bytes) -> None:
-        """Store a key this node held nothing of: packed records ``body`` whose hashes
-        XOR to ``h``."""
-        packed = _HEAD.pack(h, _LIVE if live else 0) + body
-        segment = segment_of(digest)
-        if h:
-            self.tree.toggle(segment, h)
-        self._packed[key] = self._adopted[key] = packed
-        self._segments.setdefault(segment, []).append(key)
-        if self._sorted is not None:
-            self._sorted.add(key)
-        self.live += live
-
-    def _adopt(self, key: str, state: State) -> None:
-        """Store the state of a key this node holds nothing of, packed at once: what
-        :meth:`flush` would do after a merge into an empty key, without the unpacked
-        "hot" entry and the comparison with what it was.  A wiped node's bootstrap
-        merges every key this way (WRITEUP.md section 3.5 has the before and after)."""
-        # record_hash inlined (the same function: the test against merge() and flush()
-        # compares the trees), and one loop for both sums in merge_many: a fresh key of
-        # three slots merged and flushed in 7.3 us instead of 11.0 (timeit, 40,000 keys).
-        index = self.slots.index
-        name_bytes = self.slots.name_bytes
-        fields = RECORD_FIELDS.pack
-        digest = key_digest(key.encode())
-        h = 0
-        records = []
-        live = False
-        for name, (p, n, bp, bn) in state.items():
-            s = index.get(name)
-            if s is None:
-                s = self.slots.intern(name)
-            h ^= xxh64(fields(p, n, bp, bn) + name_bytes[s], digest)
-            records.append((s, p, n, bp, bn))
-            if p > bp or n > bn:
-                live = True
-        records.sort()
-        pack_rec = _REC.pack
-        self._store_new(key, digest, h, live, b"".join([pack_rec(*r) for r in records]))
-
-    def merge(self, key: str, state: State) -> bool:
-        """Join ``state`` (by slot name) into ``key``; True if anything grew.  Valid
-        records are never refused (pncounter's "Bounds")."""
-        if not state:
-            return False
-        hot = self._hot.get(key) or self._touch(key)
-        records = hot.records
-        hot.value = hot.totals = None
-        intern = self.slots.intern
-        grew = False
-        for name, rec in state.items():
-            s = intern(name)
-            mine = records.get(s)
-            if mine is None:
-                records[s] = [rec[0], rec[1], rec[2], rec[3]]
-                grew = True
-                continue
-            for i in range(4):
-                if rec[i] > mine[i]:
-                    mine[i] = rec[i]
-                    grew = True
-        return grew
-
     def flush(self) -> Flushed:
         """End of batch: repack changed keys, update the tree and indexes, report."""
         out = Flushed(new_slots=self.slots.take_added())
@@ -719,7 +352,7 @@ class Keyspace:
             old = self._packed.get(key)
             is_new = old is None
             old_hash, was_live = (0, False) if old is None else header(old)
-            packed, now_live = _pack_flat(_flatten(records), old_hash ^ h)
+            packed, now_live = pack_flat(flatten(records), old_hash ^ h)
             self.live += now_live - was_live
             self._packed[key] = packed
             out.changed[key] = packed
