@@ -35,7 +35,7 @@ from .errors import (
     SessionBehind,
     Unavailable,
 )
-from .model.pncounter import MAX_STEP, Record, join_record
+from .model.pncounter import MAX_STEP, Record, merge_into
 from .protocol.codec import (
     MAX_KEYS_PER_GET,
     decode_reply,
@@ -294,9 +294,7 @@ class Client:
                     seen.popitem(last=False)
                 continue
             seen.move_to_end(key)
-            for slot, rec in state.items():
-                old = mine.get(slot)
-                mine[slot] = rec if old is None else join_record(old, rec)
+            merge_into(mine, state)
 
     def _socket(self, node: int) -> zmq.Socket[bytes]:
         sock = self._sockets.get(node)

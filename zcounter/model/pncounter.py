@@ -136,12 +136,19 @@ def join_record(a: Record, b: Record) -> Record:
     return (max(a[0], b[0]), max(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
+def merge_into(target: dict[str, Record], state: State) -> None:
+    """Join ``state`` into ``target`` in place (the by-name join the client's session,
+    the simulator's history and its workload keep; the packed one is
+    :func:`zcounter.model.records.join`)."""
+    for slot, rec in state.items():
+        mine = target.get(slot)
+        target[slot] = rec if mine is None else join_record(mine, rec)
+
+
 def merge(a: State, b: State) -> dict[str, Record]:
     """The join of two states (neither is changed)."""
     out = dict(a)
-    for slot, rec in b.items():
-        mine = out.get(slot)
-        out[slot] = rec if mine is None else join_record(mine, rec)
+    merge_into(out, b)
     return out
 
 

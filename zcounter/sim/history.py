@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..model.pncounter import BN, BP, N, P, Record, join_record
+from ..model.pncounter import BN, BP, N, P, Record, merge_into
 from ..protocol.messages import Level
 from .codes import OpKind, Outcome
 from .disk import Image
@@ -194,6 +194,4 @@ class History:
         """A write of ``key`` acknowledged at a level of ``needed`` nodes."""
         per_key = self.required.setdefault(needed, {})
         mine = per_key.setdefault(key, {})
-        for slot, rec in target.items():
-            old = mine.get(slot)
-            mine[slot] = rec if old is None else join_record(old, rec)
+        merge_into(mine, target)

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..model.pncounter import MAX_STEP, Record, join_record
+from ..model.pncounter import MAX_STEP, Record, merge_into
 from ..protocol.messages import Add, ClientRequest, Counted, Get, Level, Refused, Reset
 from .codes import Action, OpKind, Outcome
 from .history import Attempt, History, Op
@@ -53,9 +53,7 @@ class SimClient:
     def observe(self, states: dict[str, dict[str, Record]]) -> None:
         for key, state in states.items():
             mine = self.seen.setdefault(key, {})
-            for slot, rec in state.items():
-                old = mine.get(slot)
-                mine[slot] = rec if old is None else join_record(old, rec)
+            merge_into(mine, state)
 
 
 class Workload:
