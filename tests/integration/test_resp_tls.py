@@ -159,7 +159,7 @@ def test_a_half_open_handshake_is_closed_after_the_bound(
             except TimeoutError:
                 assert time.monotonic() - start < DEADLINE_S, "never closed"
         waited = time.monotonic() - start
-    # The loop checks deadlines at least every 0.1 s (server.MAX_POLL_S).
+    # The loop checks deadlines at least every 0.1 s (runtime/loop.py MAX_POLL_S).
     assert HANDSHAKE_S - 0.1 <= waited < HANDSHAKE_S + 1.0, waited
     wait_for(lambda: disconnects(tc, 2).get("tls_handshake_timeout", 0) == before + 1,
              DEADLINE_S, what="the timeout counted")

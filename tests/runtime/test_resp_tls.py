@@ -29,7 +29,7 @@ from tlscerts import Certs, make_certs
 
 from zcounter.config import ClusterConfig, Mode, NodeAddress, Security, load_config
 from zcounter.errors import ConfigError
-from zcounter.runtime import resp
+from zcounter.runtime import respconn
 from zcounter.runtime.resp import RespDoor, curve_refusal, make_door, tls_context
 
 T = TypeVar("T")
@@ -228,7 +228,7 @@ def test_bytes_openssl_holds_are_read_without_a_poll_event(
     # 256-byte reads: after four of them per cycle, the rest of a TLS record (up to
     # 16 KiB) is decrypted inside OpenSSL, the kernel buffer is empty and poll says
     # nothing more.  Without reading SSLSocket.pending() the commands below stall.
-    monkeypatch.setattr(resp, "READ_BYTES", 256)
+    monkeypatch.setattr(respconn, "READ_BYTES", 256)
     n = 300
     batch = b"*2\r\n$4\r\nINCR\r\n$1\r\nb\r\n" * n  # 7.5 KB: one TLS record
 

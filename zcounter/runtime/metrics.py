@@ -236,6 +236,63 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
+#: Buckets of each histogram in a snapshot: (its key in ``Snapshot.histograms``, name,
+#: help).
+_HISTOGRAMS = (
+    ("request", "zcounter_request_duration_seconds",
+     "Client requests: from the poll cycle that read them to their reply's send (so the "
+     "commit included); RESP commands too."),
+    ("commit", "zcounter_commit_duration_seconds",
+     "One group commit to the log, the flush (fdatasync) included."),
+    ("batch", "zcounter_batch_messages",
+     "Messages read in one poll cycle (one batch: one commit, one delta)."))
+
+_Family = type[CounterMetricFamily] | type[GaugeMetricFamily]
+_C, _G = CounterMetricFamily, GaugeMetricFamily
+
+#: The node's own figures: (kind, name, help, value).
+_NODE: tuple[tuple[_Family, str, str, Callable[[Snapshot], float]], ...] = (
+    (_C, "zcounter_commits", "Group commits completed.", lambda s: s.commits),
+    (_G, "zcounter_keys", "Keys with a state here, reset ones included.", lambda s: s.keys),
+    (_G, "zcounter_live_keys", "Keys with an update no reset covers (what KEYS lists and "
+     "DBSIZE counts).", lambda s: s.live_keys),
+    (_G, "zcounter_slots", "Slots (node incarnations) known to this node.",
+     lambda s: s.slots),
+    (_G, "zcounter_request_ids", "Request ids remembered for exactly-once.",
+     lambda s: s.request_ids),
+    (_G, "zcounter_bootstrapping", "1 while a fresh node waits for its first repair.",
+     lambda s: int(s.bootstrapping)))
+
+#: One family per field of a ``Snapshot.peers`` tuple, in the tuple's order, labelled by
+#: peer: (kind, name, help).
+_PEERS: tuple[tuple[_Family, str, str], ...] = (
+    (_G, "zcounter_peer_up", "1 if the peer was heard within peer_timeout_s."),
+    (_G, "zcounter_peer_last_heard_seconds", "Seconds since the peer was last heard (since "
+     "this node started, if never)."),
+    (_G, "zcounter_peer_lag_deltas", "This node's deltas the peer has not reported applying "
+     "(its last heartbeat)."),
+    (_G, "zcounter_peer_lag_bytes", "Bytes of those deltas."),
+    (_G, "zcounter_peer_behind_deltas", "The peer's deltas this node does not hold (a repair "
+     "closes the gap)."),
+    (_C, "zcounter_repairs", "Repairs completed from the peer."),
+    (_C, "zcounter_repair_keys", "Keys that grew here in repairs from the peer."))
+
+#: The RESP door's figures (``RespDoor.snapshot``): (kind, name, help, its key).
+_RESP: tuple[tuple[_Family, str, str, str], ...] = (
+    (_G, "zcounter_resp_clients", "RESP (Redis-protocol) connections open.", "clients"),
+    (_G, "zcounter_resp_blocked_clients", "RESP connections waiting in WAIT.", "blocked"),
+    (_C, "zcounter_resp_connections", "RESP connections accepted.", "received"),
+    (_C, "zcounter_resp_rejected_connections", "RESP connections refused (max clients).",
+     "rejected"),
+    (_C, "zcounter_resp_protocol_errors", "RESP connections closed for a protocol error.",
+     "protocol_errors"))
+#: Its counts by label: (name, help, label, its key).
+_RESP_BY: tuple[tuple[str, str, str, str], ...] = (
+    ("zcounter_resp_commands", "RESP commands by name.", "command", "commands"),
+    ("zcounter_resp_disconnects", "RESP connections closed, by reason.", "reason",
+     "disconnects"))
+
+
 def _families(s: Snapshot) -> Iterator[Metric]:
     info = GaugeMetricFamily("zcounter_node_info", "This node: its id, slot and version "
                              "(value 1).", labels=["node", "slot", "version"])
@@ -247,75 +304,27 @@ def _families(s: Snapshot) -> Iterator[Metric]:
     for (op, outcome), count in sorted(s.requests):
         requests.add_metric([op, outcome], count)
     yield requests
-    for key, name, doc in (
-            ("request", "zcounter_request_duration_seconds",
-             "Client requests: from the poll cycle that read them to their reply's send "
-             "(so the commit included); RESP commands too."),
-            ("commit", "zcounter_commit_duration_seconds",
-             "One group commit to the log, the flush (fdatasync) included."),
-            ("batch", "zcounter_batch_messages",
-             "Messages read in one poll cycle (one batch: one commit, one delta).")):
+    for key, name, doc in _HISTOGRAMS:
         buckets, total = s.histograms[key]
         yield HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total)
-    yield _counter("zcounter_commits", "Group commits completed.", s.commits)
-    yield _gauge("zcounter_keys", "Keys with a state here, reset ones included.", s.keys)
-    yield _gauge("zcounter_live_keys", "Keys with an update no reset covers (what KEYS "
-                 "lists and DBSIZE counts).", s.live_keys)
-    yield _gauge("zcounter_slots", "Slots (node incarnations) known to this node.", s.slots)
-    yield _gauge("zcounter_request_ids", "Request ids remembered for exactly-once.",
-                 s.request_ids)
-    yield _gauge("zcounter_bootstrapping", "1 while a fresh node waits for its first "
-                 "repair.", int(s.bootstrapping))
+    for kind, name, doc, value in _NODE:
+        yield kind(name, doc, value=value(s))
     for key, name, doc in exported():
         yield _counter(name, doc, getattr(s.stats, key))
-    up = GaugeMetricFamily("zcounter_peer_up", "1 if the peer was heard within "
-                           "peer_timeout_s.", labels=["peer"])
-    silence = GaugeMetricFamily("zcounter_peer_last_heard_seconds", "Seconds since the "
-                                "peer was last heard (since this node started, if never).",
-                                labels=["peer"])
-    lag = GaugeMetricFamily("zcounter_peer_lag_deltas", "This node's deltas the peer has "
-                            "not reported applying (its last heartbeat).", labels=["peer"])
-    lag_bytes = GaugeMetricFamily("zcounter_peer_lag_bytes", "Bytes of those deltas.",
-                                  labels=["peer"])
-    behind = GaugeMetricFamily("zcounter_peer_behind_deltas", "The peer's deltas this node "
-                               "does not hold (a repair closes the gap).", labels=["peer"])
-    repairs = CounterMetricFamily("zcounter_repairs", "Repairs completed from "
-                                  "the peer.", labels=["peer"])
-    repaired = CounterMetricFamily("zcounter_repair_keys", "Keys that grew here in repairs "
-                                   "from the peer.", labels=["peer"])
-    for peer, (is_up, quiet, lag_d, lag_b, behind_d, n_repairs, n_keys) in sorted(
-            s.peers.items()):
-        label = [str(peer)]
-        up.add_metric(label, is_up)
-        silence.add_metric(label, quiet)
-        lag.add_metric(label, lag_d)
-        lag_bytes.add_metric(label, lag_b)
-        behind.add_metric(label, behind_d)
-        repairs.add_metric(label, n_repairs)
-        repaired.add_metric(label, n_keys)
-    yield from (up, silence, lag, lag_bytes, behind, repairs, repaired)
+    peers = [kind(name, doc, labels=["peer"]) for kind, name, doc in _PEERS]
+    for peer, figures in sorted(s.peers.items()):
+        for family, figure in zip(peers, figures, strict=True):
+            family.add_metric([str(peer)], figure)
+    yield from peers
     r = s.resp
     if r:
-        yield _gauge("zcounter_resp_clients", "RESP (Redis-protocol) connections open.",
-                     r["clients"])
-        yield _gauge("zcounter_resp_blocked_clients", "RESP connections waiting in WAIT.",
-                     r["blocked"])
-        yield _counter("zcounter_resp_connections", "RESP connections accepted.",
-                       r["received"])
-        yield _counter("zcounter_resp_rejected_connections",
-                       "RESP connections refused (max clients).", r["rejected"])
-        yield _counter("zcounter_resp_protocol_errors",
-                       "RESP connections closed for a protocol error.", r["protocol_errors"])
-        commands = CounterMetricFamily("zcounter_resp_commands", "RESP commands by name.",
-                                       labels=["command"])
-        for name, count in sorted(r["commands"].items()):
-            commands.add_metric([name], count)
-        yield commands
-        gone = CounterMetricFamily("zcounter_resp_disconnects", "RESP connections closed, "
-                                   "by reason.", labels=["reason"])
-        for reason, count in sorted(r["disconnects"].items()):
-            gone.add_metric([reason], count)
-        yield gone
+        for kind, name, doc, key in _RESP:
+            yield kind(name, doc, value=r[key])
+        for name, doc, label, key in _RESP_BY:
+            family = CounterMetricFamily(name, doc, labels=[label])
+            for value_label, count in sorted(r[key].items()):
+                family.add_metric([value_label], count)
+            yield family
 
 
 def _doors(s: Snapshot, metrics_door: dict[str, Any] | None) -> Iterator[Metric]:

@@ -8,8 +8,9 @@ control - how much one client has queued, whether it is still reading, and closi
 pyzmq's ``Poller`` takes file descriptors beside zmq sockets, so the door lives in the
 same loop as everything else and never needs a lock.
 
-Per connection (:class:`_Conn`): the :class:`~zcounter.protocol.resp.session.Session`
-(protocol state, sans I/O) and an output buffer.  Rules, each with its reason:
+Per connection (:class:`~.respconn.Connection`): the
+:class:`~zcounter.protocol.resp.session.Session` (protocol state, sans I/O) and an output
+buffer.  Rules, each with its reason:
 
 * Reading stops while the session has :data:`~zcounter.protocol.resp.session.MAX_PIPELINE`
   commands unanswered or more than :data:`PAUSE_OUTPUT_BYTES` waiting to be sent: the
@@ -47,6 +48,11 @@ the same non-blocking sockets, in the same loop:
 * Renegotiation is refused (``OP_NO_RENEGOTIATION``: a client could otherwise make the loop
   redo handshakes at will); TLS 1.2 is the oldest version served.
 
+The parts: :mod:`.respaccept` (the listener, the client cap, accept pauses),
+:mod:`.resptls` (the handshakes under way), :mod:`.respconn` (one connection's reads and
+writes); this module's :class:`RespDoor` ties them to the poller, keeps the connections
+that need a turn at the next cycle, and closes, counts and logs.
+
 What the door needs from the cluster file (address, password, TLS context, whether
 ``curve`` mode lets it open) is :mod:`.respsetup`'s; :func:`make_door` puts it together.
 
@@ -59,7 +65,6 @@ Requests a session produces are handed to the core at once when it reads them
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import socket
@@ -73,36 +78,25 @@ import zmq
 from ..config import ClusterConfig
 from ..errors import ConfigError
 from ..limits import (
-    RESP_ACCEPTS_PER_CYCLE,
-    RESP_AUTH_FAILURE_DELAY_S,
-    RESP_MAX_AUTH_FAILURES,
     RESP_MAX_CLIENTS,
     RESP_MAX_OUTPUT_BYTES,
-    RESP_PAUSE_OUTPUT_BYTES,
-    RESP_READ_BYTES,
-    RESP_READS_PER_CYCLE,
     RESP_TLS_HANDSHAKE_TIMEOUT_S,
     RESP_TLS_LOG_INTERVAL_S,
-    RESP_TLS_SEND_BYTES,
 )
 from ..protocol.messages import ClientReply
 from ..protocol.node import NodeCore
-from ..protocol.resp import replies as R
-from ..protocol.resp.session import MAX_PIPELINE, Door, RespClient, Session
-from .fdbudget import RESOURCE_ERRNOS, AcceptBackoff, Rejection, Throttled
+from ..protocol.resp.session import Door, RespClient, Session
+from .fdbudget import Rejection
+from .respaccept import Acceptor
+from .respconn import PAUSE_OUTPUT_BYTES, Connection
 from .respsetup import curve_refusal, is_loopback, parse_endpoint, read_password, tls_context
+from .resptls import Handshakes, Step
 
 log = logging.getLogger("zcounter.node")
 
-# The door's bounds, under this module's names (tests patch them here): zcounter.limits.
-READ_BYTES = RESP_READ_BYTES
-READS_PER_CYCLE = RESP_READS_PER_CYCLE
-PAUSE_OUTPUT_BYTES = RESP_PAUSE_OUTPUT_BYTES
+# The door's bound, under this module's name: zcounter.limits.  (The per-connection
+# ones are respconn's, the accept one respaccept's.)
 MAX_OUTPUT_BYTES = RESP_MAX_OUTPUT_BYTES
-ACCEPTS_PER_CYCLE = RESP_ACCEPTS_PER_CYCLE
-TLS_SEND_BYTES = RESP_TLS_SEND_BYTES
-
-_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 
 class Closed(str, Enum):
@@ -126,32 +120,6 @@ class Closed(str, Enum):
     PROTOCOL_ERROR = "protocol_error"
 
 
-class _Conn:
-    __slots__ = ("eof", "fd", "handshaking", "out", "out_at", "penalty_until", "progress",
-                 "reading", "session", "sock", "tls", "writing")
-
-    def __init__(self, sock: socket.socket, session: Session, now: float) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.session = session
-        self.out = bytearray()
-        #: Bytes of ``out`` already sent (compacted now and then: no memmove per send).
-        self.out_at = 0
-        #: Last time output was pending and moved (or became pending).
-        self.progress = now
-        self.reading = True
-        self.writing = False
-        self.eof = False
-        #: A TLS connection, and whether its handshake is still under way.
-        self.tls = self.handshaking = isinstance(sock, ssl.SSLSocket)
-        #: After a wrong password: neither read nor written until then (monotonic).
-        self.penalty_until = 0.0
-
-    @property
-    def pending(self) -> int:
-        return len(self.out) - self.out_at
-
-
 class RespDoor:
     """The door of one node.  Used by the loop thread only."""
 
@@ -159,65 +127,58 @@ class RespDoor:
                  tls: ssl.SSLContext | None = None,
                  handshake_timeout_s: float = RESP_TLS_HANDSHAKE_TIMEOUT_S,
                  max_clients: int = RESP_MAX_CLIENTS) -> None:
-        host, port = parse_endpoint(endpoint)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((host, port))
-        except OSError as exc:
-            listener.close()
-            raise OSError(exc.errno, f"cannot bind {endpoint} ({exc.strerror})") from None
-        listener.listen(512)
-        listener.setblocking(False)
-        self.listener = listener
+        self.conns: dict[int, Connection] = {}  # by fd
+        self.by_id: dict[int, Connection] = {}  # by connection number
+        self._acceptor = Acceptor(endpoint, door, max_clients, self.conns)
+        self.listener = self._acceptor.listener
         self.endpoint = endpoint
         self.door = door
-        door.tcp_port = listener.getsockname()[1]
-        door.max_clients = max_clients
         self.stall_timeout_s = stall_timeout_s
-        self.conns: dict[int, _Conn] = {}  # by fd
-        self.by_id: dict[int, _Conn] = {}  # by connection number
         self._next_conn = 0
         #: Sessions with requests not yet handed to the core.
-        self._queued: set[_Conn] = set()
-        self._writing: set[_Conn] = set()
+        self._queued: set[Connection] = set()
+        self._writing: set[Connection] = set()
         self.cycle = 0
         self.poller: zmq.Poller | None = None
         self.disconnects: dict[str, int] = {}
         #: TLS (None: plaintext).
         self.tls = tls
         self.handshake_timeout_s = handshake_timeout_s
-        #: fd -> deadline of each handshake under way, in accept order (so in deadline
-        #: order: the timeout is one for all): the expired ones are at the front.
-        self._handshakes: dict[int, float] = {}
+        self._handshakes = Handshakes(tls)
         #: TLS connections with decrypted bytes OpenSSL holds and poll cannot show.
-        self._unread: set[_Conn] = set()
+        self._unread: set[Connection] = set()
         #: Connections waiting out a wrong password's delay (RESP_AUTH_FAILURE_DELAY_S).
-        self._penalised: set[_Conn] = set()
-        self.tls_handshakes = 0
+        self._penalised: set[Connection] = set()
         #: Per cause: when it may be logged next, and how many went unlogged meanwhile.
         self._quiet: dict[Closed, tuple[float, int]] = {}
-        self.max_clients = max_clients
-        #: Connections refused (or accepts failed), by reason.
-        self.rejected: dict[Rejection, int] = {}
-        self._backoff = AcceptBackoff()
-        self._noise = Throttled(log)
+
+    @property
+    def max_clients(self) -> int:
+        return self._acceptor.max_clients
+
+    @property
+    def rejected(self) -> dict[Rejection, int]:
+        """Connections refused (or accepts failed), by reason."""
+        return self._acceptor.rejected
+
+    @property
+    def tls_handshakes(self) -> int:
+        """TLS handshakes completed."""
+        return self._handshakes.completed
 
     # ------------------------------------------------------------------ loop hooks
 
     def register(self, poller: zmq.Poller) -> None:
         self.poller = poller
-        poller.register(self.listener.fileno(), zmq.POLLIN)
+        self._acceptor.register(poller)
 
     def handles(self, fd: int) -> bool:
-        return fd == self.listener.fileno() or fd in self.conns
+        return fd == self._acceptor.fd or fd in self.conns
 
     @property
     def deadline(self) -> float:
         """When the loop must wake for the door (the end of an accept pause)."""
-        until = self._backoff.until
-        return until if until is not None else float("inf")
+        return self._acceptor.deadline
 
     @property
     def busy(self) -> bool:
@@ -226,7 +187,7 @@ class RespDoor:
         return bool(self._queued or self._unread)
 
     def on_event(self, fd: int, events: int, core: NodeCore, now: float) -> None:
-        if fd == self.listener.fileno():
+        if fd == self._acceptor.fd:
             self._accept(now)
             return
         conn = self.conns.get(fd)
@@ -251,8 +212,7 @@ class RespDoor:
         """Hand queued requests to the core; read what OpenSSL holds; close stalled
         connections and late handshakes; poll the listener again once an accept
         pause is over."""
-        if self._backoff.due(now) and self.poller is not None:
-            self.poller.register(self.listener.fileno(), zmq.POLLIN)
+        self._acceptor.resume(now)
         if self._unread:
             for conn in list(self._unread):
                 self._unread.discard(conn)
@@ -300,69 +260,22 @@ class RespDoor:
     def close(self) -> None:
         for conn in list(self.conns.values()):
             self._close(conn, Closed.SHUTDOWN)
-        if self.poller is not None and self._backoff.until is None:
-            self.poller.unregister(self.listener.fileno())
-        self.listener.close()
+        self._acceptor.close()
 
     # ------------------------------------------------------------------ connections
 
     def _accept(self, now: float) -> None:
-        for _ in range(ACCEPTS_PER_CYCLE):
-            try:
-                sock, address = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionAbortedError:
-                continue  # the client gave up while queued: take the next one
-            except OSError as exc:
-                self._accept_failed(exc, now)
-                return
-            self._backoff.succeeded()
-            self.door.connections_received += 1
-            if len(self.conns) >= self.max_clients:
-                self.door.rejected_connections += 1
-                self._rejected(Rejection.MAX_CLIENTS)
-                self._noise.log(logging.WARNING, "max_clients", now,
-                                f"RESP door {self.endpoint}: refused a connection: "
-                                f"{len(self.conns)} clients, the most it holds")
-                with contextlib.suppress(OSError):
-                    sock.setblocking(False)
-                    sock.send(R.error("ERR max number of clients reached"))
-                sock.close()
-                continue
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for sock, address in self._acceptor.accept(now):
             wrapped = self._secure(sock, now)  # TLS when configured (None: client gone)
             if wrapped is None:
                 continue
-            sock = wrapped
             self._next_conn += 1
-            peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
-            conn = _Conn(sock, Session(self.door, self._next_conn, now, peer), now)
+            conn = Connection(wrapped, Session(self.door, self._next_conn, now, address), now)
             self.conns[conn.fd] = conn
             self.by_id[self._next_conn] = conn
             self.door.connected = len(self.conns)
             assert self.poller is not None
             self.poller.register(conn.fd, zmq.POLLIN)
-
-    def _accept_failed(self, exc: OSError, now: float) -> None:
-        """EMFILE and friends: the listener stays readable, so polling it again at once
-        would spin (issue 19: ~14,500 log lines a second).  Stop polling it for a pause
-        that doubles while accepts keep failing, and keep serving the connections we
-        have.  Any other error is treated alike: the door stays open."""
-        self._rejected(Rejection.ACCEPT_FAILED)
-        pause = self._backoff.failed(now)
-        if self.poller is not None:
-            with contextlib.suppress(KeyError):
-                self.poller.unregister(self.listener.fileno())
-        cause = errno.errorcode.get(exc.errno or 0, "error")
-        level = logging.WARNING if exc.errno in RESOURCE_ERRNOS else logging.ERROR
-        self._noise.log(level, f"accept {cause}", now,
-                        f"RESP door {self.endpoint}: accept failed ({exc.strerror or exc}); "
-                        f"not accepting for {pause:.2f}s ({len(self.conns)} clients)")
-
-    def _rejected(self, reason: Rejection) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     # ------------------------------------------------------------------ TLS
 
@@ -373,8 +286,7 @@ class RespDoor:
         if self.tls is None:
             return sock
         try:
-            wrapped = self.tls.wrap_socket(sock, server_side=True,
-                                           do_handshake_on_connect=False)
+            return self._handshakes.wrap(sock, now + self.handshake_timeout_s)
         except (OSError, ValueError) as exc:
             self._count(Closed.TLS_HANDSHAKE_FAILED)
             self._note(Closed.TLS_HANDSHAKE_FAILED, now, "RESP door %s: a client left before "
@@ -382,22 +294,12 @@ class RespDoor:
             with contextlib.suppress(OSError):
                 sock.close()
             return None
-        fd = wrapped.fileno()
-        self._handshakes.pop(fd, None)  # (re-inserted at the end: the order is the deadlines')
-        self._handshakes[fd] = now + self.handshake_timeout_s
-        return wrapped
 
-    def _handshake(self, conn: _Conn, core: NodeCore, now: float) -> None:
+    def _handshake(self, conn: Connection, core: NodeCore, now: float) -> None:
         sock = conn.sock
         assert isinstance(sock, ssl.SSLSocket)
         try:
-            sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self._wait_handshake(conn, reading=True)
-            return
-        except ssl.SSLWantWriteError:
-            self._wait_handshake(conn, reading=False)
-            return
+            step = self._handshakes.advance(sock)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
             self._note(Closed.TLS_HANDSHAKE_FAILED, now, "RESP client %s (id %d): TLS "
@@ -405,13 +307,14 @@ class RespDoor:
                        conn.session.id, reason)
             self._close(conn, Closed.TLS_HANDSHAKE_FAILED)
             return
+        if step is not Step.DONE:
+            self._wait_handshake(conn, reading=step is Step.READ)
+            return
         conn.handshaking = False
-        self._handshakes.pop(conn.fd, None)
-        self.tls_handshakes += 1
         # Commands may have come with the client's Finished: read them now.
         self._read(conn, core, now)
 
-    def _wait_handshake(self, conn: _Conn, reading: bool) -> None:
+    def _wait_handshake(self, conn: Connection, reading: bool) -> None:
         """Poll for what OpenSSL needs next (``conn.reading``/``writing`` say what is
         registered, as :meth:`_poll_flags` expects once the handshake is done)."""
         if conn.reading == reading and conn.writing != reading:
@@ -421,13 +324,7 @@ class RespDoor:
         self.poller.register(conn.fd, zmq.POLLIN if reading else zmq.POLLOUT)
 
     def _expire_handshakes(self, now: float) -> None:
-        expired = []
-        for fd, deadline in self._handshakes.items():
-            if deadline > now:
-                break
-            expired.append(fd)
-        for fd in expired:
-            del self._handshakes[fd]
+        for fd in self._handshakes.expired(now):
             conn = self.conns.get(fd)
             if conn is not None and conn.handshaking:
                 self._note(Closed.TLS_HANDSHAKE_TIMEOUT, now, "RESP client %s (id %d): no TLS "
@@ -449,7 +346,7 @@ class RespDoor:
         self._quiet[cause] = (now + RESP_TLS_LOG_INTERVAL_S, 0)
         log.info(message, *args)
 
-    def _tls_failed(self, conn: _Conn, exc: ssl.SSLError, now: float) -> None:
+    def _tls_failed(self, conn: Connection, exc: ssl.SSLError, now: float) -> None:
         """A TLS error after the handshake (a corrupt record, a renegotiation attempt):
         that connection is closed, counted and (rate-limited) logged."""
         self._note(Closed.TLS_ERROR, now, "RESP client %s (id %d): TLS error (%s); "
@@ -462,44 +359,23 @@ class RespDoor:
 
     # ------------------------------------------------------------------ reading, writing
 
-    def _read(self, conn: _Conn, core: NodeCore, now: float) -> None:
-        session = conn.session
-        failures = session.auth_failures
-        for _ in range(READS_PER_CYCLE):
-            try:
-                data = conn.sock.recv(READ_BYTES)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
-                    ssl.SSLWantWriteError):
-                # (WantWrite: OpenSSL must send first, e.g. a TLS 1.3 key update; it goes
-                # out with the next send, or this read is retried at the next POLLIN.)
-                break
-            except ssl.SSLError as exc:
-                self._tls_failed(conn, exc, now)
-                return
-            except OSError:
-                self._close(conn, Closed.RESET)
-                return
-            if not data:
-                conn.eof = True
-                break
-            session.receive(data, now)
-            if session.auth_failures != failures:
-                # A wrong password: nothing more is read or sent until the delay is over.
-                conn.penalty_until = now + RESP_AUTH_FAILURE_DELAY_S * 2 ** min(
-                    session.auth_failures - 1, RESP_MAX_AUTH_FAILURES)
-                self._penalised.add(conn)
-                break
-            # A short read empties a plain socket's buffer, not a TLS one's: a TLS read
-            # returns one record (16 KiB at most) whatever is behind it.
-            if (session.closing or session.backlog >= MAX_PIPELINE
-                    or conn.pending >= PAUSE_OUTPUT_BYTES
-                    or (len(data) < READ_BYTES and not conn.tls)):
-                break
+    def _read(self, conn: Connection, core: NodeCore, now: float) -> None:
+        try:
+            penalised = conn.receive(now)
+        except ssl.SSLError as exc:
+            self._tls_failed(conn, exc, now)
+            return
+        except OSError:
+            self._close(conn, Closed.RESET)
+            return
+        if penalised:
+            # A wrong password: nothing more is read or sent until the delay is over.
+            self._penalised.add(conn)
         self._feed(conn, core, now)
         if conn.fd in self.conns:
             self._flush(conn, now)
 
-    def _feed(self, conn: _Conn, core: NodeCore, now: float) -> None:
+    def _feed(self, conn: Connection, core: NodeCore, now: float) -> None:
         session = conn.session
         handle, client = core.handle_request, session.client
         for request in session.take_requests(self.cycle):
@@ -509,42 +385,19 @@ class RespDoor:
         else:
             self._queued.discard(conn)
 
-    def _flush(self, conn: _Conn, now: float) -> None:
+    def _flush(self, conn: Connection, now: float) -> None:
         """Move the session's finished replies to the socket; then decide what to poll."""
         if conn.penalty_until > now:
             self._poll_flags(conn)  # neither read nor write until the delay is over
             return
-        session = conn.session
-        data = session.take_output(now)
-        if data:
-            if not conn.pending:
-                conn.progress = now  # the stall clock starts when output starts waiting
-            conn.out += data
-        if conn.pending:
-            end = conn.out_at + TLS_SEND_BYTES if conn.tls else len(conn.out)
-            try:
-                with memoryview(conn.out) as view:
-                    sent = conn.sock.send(view[conn.out_at:end])
-            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
-                    ssl.SSLWantReadError):
-                sent = 0
-            except ssl.SSLError as exc:
-                self._tls_failed(conn, exc, now)
+        try:
+            if not conn.write(now):
+                self._close(conn, Closed.RESET)
                 return
-            except OSError as exc:
-                if isinstance(exc, _GONE) or exc.errno in (errno.EPIPE, errno.ECONNRESET):
-                    self._close(conn, Closed.RESET)
-                    return
-                raise
-            if sent:
-                conn.progress = now
-                conn.out_at += sent
-                if conn.out_at == len(conn.out):
-                    conn.out.clear()
-                    conn.out_at = 0
-                elif conn.out_at > 1024 * 1024 and conn.out_at * 2 > len(conn.out):
-                    del conn.out[:conn.out_at]  # amortised: compact when half is sent
-                    conn.out_at = 0
+        except ssl.SSLError as exc:
+            self._tls_failed(conn, exc, now)
+            return
+        session = conn.session
         if conn.pending > MAX_OUTPUT_BYTES:
             self._note(Closed.OUTPUT_LIMIT, now, "RESP client %s (id %d): %d bytes of "
                        "replies unsent: disconnected", session.address, session.id,
@@ -556,17 +409,10 @@ class RespDoor:
             return
         self._poll_flags(conn)
 
-    def _poll_flags(self, conn: _Conn) -> None:
-        session = conn.session
-        held = conn in self._penalised
-        reading = (not conn.eof and not session.closing and session.backlog < MAX_PIPELINE
-                   and conn.pending < PAUSE_OUTPUT_BYTES and not held)
-        writing = conn.pending > 0 and not held
-        if reading and conn.tls:
-            sock = conn.sock
-            assert isinstance(sock, ssl.SSLSocket)
-            if sock.pending():
-                self._unread.add(conn)  # read at the next cycle: poll will not say
+    def _poll_flags(self, conn: Connection) -> None:
+        reading, writing = conn.wanted(held=conn in self._penalised)
+        if reading and conn.tls and conn.tls_buffered():
+            self._unread.add(conn)  # read at the next cycle: poll will not say
         if reading == conn.reading and writing == conn.writing:
             return
         conn.reading, conn.writing = reading, writing
@@ -582,7 +428,7 @@ class RespDoor:
             # Nothing to wait for on the socket itself: answers from the core will come.
             self.poller.unregister(conn.fd)
 
-    def _close(self, conn: _Conn, reason: Closed) -> None:
+    def _close(self, conn: Connection, reason: Closed) -> None:
         if self.conns.pop(conn.fd, None) is None:
             return
         self.by_id.pop(conn.session.client.conn, None)
@@ -591,7 +437,7 @@ class RespDoor:
         self._unread.discard(conn)
         self._penalised.discard(conn)
         if conn.handshaking:
-            self._handshakes.pop(conn.fd, None)
+            self._handshakes.forget(conn.fd)
         if self.poller is not None and (conn.reading or conn.writing):
             with contextlib.suppress(KeyError):
                 self.poller.unregister(conn.fd)
