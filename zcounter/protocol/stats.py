@@ -22,7 +22,7 @@ def _metric(name: str, doc: str) -> int:
 class NodeStats:
     """Counters since the process started.  Exported ones first, in exposition order."""
 
-    # Client requests (protocol/requests.py; bad_requests: runtime/server.py).
+    # Client requests (protocol/requests.py; bad_requests: runtime/inbound.py).
     increments: int = _metric("zcounter_increments", "Increments applied here.")
     decrements: int = _metric("zcounter_decrements", "Decrements applied here.")
     resets: int = _metric("zcounter_resets", "Resets (DEL) applied here.")
@@ -30,7 +30,7 @@ class NodeStats:
         "zcounter_duplicate_requests",
         "Requests whose request id was already applied: answered, not applied again.")
     bad_requests: int = _metric("zcounter_bad_requests", "Requests that failed to decode.")
-    # States from peers (protocol/intake.py; runtime/server.py for undecodable ones).
+    # States from peers (protocol/intake.py; runtime/inbound.py for undecodable ones).
     dropped_peer_messages: int = _metric(
         "zcounter_dropped_peer_messages",
         "Peer messages dropped as malformed, unknown or out of bounds.")
@@ -49,7 +49,7 @@ class NodeStats:
     deltas_sent: int = _metric(
         "zcounter_deltas_sent", "Deltas published (one per batch that changed something).")
     heartbeats_sent: int = _metric("zcounter_heartbeats_sent", "Heartbeats published.")
-    # Sockets (runtime/server.py, runtime/watch.py).
+    # Sockets (runtime/outbound.py, runtime/inbound.py, runtime/watch.py).
     peer_messages_sent: int = _metric(
         "zcounter_peer_sent_messages",
         "Messages sent to peers (a broadcast counts once per peer).")
