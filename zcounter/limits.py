@@ -233,7 +233,7 @@ RESP_AUTH_FAILURE_DELAY_S = 0.1
 #: How long the core may take over a request of the door.
 RESP_REQUEST_TIMEOUT_MS = 5000
 
-# The runtime's side of the RESP door (zcounter/runtime/resp.py and respconn.py: sockets, per cycle).
+# The runtime side of the RESP door (zcounter/runtime/resp.py, respconn.py: per cycle).
 #: Bytes read from one connection per read, and reads per poll cycle at most (fairness
 #: between clients; also the slack of the command bound: one read past it at most).
 RESP_READ_BYTES = 64 * 1024
