@@ -144,7 +144,7 @@ class SimNode:
         root = image.root
         if self.deferred is not None:
             for key, packed in self.deferred.states.items():
-                root ^= image._hash(key, image.states.get(key)) ^ header(packed)[0]
+                root ^= image.key_hash(key) ^ header(packed)[0]
         return root
 
 

@@ -73,6 +73,10 @@ class Image:
     #: image builds (:mod:`zcounter.model.hashtree`), kept up to date per commit so that
     #: "memory equals disk" costs one comparison per batch.
     root: int = 0
+    #: Each key's share of ``root`` (the XOR of its records' hashes), so that a commit
+    #: hashes only the states it writes, not the ones they replace.  None: no root is
+    #: kept (a disk's ``durable`` image: only its states are ever read).
+    hashes: dict[str, int] | None = field(default_factory=dict)
 
     def apply(self, persist: Persist) -> None:
         """One committed batch, as recovery replays it into the checkpoint's tables."""
@@ -86,16 +90,28 @@ class Image:
             elif idx >= len(names) or names[idx] != name:
                 raise SimFailure(f"slot table clash: ({idx}, {name!r}) against "
                                  f"{names[idx] if idx < len(names) else 'a hole'}")
-        for key, packed in persist.states.items():
-            old = self.states.get(key)
-            self.states[key] = packed
-            self.root ^= self._hash(key, old) ^ self._hash(key, packed)
+        hashes = self.hashes
+        if hashes is None:
+            self.states.update(persist.states)
+        else:
+            root = self.root
+            for key, packed in persist.states.items():
+                self.states[key] = packed
+                h = self._hash(key, packed)
+                root ^= hashes.get(key, 0) ^ h
+                hashes[key] = h
+            self.root = root
         rids = self.rids
         for rid, key, target in persist.rids:
             if rid not in rids:
                 rids[rid] = (key, target)
         for rid in persist.forget:
             rids.pop(rid, None)
+
+    def key_hash(self, key: str) -> int:
+        """``key``'s share of the root (0 if it holds no state)."""
+        assert self.hashes is not None, "an image without a root"
+        return self.hashes.get(key, 0)
 
     def _hash(self, key: str, packed: bytes | None) -> int:
         if not packed:
@@ -108,15 +124,19 @@ class Image:
         return h
 
     @classmethod
-    def of(cls, storage: Storage) -> Image:
-        """What ``storage`` loads (right after its recovery: all of it is checkpointed)."""
-        image = cls()
+    def of(cls, storage: Storage, rooted: bool = True) -> Image:
+        """What ``storage`` loads (right after its recovery: all of it is checkpointed);
+        without its root if not ``rooted`` (:meth:`Disk.crash` takes the root of the
+        model's image it equals instead)."""
+        image = cls(hashes={} if rooted else None)
         image.slot_names = storage.load_slot_names()
         image.slot_index = {name: idx for idx, name in enumerate(image.slot_names)}
-        for key, packed in storage.load_states():
-            image.states[key] = packed
-            image.root ^= image._hash(key, packed)
+        image.states = dict(storage.load_states())
         image.rids = {rid: (key, target) for rid, key, target in storage.load_rids()}
+        if image.hashes is not None:
+            for key, packed in image.states.items():
+                h = image.hashes[key] = image._hash(key, packed)
+                image.root ^= h
         return image
 
     def same(self, other: Image) -> bool:
@@ -124,9 +144,11 @@ class Image:
         return (self.slot_names == other.slot_names and self.states == other.states
                 and self.rids == other.rids)
 
-    def copy(self) -> Image:
+    def copy(self, rooted: bool = True) -> Image:
+        """A copy (without a root if not ``rooted``, or if this image has none)."""
+        hashes = dict(self.hashes) if rooted and self.hashes is not None else None
         return Image(list(self.slot_names), dict(self.slot_index), dict(self.states),
-                     dict(self.rids), self.root)
+                     dict(self.rids), self.root if hashes is not None else 0, hashes)
 
     def state(self, key: str) -> dict[str, Record]:
         """The stored state of ``key`` by slot name ({} if none)."""
@@ -153,9 +175,11 @@ class Disk:
         #: Commits a due checkpoint trails the log by.
         self.lag = lag
         self.files = SimFiles()
+        self._where = Path(f"/sim/node{node_id}")
+        self._dir, self._db_path = str(self._where), self._where / DB_NAME
         self._db = sqlite3.connect(":memory:", isolation_level=None)
         self.current = Image()
-        self.durable = Image()
+        self.durable = Image(hashes=None)
         self._tail: list[Persist] = []
         self.commits = 0
         #: Open (recovered) storage: what the next start loads and commits to.
@@ -168,10 +192,10 @@ class Disk:
 
     def _recover(self) -> Storage:
         """What the runtime's ``Storage.open`` does after checking the directory."""
-        where = Path(f"/sim/node{self.node_id}")
-        checkpoint = Checkpoint.attach(self._db, where / DB_NAME, self.node_id,
+        where = self._where
+        checkpoint = Checkpoint.attach(self._db, self._db_path, self.node_id,
                                        self.incarnation)
-        log = SegmentLog(str(where), self.files, SEGMENT_SIZE, background=False,
+        log = SegmentLog(self._dir, self.files, SEGMENT_SIZE, background=False,
                          first_segment_size=FIRST_SEGMENT_SIZE)
         return Storage.recover(checkpoint, log, where, background=False, lag=self.lag)
 
@@ -198,20 +222,31 @@ class Disk:
             self.files.power_loss()
         self.files.restart()
         self.storage = self._recover()
-        got = Image.of(self.storage)
-        image = (self.durable if power else self.current).copy()
+        # Only a power loss can roll back to the durable image, which keeps no root: then
+        # what was loaded is hashed; otherwise it takes the root of the model's image it
+        # equals (same slot table and states: the same root).
+        got = Image.of(self.storage, rooted=power)
         steps = (self._tail if power else []) + ([in_flight] if in_flight else [])
-        matched = 0 if got.same(image) else -1
-        for n, persist in enumerate(steps, 1):
-            image.apply(persist)
+        image = self.durable if power else self.current
+        if steps:
+            image = image.copy(rooted=not power)  # the steps are applied to it
+        matched, rooted = -1, None
+        for n in range(len(steps) + 1):
+            if n:
+                image.apply(steps[n - 1])
             if got.same(image):
                 matched = n
+                if image.hashes is not None:
+                    rooted = (image.root, dict(image.hashes))
         if matched < 0:
             raise SimFailure(
                 f"node {self.node_id}: the storage recovered a state no prefix of its "
                 f"commits explains ({'power loss' if power else 'process crash'}, "
                 f"{len(steps)} commits in doubt; keys {sorted(got.states)[:8]})")
-        self.current, self.durable, self._tail = got, got.copy(), []
+        if got.hashes is None:
+            assert rooted is not None
+            got.root, got.hashes = rooted
+        self.current, self.durable, self._tail = got, got.copy(rooted=False), []
         return in_flight is not None and matched == len(steps)
 
     def close(self) -> None:
