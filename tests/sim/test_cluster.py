@@ -91,3 +91,22 @@ def test_a_crash_loses_deferred_merges_and_the_restarted_node_repairs_them() -> 
     _until(sim, sim.scheduler.now_ms + 2000)
     assert node.core is not None and node.core.keys.value("k") == 5
     assert node.disk.current.state("k") != {}  # repaired, and written this time
+
+
+def test_a_commit_crash_waits_for_a_batch_that_writes() -> None:
+    """Most batches write nothing (heartbeats): a ``commit`` crash lets them pass and
+    dies in the first that writes - the node's own update - sending nothing of it."""
+    sim = _sim()
+    _until(sim, 500)
+    node = sim.nodes[2]
+    sim.nemesis.crash(2, "commit", restart_after_ms=1)
+    _until(sim, 700)  # idle: heartbeats only
+    assert node.up and node.doom_waited > 0
+    op = sim.workload.submit(2, "add", ("k",), 5, timeout_ms=100, retries=0)
+    while node.up:
+        sim._instant()
+    assert sim.stats["crashes_commit"] == 1 and sim.stats["crashes"] == 1
+    _until(sim, sim.scheduler.now_ms + 50)
+    assert node.up and node.life == 2  # the planned restart followed the crash
+    _until(sim, sim.scheduler.now_ms + 1500)
+    assert op.outcome != "ok"  # type: ignore[attr-defined]

@@ -35,7 +35,7 @@ DEFAULT_STEPS = 1500
 #: Statistics every result reports (0 when nothing happened).
 STATS = ("batches", "codec_roundtrips", "dropped", "duplicated", "cut", "stale_life",
          "partitions", "heals", "pauses", "crashes", "crashes_clean", "crashes_torn",
-         "crashes_midbatch", "crashes_commit", "crashes_power",
+         "crashes_midbatch", "crashes_commit", "crashes_power", "commits_interrupted",
          "interrupted_commits_recovered", "restarts", "wipes", "updates_applied",
          "resets_applied", "acks_checked", "session_checks", "quorum_reads_checked",
          "excused_by_wipe", "reapplied_after_wipe", "rids_unknown_after_heal")

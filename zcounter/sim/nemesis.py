@@ -25,6 +25,8 @@ from .swarm import Swarm
 
 DOWNTIMES_MS = (50, 300, 1500, 4000)
 PAUSES_MS = (100, 500, 2000)
+#: How often a planned restart looks again whether a doomed node has died yet.
+RESTART_POLL_MS = 10
 
 
 class Nemesis:
@@ -135,7 +137,13 @@ class Nemesis:
             self.scheduler.after(restart_after_ms, lambda: self._restart_after(node, token))
 
     def _restart_after(self, node: SimNode, token: int) -> None:
-        if not self.stopped and not node.up and node.crash_token == token:
+        if self.stopped:
+            return
+        if node.up and node.doom == CrashMode.COMMIT and node.crash_token == token - 1:
+            # A ``commit`` crash waits for a batch that writes (up to COMMIT_CRASH_WAIT
+            # batches): the restart follows it, not the plan.
+            self.scheduler.after(RESTART_POLL_MS, lambda: self._restart_after(node, token))
+        elif not node.up and node.crash_token == token:
             self.restart(node.node_id)
 
     def restart(self, node_id: int, wipe: bool | None = None) -> None:
