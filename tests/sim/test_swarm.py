@@ -1,12 +1,11 @@
 """Swarm seeds: every seed draws its own fault and workload mix and must pass the whole
 oracle.  A failure prints the one command that replays it.
 
-Budget, measured on this shared 2-core machine: ``bin/sim --seeds 300 --start 5000``
-(1,500 steps) takes 40.5 s of CPU at 3 nodes, 61.8 s at 5 and 112.6 s at 9 (0.14, 0.21
-and 0.38 s a seed; zcounter 0.1's simulator ran ~35, ~24 and ~12 seeds/s: the 0.2 core
-does more per simulated instant - keys, hash tree, repair sessions - and the oracle
-checks more).  zcounter 0.1's CI ran 1,050 seeds of 1,500-2,000 steps; the same 1,050
-seeds run shorter here (this file: ~50 s of CPU, 24 chunks of 2-7 s), a few long seeds
+Budget, measured on this shared 2-core machine with the real storage under every node:
+``bin/sim --seeds 100 --start 5000`` (1,500 steps) takes 8.0 s of CPU at 3 nodes, 11.9 s at
+5 and 25.5 s at 9 (0.08, 0.12 and 0.25 s a seed; about a fifth more than with 0.2's disk
+model, WRITEUP.md section 6.1).  zcounter 0.1's CI ran 1,050 seeds of 1,500-2,000 steps;
+the same seeds run shorter here (this file: 31-35 s, 24 s with the disk model), a few long seeds
 keep the long-run corner covered, and ``bin/sim --seeds N`` (1,500 steps) is the soak.
 """
 
