@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from zcounter._version import __version__
+
 from .netns import REPO, NetCluster, unavailable_reason, value
 from .scenarios import CLIENT_TIMEOUT_S, Result, check
 
@@ -138,6 +140,8 @@ def plot(r: Result, t0: float, caught_up: float, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"zcounter-partition-demo {__version__}")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "partition.svg")
     parser.add_argument("--before", type=float, default=1.5, help="seconds before the cut")
     parser.add_argument("--cut", type=float, default=3.0, help="seconds partitioned")

@@ -16,6 +16,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from zcounter._version import __version__
+
 from . import scenarios
 from .netns import unavailable_reason
 from .scenarios import SCENARIOS, Result, check, median_max, run_named
@@ -36,6 +38,8 @@ def client_view(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"zcounter-fault-report {__version__}")
     parser.add_argument("-k", "--runs", type=int, default=3, help="runs per scenario")
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     parser.add_argument("--fault-seconds", type=float, default=scenarios.FAULT_S,

@@ -39,6 +39,21 @@ def test_version():
         assert result.returncode == 0 and result.stdout.strip().endswith(__version__)
 
 
+@pytest.mark.parametrize("module, prog", [
+    ("zcounter.sim", "zcounter-sim"), ("zcounter.fuzz", "zcounter-fuzz"),
+    ("zcounter.bench", "zcounter-bench"), ("tests.faults.report", "zcounter-fault-report"),
+    ("tests.faults.demo", "zcounter-partition-demo")])
+def test_every_other_command_shows_the_one_version(module, prog):
+    """bin/sim, bin/fuzz, bin/bench, bin/fault-report and bin/partition-demo run these
+    modules; each says its name and zcounter's one version, in one format."""
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                            text=True, timeout=60, cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{prog} {__version__}"
+
+
 def test_client_commands_against_a_cluster(cluster: LocalCluster):
     cfg = str(cluster.config_path)
     assert zc("client", "--config", cfg, "--node", "1", "increment").stdout == "1\n"

@@ -42,7 +42,8 @@ def _mib(n: int) -> str:
               help="--attack-mix: idle connections per door.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Cluster data and logs here (default: a temporary directory).")
-@click.version_option(__version__, prog_name="zcounter-fuzz")
+@click.version_option(__version__, "--version", prog_name="zcounter-fuzz",
+                      message="%(prog)s %(version)s")
 def main(minutes: float, door: str, seed: int | None, inputs: int | None, no_inproc: bool,
          save: bool, attack_mix: bool, idle: int, workdir: Path | None) -> None:
     """Fuzz a live 3-node cluster on loopback for --minutes, and check it throughout.

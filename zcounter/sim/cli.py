@@ -23,7 +23,8 @@ from .oracle import short
 @click.option("--steps", type=click.IntRange(min=1), default=DEFAULT_STEPS, show_default=True,
               help="Simulated instants before the heal phase.")
 @click.option("-v", "--verbose", is_flag=True, help="Print the swarm and every event.")
-@click.version_option(__version__, prog_name="zcounter-sim")
+@click.version_option(__version__, "--version", prog_name="zcounter-sim",
+                      message="%(prog)s %(version)s")
 def main(count: int, single: int | None, start: int, nodes: int, steps: int,
          verbose: bool) -> None:
     """Deterministic simulation of a zcounter cluster: real node cores, simulated network,
