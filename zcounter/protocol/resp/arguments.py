@@ -14,6 +14,7 @@ from ...errors import ProtocolError
 from ...model.pncounter import MAX_STEP
 from ..codec import validate_rid
 from ..messages import MAX_KEY_BYTES
+from .commands import SUBCOMMANDS
 
 NOT_INT = "ERR value is not an integer or out of range"
 SYNTAX = "ERR syntax error"
@@ -112,6 +113,20 @@ def wrong_arity(name: str) -> str:
     return f"ERR wrong number of arguments for '{name}' command"
 
 
+def subcommand(words: list[bytes]) -> str:
+    """The subcommand ``words[1]`` of the container command ``words[0]`` (CLIENT,
+    COMMAND), lower-cased, once it is known and its arity fits; Redis's errors
+    otherwise."""
+    container = words[0].decode("latin-1").upper()
+    sub = words[1].lower().decode("latin-1")
+    spec = SUBCOMMANDS[container.lower()].get(sub)
+    if spec is None:
+        raise BadArgument(unknown_sub(words[1], container))
+    if not spec.accepts(len(words)):
+        raise BadArgument(wrong_arity(spec.name))
+    return sub
+
+
 __all__ = ["BAD_NAME", "I64_MAX", "I64_MIN", "NOT_INT", "SYNTAX", "WRONGPASS", "BadArgument",
-           "cursor", "int64", "key", "printable", "rid", "step", "text", "unknown",
-           "unknown_sub", "wrong_arity"]
+           "cursor", "int64", "key", "printable", "rid", "step", "subcommand", "text",
+           "unknown", "unknown_sub", "wrong_arity"]

@@ -16,7 +16,7 @@ from ...limits import RESP_MAX_AUTH_FAILURES, RESP_MAX_CLIENT_STRING_BYTES
 from . import arguments as A
 from . import replies as R
 from .answers import CommandHandler, Slot
-from .commands import REDIS_VERSION, SUBCOMMANDS
+from .commands import REDIS_VERSION
 from .refusals import Refusal
 
 if TYPE_CHECKING:
@@ -130,12 +130,7 @@ def _client_string(s: Session, raw: bytes, bad: str) -> bytes:
 
 
 def client(s: Session, words: list[bytes], slot: Slot) -> None:
-    sub = words[1].lower().decode("latin-1")
-    spec = SUBCOMMANDS["client"].get(sub)
-    if spec is None:
-        raise A.BadArgument(A.unknown_sub(words[1], "CLIENT"))
-    if not spec.accepts(len(words)):
-        raise A.BadArgument(A.wrong_arity(spec.name))
+    sub = A.subcommand(words)
     if sub == "id":
         slot.data = R.integer(s.id)
     elif sub == "getname":

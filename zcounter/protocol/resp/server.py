@@ -10,7 +10,7 @@ from ..messages import Status
 from . import arguments as A
 from . import replies as R
 from .answers import CommandHandler, Slot, status_reply
-from .commands import BY_NAME, SUBCOMMANDS, command_docs, command_info
+from .commands import BY_NAME, command_docs, command_info
 from .info import render_info
 
 if TYPE_CHECKING:
@@ -38,12 +38,7 @@ def command(s: Session, words: list[bytes], slot: Slot) -> None:
     if len(words) == 1:
         slot.data = R.array(command_info())
         return
-    sub = words[1].lower().decode("latin-1")
-    spec = SUBCOMMANDS["command"].get(sub)
-    if spec is None:
-        raise A.BadArgument(A.unknown_sub(words[1], "COMMAND"))
-    if not spec.accepts(len(words)):
-        raise A.BadArgument(A.wrong_arity(spec.name))
+    sub = A.subcommand(words)
     names = [w.lower().decode("latin-1") for w in words[2:]] or None
     if sub == "count":
         slot.data = R.integer(len(BY_NAME))
