@@ -197,18 +197,21 @@ def test_a_secret_is_checked_for_its_mode_before_it_is_read(tmp_path):
         read_secret_certificate(public, "--secret-key")
 
 
-def test_the_old_name_of_repair_interval_s_is_read_with_one_deprecation_line(
-        tmp_path, caplog):
+@pytest.mark.parametrize("old, new, value", [
+    ("snapshot_interval_s", "repair_interval_s", 0.75),
+    ("anti_entropy_interval_s", "repair_check_interval_s", 3.0)])
+def test_the_old_name_of_a_setting_is_read_with_one_deprecation_line(
+        tmp_path, caplog, old, new, value):
     path = tmp_path / "old.toml"
     path.write_text("[nodes.1]\nrouter = 'tcp://h:1'\npub = 'tcp://h:2'\n"
-                    "[settings]\nsnapshot_interval_s = 0.75\n")
+                    f"[settings]\n{old} = {value}\n")
     with caplog.at_level("WARNING", logger="zcounter.config"):
         c = load_config(path)
-    assert c.settings.repair_interval_s == 0.75
+    assert getattr(c.settings, new) == value
     lines = [r.getMessage() for r in caplog.records if r.name == "zcounter.config"]
     assert len(lines) == 1
-    assert str(path) in lines[0] and "snapshot_interval_s" in lines[0]
-    assert "repair_interval_s" in lines[0]
+    assert str(path) in lines[0] and old in lines[0]
+    assert new in lines[0]
 
 
 def test_a_setting_under_its_old_and_new_name_at_once_is_refused(tmp_path):
@@ -218,14 +221,3 @@ def test_a_setting_under_its_old_and_new_name_at_once_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="keep only repair_interval_s"):
         load_config(path)
 
-
-def test_the_old_name_of_repair_check_interval_s_is_read_too(tmp_path, caplog):
-    path = tmp_path / "old.toml"
-    path.write_text("[nodes.1]\nrouter = 'tcp://h:1'\npub = 'tcp://h:2'\n"
-                    "[settings]\nanti_entropy_interval_s = 3.0\n")
-    with caplog.at_level("WARNING", logger="zcounter.config"):
-        c = load_config(path)
-    assert c.settings.repair_check_interval_s == 3.0
-    lines = [r.getMessage() for r in caplog.records if r.name == "zcounter.config"]
-    assert len(lines) == 1 and "anti_entropy_interval_s" in lines[0]
-    assert "repair_check_interval_s" in lines[0]
