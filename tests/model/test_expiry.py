@@ -5,11 +5,10 @@ the deadline, whatever the merge order)."""
 
 from __future__ import annotations
 
-from histories import LAWS, slot_names, slot_of
+from histories import LAWS, metas, slot_of, timed_states, times
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from zcounter.model import expiry
 from zcounter.model.expiry import META, ExpireMode, effective_floor, join_meta
 from zcounter.model.pncounter import (
     ZERO,
@@ -30,31 +29,6 @@ from zcounter.model.pncounter import (
 )
 
 A, B, C = slot_of(0), slot_of(1), slot_of(2)
-
-#: Wall times in a small range, so that births, floors and deadlines often meet.
-times = st.integers(0, 60)
-
-
-@st.composite
-def timed_records(draw: st.DrawFn) -> Record:
-    p = draw(st.integers(0, 50))
-    n = draw(st.integers(0, 50))
-    b = draw(times)
-    rec = (p, n, draw(st.integers(0, p)), draw(st.integers(0, n)))
-    return (*rec, b) if b else rec
-
-
-metas = st.tuples(times, times, st.one_of(st.just(0), times))
-
-
-@st.composite
-def timed_states(draw: st.DrawFn) -> dict[str, Record]:
-    state: dict[str, Record] = draw(st.dictionaries(slot_names, timed_records(), max_size=4))
-    meta = draw(metas)
-    if meta != expiry.DEFAULT_META:
-        state[META] = meta
-    return state
-
 
 # --------------------------------------------------------------------------- join laws
 
