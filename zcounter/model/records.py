@@ -229,6 +229,13 @@ def pack_state(key: str, records: Mapping[int, Sequence[int]],
     return pack(records, h, meta)
 
 
+def is_old_form(blob: bytes) -> bool:
+    """Whether ``blob`` is a packed state in 0.2's form (no ``FORMAT`` flag, a 9-byte
+    header and whole 36-byte records)."""
+    return (len(blob) >= OLD_HEAD.size and not blob[8] & FORMAT
+            and (len(blob) - OLD_HEAD.size) % OLD_REC.size == 0)
+
+
 def upgrade(blob: bytes) -> bytes:
     """A packed state in this form: 0.2's (no ``FORMAT`` flag) converted, births 0 and
     default meta, so its hash is unchanged (:mod:`.hashtree`); this form as it is."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ...limits import RESP_REQUEST_TIMEOUT_MS
-from ...model.pncounter import exists
+from ...model.pncounter import exists as state_exists
 from ..codec import MAX_KEYS_PER_GET
 from ..messages import Add, ClientReply, ClientRequest, Counted, Get, Reset
 from . import arguments as A
@@ -152,7 +152,7 @@ def _live_counts(chunks: list[tuple[str, ...]], parts: list[ClientReply]) -> lis
             # The node sends no state for a key that does not exist at its wall time
             # (issue 21), so only resets are left to see here: read at time 0, which
             # takes no deadline into account.
-            out.append(str(count).encode() if state and exists(state, 0) else None)
+            out.append(str(count).encode() if state and state_exists(state, 0) else None)
     return out
 
 
