@@ -32,11 +32,14 @@ from zcounter.protocol.codec import (
     validate_key,
 )
 from zcounter.protocol.messages import (
+    MAX_TTL_MS,
     Add,
     Confirm,
     Counted,
     Delta,
     ErrorCode,
+    Expire,
+    ExpireMode,
     Fetch,
     Get,
     Heartbeat,
@@ -59,6 +62,7 @@ from zcounter.protocol.messages import (
     SyncKeys,
     SyncSegments,
     SyncStates,
+    Ttl,
 )
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -113,7 +117,16 @@ json_objects = st.dictionaries(text(max_size=8), st.recursive(
     | st.dictionaries(text(max_size=5), inner, max_size=3), max_leaves=8), max_size=4)
 
 client_requests = st.one_of(
-    st.builds(Add, tags, keys, steps, st.none() | rids, levels, timeouts, states, st.booleans()),
+    st.builds(Add, tags, keys, steps, st.none() | rids, levels, timeouts, states, st.booleans(),
+              st.just(0) | st.integers(1, MAX_TTL_MS)),
+    st.builds(Expire, tags, keys, st.none() | st.integers(0, MAX_TOTAL),
+              st.none() | st.sampled_from(ExpireMode), st.none() | rids, levels, timeouts,
+              states, st.booleans(), st.none()).filter(
+                  lambda e: e.at_ms is not None or e.mode is None),  # a mode needs a deadline
+    st.builds(Expire, tags, keys, st.none(), st.none() | st.sampled_from(ExpireMode),
+              st.none() | rids, levels, timeouts, states, st.booleans(),
+              st.integers(0, MAX_TTL_MS)),
+    st.builds(Ttl, tags, keys, levels, timeouts, states, st.booleans()),
     st.builds(Reset, tags, keys, st.none() | rids, levels, timeouts, states, st.booleans()),
     st.builds(Get, tags, st.lists(keys, min_size=1, max_size=5).map(tuple), levels, timeouts,
               states, st.booleans()),
@@ -125,7 +138,10 @@ client_requests = st.one_of(
 client_replies = st.one_of(
     st.builds(Counted, tags, node_ids,
               st.lists(st.integers(-MAX_TOTAL, MAX_TOTAL), min_size=1, max_size=4).map(tuple),
-              states, st.booleans()),
+              states, st.booleans(), st.just(())),
+    st.lists(st.booleans(), min_size=1, max_size=4).flatmap(lambda live: st.builds(
+        Counted, tags, node_ids, st.just(tuple(range(len(live)))), states, st.booleans(),
+        st.just(tuple(live)))),
     st.builds(KeysPage, tags, node_ids, st.lists(st.tuples(
         keys, st.integers(-MAX_TOTAL, MAX_TOTAL)), max_size=4).map(tuple), st.booleans()),
     st.builds(StatusReply, tags, node_ids, json_objects),

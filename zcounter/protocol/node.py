@@ -94,6 +94,7 @@ from .messages import (
     Confirm,
     Delta,
     ErrorCode,
+    Expire,
     Fetch,
     Get,
     Heartbeat,
@@ -115,6 +116,7 @@ from .messages import (
     SyncKeys,
     SyncSegments,
     Tag,
+    Ttl,
 )
 from .outputs import ClientId, Outputs, Persist, ToClient
 from .peers import Liveness, Peer
@@ -207,6 +209,8 @@ class NodeCore:
         routes.on(Add, clients.add)
         routes.on(Get, clients.get)
         routes.on(Reset, clients.reset)
+        routes.on(Expire, clients.set_expiry)
+        routes.on(Ttl, clients.ttl)
         routes.on(ListKeys, clients.list_keys)
         routes.on(Status, self._status)
         routes.on(Ping, clients.ping)
@@ -447,6 +451,8 @@ class NodeCore:
             "request_ids_remembered": len(self.rids),
             "held_requests": len(self.pending),
             "repair": self.repair.status(now),
+            "expiry": dict(zip(("volatile", "avg_ttl_ms"),
+                               self.keys.expiry_stats(self.wall_ms), strict=True)),
             "peers": {
                 str(node_id): {
                     "liveness": p.liveness(now, s.peer_timeout_s).value,
