@@ -234,6 +234,23 @@ def test_a_page_by_slot_name_from_a_0_2_0_node_is_read():
     assert reply == SyncStates(1, 2, StatePage.of({"k": {S1: (5, 1, 0, 0)}}), ("j",), 3)
 
 
+def test_expiry_fields_on_the_wire():
+    """What a client sends: a deadline absolute (``at``) or relative (``ttl_ms``), a
+    mode only with one; none of it on a plain request (the increment's wire unchanged)."""
+    assert orjson.loads(encode_request(Add(1, "k", 2))) == {
+        "op": "increment", "id": 1, "key": "k", "by": 2, "wait": "local", "timeout_ms": 2000}
+    assert orjson.loads(encode_request(Add(1, "k", -2, ttl_ms=60_000)))["ttl_ms"] == 60_000
+    assert decode_request(b'{"op": "expire", "id": 1, "key": "k", "ttl_ms": 1500, '
+                          b'"mode": "gt"}') == Expire(1, "k", None, ExpireMode.GT, ttl_ms=1500)
+    assert decode_request(b'{"op": "expire", "id": 1, "key": "k", "at": 5}') == Expire(
+        1, "k", 5)
+    persist = decode_request(b'{"op": "expire", "id": 2, "key": "k", "at": null}')
+    assert persist == Expire(2, "k") and persist.at_ms is None and persist.ttl_ms is None
+    assert decode_request(b'{"op": "ttl", "id": 3, "key": "k", "read": "all"}') == Ttl(
+        3, "k", Level.ALL)
+    assert orjson.loads(encode_reply(Counted(4, 1, (1500, 17), {})))["counts"] == [1500, 17]
+
+
 def test_records_drop_trailing_zeros_on_the_wire():
     wire = orjson.loads(encode_broadcast(Delta(1, "e", 1, {"k": {
         S1: (5, 0, 0, 0), make_slot(2, "0123456789ab"): (5, 3, 5, 0)}})))
@@ -332,6 +349,31 @@ BAD_REQUESTS = {
     b'{"op": "sk", "id": 1, "n": 2, "g": [], "e": [["k", -1]]}': "field 'e' must be a list",
     b'{"op": "sk", "id": 1, "n": 2, "g": [], "e": [["k", true]]}': "field 'e' must be a list",
     b'{"op": "rp", "id": 1, "n": 2, "e": "x", "a": true}': "field 'a' must be an integer",
+    # expiry: Add.ttl_ms, Expire, Ttl
+    b'{"op": "increment", "ttl_ms": 0}': "field 'ttl_ms' must be between 1 and",
+    b'{"op": "increment", "ttl_ms": -5}': "field 'ttl_ms' must be between 1 and",
+    orjson.dumps({"op": "increment", "ttl_ms": MAX_TTL_MS + 1}): "field 'ttl_ms' must be",
+    b'{"op": "decrement", "ttl_ms": 1.5}': "field 'ttl_ms' must be an integer",
+    b'{"op": "increment", "ttl_ms": true}': "field 'ttl_ms' must be an integer",
+    b'{"op": "increment", "ttl_ms": "5"}': "field 'ttl_ms' must be an integer",
+    b'{"op": "expire", "key": "k", "at": -1}': "field 'at' must be between 0 and",
+    orjson.dumps({"op": "expire", "at": MAX_TOTAL + 1}): "field 'at' must be between 0 and",
+    b'{"op": "expire", "at": 1.0}': "field 'at' must be an integer",
+    b'{"op": "expire", "at": "1"}': "field 'at' must be an integer",
+    b'{"op": "expire", "ttl_ms": -1}': "field 'ttl_ms' must be between 0 and",
+    orjson.dumps({"op": "expire", "ttl_ms": MAX_TTL_MS + 1}): "field 'ttl_ms' must be",
+    b'{"op": "expire", "at": 5, "ttl_ms": 5}': "fields 'at' and 'ttl_ms' exclude each other",
+    b'{"op": "expire", "at": 5, "mode": "NX"}': "field 'mode' must be one of nx, xx, gt, lt",
+    b'{"op": "expire", "at": 5, "mode": "nx xx"}': "field 'mode' must be one of",
+    b'{"op": "expire", "at": 5, "mode": 1}': "field 'mode' must be one of",
+    b'{"op": "expire", "at": 5, "mode": ["nx"]}': "field 'mode' must be one of",
+    b'{"op": "expire", "mode": "nx"}': "field 'mode' needs a deadline",
+    b'{"op": "expire", "key": ""}': "field 'key' must be a non-empty string",
+    b'{"op": "expire", "at": 5, "rid": "a b"}': "request id",
+    b'{"op": "expire", "at": 5, "wait": "most"}': "field 'wait' must be one of",
+    b'{"op": "ttl", "key": 5}': "field 'key' must be a non-empty string",
+    b'{"op": "ttl", "read": "all!"}': "field 'read' must be one of",
+    b'{"op": "ttl", "timeout_ms": 0}': "field 'timeout_ms' must be between 1",
 }
 
 
@@ -430,6 +472,9 @@ def test_bad_peer_replies_are_refused_naming_the_field(data, fragment):
     b'{"ok": true, "node": 1, "keys": [["", 1]]}': "field 'keys' must be a non-empty",
     b'{"ok": true, "node": 1, "keys": [["k", 1.5]]}': "'keys' must be a list",
     b'{"ok": true, "node": 1, "status": []}': "'status' must be an object",
+    b'{"ok": true, "node": 1, "count": 1, "exists": [1]}': "'exists' must be a list of bool",
+    b'{"ok": true, "node": 1, "count": 1, "exists": [true, false]}': "one per count",
+    b'{"ok": true, "node": 1, "count": 1, "exists": true}': "'exists' must be a list",
 }.items())
 def test_bad_replies_are_refused(data, fragment):
     with pytest.raises(ProtocolError, match=re.escape(fragment)):
