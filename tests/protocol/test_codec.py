@@ -121,11 +121,13 @@ client_requests = st.one_of(
               st.just(0) | st.integers(1, MAX_TTL_MS)),
     st.builds(Expire, tags, keys, st.none() | st.integers(0, MAX_TOTAL),
               st.none() | st.sampled_from(ExpireMode), st.none() | rids, levels, timeouts,
-              states, st.booleans(), st.none()).filter(
+              states, st.booleans(), st.none(), st.booleans()).filter(
+                  lambda e: e.mode is ExpireMode.LT or not e.also_xx).filter(
                   lambda e: e.at_ms is not None or e.mode is None),  # a mode needs a deadline
     st.builds(Expire, tags, keys, st.none(), st.none() | st.sampled_from(ExpireMode),
               st.none() | rids, levels, timeouts, states, st.booleans(),
-              st.integers(0, MAX_TTL_MS)),
+              st.integers(0, MAX_TTL_MS), st.booleans()).filter(
+                  lambda e: e.mode is ExpireMode.LT or not e.also_xx),
     st.builds(Ttl, tags, keys, levels, timeouts, states, st.booleans()),
     st.builds(Reset, tags, keys, st.none() | rids, levels, timeouts, states, st.booleans()),
     st.builds(Get, tags, st.lists(keys, min_size=1, max_size=5).map(tuple), levels, timeouts,
@@ -368,6 +370,9 @@ BAD_REQUESTS = {
     b'{"op": "expire", "at": 5, "mode": 1}': "field 'mode' must be one of",
     b'{"op": "expire", "at": 5, "mode": ["nx"]}': "field 'mode' must be one of",
     b'{"op": "expire", "mode": "nx"}': "field 'mode' needs a deadline",
+    b'{"op": "expire", "at": 5, "mode": "gt", "xx": true}': "true only with mode lt",
+    b'{"op": "expire", "at": 5, "xx": true}': "true only with mode lt",
+    b'{"op": "expire", "at": 5, "mode": "lt", "xx": 1}': "field 'xx' must be a boolean",
     b'{"op": "expire", "key": ""}': "field 'key' must be a non-empty string",
     b'{"op": "expire", "at": 5, "rid": "a b"}': "request id",
     b'{"op": "expire", "at": 5, "wait": "most"}': "field 'wait' must be one of",

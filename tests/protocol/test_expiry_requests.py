@@ -91,6 +91,15 @@ def test_expire_modes_answer_as_redis(mode, has_deadline, at_delta, changed):
     assert counts(c, Ttl(3, "k"))[0][1] == (T + at_delta if changed else before)
 
 
+def test_xx_with_lt_shortens_only_an_existing_expiry():
+    c = core(1, n=1)
+    ask(c, Add(1, "k", 1), Add(2, "j", 1, ttl_ms=5000))
+    xx_lt = [Expire(3, "k", T + 100, LT, also_xx=True), Expire(4, "j", T + 9000, LT,
+                                                               also_xx=True),
+             Expire(5, "j", T + 100, LT, also_xx=True), Ttl(6, "k"), Ttl(7, "j")]
+    assert counts(c, *xx_lt) == [(0,), (0,), (1,), (-1, -1), (100, T + 100)]
+
+
 def test_expire_relative_persist_and_missing_keys():
     c = core(1, n=1)
     assert counts(c, Expire(1, "nope", ttl_ms=1000), Expire(2, "nope")) == [(0,), (0,)]

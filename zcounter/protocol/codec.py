@@ -518,9 +518,12 @@ def _decode_expire(obj: dict[str, Any], tag: Tag) -> Expire:
     if at is None and ttl is None and mode is not None:
         raise ProtocolError("field 'mode' needs a deadline ('at' or 'ttl_ms'); a request "
                             "without one removes the expiry")
+    also_xx = obj.get("xx", False)
+    if type(also_xx) is not bool or (also_xx and mode is not ExpireMode.LT):
+        raise ProtocolError("field 'xx' must be a boolean, true only with mode lt")
     return Expire(tag, _key_field(obj), at, mode, _rid_field(obj), _level(obj, "wait"),
                   _int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, 2000), _seen(obj),
-                  obj.get("session") is True, ttl)
+                  obj.get("session") is True, ttl, also_xx)
 
 
 def request_tag(frame: bytes) -> Tag:
@@ -554,6 +557,8 @@ def encode_request(request: ClientRequest) -> bytes:
             obj["ttl_ms"] = request.ttl_ms
         if request.mode is not None:
             obj["mode"] = request.mode.value
+        if request.also_xx:
+            obj["xx"] = True
         _request_extras(obj, request.rid, request.seen, request.session)
     elif isinstance(request, Ttl):
         obj = {"op": "ttl", "id": request.id, "key": request.key,

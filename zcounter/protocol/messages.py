@@ -109,7 +109,10 @@ class Expire(NamedTuple):
     The deadline is ``at_ms`` (unix ms, absolute: EXPIREAT) or ``ttl_ms`` (ms from the
     answering node's own clock: EXPIRE - the door and the clients have no clock the
     node's deadlines agree with); neither is PERSIST (remove the expiry), both is a bad
-    request.  A deadline at or before the node's now expires the key at once (Redis)."""
+    request.  A deadline at or before the node's now expires the key at once (Redis).
+    ``also_xx``: and only if the key has an expiry - Redis's ``XX`` beside ``LT`` (with
+    ``GT`` it says nothing more, with ``NX`` it is refused), the one pair of its options
+    a single ``mode`` cannot say."""
 
     id: Tag
     key: str = DEFAULT_KEY
@@ -121,6 +124,7 @@ class Expire(NamedTuple):
     seen: States = _NO_STATES
     session: bool = False
     ttl_ms: int | None = None
+    also_xx: bool = False
 
 
 class Get(NamedTuple):

@@ -268,7 +268,9 @@ class ClientRequests:
             # expires the key at once, as Redis does: 1 is such a time.
             at = max(at, 1)
         target: dict[str, Record] = {}
-        if self._keys.expire(key, at, req.mode, wall):
+        if req.also_xx and self._keys.deadline(key, wall) < 0:
+            pass  # XX: the key has no expiry (or does not exist): nothing changes
+        elif self._keys.expire(key, at, req.mode, wall):
             self._batch.sync = True
             target = self._meta(key)
         if req.rid is not None:
