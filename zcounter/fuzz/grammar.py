@@ -234,10 +234,10 @@ def native_input(c: Chooser) -> bytes:
     if op in ("increment", "decrement"):
         obj["by"] = c.pick((1, 2, MAX_STEP, MAX_STEP + 1, 0, number(c)))
     if op in ("increment", "decrement", "expire") and c.integer(0, 2) == 0:
-        obj["ttl_ms"] = c.pick(TTLS + (number(c), None, True))
+        obj["ttl_ms"] = c.pick((*TTLS, number(c), None, True))
     if op == "expire":
         if c.integer(0, 2):
-            obj["at"] = c.pick(TTLS + (number(c), None, 1.5))
+            obj["at"] = c.pick((*TTLS, number(c), None, 1.5))
         if c.integer(0, 1):
             obj["mode"] = c.pick(("nx", "xx", "gt", "lt", "NX", "", 1, None))
     if c.integer(0, 2) == 0:
