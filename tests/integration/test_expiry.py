@@ -19,16 +19,12 @@ import redis
 from harness import LocalCluster, running_cluster, wait_for
 
 from zcounter.errors import RequestRefused
-from zcounter.model.keyspace import Keyspace
 from zcounter.procs import free_port
 from zcounter.protocol.messages import ErrorCode
 
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 30.0
-#: What needs the replicated expiry of the model (ttl-model); see test_expiry_requests.
-needs_model = pytest.mark.skipif(not hasattr(Keyspace, "dead"),
-                                 reason="needs ttl-model's replicated expiry")
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +175,6 @@ def test_redis_py_expiry_commands(ec: LocalCluster) -> None:
         assert r.incr("rp:gone") == 1 and r.ttl("rp:gone") == -1
 
 
-@needs_model
 def test_dbsize_and_info_keyspace_never_count_an_expired_key(ec: LocalCluster) -> None:
     with door(ec, 3) as r:
         before = r.dbsize()
@@ -191,7 +186,6 @@ def test_dbsize_and_info_keyspace_never_count_an_expired_key(ec: LocalCluster) -
         wait_for(lambda: r.dbsize() == before, DEADLINE_S, what="DBSIZE without db:v")
 
 
-@needs_model
 def test_an_expiry_set_on_one_node_is_honoured_on_all_three(ec: LocalCluster) -> None:
     with door(ec, 1) as r:
         assert r.incrby("rep:k", 7) == 7

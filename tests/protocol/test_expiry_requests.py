@@ -9,7 +9,6 @@ from corelink import Link, client_replies, core, published
 from test_node import warm
 
 from zcounter.model.expiry import META
-from zcounter.model.keyspace import Keyspace
 from zcounter.protocol.messages import (
     MAX_TTL_MS,
     Add,
@@ -31,10 +30,6 @@ from zcounter.protocol.node import NodeCore
 
 T = 1_700_000_000_000  # a wall clock, unix ms
 NX, XX, GT, LT = ExpireMode.NX, ExpireMode.XX, ExpireMode.GT, ExpireMode.LT
-#: What needs the replicated meta of the model (ttl-model: the "~" entry in states and
-#: deltas); the stand-in keeps deadlines at the node that set them.
-needs_model = pytest.mark.skipif(not hasattr(Keyspace, "dead"),
-                                 reason="needs ttl-model's replicated expiry")
 
 
 def ask(c: NodeCore, *requests: object, wall: int = T) -> list[object]:
@@ -146,7 +141,6 @@ def test_an_expire_with_a_request_id_applies_once_and_a_retry_answers_the_same()
     assert [(r.counts, r.duplicate) for r in none] == [((0,), False), ((0,), True)]
 
 
-@needs_model
 def test_an_expire_is_durable_before_its_answer():
     c = core(1, n=1)
     ask(c, Add(0, "k", 1))
@@ -195,7 +189,6 @@ def test_a_ttl_read_at_majority_answers_after_a_peers_state():
     assert link.reply("t").counts == (4000, T + 4000)
 
 
-@needs_model
 def test_an_expire_at_wait_majority_reaches_a_peer_and_every_node_converges():
     link = Link.of(3)
     at_wall(link, T)

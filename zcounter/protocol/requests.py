@@ -217,7 +217,8 @@ class ClientRequests:
         if rid is None and req.wait is Level.LOCAL:
             self._reply_counts(client, req)  # the hot path: nothing to remember
             return
-        target = {self._slot_name: (rec[0], 0, 0, 0) if req.amount > 0 else (0, rec[1], 0, 0)}
+        target: dict[str, Record] = {
+            self._slot_name: (rec[0], 0, 0, 0) if req.amount > 0 else (0, rec[1], 0, 0)}
         if req.ttl_ms:
             # The expiry is part of what was asked: a wait covers it, a retry's answer too.
             target.update(self._meta(key))
