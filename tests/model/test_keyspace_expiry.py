@@ -103,6 +103,7 @@ def test_the_keyspace_is_the_reference_model_with_expiry(history):
         fresh[i].flush()
         assert fresh[i].tree == ks.tree and fresh[i].live == ks.live
         assert all(fresh[i].key_hash(k) == ks.key_hash(k) for k in KEYS)
+        check_live_at(ks, run.now)
     # the deltas, merged, are the merge of every replica's full state
     union: dict[str, dict[str, Record]] = {}
     for delta in run.deltas:
@@ -113,6 +114,38 @@ def test_the_keyspace_is_the_reference_model_with_expiry(history):
         for key, state in ref.items():
             full[key] = pncounter.merge(full.get(key, {}), state)
     assert {k: s for k, s in union.items() if s} == {k: s for k, s in full.items() if s}
+
+
+def check_live_at(ks: Keyspace, now: int) -> None:
+    """DBSIZE's count is the keys that exist, whatever the deadlines passed and whether
+    :meth:`Keyspace.dead` popped them yet or the key was collected since."""
+    for t in (now, now + 30, now + 100):
+        assert ks.live_at(t) == sum(ks.exists(k, t) for k in KEYS), t
+        dead = ks.dead(t, 1)  # pops part of the heap: the rest stays in it
+        assert ks.live_at(t) == sum(ks.exists(k, t) for k in KEYS), t
+        ks.collect(dead)
+        ks.flush()
+        assert ks.live_at(t) == sum(ks.exists(k, t) for k in KEYS), t
+
+
+def test_live_at_leaves_out_expired_keys_until_and_after_collection():
+    ks = Keyspace()
+    slot = ks.slots.intern(slot_of(0))
+    for i in range(5):
+        ks.add(f"k{i}", slot, 1, 1000, 100 * (i + 1))  # k0 expires at 1100 ... k4 at 1500
+    ks.add("kept", slot, 1, 1000)
+    ks.flush()
+    assert ks.live == 6 and ks.live_at(1000) == 6
+    assert ks.live_at(1100) == 5 and ks.live_at(1350) == 3 and ks.live_at(2000) == 1
+    assert ks.live == 6  # the flag's count: a passed deadline does not lower it
+    dead = ks.dead(2000, 2)
+    assert ks.live_at(2000) == 1  # popped dead, not yet collected
+    ks.collect(dead)
+    ks.flush()
+    assert ks.live == 4 and ks.live_at(2000) == 1
+    ks.add("k4", slot, 1, 2000)  # a new life of an expired key: it exists again
+    ks.flush()
+    assert ks.live_at(2000) == 2
 
 
 def test_dead_finds_expired_and_reset_keys_and_collect_removes_them():

@@ -188,6 +188,33 @@ class Lives(Merges):
             self._high_water_moved = True
         return out
 
+    def live_at(self, now_ms: int) -> int:
+        """The keys that exist at ``now_ms`` (DBSIZE): :attr:`live` counts a key by its
+        existence at its floor ``F`` (the flag), which a passed deadline does not lower
+        until the key is collected; those keys are taken off here.  They are among the
+        deadline heap's passed entries (each key's current deadline has one, until
+        :meth:`dead` pops it) and the dead keys already popped, so the work is bounded by
+        the keys expired but not yet collected, never by the keyspace."""
+        heap = self._deadlines
+        seen: set[str] = set()
+        expired = 0
+        stack = [0] if heap and heap[0][0] <= now_ms else []
+        while stack:  # the heap's passed entries: a subtree of the heap, from its root
+            i = stack.pop()
+            seen.add(heap[i][1])
+            stack += (c for c in (2 * i + 1, 2 * i + 2) if c < len(heap) and heap[c][0] <= now_ms)
+        seen.update(self._dead)
+        for key in seen:
+            packed = self._packed.get(key)
+            if packed is None:
+                continue
+            _, flags, floor, _, deadline = HEAD.unpack_from(packed)
+            # Counted by the flag, yet ended by a passed deadline (``exists``' own test).
+            if (flags & LIVE and deadline and now_ms >= deadline > floor
+                    and not live_of(unpack(packed).values(), deadline)):
+                expired += 1
+        return self.live - expired
+
     def expiry_stats(self, now_ms: int) -> tuple[int, int]:
         """(keys with a future deadline, their average time left in ms), from the
         deadline heap (each key counted once, at its current deadline)."""

@@ -444,7 +444,7 @@ class NodeCore:
             "epoch": self.epoch,
             "seq": self.seq,
             "keys": len(self.keys),
-            "live_keys": self.keys.live,
+            "live_keys": self.keys.live_at(self.wall_ms),  # expired keys excluded
             "slots": len(self.keys.slots),
             "root": f"{self.keys.tree.root:016x}",
             "bootstrapping": self.bootstrapping,
