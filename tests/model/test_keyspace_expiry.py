@@ -205,3 +205,36 @@ def test_a_high_water_loads_and_a_0_2_blob_is_upgraded():
     loaded.load([slot_of(0)], [("k", old)], high_water=(7, 2))
     assert loaded.state("k") == ks.state("k") and loaded.tree == ks.tree
     assert loaded.high_water == (7, 2) and loaded.value("k", 5) == 4
+
+
+def test_covers_a_dead_state_seen_when_nothing_or_a_dead_state_or_a_newer_life_is_held():
+    a = slot_of(0)
+    live = pncounter.add({}, a, 3, 1000, 1000)  # expires at 2000
+    now = 2500
+    assert not pncounter.exists(live, now)
+
+    def node(*states: dict[str, Record]) -> Keyspace:
+        ks = Keyspace()
+        ks.slots.intern(a)
+        for st_ in states:
+            ks.merge_many({"k": st_})
+        ks.flush()
+        return ks
+
+    assert node(live).covers("k", live, 1500)  # dominated: as always
+    assert not node().covers("k", live, 1500)  # alive when seen, and news to this node
+    assert node().covers("k", live, now)  # dead, and held nowhere (collected)
+    assert node(live).covers("k", live, now)  # dead here too
+    stale = {a: live[a]}  # the old life without its deadline: it still counts here
+    assert not node(stale).covers("k", live, now)
+    # A node that collected the key and stepped it again: a new life, born after the
+    # end of the one seen, with no meta at all.
+    fresh = Keyspace()
+    fresh.add("k", fresh.slots.intern(slot_of(1)), 1, now)
+    fresh.flush()
+    assert fresh.covers("k", live, now)
+    # A reset seen (no floor: the same life) is news to a node that still counts it.
+    reset = pncounter.reset(pncounter.add({}, a, 3, 1000), 1200)
+    assert not pncounter.exists(reset, now)
+    assert not node(pncounter.add({}, a, 3, 1000)).covers("k", reset, now)
+    assert node(reset).covers("k", reset, now)

@@ -208,3 +208,45 @@ def test_an_expire_at_wait_majority_reaches_a_peer_and_every_node_converges():
         assert c.keys.deadline("k", T) == T + 4000
         assert c.keys.value("k", T + 4000) == 0 and not c.keys.exists("k", T + 4000)
         assert "e1" in c.rids
+
+
+def test_dbsize_leaves_out_a_key_whose_deadline_passed_before_its_collection():
+    c = core(1, n=1)
+    ask(c, Add(1, "a", 1, ttl_ms=1000), Add(2, "b", 1))
+    for wall, live in ((T, 2), (T + 1000, 1)):
+        (reply,) = ask(c, Status(3), wall=wall)
+        assert isinstance(reply, StatusReply) and reply.status["live_keys"] == live
+        assert reply.status["keys"] == 2  # "a" is held until it is collected
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def test_a_session_that_saw_a_key_expire_is_answered_once_the_key_is_collected():
+    c = core(1, n=1)
+    (added,) = ask(c, Add(1, "k", 3, ttl_ms=1000, session=True))
+    assert isinstance(added, Counted)
+    seen = added.states  # the live state, with its deadline
+    later = T + 1000
+    assert counts(c, Get(2, ("k",), seen=seen), wall=later) == [(0,)]  # held, dead
+    assert c.keys.dead(later, 10) == ["k"]
+    assert [k for k, _ in c.keys.collect(["k"])] == ["k"]
+    c.take_outputs()  # the flush reports the removal
+    assert "k" not in c.keys
+    # The node holds nothing of "k" now: what the session saw is dead at its now, so
+    # the node is not behind it - answered at once, not held nor refused "behind".
+    assert counts(c, Get(3, ("k",), seen=seen), Ttl(4, "k", seen=seen),
+                  Add(5, "k", 2, seen=seen), wall=later) == [(0,), (-2, -2), (2,)]
+
+
+def test_a_session_that_saw_a_reset_still_waits_for_a_node_that_did_not():
+    # The other side of the rule: a state dead by a reset this node has not seen (it
+    # still counts the key) is news to it - the session must not read the old count.
+    c = core(1, n=1)
+    (added,) = ask(c, Add(1, "k", 3, session=True))
+    assert isinstance(added, Counted)
+    reset = {s: (r[0], r[1], r[0], r[1], *r[4:]) for s, r in added.states["k"].items()}
+    assert ask(c, Get(2, ("k",), seen={"k": reset}, timeout_ms=50)) == []  # held
+    c.tick(1.0)
+    (refused,) = client_replies(c.take_outputs())
+    assert isinstance(refused, Refused) and refused.code is ErrorCode.BEHIND

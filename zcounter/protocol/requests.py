@@ -355,8 +355,8 @@ class ClientRequests:
             return True
         seen = request.seen
         if seen:
-            dom = self._keys.dominates
-            return not all(dom(k, st) for k, st in seen.items())
+            covers, wall = self._keys.covers, self._wall
+            return not all(covers(k, st, wall) for k, st in seen.items())
         return False
 
     def _refused_busy(self, client: ClientId, tag: Tag, op: str) -> bool:
@@ -400,8 +400,8 @@ class ClientRequests:
         if fresh < read.min_peers and self._bootstrap.wait_for_peers(self._batch.now):
             return False
         seen = read.request.seen
-        dom = self._keys.dominates
-        return not seen or all(dom(k, st) for k, st in seen.items())
+        covers, wall = self._keys.covers, self._wall
+        return not seen or all(covers(k, st, wall) for k, st in seen.items())
 
     def settle(self) -> None:
         """Answer every pending wait and read whose condition now holds."""
@@ -453,8 +453,8 @@ class ClientRequests:
                         f"request id {req.rid!r} was applied at node {self.node_id} by an "
                         "earlier attempt; its level was not confirmed in time", op_name(req))
             return
-        dom = self._keys.dominates
-        if req.seen and not all(dom(k, st) for k, st in req.seen.items()):
+        covers, wall = self._keys.covers, self._wall
+        if req.seen and not all(covers(k, st, wall) for k, st in req.seen.items()):
             self.refuse(read.client, req.id, ErrorCode.BEHIND,
                         f"node {self.node_id} is behind what this session has seen of "
                         f"{keys_text(read.keys)} and could not catch up in time"
