@@ -181,7 +181,9 @@ def test_dbsize_and_info_keyspace_never_count_an_expired_key(ec: LocalCluster) -
         r.incr("db:v")
         r.pexpire("db:v", 400)
         keyspace = r.info("keyspace")["db0"]
-        assert keyspace["expires"] >= 1 and 0 < keyspace["avg_ttl"] <= 400
+        # Other keys of the module hold expiries too (replicated to this node): the
+        # average is theirs as well.
+        assert keyspace["expires"] >= 1 and keyspace["avg_ttl"] > 0
         assert r.dbsize() == before + 1
         wait_for(lambda: r.dbsize() == before, DEADLINE_S, what="DBSIZE without db:v")
 
