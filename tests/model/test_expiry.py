@@ -9,7 +9,14 @@ from histories import LAWS, metas, slot_of, timed_states, times
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from zcounter.model.expiry import META, ExpireMode, effective_floor, join_meta
+from zcounter.model.expiry import (
+    DEFAULT_META,
+    META,
+    ExpireMode,
+    effective_floor,
+    join_meta,
+    set_register,
+)
 from zcounter.model.pncounter import (
     ZERO,
     Record,
@@ -213,3 +220,15 @@ def test_stale_old_life_records_never_count_after_the_deadline(steps, data):
     assert merged == merge_all(parts)
     end = max([DEADLINE] + [s[1] for s in steps])
     assert value(merged, end) == after
+
+
+def test_a_register_write_is_stamped_after_the_register_it_overwrites():
+    # Two changes in one millisecond: the later must win the merge against a peer that
+    # holds the earlier one (not the longer deadline).
+    first = set_register(DEFAULT_META, 1000, 41_000)
+    persisted = set_register(first, 1000, 0)
+    second = set_register(persisted, 1000, 11_000)
+    assert second[1] > persisted[1] > first[1] == 1000
+    assert join_meta(first, second) == join_meta(second, first) == second
+    assert set_register(second, 5000, 0)[1] == 5000  # the clock ahead: its own time
+    assert set_register((0, 2**63 - 1, 0), 1000, 5)[1] == 2**63 - 1  # bounded

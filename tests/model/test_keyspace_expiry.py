@@ -103,6 +103,7 @@ def test_the_keyspace_is_the_reference_model_with_expiry(history):
         fresh[i].flush()
         assert fresh[i].tree == ks.tree and fresh[i].live == ks.live
         assert all(fresh[i].key_hash(k) == ks.key_hash(k) for k in KEYS)
+        check_live_at(ks, run.now)
     # the deltas, merged, are the merge of every replica's full state
     union: dict[str, dict[str, Record]] = {}
     for delta in run.deltas:
@@ -113,6 +114,38 @@ def test_the_keyspace_is_the_reference_model_with_expiry(history):
         for key, state in ref.items():
             full[key] = pncounter.merge(full.get(key, {}), state)
     assert {k: s for k, s in union.items() if s} == {k: s for k, s in full.items() if s}
+
+
+def check_live_at(ks: Keyspace, now: int) -> None:
+    """DBSIZE's count is the keys that exist, whatever the deadlines passed and whether
+    :meth:`Keyspace.dead` popped them yet or the key was collected since."""
+    for t in (now, now + 30, now + 100):
+        assert ks.live_at(t) == sum(ks.exists(k, t) for k in KEYS), t
+        dead = ks.dead(t, 1)  # pops part of the heap: the rest stays in it
+        assert ks.live_at(t) == sum(ks.exists(k, t) for k in KEYS), t
+        ks.collect(dead)
+        ks.flush()
+        assert ks.live_at(t) == sum(ks.exists(k, t) for k in KEYS), t
+
+
+def test_live_at_leaves_out_expired_keys_until_and_after_collection():
+    ks = Keyspace()
+    slot = ks.slots.intern(slot_of(0))
+    for i in range(5):
+        ks.add(f"k{i}", slot, 1, 1000, 100 * (i + 1))  # k0 expires at 1100 ... k4 at 1500
+    ks.add("kept", slot, 1, 1000)
+    ks.flush()
+    assert ks.live == 6 and ks.live_at(1000) == 6
+    assert ks.live_at(1100) == 5 and ks.live_at(1350) == 3 and ks.live_at(2000) == 1
+    assert ks.live == 6  # the flag's count: a passed deadline does not lower it
+    dead = ks.dead(2000, 2)
+    assert ks.live_at(2000) == 1  # popped dead, not yet collected
+    ks.collect(dead)
+    ks.flush()
+    assert ks.live == 4 and ks.live_at(2000) == 1
+    ks.add("k4", slot, 1, 2000)  # a new life of an expired key: it exists again
+    ks.flush()
+    assert ks.live_at(2000) == 2
 
 
 def test_dead_finds_expired_and_reset_keys_and_collect_removes_them():
@@ -172,3 +205,36 @@ def test_a_high_water_loads_and_a_0_2_blob_is_upgraded():
     loaded.load([slot_of(0)], [("k", old)], high_water=(7, 2))
     assert loaded.state("k") == ks.state("k") and loaded.tree == ks.tree
     assert loaded.high_water == (7, 2) and loaded.value("k", 5) == 4
+
+
+def test_covers_a_dead_state_seen_when_nothing_or_a_dead_state_or_a_newer_life_is_held():
+    a = slot_of(0)
+    live = pncounter.add({}, a, 3, 1000, 1000)  # expires at 2000
+    now = 2500
+    assert not pncounter.exists(live, now)
+
+    def node(*states: dict[str, Record]) -> Keyspace:
+        ks = Keyspace()
+        ks.slots.intern(a)
+        for st_ in states:
+            ks.merge_many({"k": st_})
+        ks.flush()
+        return ks
+
+    assert node(live).covers("k", live, 1500)  # dominated: as always
+    assert not node().covers("k", live, 1500)  # alive when seen, and news to this node
+    assert node().covers("k", live, now)  # dead, and held nowhere (collected)
+    assert node(live).covers("k", live, now)  # dead here too
+    stale = {a: live[a]}  # the old life without its deadline: it still counts here
+    assert not node(stale).covers("k", live, now)
+    # A node that collected the key and stepped it again: a new life, born after the
+    # end of the one seen, with no meta at all.
+    fresh = Keyspace()
+    fresh.add("k", fresh.slots.intern(slot_of(1)), 1, now)
+    fresh.flush()
+    assert fresh.covers("k", live, now)
+    # A reset seen (no floor: the same life) is news to a node that still counts it.
+    reset = pncounter.reset(pncounter.add({}, a, 3, 1000), 1200)
+    assert not pncounter.exists(reset, now)
+    assert not node(pncounter.add({}, a, 3, 1000)).covers("k", reset, now)
+    assert node(reset).covers("k", reset, now)

@@ -29,6 +29,9 @@ DEFAULT_META: Meta = (0, 0, 0)
 #: The longest expiry a node accepts: 10 years of 365 days, in ms.  Bounded so that every
 #: deadline stays far below 2**63-1 whatever the clock (issue 21: "at most 10 years").
 MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
+#: Every field of a meta is at most this (pncounter.MAX_TOTAL; not imported: pncounter
+#: imports this module).
+_MAX_FIELD = 2**63 - 1
 #: What "no expiry" weighs in the register's order: above any deadline (2**63-1 at most).
 NO_EXPIRY = 2**63
 
@@ -88,11 +91,19 @@ def future_deadline(meta: Meta, now: int) -> int:
 
 def set_register(meta: Meta, now: int, deadline: int) -> Meta:
     """The meta after this node writes the register ``(now, deadline)``, rule R first:
-    a passed deadline becomes the floor, so the life it ended stays ended."""
-    floor, _, old = meta
+    a passed deadline becomes the floor, so the life it ended stays ended.
+
+    The write is stamped after the register it overwrites (``S = max(now, S + 1)``), so
+    that it wins the merge against what it replaced: two changes within the same
+    millisecond (or behind a peer's faster clock) would otherwise be ordered by their
+    deadlines, not by when they were made - ``EXPIRE k 40; PERSIST k; EXPIRE k 10 NX``
+    in one millisecond came back as a 40 s expiry once a peer's copy of the first was
+    merged in (found by tests/protocol/test_resp_golden.py, its wall clock fixed)."""
+    floor, set_ms, old = meta
     if old and now >= old and old > floor:
         floor = old
-    return floor, now, deadline
+    # Bounded as every field is (a peer's S of 2**63-1, accepted, leaves a tie).
+    return floor, now if now > set_ms else min(set_ms + 1, _MAX_FIELD), deadline
 
 
 def allowed(mode: ExpireMode | None, current: int, at_ms: int) -> bool:

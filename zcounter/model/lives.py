@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import heapq
 
-from .expiry import DEFAULT_META, ExpireMode, Meta, allowed, effective_floor, set_register
+from .expiry import DEFAULT_META, META, ExpireMode, Meta, allowed, effective_floor, set_register
 from .expiry import future_deadline as _future
 from .hashtree import key_digest, segment_of
 from .merging import Merges
-from .pncounter import Record
+from .pncounter import Record, State, birth, counting, meta_of
+from .pncounter import exists as state_exists
 from .records import HEAD, HEAD_SIZE, LIVE, REC, live_of, unpack
 
 #: Deadline entries popped per collection asked for (``dead(limit)``): a burst of keys
@@ -109,6 +110,34 @@ class Lives(Merges):
     def reset(self, key: str, now_ms: int) -> dict[str, Record]:
         raise NotImplementedError  # Keyspace's
 
+    def dominates(self, key: str, state: State) -> bool:
+        raise NotImplementedError  # Keyspace's
+
+    def state(self, key: str) -> dict[str, Record]:
+        raise NotImplementedError  # Keyspace's
+
+    def covers(self, key: str, state: State, now_ms: int) -> bool:
+        """Whether a session that has seen ``state`` of ``key`` may be answered from
+        here at ``now_ms``: we hold everything it holds; or it is dead at ``now_ms``
+        and what we hold tells no older story - nothing (the key was collected: it was,
+        only once every node held it dead), a state dead too, or a newer life: what
+        makes our key exist was born at or after the end of the life ``state`` saw (its
+        effective floor), and we hold every record of ``state`` born since.  Without
+        this, a session that saw a key expire would find every node "behind" forever
+        once the key is collected (its new life starts with no meta)."""
+        if self.dominates(key, state):
+            return True
+        if state_exists(state, now_ms):
+            return False
+        if not self._held(key) or not self.exists(key, now_ms):
+            return True
+        end = effective_floor(meta_of(state), now_ms)
+        if not end or any(birth(r) < end and (r[0] > r[2] or r[1] > r[3])
+                          for r in counting(self.state(key), now_ms)):
+            return False  # the life it saw end (or a reset of it) has not ended here
+        return self.dominates(key, {s: r for s, r in state.items()
+                                    if s != META and birth(r) >= end})
+
     def dead(self, now_ms: int, limit: int) -> list[str]:
         """Up to ``limit`` keys dead at ``now_ms`` (expired: oldest deadline first; then
         reset or merged dead), each checked now.  Bounded work: at most
@@ -187,6 +216,33 @@ class Lives(Merges):
             self.high_water = (gp, gn)
             self._high_water_moved = True
         return out
+
+    def live_at(self, now_ms: int) -> int:
+        """The keys that exist at ``now_ms`` (DBSIZE): :attr:`live` counts a key by its
+        existence at its floor ``F`` (the flag), which a passed deadline does not lower
+        until the key is collected; those keys are taken off here.  They are among the
+        deadline heap's passed entries (each key's current deadline has one, until
+        :meth:`dead` pops it) and the dead keys already popped, so the work is bounded by
+        the keys expired but not yet collected, never by the keyspace."""
+        heap = self._deadlines
+        seen: set[str] = set()
+        expired = 0
+        stack = [0] if heap and heap[0][0] <= now_ms else []
+        while stack:  # the heap's passed entries: a subtree of the heap, from its root
+            i = stack.pop()
+            seen.add(heap[i][1])
+            stack += (c for c in (2 * i + 1, 2 * i + 2) if c < len(heap) and heap[c][0] <= now_ms)
+        seen.update(self._dead)
+        for key in seen:
+            packed = self._packed.get(key)
+            if packed is None:
+                continue
+            _, flags, floor, _, deadline = HEAD.unpack_from(packed)
+            # Counted by the flag, yet ended by a passed deadline (``exists``' own test).
+            if (flags & LIVE and deadline and now_ms >= deadline > floor
+                    and not live_of(unpack(packed).values(), deadline)):
+                expired += 1
+        return self.live - expired
 
     def expiry_stats(self, now_ms: int) -> tuple[int, int]:
         """(keys with a future deadline, their average time left in ms), from the

@@ -32,6 +32,8 @@ from .messages import (
     Counted,
     Delta,
     ErrorCode,
+    Expire,
+    ExpireMode,
     Fetch,
     Get,
     Heartbeat,
@@ -59,7 +61,9 @@ from .messages import (
     SyncSegments,
     SyncStates,
     Tag,
+    Ttl,
 )
+from .messages import MAX_TTL_MS as MAX_TTL_MS
 
 #: Client requests larger than this are refused (checked before anything else).
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -84,6 +88,7 @@ MAX_PAGE_SLOTS = 4096
 _RID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 _EPOCH_MAX = 64
 _LEVELS = {level.value: level for level in Level}
+_MODES = {mode.value: mode for mode in ExpireMode}
 _NO_STATES: States = {}
 
 
@@ -425,6 +430,12 @@ def decode_request(frame: bytes, is_peer: Callable[[], bool] = _always_peer
         return Reset(tag, _key_field(obj), _rid_field(obj), _level(obj, "wait"),
                      _int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, 2000),
                      _seen(obj), obj.get("session") is True)
+    if op == "expire":
+        return _decode_expire(obj, tag)
+    if op == "ttl":
+        return Ttl(tag, _key_field(obj), _level(obj, "read"),
+                   _int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, 2000), _seen(obj),
+                   obj.get("session") is True)
     if op in ("get", "getCount"):
         if "keys" in obj:
             keys = _keys(obj["keys"], "keys", MAX_KEYS_PER_GET)
@@ -481,9 +492,38 @@ def _decode_add(obj: dict[str, Any], tag: Tag, negative: bool) -> Add:
     if type(timeout) is not int or not 1 <= timeout <= MAX_TIMEOUT_MS:
         timeout = _int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, 2000)
     seen = obj.get("seen")
+    ttl = obj.get("ttl_ms")  # absent on the hot path: one dict lookup
     return Add(tag, key, -by if negative else by, _rid_field(obj), level, timeout,
                _NO_STATES if seen is None else _states(seen, "seen", MAX_KEYS_PER_GET),
-               obj.get("session") is True)
+               obj.get("session") is True,
+               0 if ttl is None else _int(obj, "ttl_ms", 1, MAX_TTL_MS))
+
+
+def _decode_expire(obj: dict[str, Any], tag: Tag) -> Expire:
+    """EXPIRE/EXPIREAT/PERSIST: ``at`` (unix ms) or ``ttl_ms`` (from the node's now:
+    0 expires the key at once, as a past deadline does), neither for PERSIST; ``mode``
+    one of nx, xx, gt, lt.  The node refuses a deadline more than ``MAX_TTL_MS`` past
+    its own now (it alone knows that now)."""
+    at = None if obj.get("at") is None else _int(obj, "at", 0, MAX_TOTAL)
+    ttl = None if obj.get("ttl_ms") is None else _int(obj, "ttl_ms", 0, MAX_TTL_MS)
+    if at is not None and ttl is not None:
+        raise ProtocolError("fields 'at' and 'ttl_ms' exclude each other (a deadline is "
+                            "either absolute or relative)")
+    raw = obj.get("mode")
+    mode = None
+    if raw is not None:
+        mode = _MODES.get(raw) if type(raw) is str else None
+        if mode is None:
+            raise ProtocolError("field 'mode' must be one of nx, xx, gt, lt")
+    if at is None and ttl is None and mode is not None:
+        raise ProtocolError("field 'mode' needs a deadline ('at' or 'ttl_ms'); a request "
+                            "without one removes the expiry")
+    also_xx = obj.get("xx", False)
+    if type(also_xx) is not bool or (also_xx and mode is not ExpireMode.LT):
+        raise ProtocolError("field 'xx' must be a boolean, true only with mode lt")
+    return Expire(tag, _key_field(obj), at, mode, _rid_field(obj), _level(obj, "wait"),
+                  _int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, 2000), _seen(obj),
+                  obj.get("session") is True, ttl, also_xx)
 
 
 def request_tag(frame: bytes) -> Tag:
@@ -501,11 +541,29 @@ def encode_request(request: ClientRequest) -> bytes:
         obj = {"op": "increment" if request.amount > 0 else "decrement", "id": request.id,
                "key": request.key, "by": abs(request.amount), "wait": request.wait.value,
                "timeout_ms": request.timeout_ms}
+        if request.ttl_ms:
+            obj["ttl_ms"] = request.ttl_ms
         _request_extras(obj, request.rid, request.seen, request.session)
     elif isinstance(request, Reset):
         obj = {"op": "reset", "id": request.id, "key": request.key,
                "wait": request.wait.value, "timeout_ms": request.timeout_ms}
         _request_extras(obj, request.rid, request.seen, request.session)
+    elif isinstance(request, Expire):
+        obj = {"op": "expire", "id": request.id, "key": request.key,
+               "wait": request.wait.value, "timeout_ms": request.timeout_ms}
+        if request.at_ms is not None:
+            obj["at"] = request.at_ms
+        if request.ttl_ms is not None:
+            obj["ttl_ms"] = request.ttl_ms
+        if request.mode is not None:
+            obj["mode"] = request.mode.value
+        if request.also_xx:
+            obj["xx"] = True
+        _request_extras(obj, request.rid, request.seen, request.session)
+    elif isinstance(request, Ttl):
+        obj = {"op": "ttl", "id": request.id, "key": request.key,
+               "read": request.read.value, "timeout_ms": request.timeout_ms}
+        _request_extras(obj, None, request.seen, request.session)
     elif isinstance(request, Get):
         obj = {"op": "get", "id": request.id, "keys": list(request.keys),
                "read": request.read.value, "timeout_ms": request.timeout_ms}
@@ -544,6 +602,8 @@ def encode_reply(reply: ClientReply) -> bytes:
             obj["states"] = wire_states(reply.states)
         if reply.duplicate:
             obj["duplicate"] = True
+        if reply.exists:
+            obj["exists"] = list(reply.exists)
         return orjson.dumps(obj)
     if isinstance(reply, Refused):
         return orjson.dumps({"id": reply.id, "node": reply.node, "ok": False,
@@ -604,8 +664,17 @@ def decode_reply(data: bytes) -> ClientReply:
         if "counts" in obj:
             counts = _ints_signed(obj["counts"])
         return Counted(tag, node, counts, _states(obj.get("states"), "states"),
-                       obj.get("duplicate") is True)
+                       obj.get("duplicate") is True, _flags(obj.get("exists"), len(counts)))
     return Pong(tag, node)
+
+
+def _flags(value: Any, n: int) -> tuple[bool, ...]:
+    """A Counted's ``exists``: absent, or one boolean per count."""
+    if value is None:
+        return ()
+    if type(value) is not list or len(value) != n or any(type(v) is not bool for v in value):
+        raise ProtocolError("'exists' must be a list of booleans, one per count")
+    return tuple(value)
 
 
 def _ints_signed(value: Any) -> tuple[int, ...]:

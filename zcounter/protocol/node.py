@@ -94,6 +94,7 @@ from .messages import (
     Confirm,
     Delta,
     ErrorCode,
+    Expire,
     Fetch,
     Get,
     Heartbeat,
@@ -115,6 +116,7 @@ from .messages import (
     SyncKeys,
     SyncSegments,
     Tag,
+    Ttl,
 )
 from .outputs import ClientId, Outputs, Persist, ToClient
 from .peers import Liveness, Peer
@@ -207,6 +209,8 @@ class NodeCore:
         routes.on(Add, clients.add)
         routes.on(Get, clients.get)
         routes.on(Reset, clients.reset)
+        routes.on(Expire, clients.set_expiry)
+        routes.on(Ttl, clients.ttl)
         routes.on(ListKeys, clients.list_keys)
         routes.on(Status, self._status)
         routes.on(Ping, clients.ping)
@@ -440,13 +444,15 @@ class NodeCore:
             "epoch": self.epoch,
             "seq": self.seq,
             "keys": len(self.keys),
-            "live_keys": self.keys.live,
+            "live_keys": self.keys.live_at(self.wall_ms),  # expired keys excluded
             "slots": len(self.keys.slots),
             "root": f"{self.keys.tree.root:016x}",
             "bootstrapping": self.bootstrapping,
             "request_ids_remembered": len(self.rids),
             "held_requests": len(self.pending),
             "repair": self.repair.status(now),
+            "expiry": dict(zip(("volatile", "avg_ttl_ms"),
+                               self.keys.expiry_stats(self.wall_ms), strict=True)),
             "peers": {
                 str(node_id): {
                     "liveness": p.liveness(now, s.peer_timeout_s).value,
