@@ -26,6 +26,8 @@ class Batch:
 
     #: The time of the input being handled.
     now: float
+    #: STAND-IN (ttl-gc): the wall clock (unix ms) given by the runtime for this batch.
+    wall_ms: int = 0
     messages: list[Message] = field(default_factory=list)
     logs: list[Log] = field(default_factory=list)
     #: Request ids applied here in this batch: they go out with its delta.
