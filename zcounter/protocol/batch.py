@@ -26,8 +26,12 @@ class Batch:
 
     #: The time of the input being handled.
     now: float
-    #: STAND-IN (ttl-gc): the wall clock (unix ms) given by the runtime for this batch.
+    #: The wall clock (unix ms) the runtime gave for this batch (0: none given, as in a
+    #: simulator that does not model wall time: collection and its rules stay off).
     wall_ms: int = 0
+    #: The first wall clock given: when this process started (collection's start-time
+    #: rule, :mod:`.intake`).
+    start_ms: int = 0
     messages: list[Message] = field(default_factory=list)
     logs: list[Log] = field(default_factory=list)
     #: Request ids applied here in this batch: they go out with its delta.
@@ -41,6 +45,11 @@ class Batch:
     def log(self, text: str, level: LogLevel = LogLevel.INFO) -> None:
         self.logs.append(Log(level, text))
 
+    def set_wall(self, now_ms: int) -> None:
+        self.wall_ms = now_ms
+        if not self.start_ms:
+            self.start_ms = now_ms
+
 
 class Kind(Enum):
     """What a request to a peer was for: which part its answer goes back to."""
@@ -49,6 +58,7 @@ class Kind(Enum):
     MERGE = "merge"
     REPAIR = "repair"
     RIDS = "rids"
+    HOLD = "hold"
 
 
 @dataclass(slots=True)

@@ -5,6 +5,24 @@ comes in through :class:`Intake`, so the checks are written once: every slot mus
 a node of the cluster, no key may grow records of more than ``MAX_SLOTS_PER_KEY`` slots,
 and a peer holding more of this node's own slot than this node is counted and logged.
 A message that fails a check is dropped whole (counted in ``dropped_peer_messages``).
+
+No resurrection (spec section 5; :mod:`.collect` says why it is safe): a state of a key
+this node does not hold may be of a key collected here, so it is screened first, key by
+key (``stale_states_dropped`` counts what is dropped):
+
+* the key is a grave (collected within ``gc_grace_s``): the state is merged into the
+  grave's; still dead, it stays a grave (dropped); if it exists, it is a new life and
+  the merged state is adopted;
+* else the state is dropped if its sender read it (``at_ms``) more than
+  ``max_message_age_s`` ago by our clock, or - in a message we did not ask for (deltas,
+  merges) - before this process started (graves do not survive a restart), with a margin
+  of ``max_clock_skew_s``; answers to our own requests were read after we asked;
+* else it is adopted, dead states included (a node must hold a dead key to confirm its
+  collection, and then collects it itself).
+
+Keys this node holds are merged as always: a stale record was born before the floor or
+lies below the bases, and does not count.  Without a wall clock from the runtime
+(``Batch.wall_ms`` 0) or from the sender (``at_ms`` 0, a 0.2 node) the rules stay off.
 """
 
 from __future__ import annotations
@@ -12,11 +30,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+from ..config import Settings
 from ..limits import MAX_SLOTS_PER_KEY, OWN_SLOT_WARNING_INTERVAL_S
 from ..model.keyspace import Keyspace
 from ..model.page import REC_INTS, StatePage
-from ..model.pncounter import slot_node
+from ..model.pncounter import Record, exists, merge, slot_node
 from .batch import Batch
+from .collect import Graves
 from .messages import RidEntry, States
 from .outputs import LogLevel
 from .rids import RidLog
@@ -25,7 +45,8 @@ from .stats import NodeStats
 
 class Intake:
     def __init__(self, node_id: int, slot_name: str, peers: Mapping[int, object],
-                 keys: Keyspace, rids: RidLog, batch: Batch, stats: NodeStats) -> None:
+                 keys: Keyspace, rids: RidLog, batch: Batch, stats: NodeStats,
+                 settings: Settings, graves: Graves) -> None:
         self.node_id = node_id
         self.slot_name = slot_name
         self._peers = peers
@@ -35,19 +56,28 @@ class Intake:
         self._stats = stats
         #: When the last "a peer holds more of our own slot" warning was logged.
         self._own_slot_warned = -math.inf
+        self._graves = graves
+        self._max_age_ms = settings.max_message_age_s * 1000.0
+        self._skew_ms = settings.max_clock_skew_s * 1000.0
 
     def drop(self, reason: str) -> None:
         self._stats.dropped_peer_messages += 1
         self._batch.log(f"dropped peer message: {reason}", LogLevel.DEBUG)
 
-    def accept(self, states: States, sender: int) -> int | None:
-        """Validate a peer's states against the cluster and the bounds, then merge.
-        Returns how many keys grew, or None if the message was dropped."""
+    def accept(self, states: States, sender: int, at_ms: int = 0,
+               solicited: bool = False) -> int | None:
+        """Validate a peer's states against the cluster and the bounds, screen those of
+        keys not held (module doc), then merge.  ``at_ms``: when the sender read them;
+        ``solicited``: an answer to a request of ours.  Returns how many keys grew, or
+        None if the message was dropped."""
         keys = self._keys
         own = self.slot_name
         seen: set[str] = set()
         ahead: list[str] = []
+        unknown: list[str] = []
         for key, state in states.items():
+            if key not in keys:
+                unknown.append(key)
             for slot in state:
                 if slot in seen:
                     continue
@@ -63,12 +93,14 @@ class Intake:
         if ahead:
             self._own_slot_ahead(ahead, sender)
         self._batch.keys += len(states)
+        if unknown and self._batch.wall_ms:
+            states = self._screen(states, unknown, at_ms, solicited)
         return keys.merge_many(states)
 
-    def accept_page(self, page: StatePage, sender: int) -> int | None:
-        """:meth:`accept` for a repair's page of states: slots are checked once per
-        page (its table), and keys we hold nothing of are stored straight from the
-        page (:meth:`.Keyspace.merge_page`)."""
+    def accept_page(self, page: StatePage, sender: int, at_ms: int = 0) -> int | None:
+        """:meth:`accept` for a repair's page of states (always an answer to our own
+        request): slots are checked once per page (its table), and keys we hold nothing
+        of are stored straight from the page (:meth:`.Keyspace.merge_page`)."""
         unknown = [slot for slot in page.slots if not self._known_slot(slot)]
         if unknown:  # a table may name slots no record uses: only those used count
             used = page.used_slots()
@@ -76,7 +108,11 @@ class Intake:
             if bad:
                 self.drop(f"slot {bad[0]!r} from node {sender} names an unknown node")
                 return None
+        keys = self._keys
+        not_held: list[str] = []
         for key, flat in page.records.items():
+            if key not in keys:
+                not_held.append(key)
             if self._too_many_slots(key, page[key], len(flat) // REC_INTS, sender):
                 return None
         own = self.slot_name
@@ -94,7 +130,81 @@ class Intake:
             if ahead:
                 self._own_slot_ahead(ahead, sender)
         self._batch.keys += len(page)
-        return self._keys.merge_page(page)
+        grew = 0
+        if not_held and self._batch.wall_ms:
+            page, grew = self._screen_page(page, not_held, at_ms)
+        return grew + self._keys.merge_page(page)
+
+    def _screen(self, states: States, unknown: list[str], at_ms: int,
+                solicited: bool) -> States:
+        """``states`` without what the rules drop (module doc); a grave's new life
+        replaced by the merged state."""
+        graves = self._graves
+        wall = self._batch.wall_ms
+        stale = self._stale(at_ms, solicited)
+        dropped = 0
+        out: States | None = None
+        for key in unknown:
+            state: dict[str, Record] | None = states[key]
+            grave = graves.get(key)
+            if grave is not None:
+                state = merge(grave, states[key])
+                if exists(state, wall):
+                    graves.pop(key)  # a new life: adopted
+                else:
+                    graves.update(key, state)
+                    state = None
+            elif stale:
+                state = None
+            if state is states[key]:
+                continue
+            if out is None:
+                out = dict(states)
+            if state is None:
+                dropped += 1
+                del out[key]
+            else:
+                out[key] = state
+        if dropped:
+            self._stats.stale_states_dropped += dropped
+        return states if out is None else out
+
+    def _screen_page(self, page: StatePage, unknown: list[str],
+                     at_ms: int) -> tuple[StatePage, int]:
+        """:meth:`_screen` for a page: keys dropped or replaced (a grave's new life,
+        merged here) leave the page.  Only graves are converted to states by name: a
+        bootstrap's pages are all keys not held, and stay on the page's fast path."""
+        graves = self._graves
+        stale = self._stale(at_ms, True)
+        out = [k for k in unknown if stale or k in graves]
+        if not out:
+            return page, 0
+        adopted = self._screen({k: page[k] for k in out}, out, at_ms, True)
+        drop = set(out)
+        page = StatePage(page.slots, {k: f for k, f in page.records.items() if k not in drop})
+        grew = sum(self._keys.merge(key, state) for key, state in adopted.items())
+        return page, grew
+
+    def _stale(self, at_ms: int, solicited: bool) -> bool:
+        """States read at ``at_ms`` (sender's clock) are too old for keys not held."""
+        if not at_ms:
+            return False  # a 0.2 peer: unknown, treated as fresh (spec section 4)
+        if self._batch.wall_ms - at_ms > self._max_age_ms:
+            return True
+        return not solicited and at_ms < self._batch.start_ms + self._skew_ms
+
+    def merge_target(self, key: str, target: dict[str, Record]) -> None:
+        """A remembered request id's target, merged when a retry of it arrives (see
+        :mod:`.requests`).  It may be as old as the id window: merged into a key held,
+        or into its grave; for a key neither held nor a grave (collected), dropped."""
+        if key in self._keys or not self._batch.wall_ms:
+            self._keys.merge(key, target)
+        elif key in self._graves:
+            self._screen({key: target}, [key], 0, True)
+            if key not in self._graves:  # a new life
+                self._keys.merge(key, target)
+        else:
+            self._stats.stale_states_dropped += 1
 
     def learn_rids(self, entries: tuple[RidEntry, ...]) -> None:
         """Request ids a peer applied (or learned): remembered, so a retry of one here

@@ -43,6 +43,9 @@ The parts, one job each:
   :class:`~.repair.RepairHost`.  :class:`~.repair.RepairAnswers` answers peers' repairs.
 * :class:`~.intake.Intake`: every state from a peer is checked and merged there.
 * :class:`~.peers.Peer`: per peer, liveness, delta positions, when to repair.
+* :class:`~.collect.Collector`: collection of dead keys once every peer holds them dead
+  (its graves screen states of keys not held, in the intake);
+  :class:`~.clocks.ClockWatch`: peers' clock skew, from their heartbeats.
 * :class:`~.batch.Batch` and :class:`~.batch.Calls`: what the batch has produced so
   far, and the requests to peers awaiting answers (each answer goes back to the part
   that asked).
@@ -85,6 +88,8 @@ from ..model.keyspace import Keyspace
 from ..model.page import StatePage
 from ..model.pncounter import make_slot
 from .batch import REQUEST_HORIZON_S, Batch, Call, Calls, Kind
+from .clocks import ClockWatch
+from .collect import Collector, Graves
 from .intake import Intake
 from .messages import (
     Add,
@@ -97,6 +102,8 @@ from .messages import (
     Fetch,
     Get,
     Heartbeat,
+    Hold,
+    Holding,
     Level,
     ListKeys,
     Merge,
@@ -136,7 +143,7 @@ from .stats import NodeStats
 BATCH_KEYS = 1000
 
 M = TypeVar("M")
-P = TypeVar("P", Fetch, Merge, SyncBuckets, SyncSegments, SyncKeys, RidPull)
+P = TypeVar("P", Fetch, Merge, SyncBuckets, SyncSegments, SyncKeys, RidPull, Hold)
 
 
 class Routes:
@@ -180,11 +187,15 @@ class NodeCore:
         # R3: a bootstrap ends with the first completed repair (repaired_from).
         self._bootstrap = Bootstrap.of(fresh and bool(self.peers), now,
                                        settings.peer_timeout_s)
+        self.graves = Graves(settings.gc_grace_s)
         self.intake = Intake(node_id, self.slot_name, self.peers, self.keys, self.rids,
-                             self.batch, self.stats)
+                             self.batch, self.stats, settings, self.graves)
         self.clients = ClientRequests(node_id, len(self.cluster), self.slot, self.slot_name,
                                       settings, self.keys, self.rids, self.pending,
                                       self._bootstrap, self.batch, self.stats)
+        # A retried request id's target goes through the intake's rules (it may be of a
+        # collected key).
+        self.clients.merge_target = self.intake.merge_target
         self.replication = Replication(node_id, epoch, settings, self.keys, self.peers,
                                        self.rids, self.pending, self.intake, self.batch,
                                        self.calls, self.stats, republish)
@@ -193,12 +204,16 @@ class NodeCore:
         replication = self.replication
         self.repair_answers = RepairAnswers(node_id, self.keys, self.rids, self.batch,
                                             lambda: replication.flushed_vector)  # R5
+        self.collector = Collector(node_id, settings, self.keys, self.peers, self.graves,
+                                   self.batch, self.calls, self.stats)
+        self.clocks = ClockWatch(settings, self.batch, self.stats)
         self._requests = self._request_routes().table
         self._broadcasts: dict[type, Callable[[Peer, Any], bool]] = {
             Delta: self.replication.on_delta, Heartbeat: self._on_heartbeat}
         self._replies: dict[Kind, Callable[[Peer, Call, PeerReply], bool]] = {
             Kind.REPAIR: self._on_repair_reply, Kind.RIDS: self._on_rids_reply,
-            Kind.FETCH: self._on_states, Kind.MERGE: self._on_states}
+            Kind.FETCH: self._on_states, Kind.MERGE: self._on_states,
+            Kind.HOLD: self._on_holding}
 
     def _request_routes(self) -> Routes:
         routes = Routes()
@@ -216,6 +231,7 @@ class NodeCore:
         routes.on(SyncSegments, self._from_peer(answers.answer_segments))
         routes.on(SyncKeys, self._from_peer(answers.answer_keys))
         routes.on(RidPull, self._from_peer(answers.answer_rids))
+        routes.on(Hold, self._from_peer(self.collector.answer_hold))
         return routes
 
     # ------------------------------------------------------------------ state
@@ -228,7 +244,7 @@ class NodeCore:
     def set_wall(self, now_ms: int) -> None:
         """STAND-IN (ttl-gc) for the ttl-model helper's: the wall clock (unix ms) of the
         batch about to be handled, given by the runtime before its inputs."""
-        self.batch.wall_ms = now_ms
+        self.batch.set_wall(now_ms)
 
     @property
     def wall_ms(self) -> int:
@@ -264,13 +280,13 @@ class NodeCore:
 
     # ------------------------------------------------------------------ the parts' seams
 
-    def accept(self, states: States, sender: int) -> int | None:
+    def accept(self, states: States, sender: int, at_ms: int = 0) -> int | None:
         """Validate a peer's states against the cluster and the bounds, then merge.
         Returns how many keys grew, or None if the message was dropped."""
-        return self.intake.accept(states, sender)
+        return self.intake.accept(states, sender, at_ms)
 
-    def accept_page(self, page: StatePage, sender: int) -> int | None:
-        return self.intake.accept_page(page, sender)
+    def accept_page(self, page: StatePage, sender: int, at_ms: int = 0) -> int | None:
+        return self.intake.accept_page(page, sender, at_ms)
 
     def learn_rids(self, entries: tuple[RidEntry, ...]) -> None:
         self.intake.learn_rids(entries)
@@ -335,6 +351,7 @@ class NodeCore:
 
     def _on_heartbeat(self, peer: Peer, heartbeat: Heartbeat) -> bool:
         self.repair.observe(peer, heartbeat, self.batch.now)
+        self.clocks.observe(peer.node_id, heartbeat)
         return True
 
     def handle_peer_reply(self, reply: PeerReply, now: float) -> None:
@@ -357,6 +374,12 @@ class NodeCore:
             self.repair.on_rid_page(peer, reply)
             return True
         return self._on_states(peer, call, reply)  # as any other answer (before the split)
+
+    def _on_holding(self, peer: Peer, call: Call, reply: PeerReply) -> bool:
+        if isinstance(reply, Holding) and self.collector.on_holding(peer, reply):
+            return False  # confirmations change no held request's condition
+        self.intake.drop(f"malformed or unexpected Holding {reply.id} from node {reply.node}")
+        return False
 
     def _on_states(self, peer: Peer, call: Call, reply: PeerReply) -> bool:
         if isinstance(reply, StatesReply):
@@ -387,7 +410,8 @@ class NodeCore:
         """The latest time by which :meth:`tick` must be called again."""
         s = self.settings
         now = self.batch.now
-        deadline = min(self.replication.next_heartbeat, self.repair.deadline(now))
+        deadline = min(self.replication.next_heartbeat, self.repair.deadline(now),
+                       self.collector.deadline())
         for peer in self.peers.values():
             if peer.last_heard is not None and not peer.silent_logged:
                 deadline = min(deadline, peer.last_heard + s.peer_timeout_s + 1e-3)
@@ -410,6 +434,14 @@ class NodeCore:
         ``messages``."""
         batch = self.batch
         flushed = self.keys.flush()
+        if self.collector.due(batch.now):
+            # After the flush: no key is half-changed.  What it collects is reported by
+            # a second flush (cheap: nothing is hot) and persisted with this batch.
+            self.collector.run(batch.now)
+            collected = self.keys.flush()
+            flushed.removed += collected.removed
+            flushed.high_water = collected.high_water or flushed.high_water
+            flushed.new_slots += collected.new_slots
         # R4: republishing is held while our own repair runs: peers merging 5,000
         # republished states a batch answered that repair at half speed (a node
         # restarted at a million keys took ~5 s to catch up on 10,000 changed keys, its
@@ -444,6 +476,7 @@ class NodeCore:
             "request_ids_remembered": len(self.rids),
             "held_requests": len(self.pending),
             "repair": self.repair.status(now),
+            "collection": self.collector.status(),
             "peers": {
                 str(node_id): {
                     "liveness": p.liveness(now, s.peer_timeout_s).value,
@@ -455,6 +488,8 @@ class NodeCore:
                     "wants_repair": p.wants_repair(),
                     "repairs": p.repairs,
                     "keys_repaired": p.keys_repaired,
+                    "clock_skew_s": None if node_id not in self.clocks.skew_ms
+                    else self.clocks.skew_ms[node_id] / 1000.0,
                 }
                 for node_id, p in self.peers.items()
             },
