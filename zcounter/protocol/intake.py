@@ -6,23 +6,26 @@ a node of the cluster, no key may grow records of more than ``MAX_SLOTS_PER_KEY`
 and a peer holding more of this node's own slot than this node is counted and logged.
 A message that fails a check is dropped whole (counted in ``dropped_peer_messages``).
 
-No resurrection (spec section 5; :mod:`.collect` says why it is safe): a state of a key
-this node does not hold may be of a key collected here, so it is screened first, key by
-key (``stale_states_dropped`` counts what is dropped):
+No resurrection (spec section 5; :mod:`.collect` says why it is safe), counted in
+``stale_states_dropped``:
 
-* the key is a grave (collected within ``gc_grace_s``): the state is merged into the
-  grave's; still dead, it stays a grave (dropped); if it exists, it is a new life and
-  the merged state is adopted;
-* else the state is dropped if its sender read it (``at_ms``) more than
-  ``max_message_age_s`` ago by our clock, or - in a message we did not ask for (deltas,
-  merges) - before this process started (graves do not survive a restart), with a margin
-  of ``max_clock_skew_s``; answers to our own requests were read after we asked;
-* else it is adopted, dead states included (a node must hold a dead key to confirm its
-  collection, and then collects it itself).
+* a message whose states its sender read (``at_ms``) more than ``max_message_age_s`` ago
+  by our clock, or - one we did not ask for (deltas, merges) - before this process
+  started (graves do not survive a restart; with a margin of ``max_clock_skew_s``), is
+  dropped whole, like a lost one: the delta stream shows the gap and a repair (fresh
+  reads) brings what it carried; a merge or a fetch is asked again.  Whole, not only its
+  keys not held: a key collected and then written again after its grace is held
+  again, as a new life that knows nothing of the old one, and an old record of another
+  node's slot merged into it would count again.  Answers to our own requests were read
+  after we asked, so the start rule does not apply to them;
+* a state of a key that is a grave here (collected within ``gc_grace_s``) is merged into
+  the grave's; still dead, it stays a grave (dropped); if it exists, it is a new life
+  and the merged state (old death included) is adopted;
+* anything else is merged as always, dead states of keys not held included (a node must
+  hold a dead key to confirm its collection, and then collects it itself).
 
-Keys this node holds are merged as always: a stale record was born before the floor or
-lies below the bases, and does not count.  Without a wall clock from the runtime
-(``Batch.wall_ms`` 0) or from the sender (``at_ms`` 0, a 0.2 node) the rules stay off.
+Without a wall clock from the runtime (``Batch.wall_ms`` 0) or from the sender
+(``at_ms`` 0, a 0.2 node) the age and start rules stay off.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class Intake:
         keys not held (module doc), then merge.  ``at_ms``: when the sender read them;
         ``solicited``: an answer to a request of ours.  Returns how many keys grew, or
         None if the message was dropped."""
+        if self._dropped_stale(len(states), at_ms, solicited, sender):
+            return None
         keys = self._keys
         own = self.slot_name
         seen: set[str] = set()
@@ -93,14 +98,16 @@ class Intake:
         if ahead:
             self._own_slot_ahead(ahead, sender)
         self._batch.keys += len(states)
-        if unknown and self._batch.wall_ms:
-            states = self._screen(states, unknown, at_ms, solicited)
+        if unknown and self._graves:
+            states = self._screen(states, unknown)
         return keys.merge_many(states)
 
     def accept_page(self, page: StatePage, sender: int, at_ms: int = 0) -> int | None:
         """:meth:`accept` for a repair's page of states (always an answer to our own
         request): slots are checked once per page (its table), and keys we hold nothing
         of are stored straight from the page (:meth:`.Keyspace.merge_page`)."""
+        if self._dropped_stale(len(page), at_ms, True, sender):
+            return None
         unknown = [slot for slot in page.slots if not self._known_slot(slot)]
         if unknown:  # a table may name slots no record uses: only those used count
             used = page.used_slots()
@@ -131,17 +138,25 @@ class Intake:
                 self._own_slot_ahead(ahead, sender)
         self._batch.keys += len(page)
         grew = 0
-        if not_held and self._batch.wall_ms:
-            page, grew = self._screen_page(page, not_held, at_ms)
+        if not_held and self._graves:
+            page, grew = self._screen_page(page, not_held)
         return grew + self._keys.merge_page(page)
 
-    def _screen(self, states: States, unknown: list[str], at_ms: int,
-                solicited: bool) -> States:
-        """``states`` without what the rules drop (module doc); a grave's new life
-        replaced by the merged state."""
+    def _dropped_stale(self, count: int, at_ms: int, solicited: bool, sender: int) -> bool:
+        """The age and start rules (module doc): True if the message is dropped."""
+        if not count or not self._stale(at_ms, solicited):
+            return False
+        self._stats.stale_states_dropped += count
+        self._batch.log(f"dropped {count} states from node {sender} read at {at_ms} (our "
+                        f"clock {self._batch.wall_ms}, started {self._batch.start_ms})",
+                        LogLevel.DEBUG)
+        return True
+
+    def _screen(self, states: States, unknown: list[str]) -> States:
+        """``states`` with those of graves merged into them: dropped while dead, the
+        merged state if it is a new life."""
         graves = self._graves
         wall = self._batch.wall_ms
-        stale = self._stale(at_ms, solicited)
         dropped = 0
         out: States | None = None
         for key in unknown:
@@ -154,8 +169,6 @@ class Intake:
                 else:
                     graves.update(key, state)
                     state = None
-            elif stale:
-                state = None
             if state is states[key]:
                 continue
             if out is None:
@@ -169,17 +182,15 @@ class Intake:
             self._stats.stale_states_dropped += dropped
         return states if out is None else out
 
-    def _screen_page(self, page: StatePage, unknown: list[str],
-                     at_ms: int) -> tuple[StatePage, int]:
-        """:meth:`_screen` for a page: keys dropped or replaced (a grave's new life,
-        merged here) leave the page.  Only graves are converted to states by name: a
-        bootstrap's pages are all keys not held, and stay on the page's fast path."""
+    def _screen_page(self, page: StatePage, unknown: list[str]) -> tuple[StatePage, int]:
+        """:meth:`_screen` for a page: graves leave the page (merged here if a new
+        life).  Only they are converted to states by name: a bootstrap's pages are all
+        keys not held, and stay on the page's fast path."""
         graves = self._graves
-        stale = self._stale(at_ms, True)
-        out = [k for k in unknown if stale or k in graves]
+        out = [k for k in unknown if k in graves]
         if not out:
             return page, 0
-        adopted = self._screen({k: page[k] for k in out}, out, at_ms, True)
+        adopted = self._screen({k: page[k] for k in out}, out)
         drop = set(out)
         page = StatePage(page.slots, {k: f for k, f in page.records.items() if k not in drop})
         grew = sum(self._keys.merge(key, state) for key, state in adopted.items())
@@ -187,8 +198,8 @@ class Intake:
 
     def _stale(self, at_ms: int, solicited: bool) -> bool:
         """States read at ``at_ms`` (sender's clock) are too old for keys not held."""
-        if not at_ms:
-            return False  # a 0.2 peer: unknown, treated as fresh (spec section 4)
+        if not at_ms or not self._batch.wall_ms:
+            return False  # a 0.2 peer (unknown: fresh, spec section 4), or no wall clock
         if self._batch.wall_ms - at_ms > self._max_age_ms:
             return True
         return not solicited and at_ms < self._batch.start_ms + self._skew_ms
@@ -200,7 +211,7 @@ class Intake:
         if key in self._keys or not self._batch.wall_ms:
             self._keys.merge(key, target)
         elif key in self._graves:
-            self._screen({key: target}, [key], 0, True)
+            self._screen({key: target}, [key])
             if key not in self._graves:  # a new life
                 self._keys.merge(key, target)
         else:

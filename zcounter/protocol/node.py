@@ -313,7 +313,18 @@ class NodeCore:
                        now: float) -> None:
         """A decoded message arrived on our ROUTER from ``client``."""
         self.batch.now = now
+        if self.graves and type(request) is Add:
+            self._revive(request.key)
         self._requests[type(request)](client, request)
+
+    def _revive(self, key: str) -> None:
+        """A write to a key collected within the grace: its dead state comes back first,
+        so the new life holds the old one's death (bases, floor) and a stale record of
+        the old life merged later does not count (spec section 5, "key held")."""
+        state = self.graves.get(key)
+        if state is not None and key not in self.keys:
+            self.keys.merge(key, state)
+            self.graves.pop(key)
 
     def _from_peer(self, handler: Callable[[ClientId, P], None]
                    ) -> Callable[[ClientId, P], None]:
