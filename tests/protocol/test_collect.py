@@ -247,11 +247,11 @@ def test_answers_to_our_own_requests_skip_the_start_rule_but_not_the_age_rule():
     node.set_wall(EPOCH_MS)
     state = {"k": {slot(2): (4, 0, 0, 0)}}
     assert node.intake.accept(state, 2, EPOCH_MS - 100, solicited=True) == 1
-    assert node.intake.accept({"j": state["k"]}, 2, EPOCH_MS - 100) is None  # unsolicited
+    assert node.intake.accept({"j": state["k"]}, 2, EPOCH_MS - 100) == 0  # unsolicited
     too_old = EPOCH_MS - int(S.max_message_age_s * 1000) - 1
     assert node.intake.accept({"i": state["k"]}, 2, too_old, solicited=True) is None
-    # Whole messages: also a key held (it may be a new life that knows nothing of the
-    # old one's death).
+    # The age rule drops whole messages: also a key held (it may be a new life that
+    # knows nothing of the old one's death).
     assert node.intake.accept(state, 2, too_old, solicited=True) is None
     assert node.intake.accept({"h": state["k"]}, 2, 0) == 1  # a 0.2 peer: fresh
     assert sorted(node.keys.iter_keys()) == ["h", "k"]

@@ -10,17 +10,20 @@ No resurrection (spec section 5; :mod:`.collect` says why it is safe), counted i
 ``stale_states_dropped``:
 
 * a message whose states its sender read (``at_ms``) more than ``max_message_age_s`` ago
-  by our clock, or - one we did not ask for (deltas, merges) - before this process
-  started (graves do not survive a restart; with a margin of ``max_clock_skew_s``), is
-  dropped whole, like a lost one: the delta stream shows the gap and a repair (fresh
-  reads) brings what it carried; a merge or a fetch is asked again.  Whole, not only its
-  keys not held: a key collected and then written again after its grace is held
-  again, as a new life that knows nothing of the old one, and an old record of another
-  node's slot merged into it would count again.  Answers to our own requests were read
-  after we asked, so the start rule does not apply to them;
+  by our clock is dropped whole, like a lost one: the delta stream shows the gap and a
+  repair (fresh reads) brings what it carried; a merge or a fetch is asked again.
+  Whole, not only its keys not held: a key collected and then written again after its
+  grace is held again, as a new life that knows nothing of the old one, and an old
+  record of another node's slot merged into it would count again;
 * a state of a key that is a grave here (collected within ``gc_grace_s``) is merged into
   the grave's; still dead, it stays a grave (dropped); if it exists, it is a new life
   and the merged state (old death included) is adopted;
+* a state of a key not held, in a message we did not ask for (deltas, merges), read
+  before this process started (graves do not survive a restart; with a margin of
+  ``max_clock_skew_s``), is dropped.  Answers to our own requests were read after we
+  asked.  Only keys not held: for a second after every start, dropping whole messages
+  made every ``wait=majority`` write wait for the one peer that had not just started
+  (tests/integration/test_exactly_once.py ran into its timeouts);
 * anything else is merged as always, dead states of keys not held included (a node must
   hold a dead key to confirm its collection, and then collects it itself).
 
@@ -73,7 +76,7 @@ class Intake:
         keys not held (module doc), then merge.  ``at_ms``: when the sender read them;
         ``solicited``: an answer to a request of ours.  Returns how many keys grew, or
         None if the message was dropped."""
-        if self._dropped_stale(len(states), at_ms, solicited, sender):
+        if self._dropped_stale(len(states), at_ms, sender):
             return None
         keys = self._keys
         own = self.slot_name
@@ -98,15 +101,15 @@ class Intake:
         if ahead:
             self._own_slot_ahead(ahead, sender)
         self._batch.keys += len(states)
-        if unknown and self._graves:
-            states = self._screen(states, unknown)
+        if unknown and (self._graves or self._before_start(at_ms, solicited)):
+            states = self._screen(states, unknown, self._before_start(at_ms, solicited))
         return keys.merge_many(states)
 
     def accept_page(self, page: StatePage, sender: int, at_ms: int = 0) -> int | None:
         """:meth:`accept` for a repair's page of states (always an answer to our own
         request): slots are checked once per page (its table), and keys we hold nothing
         of are stored straight from the page (:meth:`.Keyspace.merge_page`)."""
-        if self._dropped_stale(len(page), at_ms, True, sender):
+        if self._dropped_stale(len(page), at_ms, sender):
             return None
         unknown = [slot for slot in page.slots if not self._known_slot(slot)]
         if unknown:  # a table may name slots no record uses: only those used count
@@ -142,9 +145,9 @@ class Intake:
             page, grew = self._screen_page(page, not_held)
         return grew + self._keys.merge_page(page)
 
-    def _dropped_stale(self, count: int, at_ms: int, solicited: bool, sender: int) -> bool:
-        """The age and start rules (module doc): True if the message is dropped."""
-        if not count or not self._stale(at_ms, solicited):
+    def _dropped_stale(self, count: int, at_ms: int, sender: int) -> bool:
+        """The age rule (module doc): True if the message is dropped."""
+        if not count or not self._too_old(at_ms):
             return False
         self._stats.stale_states_dropped += count
         self._batch.log(f"dropped {count} states from node {sender} read at {at_ms} (our "
@@ -152,9 +155,11 @@ class Intake:
                         LogLevel.DEBUG)
         return True
 
-    def _screen(self, states: States, unknown: list[str]) -> States:
-        """``states`` with those of graves merged into them: dropped while dead, the
-        merged state if it is a new life."""
+    def _screen(self, states: States, unknown: list[str], before_start: bool = False
+                ) -> States:
+        """``states`` of keys not held (``unknown``) screened: those of graves merged
+        into them (dropped while dead, the merged state if it is a new life), the
+        others dropped if ``before_start``."""
         graves = self._graves
         wall = self._batch.wall_ms
         dropped = 0
@@ -169,6 +174,8 @@ class Intake:
                 else:
                     graves.update(key, state)
                     state = None
+            elif before_start:
+                state = None
             if state is states[key]:
                 continue
             if out is None:
@@ -196,13 +203,17 @@ class Intake:
         grew = sum(self._keys.merge(key, state) for key, state in adopted.items())
         return page, grew
 
-    def _stale(self, at_ms: int, solicited: bool) -> bool:
-        """States read at ``at_ms`` (sender's clock) are too old for keys not held."""
-        if not at_ms or not self._batch.wall_ms:
-            return False  # a 0.2 peer (unknown: fresh, spec section 4), or no wall clock
-        if self._batch.wall_ms - at_ms > self._max_age_ms:
-            return True
-        return not solicited and at_ms < self._batch.start_ms + self._skew_ms
+    def _too_old(self, at_ms: int) -> bool:
+        """States read at ``at_ms`` (sender's clock) are older than max_message_age_s.
+        ``at_ms`` 0: a 0.2 peer (unknown: fresh, spec section 4); no wall clock here:
+        no rule."""
+        wall = self._batch.wall_ms
+        return bool(at_ms and wall) and wall - at_ms > self._max_age_ms
+
+    def _before_start(self, at_ms: int, solicited: bool) -> bool:
+        """An unsolicited message read before this process started (skew margin)."""
+        return (not solicited and bool(at_ms and self._batch.wall_ms)
+                and at_ms < self._batch.start_ms + self._skew_ms)
 
     def merge_target(self, key: str, target: dict[str, Record]) -> None:
         """A remembered request id's target, merged when a retry of it arrives (see
