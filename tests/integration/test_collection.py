@@ -64,8 +64,6 @@ def test_dead_keys_are_collected_on_every_node(tmp_path: Path) -> None:
         assert cluster.count(2, "alive") == 1
 
 
-@pytest.mark.xfail(reason="STAND-IN: storing Persist.removed is ttl-model's (drop this mark "
-                   "when it lands)", strict=False)
 def test_collected_keys_leave_the_data_directory(tmp_path: Path) -> None:
     with LocalCluster(tmp_path / "c", settings=FAST_SETTINGS) as cluster:
         collected_everywhere(cluster)

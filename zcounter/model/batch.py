@@ -59,6 +59,3 @@ class Flushed:
     local: dict[str, dict[str, Record]] = field(default_factory=dict)
     #: Slots first seen in this batch (index, name), to persist before the states.
     new_slots: list[tuple[int, str]] = field(default_factory=list)
-    #: STAND-IN (ttl-gc): keys collected since the last flush, and the high-water.
-    removed: list[str] = field(default_factory=list)
-    high_water: tuple[int, int] | None = None

@@ -84,12 +84,6 @@ class Keyspace(Merges):
         self._sorted: SortedList | None = None
         #: Keys with an update no reset has covered (what ``keys`` lists).
         self.live = 0
-        # STAND-IN (ttl-gc) for the ttl-model helper's API (spec section 3): dropped
-        # when the real model lands.
-        self._removed: list[str] = []
-        self.high_water: tuple[int, int] = (0, 0)
-        #: Keys seen expire (popped from the deadline heap dead): none without expiry.
-        self.expired = 0
 
     # ------------------------------------------------------------------ loading
 
@@ -143,38 +137,6 @@ class Keyspace(Merges):
             return live_of(hot.records.values())
         packed = self._packed.get(key)
         return packed is not None and bool(packed[HEAD_SIZE - 1] & LIVE)
-
-    def exists(self, key: str, now_ms: int) -> bool:
-        """STAND-IN: without expiry, a key exists iff it is live."""
-        return self.is_live(key)
-
-    def dead(self, now_ms: int, limit: int) -> list[str]:
-        """STAND-IN: held keys that do not exist (reset ones), a scan."""
-        out: list[str] = []
-        for key in list(self._packed):
-            if len(out) >= limit:
-                break
-            if key not in self._hot and not self.is_live(key):
-                out.append(key)
-        return out
-
-    def collect(self, keys: Iterable[str]) -> list[tuple[str, bytes]]:
-        """STAND-IN: remove ``keys`` (flushed ones) from memory, the tree and indexes."""
-        out: list[tuple[str, bytes]] = []
-        for key in keys:
-            packed = self._packed.pop(key, None)
-            if packed is None:
-                continue
-            key_hash, flags = header(packed)
-            segment = segment_of(key_digest(key.encode()))
-            self.tree.toggle(segment, key_hash)
-            self._segments[segment].remove(key)
-            if self._sorted is not None:
-                self._sorted.discard(key)
-            self.live -= flags
-            self._removed.append(key)
-            out.append((key, packed))
-        return out
 
     def state(self, key: str) -> dict[str, Record]:
         """The key's state by slot name ({} if never written)."""
@@ -351,9 +313,6 @@ class Keyspace(Merges):
     def flush(self) -> Flushed:
         """End of batch: repack changed keys, update the tree and indexes, report."""
         out = Flushed(new_slots=self.slots.take_added())
-        if self._removed:  # STAND-IN
-            out.removed, self._removed = self._removed, []
-            out.high_water = self.high_water
         if self._adopted:
             out.changed, self._adopted = self._adopted, {}
         if not self._hot:

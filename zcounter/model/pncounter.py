@@ -132,11 +132,6 @@ def is_live(state: State) -> bool:
     return any(p > bp or n > bn for p, n, bp, bn in state.values())
 
 
-def exists(state: State, now_ms: int) -> bool:
-    """STAND-IN (ttl-gc) for the ttl-model helper's: without expiry, :func:`is_live`."""
-    return is_live(state)
-
-
 def join_record(a: Record, b: Record) -> Record:
     return (max(a[0], b[0]), max(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 

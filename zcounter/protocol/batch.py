@@ -26,9 +26,6 @@ class Batch:
 
     #: The time of the input being handled.
     now: float
-    #: The wall clock (unix ms) the runtime gave for this batch (0: none given, as in a
-    #: simulator that does not model wall time: collection and its rules stay off).
-    wall_ms: int = 0
     #: The first wall clock given: when this process started (collection's start-time
     #: rule, :mod:`.intake`).
     start_ms: int = 0

@@ -241,15 +241,6 @@ class NodeCore:
         """The time of the input being handled."""
         return self.batch.now
 
-    def set_wall(self, now_ms: int) -> None:
-        """STAND-IN (ttl-gc) for the ttl-model helper's: the wall clock (unix ms) of the
-        batch about to be handled, given by the runtime before its inputs."""
-        self.batch.set_wall(now_ms)
-
-    @property
-    def wall_ms(self) -> int:
-        return self.batch.wall_ms
-
     @property
     def epoch(self) -> str:
         return self.replication.epoch
@@ -462,8 +453,7 @@ class NodeCore:
         if self.pending:
             self.replication.push_and_fetch(batch.now, fresh_only=True)
         rids, forget = self.rids.take_changes()
-        persist = Persist(flushed.changed, flushed.new_slots, rids, forget, batch.sync,
-                          flushed.removed, flushed.high_water)  # STAND-IN
+        persist = Persist(flushed.changed, flushed.new_slots, rids, forget, batch.sync)
         batch.sync = False
         batch.keys = 0
         out, batch.messages = batch.messages, []

@@ -70,14 +70,9 @@ class Persist:
     rids: list[RidEntry] = field(default_factory=list)
     forget: list[str] = field(default_factory=list)
     sync: bool = False
-    #: STAND-IN (ttl-gc): keys collected (removed from the log and the checkpoint),
-    #: and the high-water to persist with them.
-    removed: list[str] = field(default_factory=list)
-    high_water: tuple[int, int] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.states or self.slots or self.rids or self.forget or self.sync
-                    or self.removed)
+        return bool(self.states or self.slots or self.rids or self.forget or self.sync)
 
     def merge(self, later: Persist) -> None:
         """Fold a later batch's changes into these, as one commit writes both: its states
@@ -88,11 +83,6 @@ class Persist:
         self.rids += later.rids
         self.forget += later.forget
         self.sync = self.sync or later.sync
-        for key in later.removed:
-            self.states.pop(key, None)
-        self.removed += later.removed
-        if later.high_water is not None:
-            self.high_water = later.high_water
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,7 +88,6 @@ class PollLoop:
             while not signals.stop:
                 ready = poller.poll(self._timeout_ms())
                 now = time.monotonic()
-                self.core.set_wall(time.time_ns() // 1_000_000)  # STAND-IN (ttl-gc)
                 if door is not None:
                     door.start_cycle()
                 received, drained = self._read(ready, now)
