@@ -288,7 +288,12 @@ BAD_REQUESTS = {
     b'{"op": "get", "seen": {"k": {"1.0123456789ab": [-1]}}}': "a record is",
     b'{"op": "get", "seen": {"k": {"1.0123456789ab": [true]}}}': "a record is",
     b'{"op": "get", "seen": {"k": {"1.0123456789ab": []}}}': "a record is",
-    b'{"op": "get", "seen": {"k": {"1.0123456789ab": [1, 1, 1, 1, 1]}}}': "a record is",
+    # Five integers are a record with its birth (issue 21); six are not a record.
+    b'{"op": "get", "seen": {"k": {"1.0123456789ab": [1, 1, 1, 1, 1, 1]}}}': "a record is",
+    b'{"op": "get", "seen": {"k": {"1.0123456789ab": [1, 1, 1, 1, -1]}}}': "a record is",
+    b'{"op": "get", "seen": {"k": {"~": [1, 1]}}}': "the meta",
+    b'{"op": "get", "seen": {"k": {"~": [1, 1, -1]}}}': "the meta",
+    b'{"op": "get", "seen": {"k": {"~": [1, 1, true]}}}': "the meta",
     b'{"op": "get", "seen": {"k": {"1.0123456789ab": 5}}}': "a record is",
     b'{"op": "get", "seen": {"k": {"bogus": [1]}}}': "seen['k']: malformed slot name",
     b'{"op": "get", "seen": {"k": {"1.0123456789ab\\n": [1]}}}': "malformed slot name",

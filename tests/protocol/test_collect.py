@@ -173,8 +173,6 @@ def test_a_write_within_the_grace_revives_the_dead_state_first():
     assert counts_after_a_new_life(grace=True) == [(2,)] * 3
 
 
-@pytest.mark.xfail(reason="STAND-IN: needs ttl-model's high-water (drop this mark when it "
-                   "lands)", strict=True)
 def test_a_forgetful_nodes_fresh_increment_beats_the_dead_state_held_elsewhere():
     """Past the grace node 1 has forgotten the key: its fresh record starts at its
     high-water, so it beats its old record that node 3 still holds."""

@@ -26,6 +26,9 @@ class Batch:
 
     #: The time of the input being handled.
     now: float
+    #: Wall-clock unix ms of this batch (``NodeCore.set_wall``, set by the runtime at the
+    #: start of every batch): what reads and steps of keys take (issue 21).
+    wall_ms: int = 0
     #: The first wall clock given: when this process started (collection's start-time
     #: rule, :mod:`.intake`).
     start_ms: int = 0
@@ -43,6 +46,7 @@ class Batch:
         self.logs.append(Log(level, text))
 
     def set_wall(self, now_ms: int) -> None:
+        """This batch's wall clock (``NodeCore.set_wall``); the first is ``start_ms``."""
         self.wall_ms = now_ms
         if not self.start_ms:
             self.start_ms = now_ms

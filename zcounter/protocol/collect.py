@@ -176,7 +176,7 @@ class Collector:
             self._next_round = now + self._settings.gc_interval_s
         keys = self._keys
         dead = keys.dead(wall, MAX_HOLD_KEYS)
-        self._stats.expired_keys = keys.expired
+        self._stats.expired_keys = keys.expired_total
         hashes = {k: keys.key_hash(k) for k in dead}
         self._dead_since = {k: self._dead_since.get(k, wall) for k in dead}
         for peer, confirmed in self._confirmed.items():

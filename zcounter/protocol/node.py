@@ -176,6 +176,7 @@ class NodeCore:
         self.slot_name = make_slot(node_id, incarnation)
         self.keys = keyspace if keyspace is not None else Keyspace()
         self.slot = self.keys.slots.intern(self.slot_name)
+        self.keys.own_slot = self.slot  # whose totals a collection's high-water keeps
         self.peers = {p: Peer(p) for p in self.cluster if p != node_id}
         self.rids = RidLog(settings.request_id_window, settings.request_id_max_age_s,
                            epoch, now, rids)
@@ -390,6 +391,18 @@ class NodeCore:
 
     # ------------------------------------------------------------------ time
 
+    def set_wall(self, now_ms: int) -> None:
+        """The wall clock (unix ms) for the batch starting: the runtime calls it before
+        the batch's inputs (the core reads no clock).  Reads and steps of keys use it
+        (expiry, issue 21); the first one is the process's start (collection's
+        start-time rule)."""
+        self.batch.set_wall(now_ms)
+
+    @property
+    def wall_ms(self) -> int:
+        """The wall clock of the current batch (unix ms, :meth:`set_wall`)."""
+        return self.batch.wall_ms
+
     def tick(self, now: float) -> None:
         """Advance timers: heartbeats, repairs, retries and deadlines."""
         self.batch.now = now
@@ -453,7 +466,8 @@ class NodeCore:
         if self.pending:
             self.replication.push_and_fetch(batch.now, fresh_only=True)
         rids, forget = self.rids.take_changes()
-        persist = Persist(flushed.changed, flushed.new_slots, rids, forget, batch.sync)
+        persist = Persist(flushed.changed, flushed.new_slots, rids, forget, batch.sync,
+                          flushed.removed, flushed.high_water)
         batch.sync = False
         batch.keys = 0
         out, batch.messages = batch.messages, []

@@ -112,17 +112,27 @@ class ClientRequests:
 
     # ------------------------------------------------------------------ answers
 
+    def _states(self, keys: tuple[str, ...]) -> dict[str, dict[str, Record]]:
+        """The keys' states for a session's answer; none for a key that does not exist
+        at this batch's wall time (issue 21: it reads as never written, and a RESP
+        session tells liveness from these states)."""
+        keys_ = self._keys
+        wall = self._batch.wall_ms
+        return {k: keys_.state(k) if keys_.exists(k, wall) or not keys_.meta(k)[2] else {}
+                for k in keys}
+
     def _reply_counts(self, client: ClientId, request: Add | Reset | Get,
                       duplicate: bool = False) -> None:
         keys: tuple[str, ...]
         if isinstance(request, Get):
             keys = request.keys
             value = self._keys.value
-            counts = tuple(value(k) for k in keys)
+            wall = self._batch.wall_ms
+            counts = tuple(value(k, wall) for k in keys)
         else:  # one key: no generator on the per-increment path
             keys = (request.key,)
-            counts = (self._keys.value(request.key),)
-        states = ({k: self._keys.state(k) for k in keys} if request.session else _NO_STATES)
+            counts = (self._keys.value(request.key, self._batch.wall_ms),)
+        states = (self._states(keys) if request.session else _NO_STATES)
         # Positional: this is the per-request hot path.
         self._batch.messages.append(ToClient(client, Counted(
             request.id, self.node_id, counts, states, duplicate)))
@@ -151,7 +161,8 @@ class ClientRequests:
                         f"peers ({len(self._keys)} keys so far); try again or ask another "
                         "node", "keys")
             return
-        page, more = self._keys.list_keys(request.prefix, request.after, request.limit)
+        page, more = self._keys.list_keys(request.prefix, request.after, request.limit,
+                                          self._batch.wall_ms)
         self._batch.messages.append(ToClient(client, KeysPage(request.id, self.node_id,
                                                               tuple(page), more)))
         self.requests[("keys", "ok")] += 1
@@ -170,11 +181,12 @@ class ClientRequests:
             self._start_read(client, req, (key,), 1)
             return
         try:
-            rec = self._keys.add(key, self._slot, req.amount)
+            rec = self._keys.add(key, self._slot, req.amount, self._batch.wall_ms)
         except Overflow:
+            count = self._keys.value(key, self._batch.wall_ms)
             self.refuse(client, req.id, ErrorCode.OVERFLOW,
                         f"{key!r}: its total of {'increments' if req.amount > 0 else 'decrements'}"
-                        f" would pass 2**63-1 (count now {self._keys.value(key)})", op_name(req))
+                        f" would pass 2**63-1 (count now {count})", op_name(req))
             return
         self._batch.sync = True
         if req.amount > 0:
@@ -185,7 +197,8 @@ class ClientRequests:
         if rid is None and req.wait is Level.LOCAL:
             self._reply_counts(client, req)  # the hot path: nothing to remember
             return
-        target = {self._slot_name: (rec[0], 0, 0, 0) if req.amount > 0 else (0, rec[1], 0, 0)}
+        target: dict[str, Record] = {
+            self._slot_name: (rec[0], 0, 0, 0) if req.amount > 0 else (0, rec[1], 0, 0)}
         if rid is not None:
             self._rids.remember(rid, key, target, self._batch.now)
             self._batch.rids.append((rid, key, target))
@@ -200,7 +213,7 @@ class ClientRequests:
         if not caught_up and self._gated(req):
             self._start_read(client, req, (key,), 1)
             return
-        target = self._keys.reset(key)
+        target = self._keys.reset(key, self._batch.wall_ms)
         self._batch.sync = True
         self._stats.resets += 1
         if req.rid is not None:
