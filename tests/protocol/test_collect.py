@@ -26,6 +26,7 @@ from zcounter.protocol.messages import (
     Heartbeat,
     Hold,
     Holding,
+    Level,
     Merge,
     Reset,
     StatesReply,
@@ -177,6 +178,51 @@ def test_a_forgetful_nodes_fresh_increment_beats_the_dead_state_held_elsewhere()
     """Past the grace node 1 has forgotten the key: its fresh record starts at its
     high-water, so it beats its old record that node 3 still holds."""
     assert counts_after_a_new_life(grace=False) == [(2,)] * 3
+
+
+def test_a_retried_request_id_of_a_collected_key_does_not_count_in_its_new_life():
+    """Node 1 applied rid r1 (+5) to k; k died and was collected everywhere and, past
+    the grace, node 2 started a new life (+3).  A retry of r1 - at node 1, which applied
+    it, and at node 3, which learned it - is a duplicate (answered at once, even with
+    wait=all: nothing is left to hold) and does not merge the old +5 back."""
+    link = WallLink.of(3)
+    link.run(S.max_clock_skew_s + 0.1)  # past the start-time rule
+    link.request(1, Add("a", "k", 5, rid="r1"))
+    link.run(link.now + 0.05)
+    assert link.cores[3].rids.get("r1") == ("k", {slot(1): (5, 0, 0, 0)})
+    link.request(1, Reset("r", "k"))
+    link.run(link.now + 1.0)
+    assert held(link) == []
+    for c in link.cores.values():
+        assert c.rids.get("r1") == ("k", {}), c.node_id  # neutralised at collection
+    assert [e for p in link.persisted[1] for e in p.rids if e[0] == "r1"][-1] == ("r1", "k", {})
+    link.run(link.now + S.gc_grace_s + 0.5)
+    link.request(2, Add("b", "k", 3))
+    link.run(link.now + 0.1)
+    for nid in (1, 3):
+        link.request(nid, Add(f"retry{nid}", "k", 5, rid="r1", wait=Level.ALL))
+        link.step(nid)
+        assert link.reply(f"retry{nid}").duplicate
+    link.run(link.now + 0.1)
+    for nid in link.cores:
+        link.request(nid, Get(f"g{nid}", ("k",)))
+    link.flush()
+    assert [link.reply(f"g{nid}").counts for nid in link.cores] == [(3,)] * 3
+
+
+def test_request_ids_learned_with_a_stale_state_are_neutralised():
+    """A replayed old delta within the grace: its state stays in the grave, and the
+    request ids it carries are learned without their targets."""
+    link = WallLink.of(3)
+    link.run(0.2)
+    old = dead_key_everywhere(link)
+    link.run(link.now + 1.0)
+    node = link.cores[2]
+    node.set_wall(link.wall(2))
+    node.handle_broadcast(replace(old, rids=(("r9", "k", {slot(1): (5, 0, 0, 0)}),)),
+                          link.now)
+    node.take_outputs()
+    assert "k" in node.graves and node.rids.get("r9") == ("k", {})
 
 
 def test_a_replayed_old_delta_within_the_grace_stays_in_the_grave():

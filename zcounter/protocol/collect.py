@@ -46,6 +46,7 @@ from .batch import Batch, Calls, Kind
 from .messages import MAX_HOLD_KEYS, Hold, Holding
 from .outputs import ClientId, LogLevel, ToClient
 from .peers import Liveness, Peer
+from .rids import RidLog
 from .stats import NodeStats
 
 #: Graves held at most.  A round collects at most MAX_HOLD_KEYS keys, so at the default
@@ -110,13 +111,14 @@ class Collector:
     """The collection rounds (module doc), and this node's answers to peers' Holds."""
 
     def __init__(self, node_id: int, settings: Settings, keys: Keyspace,
-                 peers: Mapping[int, Peer], graves: Graves, batch: Batch, calls: Calls,
-                 stats: NodeStats) -> None:
+                 peers: Mapping[int, Peer], graves: Graves, rids: RidLog, batch: Batch,
+                 calls: Calls, stats: NodeStats) -> None:
         self.node_id = node_id
         self._settings = settings
         self._keys = keys
         self._peers = peers
         self.graves = graves
+        self._rids = rids
         self._batch = batch
         self._calls = calls
         self._stats = stats
@@ -228,6 +230,9 @@ class Collector:
             self.graves.add(key, states[key], wall)
             self._dead_since.pop(key, None)
         self._stats.collected_keys += len(removed)
+        # A retry of an old request id must not merge the old life's records into a
+        # later one (rids.py).
+        self._rids.neutralise([key for key, _ in removed])
         for confirmed in self._confirmed.values():
             for key, _ in removed:
                 confirmed.pop(key, None)

@@ -232,9 +232,18 @@ class Intake:
 
     def learn_rids(self, entries: tuple[RidEntry, ...]) -> None:
         """Request ids a peer applied (or learned): remembered, so a retry of one here
-        counts once."""
+        counts once.  Those of a key collected here within the grace are of its dead
+        life (every node held it, so it holds their writes): remembered with the target
+        neutralised (``{}``, :mod:`.rids`), so a retry never merges it into a new life.
+        Not those of a key whose state the start-time rule dropped: it may be a live
+        key this node has not seen yet (a retry's target is dropped while it is not
+        held, :meth:`merge_target`)."""
         now = self._batch.now
+        graves = self._graves
+        keys = self._keys
         for rid, key, target in entries:
+            if graves and key in graves and key not in keys:
+                target = {}
             self._rids.remember(rid, key, target, now)
 
     def _too_many_slots(self, key: str, state: Iterable[str], count: int,

@@ -206,7 +206,7 @@ class NodeCore:
         self.repair_answers = RepairAnswers(node_id, self.keys, self.rids, self.batch,
                                             lambda: replication.flushed_vector)  # R5
         self.collector = Collector(node_id, settings, self.keys, self.peers, self.graves,
-                                   self.batch, self.calls, self.stats)
+                                   self.rids, self.batch, self.calls, self.stats)
         self.clocks = ClockWatch(settings, self.batch, self.stats)
         self._requests = self._request_routes().table
         self._broadcasts: dict[type, Callable[[Peer, Any], bool]] = {
