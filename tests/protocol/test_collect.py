@@ -225,6 +225,29 @@ def test_request_ids_learned_with_a_stale_state_are_neutralised():
     assert "k" in node.graves and node.rids.get("r9") == ("k", {})
 
 
+def test_an_expired_key_is_collected_and_its_lag_counts_from_its_deadline():
+    """A key with a deadline (set through the keyspace: the wire's expiry requests are
+    another branch's) is collected on every node after it; the delay is observed from
+    the deadline."""
+    link = WallLink.of(3)
+    delays: dict[int, list[float]] = {nid: [] for nid in link.cores}
+    for nid, c in link.cores.items():
+        c.collector.observe_delay = delays[nid].append
+    link.run(0.2)
+    link.request(1, Add("a", "k", 5))
+    node = link.cores[1]
+    deadline = link.wall(1) + 400  # 0.6 s: the next rounds are at 1.0 s
+    assert node.keys.expire("k", deadline, None, link.wall(1))
+    link.run(link.now + 0.1)
+    assert held(link) == [1, 2, 3]
+    link.run(link.now + 1.2)
+    assert held(link) == []
+    for nid, c in link.cores.items():
+        assert c.stats.expired_keys == 1 and c.stats.collected_keys == 1
+        assert len(delays[nid]) == 1 and 0 < delays[nid][0] <= 1.2, (nid, delays)
+    assert max(d for ds in delays.values() for d in ds) > 0.3  # not from when found dead
+
+
 def test_a_replayed_old_delta_within_the_grace_stays_in_the_grave():
     link = WallLink.of(3)
     link.run(0.2)

@@ -36,7 +36,7 @@ flush, when a round is due or answers came in: no key is half-changed then.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ..config import Settings
@@ -129,8 +129,12 @@ class Collector:
         self._last_hold: dict[int, float] = {}
         #: peer -> wall clock (unix ms) since when some dead key waits for its answer.
         self.waiting: dict[int, int] = {}
-        #: The round's keys -> wall clock (unix ms) when first seen dead (the lag).
+        #: The round's keys -> since when dead, unix ms: an expired key's deadline, else
+        #: when first found dead (:meth:`.Keyspace.dead_since`): the lag's start.
         self._dead_since: dict[str, int] = {}
+        #: Called with each collected key's delay (s, from its deadline or from when it
+        #: was found dead): the runtime's histogram (``zcounter_collection_delay_seconds``).
+        self.observe_delay: Callable[[float], object] | None = None
         self._next_round = batch.now
         #: Answers came in since the last run: run again at the batch's end.
         self._answered = False
@@ -144,7 +148,8 @@ class Collector:
         return len(self._dead_since)
 
     def lag_s(self, now_ms: int) -> float:
-        """How long the oldest dead key not yet collected has been seen dead."""
+        """How long the oldest dead key not yet collected has been dead: since its
+        deadline (expired), or since it was found dead (reset)."""
         if not self._dead_since or not now_ms:
             return 0.0
         return max(0, now_ms - min(self._dead_since.values())) / 1000.0
@@ -180,7 +185,8 @@ class Collector:
         dead = keys.dead(wall, MAX_HOLD_KEYS)
         self._stats.expired_keys = keys.expired_total
         hashes = {k: keys.key_hash(k) for k in dead}
-        self._dead_since = {k: self._dead_since.get(k, wall) for k in dead}
+        since = keys.dead_since
+        self._dead_since = {k: since(k) or self._dead_since.get(k, wall) for k in dead}
         for peer, confirmed in self._confirmed.items():
             self._confirmed[peer] = {k: h for k, h in confirmed.items() if hashes.get(k) == h}
         ready = [k for k, h in hashes.items()
@@ -226,9 +232,12 @@ class Collector:
         keys = self._keys
         states = {k: keys.state(k) for k in ready}
         removed = keys.collect(ready)
+        observe = self.observe_delay
         for key, _ in removed:
             self.graves.add(key, states[key], wall)
-            self._dead_since.pop(key, None)
+            dead_since = self._dead_since.pop(key, wall)
+            if observe is not None:
+                observe(max(0, wall - dead_since) / 1000.0)
         self._stats.collected_keys += len(removed)
         # A retry of an old request id must not merge the old life's records into a
         # later one (rids.py).
