@@ -183,8 +183,9 @@ def test_a_forgetful_nodes_fresh_increment_beats_the_dead_state_held_elsewhere()
 def test_a_retried_request_id_of_a_collected_key_does_not_count_in_its_new_life():
     """Node 1 applied rid r1 (+5) to k; k died and was collected everywhere and, past
     the grace, node 2 started a new life (+3).  A retry of r1 - at node 1, which applied
-    it, and at node 3, which learned it - is a duplicate (answered at once, even with
-    wait=all: nothing is left to hold) and does not merge the old +5 back."""
+    it, and at node 3, which learned it - is a duplicate (with wait=all, answered once
+    every peer answered: every node holds the nothing left to hold) and does not merge
+    the old +5 back."""
     link = WallLink.of(3)
     link.run(S.max_clock_skew_s + 0.1)  # past the start-time rule
     link.request(1, Add("a", "k", 5, rid="r1"))
@@ -201,7 +202,7 @@ def test_a_retried_request_id_of_a_collected_key_does_not_count_in_its_new_life(
     link.run(link.now + 0.1)
     for nid in (1, 3):
         link.request(nid, Add(f"retry{nid}", "k", 5, rid="r1", wait=Level.ALL))
-        link.step(nid)
+        link.flush()
         assert link.reply(f"retry{nid}").duplicate
     link.run(link.now + 0.1)
     for nid in link.cores:

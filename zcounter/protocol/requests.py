@@ -268,9 +268,7 @@ class ClientRequests:
 
     def _acknowledge(self, client: ClientId, req: Add | Reset, target: dict[str, Record],
                      duplicate: bool) -> None:
-        # No target: nothing to hold (a reset of a key that did not exist, an id of a
-        # collected key, rids.py), held everywhere: answered at once.
-        if req.wait is Level.LOCAL or not target:
+        if req.wait is Level.LOCAL:
             self._reply_counts(client, req, duplicate)
             return
         self._pending.add_wait(Wait(client, req, target, req.wait.needed(self._cluster_size),

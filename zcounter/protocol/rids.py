@@ -14,7 +14,7 @@ numbers restart with the process, so a peer paging through this log keeps a curs
 When a key is collected (issue 21) the targets of its ids are *neutralised* (set to
 ``{}``, persisted): a retry of such an id is still a duplicate (it was applied once), but
 its old records must not be merged into a later life of the key, where they would count
-again; and with nothing left to hold, it is answered at once.  Ids are indexed by key
+again (a wait on ``{}`` is met by every peer that answers).  Ids are indexed by key
 for that (:meth:`RidLog.neutralise` is O(ids of the collected keys), not a walk over
 the window at every collection).
 """
