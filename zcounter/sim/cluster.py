@@ -155,6 +155,8 @@ class SimNode:
         if self.deferred is not None:
             for key, packed in self.deferred.states.items():
                 root ^= image.key_hash(key) ^ header(packed)[0]
+            for key in self.deferred.removed:  # collected (never also in its states)
+                root ^= image.key_hash(key)
         return root
 
 
