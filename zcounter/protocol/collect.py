@@ -135,6 +135,9 @@ class Collector:
         #: Called with each collected key's delay (s, from its deadline or from when it
         #: was found dead): the runtime's histogram (``zcounter_collection_delay_seconds``).
         self.observe_delay: Callable[[float], object] | None = None
+        #: False: no rounds (the simulator on main, whose oracle does not know
+        #: collection yet: branch ttl-sim teaches it and drops the switch).
+        self.enabled = True
         self._next_round = batch.now
         #: Answers came in since the last run: run again at the batch's end.
         self._answered = False
@@ -167,10 +170,11 @@ class Collector:
 
     def deadline(self) -> float:
         """When :meth:`run` is due next (never without a wall clock)."""
-        return self._next_round if self._batch.wall_ms else math.inf
+        return self._next_round if self.enabled and self._batch.wall_ms else math.inf
 
     def due(self, now: float) -> bool:
-        return bool(self._batch.wall_ms) and (self._answered or now >= self._next_round)
+        return (self.enabled and bool(self._batch.wall_ms)
+                and (self._answered or now >= self._next_round))
 
     def run(self, now: float) -> None:
         """A round: collect what every peer confirmed, ask for the rest.  Called by the

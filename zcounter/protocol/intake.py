@@ -66,6 +66,9 @@ class Intake:
         self._graves = graves
         self._max_age_ms = settings.max_message_age_s * 1000.0
         self._skew_ms = settings.max_clock_skew_s * 1000.0
+        #: False: the age and start-time rules are off (the simulator on main, with
+        #: collection off: branch ttl-sim drops the switch).
+        self.screening = True
 
     def drop(self, reason: str) -> None:
         self._stats.dropped_peer_messages += 1
@@ -210,11 +213,11 @@ class Intake:
         ``at_ms`` 0: a 0.2 peer (unknown: fresh, spec section 4); no wall clock here:
         no rule."""
         wall = self._batch.wall_ms
-        return bool(at_ms and wall) and wall - at_ms > self._max_age_ms
+        return self.screening and bool(at_ms and wall) and wall - at_ms > self._max_age_ms
 
     def _before_start(self, at_ms: int, solicited: bool) -> bool:
         """An unsolicited message read before this process started (skew margin)."""
-        return (not solicited and bool(at_ms and self._batch.wall_ms)
+        return (self.screening and not solicited and bool(at_ms and self._batch.wall_ms)
                 and at_ms < self._batch.start_ms + self._skew_ms)
 
     def merge_target(self, key: str, target: dict[str, Record]) -> None:
