@@ -82,6 +82,8 @@ class Fault(Code):
     HEAL = "heal"
     CRASH = "crash"
     PAUSE = "pause"
+    #: An old node-to-node message delivered again (:meth:`.network.Network.replay`).
+    REPLAY = "replay"
 
 
 class Copy(Code):

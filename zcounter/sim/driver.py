@@ -38,7 +38,8 @@ STATS = ("batches", "codec_roundtrips", "dropped", "duplicated", "cut", "stale_l
          "crashes_midbatch", "crashes_commit", "crashes_power", "commits_interrupted",
          "interrupted_commits_recovered", "restarts", "wipes", "updates_applied",
          "resets_applied", "acks_checked", "session_checks", "quorum_reads_checked",
-         "excused_by_wipe", "reapplied_after_wipe", "rids_unknown_after_heal")
+         "excused_by_wipe", "reapplied_after_wipe", "rids_unknown_after_heal",
+         "replayed")
 
 Script = list[tuple[int, Callable[["Simulation"], None]]]
 

@@ -82,6 +82,11 @@ class Swarm:
     crash_modes: tuple[CrashMode, ...]
     max_wipes: int
     pauses: bool
+    #: Old node-to-node messages delivered again seconds later (:meth:`.network.Network.replay`).
+    replays: bool
+    #: Some crashes keep a node down for several ``gc_grace_s``: it comes back with the
+    #: data it had, after its peers' graves of what it held are gone.
+    long_downtimes: bool
     # ---- clocks
     #: Node clocks start at different readings (monotonic clocks share no origin).
     skew: bool
@@ -133,6 +138,9 @@ class Swarm:
             clock_res_ms=rng.choice((1, 1, 1, 16, 100)),
             poll_cap_ms=rng.choice((None, 100)),
             settings=_draw_settings(rng) if rng.random() < 0.5 else Settings(),
+            # Drawn last: the fields above keep the values they had for each seed.
+            replays=faults and rng.random() < 0.5,
+            long_downtimes=crashes and rng.random() < 0.3,
         )
 
     @classmethod
@@ -143,7 +151,8 @@ class Swarm:
                    max_retries=1, think_ms=10, p_session=0.5, p_states=0.5, p_no_rid=0.0,
                    p_drop=0.0, p_dup=0.0, base_delay_ms=2, jitter_ms=5, p_slow=0.0,
                    slow_ms=100, fifo=True, p_codec=0.1, nemesis_ms=0, partitions=False,
-                   crash_modes=(), max_wipes=0, pauses=False, skew=False, clock_res_ms=1,
+                   crash_modes=(), max_wipes=0, pauses=False, replays=False,
+                   long_downtimes=False, skew=False, clock_res_ms=1,
                    poll_cap_ms=None)
         return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
