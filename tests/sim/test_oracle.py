@@ -73,16 +73,16 @@ def test_reads_must_include_writes_at_intersecting_levels() -> None:
     assert required_for(3, 3, required, ["k", "x"]) == {"k": {A: (2, 0, 0, 0),
                                                               B: (4, 0, 0, 0)}}
     want = required_for(2, 3, required, ["k"])
-    assert check_includes(want, {"k": {A: (2, 0, 0, 0), B: (4, 1, 0, 0)}}, "read") is None
-    assert "below 4" in str(check_includes(want, {"k": {A: (9, 0, 0, 0)}}, "read"))
-    assert "no state" in str(check_includes(want, {}, "read"))
+    assert check_includes(want, {"k": {A: (2, 0, 0, 0), B: (4, 1, 0, 0)}}, "read", 0) is None
+    assert "below 4" in str(check_includes(want, {"k": {A: (9, 0, 0, 0)}}, "read", 0))
+    assert "no state" in str(check_includes(want, {}, "read", 0))
 
 
 def test_check_counts() -> None:
     states = {"a": {A: (5, 2, 1, 0)}, "b": {}}
-    assert check_counts(["a", "b"], [2, 0], states) is None
-    assert check_counts(["a"], [5], states) is not None
-    assert check_counts(["a", "b"], [2], states) is not None
+    assert check_counts(["a", "b"], [2, 0], states, 0) is None
+    assert check_counts(["a"], [5], states, 0) is not None
+    assert check_counts(["a", "b"], [2], states, 0) is not None
 
 
 # --------------------------------------------------------------------------- final

@@ -12,13 +12,15 @@ from collections import Counter
 from collections.abc import Callable
 
 from ..model.pncounter import BN, BP, N, P, Record
-from ..protocol.messages import Counted, Refused, RidEntry
+from ..protocol.messages import Counted, Holding, Refused, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Persist
+from . import lives
 from .cluster import Note, SimNode
 from .codes import Copy, OpKind
 from .disk import Image
 from .history import App, Attempt, History, Op
+from .lives import META
 from .oracle import (
     SimFailure,
     check_chain,
@@ -26,6 +28,7 @@ from .oracle import (
     check_grows,
     check_includes,
     check_reset_observed,
+    check_ttl,
     holds,
     short,
     unknown_value,
@@ -35,6 +38,24 @@ from .scheduler import Scheduler
 
 def _freeze(target: dict[str, Record]) -> tuple[tuple[str, Record], ...]:
     return tuple(sorted(target.items()))
+
+
+def _holds(state: dict[str, Record], target: dict[str, Record]) -> bool:
+    """``state`` holds ``target``'s records and (if it has one) its meta."""
+    if not holds(state, target):
+        return False
+    meta = target.get(META)
+    if meta is None:
+        return True
+    have = lives.split(state)[1]
+    return lives.join_meta(have, lives.split({META: meta})[1]) == have
+
+
+def _holds_app(state: dict[str, Record], app: App) -> bool:
+    target = dict(app.target)
+    if app.meta is not None:
+        target[META] = app.meta  # type: ignore[assignment]
+    return _holds(state, target)
 
 
 class Checker:
@@ -48,6 +69,11 @@ class Checker:
         self.nodes: dict[int, SimNode] = {}
         #: When a commit last changed a state or a request id (convergence timing).
         self.last_change_ms = 0
+        #: A node's wall clock now (set by the driver: the cluster's).
+        self.wall: Callable[[SimNode], int] = lambda node: 0
+        #: Per node, per key: the join of every state it collected of the key (its
+        #: graves as the oracle keeps them: forever, across restarts and wipes).
+        self.graves: dict[int, dict[str, dict[str, Record]]] = {}
 
     def log(self, text: str) -> None:
         if self._trace is not None:
@@ -63,13 +89,51 @@ class Checker:
             self._record(node, core, rids, notes)
         image = node.disk.current
         known = self.history.known
+        now = self.wall(node)
+        graves = self.graves.setdefault(node.node_id, {})
+        removed = set(getattr(persist, "removed", ()))
+        for key in sorted(removed):
+            self._collected(node, key, now)
         for key in persist.states:
             after = image.state(key)
-            problem = check_grows(before[key], after) or unknown_value(key, after, known)
+            problem = (check_grows({} if key in removed else before[key], after)
+                       or unknown_value(key, after, known))
+            if not problem and key in graves:
+                problem = lives.check_no_resurrection(graves[key], after, now)
             if problem:
                 raise SimFailure(f"node {node.node_id} committed {short(key)}: {problem}")
-        if persist.states or persist.rids:
+        if persist.states or persist.rids or removed:
             self.last_change_ms = self.scheduler.now_ms
+
+    def _collected(self, node: SimNode, key: str, now: int) -> None:
+        """``node`` committed the collection of ``key``: what it collected was dead at
+        its now, and no node holds a state of the key (in memory or durably) that the
+        collected death would change: every node that said "I hold it dead" did."""
+        state = node.collected.pop(key, None)
+        where = f"node {node.node_id} collected {short(key)}"
+        if state is None:
+            raise SimFailure(f"node {node.node_id} removed {short(key)} from its storage "
+                             "but never collected it")
+        problem = lives.check_collected_dead(state, now)
+        if problem:
+            raise SimFailure(f"{where}: {problem}")
+        graves = self.graves.setdefault(node.node_id, {})
+        graves[key] = dict(lives.join(graves.get(key, {}), state))  # type: ignore[arg-type]
+        self.stats["collections_checked"] += 1
+        for other in self.nodes.values():
+            if other is node:
+                continue
+            held = [("in memory", other.core.keys.state(key))] if other.core is not None else []
+            held += [("on disk", other.disk.current.state(key)),
+                     ("durably", other.disk.durable.state(key))]
+            for how, have in held:
+                if not have:
+                    continue
+                problem = lives.check_no_resurrection(state, have, self.wall(other))
+                if problem:
+                    raise SimFailure(f"{where} while node {other.node_id} held it {how} in "
+                                     f"a state the death changes (a Hold answered yes "
+                                     f"without holding it dead?): {problem}")
 
     def _record(self, node: SimNode, core: NodeCore, remembered: list[RidEntry],
                 notes: list[Note]) -> None:
@@ -87,29 +151,17 @@ class Checker:
                 own.setdefault((key, _freeze(target)), []).append(rid)
         for note in notes:
             key, amount, target = note.key, note.amount, note.target
-            rids = own.get((key, _freeze(target)))
-            op = (history.by_rid[rids.pop(0)] if rids else
-                  history.ridless.get((key, amount)) if amount else None)
-            if (op is None or op.node != node.node_id or op.key != key
-                    or op.kind is not (OpKind.RESET if amount == 0 else OpKind.ADD)
+            kind = OpKind.EXPIRE if note.expire else OpKind.RESET if amount == 0 else OpKind.ADD
+            op = self._op_of(own, note, kind)
+            if (op is None or op.node != node.node_id or op.key != key or op.kind is not kind
                     or op.amount != amount):
-                raise SimFailure(f"{where} applied {'a reset' if amount == 0 else f'{amount:+d}'}"
-                                 f" to {short(key)} and no request explains it (a request "
-                                 "id not remembered?)")
-            if amount:
-                ((slot, rec),) = target.items()
-                fid = (key, slot, P if amount > 0 else N)
-                problem = check_chain(history.top.get(fid, 0), amount, rec[fid[2]])
-                history.top[fid] = rec[fid[2]]
-                history.learn(fid, rec[fid[2]])
-            else:
-                problem = check_reset_observed(key, target, history.known)
-                for s, r in target.items():
-                    history.learn((key, s, BP), r[BP])
-                    history.learn((key, s, BN), r[BN])
+                raise SimFailure(f"{where} applied {kind} {amount:+d} to {short(key)} and no "
+                                 "request explains it (a request id not remembered?)")
+            problem = self._learn(key, note)
             if problem:
                 raise SimFailure(f"{where}, {short(key)}: {problem}")
-            app = App(op.index, node.node_id, core.slot_name, key, amount, target, now)
+            app = App(op.index, node.node_id, core.slot_name, key, amount, target, now,
+                      note.record, note.meta, note.expire)
             for prev in op.apps:
                 if prev.node != node.node_id or prev.slot == app.slot:
                     raise SimFailure(f"{where}: op {op.index} (rid {op.rid}) applied again: "
@@ -119,6 +171,50 @@ class Checker:
             if self._trace is not None:
                 self.log(f"APPLY op {op.index} at node {node.node_id}: {short(key)} "
                          f"{'reset ' if amount == 0 else f'{amount:+d} '}-> {target}")
+
+    def _op_of(self, own: dict[tuple[str, tuple[tuple[str, Record], ...]], list[str]],
+               note: Note, kind: OpKind) -> Op | None:
+        history = self.history
+        if kind is OpKind.EXPIRE:
+            # An Expire's id proves the meta it wrote (whatever the entry's form): the
+            # first id this process was handed for an expire of the key, not yet used.
+            for (key, _), pending in own.items():
+                for i, rid in enumerate(pending):
+                    op = history.by_rid.get(rid)
+                    if key == note.key and op is not None and op.kind is OpKind.EXPIRE:
+                        return history.by_rid[pending.pop(i)]
+            return None
+        found = own.get((note.key, _freeze(note.target)))
+        if found:
+            return history.by_rid[found.pop(0)]
+        return history.ridless.get((note.key, note.amount)) if note.amount else None
+
+    def _learn(self, key: str, note: Note) -> str | None:
+        """Check a note against the ledger and learn the values it produced."""
+        history, amount, target = self.history, note.amount, note.target
+        problem = None
+        if amount:
+            ((slot, rec),) = target.items()
+            f = P if amount > 0 else N
+            fid = (key, slot, f)
+            whole = note.record
+            base = whole[BP if f == P else BN] if len(whole) > BN else None
+            problem = check_chain(history.top.get(fid, 0), amount, rec[f], base)
+            history.top[fid] = rec[f]
+            history.learn(fid, rec[f])
+            # A new life's rebase or a high-water start: values this step made.
+            for i, v in enumerate(whole):
+                history.learn((key, slot, i), v)
+        elif not note.expire:
+            problem = check_reset_observed(key, target, history.known)
+            for s, r in target.items():
+                history.learn((key, s, BP), r[BP])
+                history.learn((key, s, BN), r[BN])
+        if note.meta is not None:
+            for i, v in enumerate(note.meta):
+                # F is some deadline (rule R), learned as one.
+                history.learn((key, META, 2 if i == 0 else i), v)
+        return problem
 
     def batch_done(self, node: SimNode, core: NodeCore, now: float, deadline: float) -> None:
         # What the node answers from must be what it committed (or deferred: a batch
@@ -144,11 +240,17 @@ class Checker:
         op = attempt.op
         where = f"node {node.node_id}, op {op.index} ({op.kind} of {tuple(map(short, op.keys))})"
         if isinstance(reply, Counted):
-            problem = check_counts(op.keys, reply.counts, reply.states)
+            now = attempt.replied_wall_ms = self.wall(node)
+            if op.kind is OpKind.TTL:
+                problem = check_ttl(op.key, reply.counts, reply.states.get(op.key), now)
+            elif op.kind is OpKind.EXPIRE:
+                problem = None if reply.counts in ((0,), (1,)) else f"Expire counted {reply.counts}"
+            else:
+                problem = check_counts(op.keys, reply.counts, reply.states, now)
             if not problem and attempt.seen:
                 self.stats["session_checks"] += 1
                 problem = check_includes(attempt.seen, reply.states,
-                                         "answered older than the session had seen")
+                                         "answered older than the session had seen", now)
             if problem:
                 raise SimFailure(f"{where}: {problem}")
             if op.is_write:
@@ -169,13 +271,16 @@ class Checker:
         if not op.apps:
             raise SimFailure(f"{where}: acknowledged (wait={op.level.value}) but never applied")
         app = op.apps[-1]
-        if reply.states and not holds(reply.states.get(op.key, {}), app.target):
+        if reply.states and not _holds_app(reply.states.get(op.key, {}), app):
             raise SimFailure(f"{where}: the reply's state does not hold its own write")
         needed = core.needed(op.level)
         # A node counts if it holds the write fsynced, or held it fsynced on a disk
         # wiped since: the holder confirmed a durable copy, a wipe is data loss
         # (bin/sim --seed 33 --nodes 5: a holder wiped before the wait=all ack).
-        held = {n.node_id: self._held(n, op.key, app.target) for n in self.nodes.values()}
+        target = dict(app.target)
+        if app.meta is not None:
+            target[META] = app.meta  # type: ignore[assignment]
+        held = {n.node_id: self._held(n, op.key, target) for n in self.nodes.values()}
         now = sum(1 for h in held.values() if h is Copy.FSYNCED)
         if now + sum(1 for h in held.values() if h is Copy.WIPED) < needed:
             raise SimFailure(f"{where}: wait={op.level.value} acknowledged with only {now} "
@@ -191,11 +296,37 @@ class Checker:
     @staticmethod
     def _held(node: SimNode, key: str, target: dict[str, Record]) -> Copy:
         disk = node.disk
-        if holds(disk.durable.state(key), target):
+        if _holds(disk.durable.state(key), target):
             return Copy.FSYNCED
-        if any(holds(image.state(key), target) for image in node.wiped):
+        if any(_holds(image.state(key), target) for image in node.wiped):
             return Copy.WIPED
-        return Copy.UNSYNCED if holds(disk.current.state(key), target) else Copy.NONE
+        return Copy.UNSYNCED if _holds(disk.current.state(key), target) else Copy.NONE
+
+    def holding(self, node: SimNode, core: NodeCore, keys: tuple[tuple[str, int], ...],
+                reply: Holding) -> None:
+        """``node`` answers a Hold: each yes must hold - the node holds the key with that
+        hash, dead at its own now, or collected it (ttl-spec 4, the premise of every
+        collection)."""
+        if len(reply.ok) != len(keys):
+            raise SimFailure(f"node {node.node_id} answered {len(reply.ok)} to a Hold of "
+                             f"{len(keys)} keys")
+        now = self.wall(node)
+        graves = self.graves.get(node.node_id, {})
+        for (key, digest), ok in zip(keys, reply.ok, strict=True):
+            if not ok:
+                continue
+            self.stats["holds_checked"] += 1
+            state = core.keys.state(key)
+            if not state:
+                if key in graves or key in node.collected:
+                    continue
+                raise SimFailure(f"node {node.node_id} said it holds {short(key)} dead, but "
+                                 "it holds nothing of it and never collected it")
+            if core.keys.key_hash(key) != digest or lives.exists(state, now):
+                raise SimFailure(f"node {node.node_id} said it holds {short(key)} dead with "
+                                 f"hash {digest:016x}, but holds {state} (hash "
+                                 f"{core.keys.key_hash(key):016x}, "
+                                 f"{'live' if lives.exists(state, now) else 'dead'} at {now})")
 
     def copies_removed(self, node: SimNode, before: Image, wiped: bool) -> None:
         images = [n.disk.current for n in self.nodes.values()]

@@ -32,14 +32,16 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from ..config import Settings
+from ..model.expiry import META, ExpireMode
 from ..model.keyspace import Keyspace, header
 from ..model.pncounter import Record
 from ..protocol.commit import CommitPolicy, Step
-from ..protocol.messages import ClientReply, RidEntry
+from ..protocol.messages import ClientReply, Hold, Holding, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Message, Persist, Publish, ToClient, ToPeer
 from .codes import CrashMode
@@ -52,6 +54,9 @@ from .swarm import Swarm
 
 #: The cores' clock origin: arbitrary, like ``time.monotonic()``.
 CLOCK_ORIGIN_S = 1000.0
+#: The nodes' wall clocks read this unix time (ms) at simulated time 0, plus each
+#: node's constant offset (swarm ``wall_skew``): 2023-11-14, far from 0 and 2**63.
+EPOCH_MS = 1_700_000_000_000
 #: Batches a ``commit`` crash waits for one that writes something (a node commits in
 #: about one batch in five: seeds 0-99, 3 nodes, 300 steps).
 COMMIT_CRASH_WAIT = 32
@@ -61,30 +66,68 @@ class Note:
     """An update or a reset a core applied through its keyspace."""
 
     key: str
-    #: Signed step of an update; 0 for a reset.
+    #: Signed step of an update; 0 for a reset or an expiry change.
     amount: int
     #: What proves it: an update's slot with its new ``p`` (or ``n``) alone; the
-    #: records a reset wrote (``(p, n, p, n)`` for every slot it knew).
+    #: records a reset wrote (``(p, n, p, n)`` for every slot it knew); {} for an
+    #: expiry change.
     target: dict[str, Record]
+    #: The node's wall clock (unix ms) as the core passed it.
+    now_ms: int = 0
+    #: An update's whole record after the step (``p, n, bp, bn, b``): a base it starts
+    #: from (a new life's rebase, a high-water start) and its birth are values it made.
+    record: tuple[int, ...] = ()
+    #: The key's meta ``(F, S, D)`` after the change, when it wrote the register.
+    meta: tuple[int, ...] | None = None
+    #: An expiry change (Expire), not a reset.
+    expire: bool = False
 
 
 class TracedKeyspace(Keyspace):
-    """A :class:`Keyspace` that notes the updates and resets applied through it."""
+    """A :class:`Keyspace` that notes the updates, resets, expiry changes and collections
+    applied through it (with the wall time of each, as the core passed it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, collected: dict[str, dict[str, Record]] | None = None) -> None:
         super().__init__()
         self.notes: list[Note] = []
+        #: The state of every key collected and not yet committed (the checker takes
+        #: them with the commit that removes them: a deferred one may come later).
+        self.collected: dict[str, dict[str, Record]] = {} if collected is None else collected
 
-    def add(self, key: str, slot: int, amount: int) -> tuple[int, int, int, int]:
-        rec = super().add(key, slot, amount)
+    def add(self, key: str, slot: int, amount: int, now_ms: int,
+            ttl_ms: int = 0) -> Record:
+        rec = super().add(key, slot, amount, now_ms, ttl_ms)
         proof = (rec[0], 0, 0, 0) if amount > 0 else (0, rec[1], 0, 0)
-        self.notes.append(Note(key, amount, {self.slots.names[slot]: proof}))
+        meta = self._meta(key) if ttl_ms else None
+        self.notes.append(Note(key, amount, {self.slots.names[slot]: proof}, now_ms,
+                               tuple(rec), meta))
         return rec
 
-    def reset(self, key: str) -> dict[str, Record]:
-        written = super().reset(key)
-        self.notes.append(Note(key, 0, written))
+    def reset(self, key: str, now_ms: int) -> dict[str, Record]:
+        written = super().reset(key, now_ms)
+        if written:
+            meta = written.get(META)
+            self.notes.append(Note(key, 0, {s: r for s, r in written.items() if s != META},
+                                   now_ms, (), None if meta is None else tuple(meta)))
         return written
+
+    def expire(self, key: str, at_ms: int | None, mode: ExpireMode | None,
+               now_ms: int) -> bool:
+        changed = super().expire(key, at_ms, mode, now_ms)
+        if changed:
+            self.notes.append(Note(key, 0, {}, now_ms, (), self._meta(key), expire=True))
+        return changed
+
+    def collect(self, keys: Iterable[str]) -> list[tuple[str, bytes]]:
+        keys = list(keys)
+        states = [(key, self.state(key)) for key in keys]
+        removed = super().collect(keys)
+        gone = {key for key, _ in removed}
+        self.collected.update((key, state) for key, state in states if key in gone)
+        return removed
+
+    def _meta(self, key: str) -> tuple[int, ...]:
+        return tuple(self.state(key).get(META, (0, 0, 0)))
 
 
 class Observer(Protocol):
@@ -100,6 +143,9 @@ class Observer(Protocol):
 
     def copies_removed(self, node: SimNode, before: Image, wiped: bool) -> None: ...
 
+    def holding(self, node: SimNode, core: NodeCore, keys: tuple[tuple[str, int], ...],
+                reply: Holding) -> None: ...
+
     def log(self, text: str) -> None: ...
 
 
@@ -109,6 +155,9 @@ class SimNode:
     disk: Disk
     offset_s: float
     res_ms: int
+    #: This node's wall clock minus the true one (ms): within +-max_clock_skew_s / 2,
+    #: so any two nodes differ by at most max_clock_skew_s.
+    wall_offset_ms: int = 0
     core: NodeCore | None = None
     keys: TracedKeyspace | None = None
     #: Bumped by every process start: packets sent to an earlier life are lost.
@@ -135,6 +184,13 @@ class SimNode:
     #: acknowledged nothing waits in its ``deferred`` until the next commit or DEFER_S,
     #: and a crash loses it.
     policy: CommitPolicy = field(default_factory=CommitPolicy)
+    #: Keys this process collected, with their states, until the commit that removes
+    #: them (:class:`TracedKeyspace`); a crash loses what was not committed.
+    collected: dict[str, dict[str, Record]] = field(default_factory=dict)
+    #: The keys of the Hold requests this process was asked and has not answered, by
+    #: (asker, request id): what its Holding answers say yes or no to.
+    holds_asked: dict[tuple[object, int], tuple[tuple[str, int], ...]] = field(
+        default_factory=dict)
 
     @property
     def up(self) -> bool:
@@ -169,10 +225,14 @@ class Cluster:
         self.stats = stats
         self.nodes: dict[int, SimNode] = {}
         self._touched: dict[int, SimNode] = {}
+        half_skew_ms = int(500 * settings.max_clock_skew_s) if swarm.wall_skew else 0
         for node_id in self.ids:
             offset = rng.uniform(-500.0, 500.0) if swarm.skew else 0.0
             self.nodes[node_id] = SimNode(node_id, self.new_disk(node_id),
                                           CLOCK_ORIGIN_S + offset, swarm.clock_res_ms)
+        for node in self.nodes.values():  # drawn after: the offsets above stay as they were
+            if half_skew_ms:
+                node.wall_offset_ms = rng.randint(-half_skew_ms, half_skew_ms)
 
     def draw_hex(self) -> str:
         """12 hex digits from the run's RNG (incarnations and epochs)."""
@@ -181,6 +241,10 @@ class Cluster:
     def new_disk(self, node_id: int) -> Disk:
         """Fresh storage: its incarnation, and how far its checkpoints trail the log."""
         return Disk(node_id, self.draw_hex(), self.rng.randint(0, 2))
+
+    def wall_ms(self, node: SimNode) -> int:
+        """What the node's wall clock reads now (unix ms; the runtime's ``time.time()``)."""
+        return EPOCH_MS + self.scheduler.now_ms + node.wall_offset_ms
 
     def clock(self, node: SimNode) -> float:
         """What the node's monotonic clock reads now."""
@@ -193,14 +257,17 @@ class Cluster:
         # As the runtime's server loads a recovered Storage (runtime/server.py _load).
         storage = node.disk.storage
         node.life += 1
-        keys = TracedKeyspace()
-        keys.load(storage.load_slot_names(), storage.load_states())
+        node.collected = {}
+        keys = TracedKeyspace(node.collected)
+        keys.load(storage.load_slot_names(), storage.load_states(),
+                  high_water=storage.load_high_water())
         node.keys = keys
         node.core = NodeCore(node.node_id, self.ids, storage.incarnation, self.draw_hex(),
                              self.settings, self.clock(node), keyspace=keys,
                              rids=storage.load_rids(), fresh=storage.created,
                              republish=storage.recovered_keys)
         node.rids_delivered = set()
+        node.holds_asked = {}
         node.policy = CommitPolicy()
         node.inbox = []
         node.doom = None
@@ -310,9 +377,12 @@ class Cluster:
         now = self.clock(node)
         inputs, node.inbox = node.inbox, []
         keys.notes.clear()
+        core.set_wall(self.wall_ms(node))
         for packet in inputs:
             body = packet.body
             if packet.kind is Kind.REQUEST:
+                if isinstance(body, Hold):
+                    node.holds_asked[(packet.reply_to, body.id)] = body.keys
                 rid = getattr(body, "rid", None)
                 if rid is not None:
                     node.rids_delivered.add(rid)
@@ -431,6 +501,10 @@ class Cluster:
                 send(Packet(Kind.CLIENT_REPLY, src, client_endpoint(cid[1]), 0, reply))
             else:
                 _, peer, life = cid
+                if isinstance(message.reply, Holding):
+                    asked = node.holds_asked.pop((cid, message.reply.id), None)
+                    if asked is not None:
+                        self.observer.holding(node, core, asked, message.reply)
                 send(Packet(Kind.PEER_REPLY, src, peer, life, message.reply))
         elif isinstance(message, ToPeer):
             dst = self.nodes[message.peer]

@@ -43,10 +43,21 @@ class App:
     amount: int
     target: dict[str, Record]
     at_ms: int
+    #: An update's record after the step (``p, n, bp, bn, b``); () otherwise.
+    record: tuple[int, ...] = ()
+    #: The key's meta after the change, when it wrote the register; else None.
+    meta: tuple[int, ...] | None = None
+    #: An expiry change (Expire), not a reset.
+    is_meta: bool = False
 
     @property
     def is_reset(self) -> bool:
-        return self.amount == 0
+        return self.amount == 0 and not self.is_meta
+
+    @property
+    def birth(self) -> int:
+        """The update's record's birth: the life it belongs to."""
+        return self.record[4] if len(self.record) > 4 else 0
 
     @property
     def field(self) -> int:
@@ -74,6 +85,10 @@ class Op:
     rid: str | None = None
     #: Ask for the keys' states in replies (sessions always do).
     states: bool = False
+    #: An increment's ttl (0: none); an Expire's deadline (None: PERSIST) and mode.
+    ttl_ms: int = 0
+    at_ms: int | None = None
+    mode: str | None = None
     outcome: Outcome = Outcome.PENDING
     attempts: int = 0
     timed_out: int = 0
@@ -91,7 +106,7 @@ class Op:
 
     @property
     def is_write(self) -> bool:
-        return self.kind is not OpKind.READ
+        return self.kind not in (OpKind.READ, OpKind.TTL)
 
 
 @dataclass(slots=True)
@@ -108,6 +123,8 @@ class Attempt:
     #: fsynced copies that still exist: later reads must include it.
     acked: App | None = None
     acked_ms: int = -1
+    #: The answering node's wall clock when it emitted its (last) Counted reply.
+    replied_wall_ms: int = 0
 
 
 class History:
@@ -165,6 +182,11 @@ class History:
         stores = list(stores)
         for key, state in before.items():
             for slot, rec in state.items():
+                if slot == "~":
+                    # The meta's last copy gone: the final meta may be older.
+                    if not any(s.get(key, {}).get(slot) == rec for s in stores):
+                        self.floors[(key, slot, 0)] = 0
+                    continue
                 for f in (P, N, BP, BN):
                     value = rec[f]
                     if not value:

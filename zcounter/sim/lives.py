@@ -49,8 +49,11 @@ def split(state: AnyState) -> tuple[dict[str, Rec5], Meta]:
 
 def register_order(meta: Meta) -> tuple[int, int]:
     """The register's total order: later ``S`` wins; at equal ``S`` the longer deadline,
-    and "no expiry" beats any deadline (PERSIST beats EXPIRE)."""
+    and "no expiry" beats any deadline (PERSIST beats EXPIRE).  The register never set,
+    ``(0, 0)``, is the bottom (else it would beat a deadline set at wall time 0)."""
     _, s, d = meta
+    if not s and not d:
+        return -1, 0
     return s, d if d else NO_DEADLINE
 
 
