@@ -105,10 +105,10 @@ class TracedKeyspace(Keyspace):
 
     def reset(self, key: str, now_ms: int) -> dict[str, Record]:
         written = super().reset(key, now_ms)
-        if written:
-            meta = written.get(META)
-            self.notes.append(Note(key, 0, {s: r for s, r in written.items() if s != META},
-                                   now_ms, (), None if meta is None else tuple(meta)))
+        # Noted even when it wrote nothing (a key that does not exist): the op applied.
+        meta = written.get(META)
+        self.notes.append(Note(key, 0, {s: r for s, r in written.items() if s != META},
+                               now_ms, (), None if meta is None else tuple(meta)))
         return written
 
     def expire(self, key: str, at_ms: int | None, mode: ExpireMode | None,
