@@ -50,7 +50,7 @@ def test_commit_and_reload_round_trip(tmp_path: Path):
     try:
         assert not again.created and again.incarnation == storage.incarnation
         assert again.load_slot_names() == [A, B]
-        assert ks.state("k") == {A: (6, 1, 0, 0)} and ks.value("k") == 5
+        assert ks.state("k") == {A: (6, 1, 0, 0)} and ks.value("k", 0) == 5
         assert ks.state(key) == {A: (1, 0, 0, 0), B: (7, 7, 7, 7)}
         assert rids == [("r2", key, {B: (7, 7, 7, 7)}), ("r3", "k", {A: (6, 0, 0, 0)})]
     finally:
@@ -154,12 +154,12 @@ def test_a_garbage_database_file_is_refused(tmp_path: Path, garbage: bytes):
 def test_a_database_of_an_unknown_schema_is_refused(tmp_path: Path):
     Storage.open(tmp_path, 1).close()
     conn = sqlite3.connect(tmp_path / DB_NAME)
-    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema'")
     conn.commit()
     conn.close()
     with pytest.raises(ConfigError) as excinfo:
         Storage.open(tmp_path, 1)
-    assert "schema version 3" in one_line_config_error(excinfo, tmp_path / DB_NAME)
+    assert "schema version 4" in one_line_config_error(excinfo, tmp_path / DB_NAME)
 
 
 def test_an_unusable_directory_is_refused(tmp_path: Path):
@@ -174,6 +174,6 @@ def test_the_database_is_in_wal_mode(tmp_path: Path):
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         meta = dict(conn.execute("SELECT key, value FROM meta"))
-        assert meta["schema"] == "2" and meta["node_id"] == "1"
+        assert meta["schema"] == "3" and meta["node_id"] == "1"
     finally:
         conn.close()

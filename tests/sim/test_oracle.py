@@ -68,10 +68,12 @@ def test_reads_must_include_writes_at_intersecting_levels() -> None:
     # 3 nodes: local(1) + all(3) > 3, majority(2) + majority(2) > 3, all(3) + local(1) > 3.
     required = {1: {"k": {A: (1, 0, 0, 0)}}, 2: {"k": {A: (2, 0, 0, 0)}},
                 3: {"k": {B: (4, 0, 0, 0)}}}
-    assert required_for(1, 3, required, ["k"]) == {"k": {B: (4, 0, 0, 0)}}
-    assert required_for(2, 3, required, ["k"]) == {"k": {A: (2, 0, 0, 0), B: (4, 0, 0, 0)}}
-    assert required_for(3, 3, required, ["k", "x"]) == {"k": {A: (2, 0, 0, 0),
-                                                              B: (4, 0, 0, 0)}}
+    # (Records come back in the model's 5-field form: a birth of 0.)
+    assert required_for(1, 3, required, ["k"]) == {"k": {B: (4, 0, 0, 0, 0)}}
+    assert required_for(2, 3, required, ["k"]) == {"k": {A: (2, 0, 0, 0, 0),
+                                                         B: (4, 0, 0, 0, 0)}}
+    assert required_for(3, 3, required, ["k", "x"]) == {"k": {A: (2, 0, 0, 0, 0),
+                                                              B: (4, 0, 0, 0, 0)}}
     want = required_for(2, 3, required, ["k"])
     assert check_includes(want, {"k": {A: (2, 0, 0, 0), B: (4, 1, 0, 0)}}, "read", 0) is None
     assert "below 4" in str(check_includes(want, {"k": {A: (9, 0, 0, 0)}}, "read", 0))
@@ -94,7 +96,7 @@ def test_value_of_updates_counts_exactly_what_no_reset_observed() -> None:
     apps = [_add(0, A, 5, 5), _add(1, A, 2, 7), _add(2, B, 3, 3), _add(3, B, 4, 7),
             _reset(4, {A: (7, 0, 7, 0)}), _add(5, A, 1, 8)]
     final = expected_states(apps)["k"]
-    assert final == {A: (8, 0, 7, 0), B: (7, 0, 0, 0)}
+    assert final == {A: (8, 0, 7, 0, 0), B: (7, 0, 0, 0, 0)}  # the model's 5-field form
     assert value_of_updates("k", apps, final) == 8
     # Two concurrent resets merge to the union of what they observed.
     apps.append(App(6, 2, B, "k", 0, {B: (3, 0, 3, 0)}, 0))
@@ -170,10 +172,10 @@ def _known_slots_merge(self: Keyspace, key: str, state: dict[str, Record]) -> bo
     return _MERGE(self, key, {s: r for s, r in state.items() if not current or s in current})
 
 
-def _reset_by_decrement(self: Keyspace, key: str) -> dict[str, Record]:
+def _reset_by_decrement(self: Keyspace, key: str, now_ms: int) -> dict[str, Record]:
     # Riak's advice ("increment by -value") instead of an observed reset: concurrent
     # resets subtract twice, and the counts it writes are no update's.
-    value = self.value(key)
+    value = self.value(key, now_ms)
     if key not in self or not value:
         return {}
     hot = self._touch(key)

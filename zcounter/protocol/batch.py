@@ -26,6 +26,9 @@ class Batch:
 
     #: The time of the input being handled.
     now: float
+    #: Wall-clock unix ms of this batch (``NodeCore.set_wall``, set by the runtime at the
+    #: start of every batch): what reads and steps of keys take (issue 21).
+    wall_ms: int = 0
     messages: list[Message] = field(default_factory=list)
     logs: list[Log] = field(default_factory=list)
     #: Request ids applied here in this batch: they go out with its delta.

@@ -13,8 +13,9 @@ import math
 from collections.abc import Iterable, Mapping
 
 from ..limits import MAX_SLOTS_PER_KEY, OWN_SLOT_WARNING_INTERVAL_S
+from ..model.expiry import META
 from ..model.keyspace import Keyspace
-from ..model.page import REC_INTS, StatePage
+from ..model.page import META_INTS, REC_INTS, StatePage
 from ..model.pncounter import slot_node
 from .batch import Batch
 from .messages import RidEntry, States
@@ -52,10 +53,10 @@ class Intake:
                 if slot in seen:
                     continue
                 seen.add(slot)
-                if not self._known_slot(slot):
+                if slot != META and not self._known_slot(slot):
                     self.drop(f"slot {slot!r} from node {sender} names an unknown node")
                     return None
-            if self._too_many_slots(key, state, len(state), sender):
+            if self._too_many_slots(key, state, len(state) - (META in state), sender):
                 return None
             mine = state.get(own)
             if mine is not None and not keys.dominates(key, {own: mine}):
@@ -85,10 +86,10 @@ class Intake:
             dominates = self._keys.dominates
             ahead: list[str] = []
             for key, flat in page.records.items():
-                indexes = flat[0::REC_INTS]
+                indexes = flat[META_INTS::REC_INTS]
                 if at in indexes:
-                    i = indexes.index(at) * REC_INTS
-                    mine = (flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4])
+                    i = META_INTS + indexes.index(at) * REC_INTS
+                    mine = (flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4], flat[i + 5])
                     if not dominates(key, {own: mine}):
                         ahead.append(key)
             if ahead:

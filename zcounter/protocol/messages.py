@@ -3,8 +3,8 @@
 Three conversations (the codec, :mod:`.codec`, turns these into bytes and back):
 
 * **client -> node** over the node's ROUTER (clients are DEALERs): :class:`Add`,
-  :class:`Reset`, :class:`Get`, :class:`ListKeys`, :class:`Status`, :class:`Ping`,
-  :class:`Confirm`; answered by :class:`Counted`, :class:`KeysPage`,
+  :class:`Reset`, :class:`Expire`, :class:`Get`, :class:`Ttl`, :class:`ListKeys`,
+  :class:`Status`, :class:`Ping`, :class:`Confirm`; answered by :class:`Counted`, :class:`KeysPage`,
   :class:`StatusReply`, :class:`Pong`, :class:`Held` or :class:`Refused`.  ``id`` is the
   caller's correlation tag, echoed verbatim.  The Redis-protocol door
   (:mod:`zcounter.protocol.resp`) turns RESP commands into these same requests.
@@ -31,6 +31,8 @@ from typing import Any, NamedTuple
 # module imports nothing of the package, so it has no import cycle with the model (whose
 # Overflow is a ZCounterError).  Re-exported: the wire's messages name it from here.
 from ..errors import ErrorCode as ErrorCode
+from ..model.expiry import MAX_TTL_MS as MAX_TTL_MS
+from ..model.expiry import ExpireMode as ExpireMode
 from ..model.page import StatePage
 from ..model.pncounter import Record
 
@@ -80,6 +82,10 @@ class Add(NamedTuple):
     seen: States = _NO_STATES
     #: Ask for the key's state in the reply (sessions do; raw clients need not).
     session: bool = False
+    #: Give the key this expiry (ms from the node's now) if it has none after the step:
+    #: ``INCR`` + ``EXPIRE NX`` in one durable request (the rate limiter).  0: none;
+    #: else 1..:data:`MAX_TTL_MS` (the codec refuses the rest).
+    ttl_ms: int = 0
 
 
 class Reset(NamedTuple):
@@ -94,11 +100,51 @@ class Reset(NamedTuple):
     session: bool = False
 
 
+class Expire(NamedTuple):
+    """Set, change or remove ``key``'s expiry; answered ``Counted(counts=(1,))`` if that
+    changed something, ``(0,)`` if not (no such key, or ``mode`` said no), as Redis's
+    EXPIRE and PERSIST answer.  Replicated like a reset (a delta of the key's meta),
+    exactly once by ``rid``.
+
+    The deadline is ``at_ms`` (unix ms, absolute: EXPIREAT) or ``ttl_ms`` (ms from the
+    answering node's own clock: EXPIRE - the door and the clients have no clock the
+    node's deadlines agree with); neither is PERSIST (remove the expiry), both is a bad
+    request.  A deadline at or before the node's now expires the key at once (Redis).
+    ``also_xx``: and only if the key has an expiry - Redis's ``XX`` beside ``LT`` (with
+    ``GT`` it says nothing more, with ``NX`` it is refused), the one pair of its options
+    a single ``mode`` cannot say."""
+
+    id: Tag
+    key: str = DEFAULT_KEY
+    at_ms: int | None = None
+    mode: ExpireMode | None = None
+    rid: str | None = None
+    wait: Level = Level.LOCAL
+    timeout_ms: int = 2000
+    seen: States = _NO_STATES
+    session: bool = False
+    ttl_ms: int | None = None
+    also_xx: bool = False
+
+
 class Get(NamedTuple):
     """Read ``keys`` after merging the states of ``read`` nodes (self included)."""
 
     id: Tag
     keys: tuple[str, ...] = (DEFAULT_KEY,)
+    read: Level = Level.LOCAL
+    timeout_ms: int = 2000
+    seen: States = _NO_STATES
+    session: bool = False
+
+
+class Ttl(NamedTuple):
+    """``key``'s expiry after merging the states of ``read`` nodes (self included):
+    ``Counted(counts=(pttl_ms, deadline_ms))``, each ``-2`` (no such key), ``-1`` (no
+    expiry) or the value (ms left; the deadline, unix ms)."""
+
+    id: Tag
+    key: str = DEFAULT_KEY
     read: Level = Level.LOCAL
     timeout_ms: int = 2000
     seen: States = _NO_STATES
@@ -140,18 +186,22 @@ class Confirm:
     timeout_ms: int = 2000
 
 
-ClientRequest = Add | Reset | Get | ListKeys | Status | Ping | Confirm
+ClientRequest = Add | Reset | Expire | Get | Ttl | ListKeys | Status | Ping | Confirm
 
 
 class Counted(NamedTuple):
-    """Success of Add, Reset or Get: one count per key, in request order.  ``states``:
-    the keys' states, for sessions (empty unless the request asked)."""
+    """Success of Add, Reset or Get: one count per key, in request order (Expire: 1 or
+    0; Ttl: pttl and deadline).  ``states``: the keys' states, for sessions (empty
+    unless the request asked).  ``exists``: for a Get that asked for states, whether
+    each key exists at the node's now (a key can hold state and not exist: expired, or
+    reset; the RESP door answers nil for it, as Redis does for a missing key)."""
 
     id: Tag
     node: int
     counts: tuple[int, ...]
     states: States
     duplicate: bool = False
+    exists: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

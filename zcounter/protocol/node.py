@@ -94,6 +94,7 @@ from .messages import (
     Confirm,
     Delta,
     ErrorCode,
+    Expire,
     Fetch,
     Get,
     Heartbeat,
@@ -115,6 +116,7 @@ from .messages import (
     SyncKeys,
     SyncSegments,
     Tag,
+    Ttl,
 )
 from .outputs import ClientId, Outputs, Persist, ToClient
 from .peers import Liveness, Peer
@@ -169,6 +171,7 @@ class NodeCore:
         self.slot_name = make_slot(node_id, incarnation)
         self.keys = keyspace if keyspace is not None else Keyspace()
         self.slot = self.keys.slots.intern(self.slot_name)
+        self.keys.own_slot = self.slot  # whose totals a collection's high-water keeps
         self.peers = {p: Peer(p) for p in self.cluster if p != node_id}
         self.rids = RidLog(settings.request_id_window, settings.request_id_max_age_s,
                            epoch, now, rids)
@@ -206,6 +209,8 @@ class NodeCore:
         routes.on(Add, clients.add)
         routes.on(Get, clients.get)
         routes.on(Reset, clients.reset)
+        routes.on(Expire, clients.set_expiry)
+        routes.on(Ttl, clients.ttl)
         routes.on(ListKeys, clients.list_keys)
         routes.on(Status, self._status)
         routes.on(Ping, clients.ping)
@@ -356,6 +361,17 @@ class NodeCore:
 
     # ------------------------------------------------------------------ time
 
+    def set_wall(self, now_ms: int) -> None:
+        """The wall clock (unix ms) for the batch starting: the runtime calls it before
+        the batch's inputs (the core reads no clock).  Reads and steps of keys use it
+        (expiry, issue 21)."""
+        self.batch.wall_ms = now_ms
+
+    @property
+    def wall_ms(self) -> int:
+        """The wall clock of the current batch (unix ms, :meth:`set_wall`)."""
+        return self.batch.wall_ms
+
     def tick(self, now: float) -> None:
         """Advance timers: heartbeats, repairs, retries and deadlines."""
         self.batch.now = now
@@ -410,7 +426,8 @@ class NodeCore:
         if self.pending:
             self.replication.push_and_fetch(batch.now, fresh_only=True)
         rids, forget = self.rids.take_changes()
-        persist = Persist(flushed.changed, flushed.new_slots, rids, forget, batch.sync)
+        persist = Persist(flushed.changed, flushed.new_slots, rids, forget, batch.sync,
+                          flushed.removed, flushed.high_water)
         batch.sync = False
         batch.keys = 0
         out, batch.messages = batch.messages, []
@@ -427,13 +444,15 @@ class NodeCore:
             "epoch": self.epoch,
             "seq": self.seq,
             "keys": len(self.keys),
-            "live_keys": self.keys.live,
+            "live_keys": self.keys.live_at(self.wall_ms),  # expired keys excluded
             "slots": len(self.keys.slots),
             "root": f"{self.keys.tree.root:016x}",
             "bootstrapping": self.bootstrapping,
             "request_ids_remembered": len(self.rids),
             "held_requests": len(self.pending),
             "repair": self.repair.status(now),
+            "expiry": dict(zip(("volatile", "avg_ttl_ms"),
+                               self.keys.expiry_stats(self.wall_ms), strict=True)),
             "peers": {
                 str(node_id): {
                     "liveness": p.liveness(now, s.peer_timeout_s).value,

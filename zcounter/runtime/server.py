@@ -99,7 +99,8 @@ class NodeServer:
     def _load(self, storage: Storage, now: float) -> NodeCore:
         started = time.monotonic()
         keyspace = Keyspace()
-        keyspace.load(storage.load_slot_names(), storage.load_states())
+        keyspace.load(storage.load_slot_names(), storage.load_states(),
+                      storage.load_high_water())
         core = NodeCore(self.node_id, sorted(self.config.nodes), storage.incarnation,
                         secrets.token_hex(6), self.config.settings, now, keyspace=keyspace,
                         rids=storage.load_rids(), fresh=storage.created,

@@ -41,7 +41,7 @@ from ..model.expiry import META, ExpireMode
 from ..model.keyspace import Keyspace, header
 from ..model.pncounter import Record
 from ..protocol.commit import CommitPolicy, Step
-from ..protocol.messages import ClientReply, Hold, Holding, RidEntry
+from ..protocol.messages import ClientReply, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Message, Persist, Publish, ToClient, ToPeer
 from .codes import CrashMode
@@ -49,6 +49,7 @@ from .disk import Disk, Image
 from .files import Crash
 from .network import Kind, Network, Packet, client_endpoint
 from .oracle import SimFailure
+from .pending_gc import Hold, Holding, setting
 from .scheduler import Scheduler
 from .swarm import Swarm
 
@@ -95,7 +96,7 @@ class TracedKeyspace(Keyspace):
         self.collected: dict[str, dict[str, Record]] = {} if collected is None else collected
 
     def add(self, key: str, slot: int, amount: int, now_ms: int,
-            ttl_ms: int = 0) -> Record:
+            ttl_ms: int = 0) -> tuple[int, int, int, int, int]:
         rec = super().add(key, slot, amount, now_ms, ttl_ms)
         proof = (rec[0], 0, 0, 0) if amount > 0 else (0, rec[1], 0, 0)
         meta = self._meta(key) if ttl_ms else None
@@ -113,9 +114,16 @@ class TracedKeyspace(Keyspace):
 
     def expire(self, key: str, at_ms: int | None, mode: ExpireMode | None,
                now_ms: int) -> bool:
+        mark = len(self.notes)
         changed = super().expire(key, at_ms, mode, now_ms)
+        # A deadline at or before now is an observed reset (the model's expire calls
+        # reset): one application, the expire's, whose target holds the bases it wrote.
+        written: dict[str, Record] = {}
+        for inner in self.notes[mark:]:
+            written.update(inner.target)
+        del self.notes[mark:]
         if changed:
-            self.notes.append(Note(key, 0, {}, now_ms, (), self._meta(key), expire=True))
+            self.notes.append(Note(key, 0, written, now_ms, (), self._meta(key), expire=True))
         return changed
 
     def collect(self, keys: Iterable[str]) -> list[tuple[str, bytes]]:
@@ -225,7 +233,7 @@ class Cluster:
         self.stats = stats
         self.nodes: dict[int, SimNode] = {}
         self._touched: dict[int, SimNode] = {}
-        half_skew_ms = int(500 * settings.max_clock_skew_s) if swarm.wall_skew else 0
+        half_skew_ms = int(500 * setting(settings, 'max_clock_skew_s')) if swarm.wall_skew else 0
         for node_id in self.ids:
             offset = rng.uniform(-500.0, 500.0) if swarm.skew else 0.0
             self.nodes[node_id] = SimNode(node_id, self.new_disk(node_id),
