@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from zcounter.config import Settings
-from zcounter.protocol.messages import Add, ErrorCode, Refused
+from zcounter.model.expiry import META
+from zcounter.protocol.messages import Add, ErrorCode, Expire, Level, Refused
 from zcounter.protocol.node import NodeCore
 from zcounter.protocol.outputs import ToClient, ToPeer
 from zcounter.sim import Simulation
@@ -59,3 +60,24 @@ def test_seeds_that_once_raised_false_alarms(seed: int, nodes: int) -> None:
     # new application to the old request (see Checker._record).
     result = Simulation(seed, nodes).run()
     assert result.ok, f"{result.failure}\n  replay: {result.replay}"
+
+
+def test_an_expire_in_the_past_waits_for_its_reset_seed_7() -> None:
+    """An EXPIRE at or before now is an observed reset; its request id and its wait
+    targeted the meta alone, so a wait=majority one was acknowledged while no peer held
+    the reset bases (bin/sim --seed 7: one fsynced copy).  The target is what it wrote:
+    every record at its total, and the meta."""
+    core = NodeCore(1, [1, 2, 3], "a" * 12, "e" * 12, Settings(), 0.0)
+    core.take_outputs()
+    wall = 1_700_000_000_000
+    core.set_wall(wall)
+    core.handle_request("c", Add(1, "k", 5, "r1", ttl_ms=10_000), 0.0)
+    core.take_outputs()
+    core.set_wall(wall + 10)
+    core.handle_request("c", Expire(2, "k", at_ms=wall, rid="r2", wait=Level.MAJORITY), 0.01)
+    (entry,) = [e for e in core.take_outputs().persist.rids if e[0] == "r2"]
+    target = entry[2]
+    records = [r for s, r in target.items() if s != META]
+    assert records and all(r[0] == r[2] and r[1] == r[3] for r in records), target
+    assert META in target
+    assert Simulation(7, 5, 600).run().ok
