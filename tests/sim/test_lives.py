@@ -13,6 +13,7 @@ from zcounter.sim.lives import (
     check_no_resurrection,
     deadline,
     effective_floor,
+    ended_lives,
     exists,
     expected_meta,
     fold,
@@ -77,6 +78,18 @@ def test_a_passed_deadline_floors_the_old_life() -> None:
 def test_expected_meta_is_the_last_writer() -> None:
     assert expected_meta([(0, 10, 100), (0, 12, 0), (100, 11, 500)]) == (100, 12, 0)
     assert expected_meta([]) == (0, 0, 0)
+
+
+def test_ended_lives_by_the_time_the_next_register_was_written() -> None:
+    # (S, D) set at 679 expiring at 1679; the next register written at 5758 by a node
+    # that never held it: that life ended at 1679 (bin/sim --seed 12).
+    assert ended_lives([((0, 679, 1679), 679), ((0, 5758, 6258), 5758)]) == 1679
+    # A register stamped ahead of its writer's clock (S = S_old + 1) and replaced, by
+    # that clock, before its deadline: nothing ended (bin/sim --seed 54).
+    assert ended_lives([((0, 2163, 2136), 2086), ((0, 2164, 2152), 2102)]) == 0
+    # A register's time is its first application's (later increments carry it too).
+    assert ended_lives([((0, 10, 100), 10), ((0, 10, 100), 500), ((0, 20, 0), 50)]) == 0
+    assert ended_lives([]) == 0
 
 
 def test_no_resurrection_catches_a_stale_state_taken_in_after_collection() -> None:

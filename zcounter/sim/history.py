@@ -49,6 +49,8 @@ class App:
     meta: tuple[int, ...] | None = None
     #: An expiry change (Expire), not a reset.
     is_meta: bool = False
+    #: The applying node's wall clock (ms) at the application.
+    wall_ms: int = 0
 
     @property
     def is_reset(self) -> bool:

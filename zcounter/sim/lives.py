@@ -20,6 +20,7 @@ The checks that use it:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
 
 #: The meta's pseudo-slot (ttl-spec 2).
 META = "~"
@@ -75,6 +76,28 @@ def join(a: AnyState, b: AnyState) -> dict[str, Sequence[int]]:
     meta = join_meta(ma, mb)
     if meta != ZERO_META:
         out[META] = meta
+    return out
+
+
+def ended_lives(registers: Iterable[tuple[Meta, int]]) -> int:
+    """The highest deadline that took effect, from every register ever written (each
+    meta with the wall time, at its writer, of the first application that carried it):
+    one that had passed when the next register (in the register order) was written.
+    A node that overwrites a register it never saw cannot fold it (rule R needs the old
+    ``D``); the life that deadline ended is over all the same (ttl-spec 1: "a passed
+    deadline kills every record born before it, on every node, whatever the delivery
+    order").  The writer's clock, not the next ``S``: a register's ``S`` can run ahead
+    of its writer's clock (stamped after the one it overwrote, bin/sim --seed 54)."""
+    written: dict[tuple[int, int], int] = {}
+    for meta, wall in registers:
+        if meta[1] or meta[2]:
+            reg = (meta[1], meta[2])
+            written[reg] = min(written.get(reg, wall), wall)
+    regs = sorted(written, key=lambda r: register_order((0, r[0], r[1])))
+    out = 0
+    for (_, d), nxt in pairwise(regs):
+        if d and d <= written[nxt]:
+            out = max(out, d)
     return out
 
 

@@ -263,7 +263,15 @@ def live_updates(key: str, apps: Iterable[App], final: State, floor: int) -> lis
                 for f in (BP, BN):
                     if rec[f] <= final.get(slot, _ZERO)[f]:
                         bases[(slot, f)] = max(bases.get((slot, f), 0), rec[f])
-        elif app.boundary <= final.get(app.slot, _ZERO)[app.field] and app.birth >= floor:
+            continue
+        # The bases an update's record carries: a reset's, or the owner's rebase into a
+        # new life (a step after a deadline or floor it saw: ttl-spec 1 step 2), which
+        # ends the record's old counts like a reset of that slot would.
+        for f in (BP, BN) if len(app.record) > BN else ():
+            if app.record[f] <= final.get(app.slot, _ZERO)[f]:
+                key_f = (app.slot, f)
+                bases[key_f] = max(bases.get(key_f, 0), app.record[f])
+        if app.boundary <= final.get(app.slot, _ZERO)[app.field] and app.birth >= floor:
             adds.append(app)
     out = []
     for app in adds:
@@ -329,17 +337,26 @@ def check_final(states: Mapping[int, States], roots: Mapping[int, int],
         _check_op(op, final, floors, known, stats, gone)
 
 
+#: Wall clocks differ by up to ``max_clock_skew_s`` (at most 1 s in the swarm): an update
+#: applied less than this before a deadline set by another node's clock may belong to
+#: either life.
+SKEW_TOLERANCE_MS = 1000
+
+
 def _check_key(key: str, exp: State, fin: State | None, apps: list[App], nodes: list[int],
                values: Mapping[int, Mapping[str, int]], nows: Mapping[int, int],
                floors: Mapping[FieldId, int], known: Mapping[FieldId, set[int]],
                was_collected: bool) -> None:
     meta = ledger_meta(key, apps)
+    lost = any(fid[0] == key for fid in floors)
+    # Lives that ended by a deadline no later register's writer folded (it never saw it).
+    ended = 0 if lost else lives.ended_lives(
+        (lives.split({META: a.meta})[1], a.wall_ms) for a in apps if a.meta is not None)
     if fin is None:
         # Collected everywhere: the ledger must agree that nothing of it counts.
         for node in nodes:
             floor = lives.effective_floor(meta, nows[node])
             live = live_updates(key, apps, exp, floor)
-            lost = any(fid[0] == key for fid in floors)
             if live and not lost:
                 raise SimFailure(f"{short(key)} was collected, but the ledger says updates "
                                  f"of its current life count at node {node}: "
@@ -364,7 +381,20 @@ def _check_key(key: str, exp: State, fin: State | None, apps: list[App], nodes: 
                          f"changes converge to {meta} (last writer wins)")
     for node in nodes:
         now = nows[node]
-        expected_value = value_of_updates(key, apps, fin, lives.effective_floor(meta, now))
+        live = live_updates(key, apps, fin, lives.effective_floor(meta, now))
+        expected_value = sum(app.amount for app in live)
+        # The ledger's own view of lives: an update applied (by its node's clock) well
+        # before a deadline that took effect belongs to a life that ended, whatever the
+        # registers the nodes kept say.  (By time of application, not birth: a node that
+        # never learnt of that deadline gives its later steps the old birth.)
+        old = [a for a in live if a.wall_ms < ended - SKEW_TOLERANCE_MS]
+        if old:
+            raise SimFailure(
+                f"final {short(key)}: updates applied before the deadline {ended} that "
+                f"ended their life count again "
+                f"{[(a.op, a.amount, a.node, a.wall_ms) for a in old[:3]]}: a node "
+                f"overwrote the expiry register after that deadline had passed without "
+                f"folding it (rule R) - it never held it")
         if lives.value(fin, now) != expected_value:
             raise SimFailure(f"final {short(key)}: the state's value at node {node}'s now is "
                              f"{lives.value(fin, now)}, but the updates of its current life "
