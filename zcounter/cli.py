@@ -372,8 +372,23 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
             click.echo(f"node {node}: {view['keys']} keys ({view['live_keys']} live), "
                        f"{view['slots']} slots, root {view['root']}, repair {doing}"
                        + (", bootstrapping" if view["bootstrapping"] else "")
-                       + f"  peers {{{peers}}}")
+                       + f"  peers {{{peers}}}" + _collection_text(view.get("collection")))
     sys.exit(EXIT_FAILED if failed else 0)
+
+
+def _collection_text(collection: dict[str, Any] | None) -> str:
+    """Status's collection part: what waits, for which nodes, since when (a 0.2 node
+    reports none)."""
+    if not collection:
+        return ""
+    waiting = collection.get("waiting_for") or {}
+    now = time.time()
+    waits = ", ".join(f"node {p} for {max(0.0, now - since):.1f}s"
+                      for p, since in waiting.items())
+    return (f"  collection {{{collection['pending']} dead keys pending"
+            + (f", waiting for {waits}" if waits else "")
+            + f", {collection['graves']} graves, {collection['collected']} collected, "
+            f"lag {collection['lag_s']:.1f}s}}")
 
 
 # --------------------------------------------------------------------------- cluster

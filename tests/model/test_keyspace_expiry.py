@@ -238,3 +238,24 @@ def test_covers_a_dead_state_seen_when_nothing_or_a_dead_state_or_a_newer_life_i
     assert not pncounter.exists(reset, now)
     assert not node(pncounter.add({}, a, 3, 1000)).covers("k", reset, now)
     assert node(reset).covers("k", reset, now)
+
+
+def test_expiry_stats_are_exact_on_a_small_heap_and_estimated_within_bounded_work():
+    from zcounter.model.lives import STATS_SAMPLE
+
+    ks = Keyspace()
+    slot = ks.slots.intern(slot_of(0))
+    now = 1_000_000
+    for i in range(100):
+        ks.add(f"k{i}", slot, 1, now, ttl_ms=1000 + i)
+    ks.flush()
+    assert ks.expiry_stats(now) == (100, 1049)
+    assert ks.expiry_stats(now + 1050)[0] == 49  # passed deadlines are not volatile
+    many = 5 * STATS_SAMPLE
+    for i in range(many):
+        ks.add(f"m{i}", slot, 1, now, ttl_ms=10_000)
+    ks.flush()
+    count, avg = ks.expiry_stats(now)
+    # One call looks at STATS_SAMPLE entries at most; the estimate is close.
+    assert abs(count - (many + 100)) <= 0.02 * many
+    assert 9_000 <= avg <= 10_000

@@ -173,7 +173,10 @@ def test_requests_are_counted_by_operation():
 
 
 def at_wall(link: Link, wall: int) -> None:
+    """Every core at wall time ``wall``, started a minute before it (the first wall time
+    a core sees is its start: messages read before a start are stale, ttl-gc's rule)."""
     for c in link.cores.values():
+        c.set_wall(wall - 60_000)
         c.set_wall(wall)
 
 

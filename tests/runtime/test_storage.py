@@ -57,6 +57,26 @@ def test_commit_and_reload_round_trip(tmp_path: Path):
         again.close()
 
 
+def test_an_id_whose_target_a_collection_cleared_keeps_it_cleared_across_checkpoints(
+        tmp_path: Path):
+    """A collection persists its keys' ids again with target {} (protocol/rids.py): after
+    the checkpoint that folds both commits in (a close), and a second one (the reload's
+    close), the id loads cleared - not with the old target an INSERT OR IGNORE kept."""
+    storage = Storage.open(tmp_path, 1)
+    storage.commit(Persist(states={"k": pack({0: (5, 0, 0, 0)})}, slots=[(0, A)],
+                           rids=[("r1", "k", {A: (5, 0, 0, 0)})], sync=True))
+    storage.close()  # the id is in the checkpoint's table
+    again, _, rids = reload(tmp_path)
+    assert rids == [("r1", "k", {A: (5, 0, 0, 0)})]
+    again.commit(Persist(removed=["k"], rids=[("r1", "k", {})], sync=True))
+    again.close()
+    third, ks, rids = reload(tmp_path)
+    try:
+        assert rids == [("r1", "k", {})] and "k" not in ks
+    finally:
+        third.close()
+
+
 def test_many_batches_across_log_segments_and_checkpoints_reload(tmp_path: Path):
     """Tiny segments: the real checkpointer thread runs many times."""
     expected: dict[str, bytes] = {}

@@ -9,16 +9,13 @@ from dataclasses import replace
 
 import pytest
 
-from zcounter.protocol import messages
+from zcounter.protocol.messages import Holding
 from zcounter.protocol.node import NodeCore
 from zcounter.protocol.outputs import ToClient
 from zcounter.sim import Simulation
 from zcounter.sim.checker import Checker
 
 _TAKE = NodeCore.take_outputs
-Holding = getattr(messages, "Holding", None)
-# Until ttl-gc is merged there is no collection to break.
-pytestmark = pytest.mark.skipif(Holding is None, reason="no collection protocol yet")
 
 
 def _blind_yes(self: NodeCore):  # type: ignore[no-untyped-def]

@@ -259,7 +259,10 @@ def native_input(c: Chooser) -> bytes:
     return _dump(obj, c)
 
 
-PEER_REQUEST_OPS: tuple[str, ...] = ("fetch", "merge", "sb", "ss", "sk", "rp")
+PEER_REQUEST_OPS: tuple[str, ...] = ("fetch", "merge", "sb", "ss", "sk", "rp", "hold")
+#: Values of ``at`` (states' read time) and ``w`` (a heartbeat's wall clock), unix ms.
+WALL_MS: tuple[object, ...] = (0, 1, 1_700_000_000_000, MAX_TOTAL, MAX_TOTAL + 1, -1, "1",
+                               None, 1.5)
 
 
 def peer_request(c: Chooser) -> bytes:
@@ -272,6 +275,12 @@ def peer_request(c: Chooser) -> bytes:
         obj["s"] = states(c)
         if c.integer(0, 2) == 0:
             obj["r"] = rids(c)
+        if c.integer(0, 1):
+            obj["at"] = c.pick(WALL_MS)
+    elif op == "hold":
+        obj["k"] = [c.pick(([c.pick(KEYS), c.pick((0, 1, 2**64 - 1, 2**64, -1))],
+                            [c.pick(KEYS)], c.pick(KEYS)))
+                    for _ in range(c.pick((0, 1, 3, MAX_ITEMS)))]
     elif op == "sb":
         obj["h"] = [c.integer(0, 2**64) for _ in range(c.pick((256, 255, 0, 1)))]
     elif op == "ss":
@@ -289,11 +298,15 @@ def peer_request(c: Chooser) -> bytes:
 
 
 def peer_reply(c: Chooser, req_id: int | None = None) -> bytes:
-    kind = c.pick(("st", "sd", "ss", "rp", "zz"))
+    kind = c.pick(("st", "sd", "ss", "rp", "hd", "zz"))
     obj: dict[str, object] = {"t": kind, "id": req_id if req_id is not None else
                               c.pick((1, 0, -1, number(c))), "n": c.pick((3, 4, 1, 0, 42))}
+    if kind in ("st", "ss") and c.integer(0, 1):
+        obj["at"] = c.pick(WALL_MS)
     if kind == "st":
         obj["s"] = states(c)
+    elif kind == "hd":
+        obj["ok"] = [c.pick((True, False, 1, None)) for _ in range(c.integer(0, 4))]
     elif kind == "sd":
         obj["i"] = [c.integer(0, 2**16) for _ in range(c.integer(0, 4))]
         if c.integer(0, 1):
@@ -317,10 +330,14 @@ def broadcast(c: Chooser, origin: int = 3) -> bytes:
         obj["s"] = states(c)
         if c.integer(0, 2) == 0:
             obj["r"] = rids(c)
+        if c.integer(0, 1):
+            obj["at"] = c.pick(WALL_MS)
     else:
         obj.update(h=c.pick((0, 2**64 - 1, -1)), k=c.pick((0, 5, -1)),
                    a={str(c.pick((1, 2, 3, 42))): [c.pick(("e1", "forged")), number(c)]},
                    re=c.pick(("", "e", 5)), rn=c.pick((0, 1, -1)))
+        if c.integer(0, 1):
+            obj["w"] = c.pick(WALL_MS)
     return _dump(obj, c)
 
 

@@ -22,6 +22,7 @@ from ..model.page import META_INTS, REC_INTS, StatePage
 from ..model.pncounter import MAX_STEP, MAX_TOTAL, Record, is_valid_record, slot_node
 from .messages import (
     DEFAULT_KEY,
+    MAX_HOLD_KEYS,
     MAX_KEY_BYTES,
     Add,
     Applied,
@@ -38,6 +39,8 @@ from .messages import (
     Get,
     Heartbeat,
     Held,
+    Hold,
+    Holding,
     KeysPage,
     Level,
     ListKeys,
@@ -688,7 +691,36 @@ def _ints_signed(value: Any) -> tuple[int, ...]:
 
 # --------------------------------------------------------------------------- peer codec
 
-_PEER_OPS = frozenset({"fetch", "merge", "sb", "ss", "sk", "rp"})
+_PEER_OPS = frozenset({"fetch", "merge", "sb", "ss", "sk", "rp", "hold"})
+
+
+def _at_ms(obj: Mapping[str, Any]) -> int:
+    """A message's ``at`` (the sender's wall clock when it read its states, unix ms):
+    absent (a 0.2 peer) is 0, "unknown"."""
+    at = obj.get("at", 0)
+    if type(at) is int and 0 <= at <= MAX_TOTAL:
+        return at
+    return _int(obj, "at", 0, MAX_TOTAL, 0)  # names the error
+
+
+def _hold_keys(value: Any) -> tuple[tuple[str, int], ...]:
+    if not isinstance(value, list) or len(value) > MAX_HOLD_KEYS:
+        raise ProtocolError(f"field 'k' must be a list of at most {MAX_HOLD_KEYS} "
+                            "[key, hash]")
+    out = []
+    for entry in value:
+        if (not isinstance(entry, list) or len(entry) != 2 or type(entry[1]) is not int
+                or not 0 <= entry[1] < 2**64):
+            raise ProtocolError("field 'k' must be a list of [key, hash]")
+        out.append((validate_key(entry[0], "k"), entry[1]))
+    return tuple(out)
+
+
+def _hold_ok(value: Any) -> tuple[bool, ...]:
+    if (not isinstance(value, list) or len(value) > MAX_HOLD_KEYS
+            or not all(type(v) is bool for v in value)):
+        raise ProtocolError(f"field 'ok' must be a list of at most {MAX_HOLD_KEYS} booleans")
+    return tuple(value)
 
 
 def _decode_peer_request(op: str, obj: dict[str, Any]) -> PeerRequest:
@@ -698,7 +730,9 @@ def _decode_peer_request(op: str, obj: dict[str, Any]) -> PeerRequest:
         return Fetch(req_id, origin, _keys(obj.get("k"), "k", MAX_KEYS_PER_PEER_MESSAGE))
     if op == "merge":
         return Merge(req_id, origin, _states(obj.get("s"), "s", MAX_KEYS_PER_PEER_MESSAGE),
-                     _rid_entries(obj.get("r"), "r"))
+                     _rid_entries(obj.get("r"), "r"), _at_ms(obj))
+    if op == "hold":
+        return Hold(req_id, origin, _hold_keys(obj.get("k")))
     if op == "sb":
         hashes = _ints(obj.get("h"), "h", 256, 2**64 - 1)
         if len(hashes) != 256:
@@ -734,7 +768,12 @@ def encode_peer_request(request: PeerRequest) -> bytes:
                                "s": wire_states(request.states)}
         if request.rids:
             obj["r"] = _wire_rids(request.rids)
+        if request.at_ms:
+            obj["at"] = request.at_ms
         return orjson.dumps(obj)
+    if isinstance(request, Hold):
+        return orjson.dumps({"op": "hold", "id": request.id, "n": request.origin,
+                             "k": [list(e) for e in request.keys]})
     if isinstance(request, SyncBuckets):
         return orjson.dumps({"op": "sb", "id": request.id, "n": request.origin,
                              "h": list(request.hashes)})
@@ -752,7 +791,10 @@ def encode_peer_request(request: PeerRequest) -> bytes:
 def encode_peer_reply(reply: PeerReply) -> bytes:
     if isinstance(reply, StatesReply):
         return orjson.dumps({"t": "st", "id": reply.id, "n": reply.node,
-                             "s": wire_states(reply.states)})
+                             "s": wire_states(reply.states), "at": reply.at_ms})
+    if isinstance(reply, Holding):
+        return orjson.dumps({"t": "hd", "id": reply.id, "n": reply.node,
+                             "ok": list(reply.ok)})
     if isinstance(reply, SyncDiff):
         obj: dict[str, Any] = {"t": "sd", "id": reply.id, "n": reply.node,
                                "i": list(reply.indexes)}
@@ -762,7 +804,7 @@ def encode_peer_reply(reply: PeerReply) -> bytes:
     if isinstance(reply, SyncStates):
         return orjson.dumps({"t": "ss", "id": reply.id, "n": reply.node,
                              "l": reply.states.slots, "s": reply.states.records, "b": 1,
-                             "d": list(reply.differ), "c": reply.done})
+                             "d": list(reply.differ), "c": reply.done, "at": reply.at_ms})
     return orjson.dumps({"t": "rp", "id": reply.id, "n": reply.node,
                          "r": _wire_rids(reply.entries), "e": reply.epoch, "c": reply.cursor,
                          "m": reply.more})
@@ -774,7 +816,8 @@ def decode_peer_reply(data: bytes) -> PeerReply:
     req_id = _int(obj, "id", 0, MAX_TOTAL)
     node = _node_id(obj, "n")
     if kind == "st":
-        return StatesReply(req_id, node, _states(obj.get("s"), "s", MAX_KEYS_PER_PEER_MESSAGE))
+        return StatesReply(req_id, node, _states(obj.get("s"), "s", MAX_KEYS_PER_PEER_MESSAGE),
+                           _at_ms(obj))
     if kind == "sd":
         return SyncDiff(req_id, node, _ints(obj.get("i"), "i", MAX_HASHES, MAX_HASHES - 1),
                         _applied(obj["a"]) if "a" in obj else {})
@@ -784,7 +827,10 @@ def decode_peer_reply(data: bytes) -> PeerReply:
         page = (_page(obj.get("l"), obj.get("s"), "b" in obj) if "l" in obj
                 else StatePage.of(_states(obj.get("s"), "s")))
         return SyncStates(req_id, node, page,
-                          _keys(obj.get("d"), "d", MAX_STATES), _int(obj, "c", 0, MAX_HASHES))
+                          _keys(obj.get("d"), "d", MAX_STATES), _int(obj, "c", 0, MAX_HASHES),
+                          _at_ms(obj))
+    if kind == "hd":
+        return Holding(req_id, node, _hold_ok(obj.get("ok")))
     if kind == "rp":
         return RidPage(req_id, node, _rid_entries(obj.get("r"), "r"),
                        _str(obj, "e", _EPOCH_MAX), _int(obj, "c", 0, MAX_TOTAL),
@@ -798,11 +844,14 @@ def encode_broadcast(message: Broadcast) -> bytes:
                                "q": message.seq, "s": wire_states(message.states)}
         if message.rids:
             obj["r"] = _wire_rids(message.rids)
+        if message.at_ms:
+            obj["at"] = message.at_ms
         return orjson.dumps(obj)
     return orjson.dumps({"t": "h", "n": message.origin, "e": message.epoch, "q": message.seq,
                          "h": message.root, "k": message.keys,
                          "a": {str(k): list(v) for k, v in message.applied.items()},
-                         "re": message.rid_epoch, "rn": message.rid_next})
+                         "re": message.rid_epoch, "rn": message.rid_next,
+                         "w": message.wall_ms})
 
 
 def decode_broadcast(data: bytes) -> Broadcast:
@@ -813,9 +862,10 @@ def decode_broadcast(data: bytes) -> Broadcast:
     seq = _int(obj, "q", 0, MAX_TOTAL)
     if kind == "d":
         return Delta(origin, epoch, seq, _states(obj.get("s"), "s"),
-                     _rid_entries(obj.get("r"), "r"))
+                     _rid_entries(obj.get("r"), "r"), _at_ms(obj))
     if kind == "h":
         return Heartbeat(origin, epoch, seq, _int(obj, "h", 0, 2**64 - 1),
                          _int(obj, "k", 0, MAX_TOTAL), _applied(obj.get("a")),
-                         _str(obj, "re", _EPOCH_MAX), _int(obj, "rn", 0, MAX_TOTAL))
+                         _str(obj, "re", _EPOCH_MAX), _int(obj, "rn", 0, MAX_TOTAL),
+                         _int(obj, "w", 0, MAX_TOTAL, 0))
     raise ProtocolError(f"unknown broadcast type {str(kind)[:20]!r}")

@@ -11,14 +11,20 @@ Three conversations (the codec, :mod:`.codec`, turns these into bytes and back):
 * **node -> node requests** over the same ROUTER from each peer's DEALER:
   :class:`Fetch` (states of some keys), :class:`Merge` (hold these states durably),
   the three steps of a repair (:class:`SyncBuckets`, :class:`SyncSegments`,
-  :class:`SyncKeys`) and :class:`RidPull` (pages of the request-id log); answered by
-  :class:`States`, :class:`SyncDiff`, :class:`SyncStates` or :class:`RidPage`.
+  :class:`SyncKeys`), :class:`RidPull` (pages of the request-id log) and :class:`Hold`
+  (collection: do you hold these dead keys?); answered by :class:`StatesReply`,
+  :class:`SyncDiff`, :class:`SyncStates`, :class:`RidPage` or :class:`Holding`.
 * **node -> all peers** over PUB/SUB: :class:`Delta` (what a batch changed here) and
   :class:`Heartbeat` (alive; constant size whatever the number of keys).
 
 States on the wire are by slot *name*: ``{slot: (p, n, bp, bn)}``
 (:mod:`zcounter.model.pncounter`), except in a repair's pages of states, which name each
 slot once per page (:mod:`zcounter.model.page`).
+
+Every message that carries states from a peer also carries ``at_ms``: the sender's wall
+clock (unix ms) when it read them from its keyspace, 0 if unknown (a 0.2 peer: treated as
+fresh).  The receiver drops states of keys it does not hold that are too old to be safe
+after a collection (:mod:`.intake`, spec "No resurrection").
 """
 
 from __future__ import annotations
@@ -266,6 +272,8 @@ class Delta:
     seq: int
     states: States
     rids: tuple[RidEntry, ...] = ()
+    #: The origin's wall clock (unix ms) when it read ``states`` (0: unknown).
+    at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +290,9 @@ class Heartbeat:
     applied: Applied
     rid_epoch: str
     rid_next: int
+    #: The origin's wall clock (unix ms) when it sent this (0: unknown, a 0.2 peer):
+    #: peers measure clock skew with it.
+    wall_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +313,8 @@ class Merge:
     origin: int
     states: States
     rids: tuple[RidEntry, ...] = ()
+    #: The sender's wall clock when it read ``states`` (a retry keeps the original).
+    at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +357,22 @@ class RidPull:
     after: int
 
 
-PeerRequest = Fetch | Merge | SyncBuckets | SyncSegments | SyncKeys | RidPull
+#: Keys one Hold may name (and one collection round takes).
+MAX_HOLD_KEYS = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Collection (:mod:`.collect`): do you hold each of these keys dead, with this key
+    hash (or have you collected it within ``gc_grace_s``)?  At most
+    :data:`MAX_HOLD_KEYS` (key, hash) pairs."""
+
+    id: int
+    origin: int
+    keys: tuple[tuple[str, int], ...]
+
+
+PeerRequest = Fetch | Merge | SyncBuckets | SyncSegments | SyncKeys | RidPull | Hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +383,8 @@ class StatesReply:
     id: int
     node: int
     states: States
+    #: The answering node's wall clock when it read ``states``.
+    at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +412,8 @@ class SyncStates:
     states: StatePage
     differ: tuple[str, ...]
     done: int
+    #: The responder's wall clock when it read ``states``.
+    at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,8 +429,19 @@ class RidPage:
     more: bool
 
 
-PeerReply = StatesReply | SyncDiff | SyncStates | RidPage
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Answer to :class:`Hold`: ``ok[i]`` iff the node holds ``keys[i]`` with that hash
+    and dead at its own clock, or collected it within ``gc_grace_s``.  Sent only after
+    the batch's commit (rule R1), so a True is durable."""
+
+    id: int
+    node: int
+    ok: tuple[bool, ...]
+
+
+PeerReply = StatesReply | SyncDiff | SyncStates | RidPage | Holding
 Broadcast = Delta | Heartbeat
 
 #: Operations only peers may send (role checks: issue 10).
-PEER_REQUESTS = (Fetch, Merge, SyncBuckets, SyncSegments, SyncKeys, RidPull)
+PEER_REQUESTS = (Fetch, Merge, SyncBuckets, SyncSegments, SyncKeys, RidPull, Hold)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Settings
@@ -119,6 +120,9 @@ class ClientRequests:
         self._stats = stats
         #: (operation, outcome) -> count: outcome is "ok", "duplicate" or an error code.
         self.requests: Counter[tuple[str, str]] = Counter()
+        #: Merges a retried request id's target (the core sets the intake's, which
+        #: screens targets of collected keys).
+        self.merge_target: Callable[[str, dict[str, Record]], object] = keys.merge
 
     # ------------------------------------------------------------------ answers
 
@@ -339,7 +343,7 @@ class ClientRequests:
         self._stats.duplicates += 1
         # A learned id's state normally arrived with it; if not, its target is a true
         # lower bound of a real state, so merging it is safe.
-        self._keys.merge(key, target)
+        self.merge_target(key, target)
         self._acknowledge(client, request, target, duplicate=True)
         return True
 

@@ -133,6 +133,8 @@ class NodeServer:
                 door.register(poller)
             if self.address.metrics is not None:
                 metrics_server = self._start_metrics(pipeline, door, budget)
+                if self.metrics is not None:
+                    core.collector.observe_delay = self.metrics.collection_delay.observe
             log.info("node %d ready: router %s, pub %s, resp %s, metrics %s, slot %s (%s), "
                      "%d keys, data %s, security %s", self.node_id, self.address.router,
                      self.address.pub, door.endpoint if door else "off",

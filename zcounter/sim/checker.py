@@ -12,11 +12,11 @@ from collections import Counter
 from collections.abc import Callable
 
 from ..model.pncounter import BN, BP, N, P, Record
-from ..protocol.messages import Counted, Refused, RidEntry
+from ..protocol.messages import Counted, Holding, Refused, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Persist
 from . import lives
-from .cluster import Note, SimNode
+from .cluster import HoldAsked, Note, SimNode
 from .codes import Copy, OpKind
 from .disk import Image
 from .history import App, Attempt, History, Op
@@ -33,7 +33,6 @@ from .oracle import (
     short,
     unknown_value,
 )
-from .pending_gc import Holding
 from .scheduler import Scheduler
 
 
@@ -331,39 +330,43 @@ class Checker:
             attempt.acked = app
             attempt.acked_ms = self.scheduler.now_ms
 
-    @staticmethod
-    def _held(node: SimNode, key: str, target: dict[str, Record]) -> Copy:
+    def _held(self, node: SimNode, key: str, target: dict[str, Record]) -> Copy:
         disk = node.disk
         if _holds(disk.durable.state(key), target):
+            return Copy.FSYNCED
+        grave = self.graves.get(node.node_id, {}).get(key)
+        if grave is not None and _holds(grave, target):
+            # Collected with the write in it: every node held it durably, dead.
             return Copy.FSYNCED
         if any(_holds(image.state(key), target) for image in node.wiped):
             return Copy.WIPED
         return Copy.UNSYNCED if _holds(disk.current.state(key), target) else Copy.NONE
 
-    def holding(self, node: SimNode, core: NodeCore, keys: tuple[tuple[str, int], ...],
+    def holding(self, node: SimNode, core: NodeCore, asked: HoldAsked,
                 reply: Holding) -> None:
         """``node`` answers a Hold: each yes must hold - the node holds the key with that
         hash, dead at its own now, or collected it (ttl-spec 4, the premise of every
         collection)."""
+        keys = asked.keys
         if len(reply.ok) != len(keys):
             raise SimFailure(f"node {node.node_id} answered {len(reply.ok)} to a Hold of "
                              f"{len(keys)} keys")
-        now = self.wall(node)
+        now = asked.wall_ms
         graves = self.graves.get(node.node_id, {})
         for (key, digest), ok in zip(keys, reply.ok, strict=True):
             if not ok:
                 continue
             self.stats["holds_checked"] += 1
-            state = core.keys.state(key)
+            state, key_hash = asked.held[key]
             if not state:
                 if key in graves or key in node.collected:
                     continue
                 raise SimFailure(f"node {node.node_id} said it holds {short(key)} dead, but "
                                  "it holds nothing of it and never collected it")
-            if core.keys.key_hash(key) != digest or lives.exists(state, now):
+            if key_hash != digest or lives.exists(state, now):
                 raise SimFailure(f"node {node.node_id} said it holds {short(key)} dead with "
                                  f"hash {digest:016x}, but holds {state} (hash "
-                                 f"{core.keys.key_hash(key):016x}, "
+                                 f"{key_hash:016x}, "
                                  f"{'live' if lives.exists(state, now) else 'dead'} at {now})")
 
     def copies_removed(self, node: SimNode, before: Image, wiped: bool) -> None:

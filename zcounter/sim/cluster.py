@@ -41,7 +41,7 @@ from ..model.expiry import META, ExpireMode
 from ..model.keyspace import Keyspace, header
 from ..model.pncounter import Record
 from ..protocol.commit import CommitPolicy, Step
-from ..protocol.messages import ClientReply, RidEntry
+from ..protocol.messages import ClientReply, Hold, Holding, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Message, Persist, Publish, ToClient, ToPeer
 from .codes import CrashMode
@@ -49,7 +49,6 @@ from .disk import Disk, Image
 from .files import Crash
 from .network import Kind, Network, Packet, client_endpoint
 from .oracle import SimFailure
-from .pending_gc import Hold, Holding, setting
 from .scheduler import Scheduler
 from .swarm import Swarm
 
@@ -138,6 +137,16 @@ class TracedKeyspace(Keyspace):
         return tuple(self.state(key).get(META, (0, 0, 0)))
 
 
+@dataclass(frozen=True, slots=True)
+class HoldAsked:
+    """A Hold as its node decided it: the keys asked, what it held of each then (state
+    and key hash; {} and 0 for none), and its wall clock."""
+
+    keys: tuple[tuple[str, int], ...]
+    held: dict[str, tuple[dict[str, Record], int]]
+    wall_ms: int
+
+
 class Observer(Protocol):
     """Who watches the nodes run (:class:`~.checker.Checker`)."""
 
@@ -151,7 +160,7 @@ class Observer(Protocol):
 
     def copies_removed(self, node: SimNode, before: Image, wiped: bool) -> None: ...
 
-    def holding(self, node: SimNode, core: NodeCore, keys: tuple[tuple[str, int], ...],
+    def holding(self, node: SimNode, core: NodeCore, asked: HoldAsked,
                 reply: Holding) -> None: ...
 
     def log(self, text: str) -> None: ...
@@ -195,10 +204,11 @@ class SimNode:
     #: Keys this process collected, with their states, until the commit that removes
     #: them (:class:`TracedKeyspace`); a crash loses what was not committed.
     collected: dict[str, dict[str, Record]] = field(default_factory=dict)
-    #: The keys of the Hold requests this process was asked and has not answered, by
-    #: (asker, request id): what its Holding answers say yes or no to.
-    holds_asked: dict[tuple[object, int], tuple[tuple[str, int], ...]] = field(
-        default_factory=dict)
+    #: The Hold requests this process was asked and has not answered, by (asker,
+    #: request id): the keys asked, and what the node held of each when it decided
+    #: (its state and key hash, and its wall clock) - the answer leaves after the
+    #: batch's commit, and later inputs of that batch may start a new life.
+    holds_asked: dict[tuple[object, int], HoldAsked] = field(default_factory=dict)
 
     @property
     def up(self) -> bool:
@@ -216,6 +226,8 @@ class SimNode:
         if self.deferred is not None:
             for key, packed in self.deferred.states.items():
                 root ^= image.key_hash(key) ^ header(packed)[0]
+            for key in self.deferred.removed:  # collected (never also in its states)
+                root ^= image.key_hash(key)
         return root
 
 
@@ -233,7 +245,7 @@ class Cluster:
         self.stats = stats
         self.nodes: dict[int, SimNode] = {}
         self._touched: dict[int, SimNode] = {}
-        half_skew_ms = int(500 * setting(settings, 'max_clock_skew_s')) if swarm.wall_skew else 0
+        half_skew_ms = int(500 * settings.max_clock_skew_s) if swarm.wall_skew else 0
         for node_id in self.ids:
             offset = rng.uniform(-500.0, 500.0) if swarm.skew else 0.0
             self.nodes[node_id] = SimNode(node_id, self.new_disk(node_id),
@@ -389,12 +401,14 @@ class Cluster:
         for packet in inputs:
             body = packet.body
             if packet.kind is Kind.REQUEST:
-                if isinstance(body, Hold):
-                    node.holds_asked[(packet.reply_to, body.id)] = body.keys
                 rid = getattr(body, "rid", None)
                 if rid is not None:
                     node.rids_delivered.add(rid)
                 core.handle_request(packet.reply_to, body, now)
+                if isinstance(body, Hold):
+                    node.holds_asked[(packet.reply_to, body.id)] = HoldAsked(
+                        body.keys, {k: (keys.state(k), keys.key_hash(k) if k in keys else 0)
+                                    for k, _ in body.keys}, self.wall_ms(node))
             elif packet.kind is Kind.BROADCAST:
                 core.handle_broadcast(body, now)
             else:

@@ -109,8 +109,7 @@ class Image:
             self.root = root
         rids = self.rids
         for rid, key, target in persist.rids:
-            if rid not in rids:
-                rids[rid] = (key, target)
+            rids[rid] = (key, target)  # an id again: its target cleared by a collection
         for rid in persist.forget:
             rids.pop(rid, None)
 

@@ -27,7 +27,6 @@ from .oracle import (
     check_final,
     holds,
 )
-from .pending_gc import COLLECTION, setting
 from .scheduler import Scheduler
 from .swarm import Swarm
 from .workload import Workload
@@ -145,8 +144,7 @@ class Simulation:
         # Expiry: a deadline set just before the heal passes on the slowest clock, then
         # a few collection rounds (Hold out and back) take it everywhere.
         expiry_ms = (2 * max(self.swarm.ttls_ms) + 500
-                     + int(1000 * (setting(st, 'max_clock_skew_s')
-                                   + 4 * setting(st, 'gc_interval_s'))))
+                     + int(1000 * (st.max_clock_skew_s + 4 * st.gc_interval_s)))
         return (max(self.swarm.timeouts_ms) + 20 * (self.swarm.base_delay_ms
                                                    + self.swarm.jitter_ms)
                 + int(1000 * (st.peer_timeout_s + rounds_s)) + expiry_ms)
@@ -222,7 +220,7 @@ class Simulation:
         # Every dead key collected everywhere (each node judges by its own clock).
         for node in nodes:
             assert node.core is not None
-            if COLLECTION and node.core.keys.dead(self.cluster.wall_ms(node), 1):
+            if node.core.keys.dead(self.cluster.wall_ms(node), 1):
                 return False
         first = cores[0].keys
         keys = sorted(first.iter_keys())

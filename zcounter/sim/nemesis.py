@@ -20,7 +20,6 @@ from collections.abc import Callable
 from .cluster import Cluster, SimNode
 from .codes import CrashMode, Fault
 from .network import Network
-from .pending_gc import setting
 from .scheduler import Scheduler
 from .swarm import Swarm
 
@@ -166,7 +165,7 @@ class Nemesis:
     def _downtime_ms(self) -> int:
         rng = self.rng
         if self.swarm.long_downtimes and rng.random() < 0.25:
-            grace_ms = int(1000 * setting(self.cluster.settings, 'gc_grace_s'))
+            grace_ms = int(1000 * self.cluster.settings.gc_grace_s)
             return LONG_DOWNTIME_GRACES * grace_ms + rng.randint(0, grace_ms)
         return rng.randint(1, rng.choice(DOWNTIMES_MS))
 

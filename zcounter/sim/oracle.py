@@ -38,7 +38,6 @@ from ..model.pncounter import BN, BP, N, P, Record
 from . import lives
 from .codes import OpKind, Outcome
 from .lives import META
-from .pending_gc import COLLECTION
 
 if TYPE_CHECKING:
     from .history import App, FieldId, Op
@@ -322,7 +321,7 @@ def check_final(states: Mapping[int, States], roots: Mapping[int, int],
                              f"different hash-tree roots")
     for node in nodes:
         dead = [k for k in final if not lives.exists(final[k], nows[node])]
-        if dead and COLLECTION:
+        if dead:
             raise SimFailure(f"node {node} still holds dead keys after the heal: "
                              f"{[short(k) for k in dead[:3]]} (never collected)")
     gone = set(collected)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from ..config import Settings
 from .codes import CrashMode
-from .pending_gc import with_gc
 
 #: Keys a run draws its key set from: short and long, ASCII and not, the 0.1 counter's
 #: name, and two of exactly 256 bytes of UTF-8 (the limit), so the codec's key checks
@@ -164,7 +163,7 @@ class Swarm:
         ``gc_grace_s >= max_message_age_s + 2 * max_clock_skew_s`` kept."""
         skew = rng.choice((0.2, 0.5, 1.0))
         age = rng.choice((1.0, 2.0))
-        return dataclasses.replace(self, settings=with_gc(
+        return dataclasses.replace(self, settings=dataclasses.replace(
             self.settings, gc_interval_s=rng.choice((0.1, 0.2, 0.5)), max_clock_skew_s=skew,
             max_message_age_s=age, gc_grace_s=age + 2 * skew + rng.choice((0.0, 1.0))))
 

@@ -159,7 +159,9 @@ class Checkpoint:
                 chunk = forgotten[i:i + ROWS_PER_STATEMENT]
                 conn.execute("DELETE FROM request_ids WHERE rid IN ("
                              + ",".join("?" * len(chunk)) + ")", chunk)
-            _insert_rows(conn, "INSERT OR IGNORE INTO request_ids VALUES ", 3, (
+            # REPLACE: an id written again is one whose target a collection cleared
+            # (protocol/rids.py); it must not keep the old target (a new id is new).
+            _insert_rows(conn, "INSERT OR REPLACE INTO request_ids VALUES ", 3, (
                 (rid, entry[1], orjson.dumps({s: list(r) for s, r in entry[2].items()}))
                 for rid, entry in rid_ops.items() if entry is not None))
             conn.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint_lsn'", (str(lsn),))
