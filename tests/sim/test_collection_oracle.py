@@ -18,13 +18,18 @@ from zcounter.sim.checker import Checker
 _TAKE = NodeCore.take_outputs
 
 
+def _with(obj, **changes):  # type: ignore[no-untyped-def]
+    # Outputs and ToClient are dataclasses or named tuples, whichever the protocol uses.
+    return obj._replace(**changes) if hasattr(obj, "_replace") else replace(obj, **changes)
+
+
 def _blind_yes(self: NodeCore):  # type: ignore[no-untyped-def]
     out = _TAKE(self)
-    messages = [replace(m, reply=Holding(m.reply.id, m.reply.node,
+    messages = [_with(m, reply=Holding(m.reply.id, m.reply.node,
                                          (True,) * len(m.reply.ok)))
                 if isinstance(m, ToClient) and isinstance(m.reply, Holding) else m
                 for m in out.messages]
-    return replace(out, messages=messages)
+    return _with(out, messages=messages)
 
 
 def _run(seeds: range) -> list[str]:
