@@ -156,6 +156,9 @@ def peer_frames(slot: str, key: str) -> dict[str, dict[str, Any]]:
         "ss": {"op": "ss", "id": 4, "n": 2, "b": [0], "h": [0] * 256},
         "sk": {"op": "sk", "id": 5, "n": 2, "g": [0], "e": [[key, 1]]},
         "rp": {"op": "rp", "id": 6, "n": 2, "e": "", "a": 0},
+        # Issue 21: "do you hold this key dead?" - a yes would let a forger start a
+        # collection; refused like the others.
+        "hold": {"op": "hold", "id": 7, "n": 2, "k": [[key, 1]]},
     }
 
 

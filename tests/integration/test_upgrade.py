@@ -44,7 +44,7 @@ def test_a_0_1_data_directory_is_upgraded_and_its_request_ids_still_count_once(
         assert status["request_ids_remembered"] == 2
         with sqlite3.connect(db) as conn:
             meta = dict(conn.execute("SELECT key, value FROM meta"))
-        assert meta["schema"] == "2" and meta["node_id"] == "1"
+        assert meta["schema"] == "3" and meta["node_id"] == "1"  # 0.1 -> 2 -> 3 (issue 21)
         # A retry of a request id applied before the upgrade counts once.
         again = cluster.cli("--node", "1", "increment", "--request-id", "old-1")
         assert (again.returncode, again.stdout) == (0, "42\n"), again.stderr

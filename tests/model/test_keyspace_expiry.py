@@ -140,9 +140,13 @@ def test_live_at_leaves_out_expired_keys_until_and_after_collection():
     assert ks.live == 6  # the flag's count: a passed deadline does not lower it
     dead = ks.dead(2000, 2)
     assert ks.live_at(2000) == 1  # popped dead, not yet collected
+    # Popping a passed deadline folds it into the key's floor (Lives._fold): the flag
+    # (existence at F) then drops too, for every key popped, collected or not.
+    ks.flush()
+    assert ks.live == 1
     ks.collect(dead)
     ks.flush()
-    assert ks.live == 4 and ks.live_at(2000) == 1
+    assert ks.live == 1 and ks.live_at(2000) == 1
     ks.add("k4", slot, 1, 2000)  # a new life of an expired key: it exists again
     ks.flush()
     assert ks.live_at(2000) == 2
@@ -259,3 +263,26 @@ def test_expiry_stats_are_exact_on_a_small_heap_and_estimated_within_bounded_wor
     # One call looks at STATS_SAMPLE entries at most; the estimate is close.
     assert abs(count - (many + 100)) <= 0.02 * many
     assert 9_000 <= avg <= 10_000
+
+
+def test_an_observed_expiry_is_final_whoever_writes_the_next_register():
+    """The simulator's seeds 12/34/86/144: a register written by a node that never held
+    the key replaced the old one at the merge, and its passed deadline with it - the
+    old life's records counted again.  A holder folds a deadline it sees pass into F."""
+    a, c = Keyspace(), Keyspace()
+    sa = a.own_slot = a.slots.intern(slot_of(0))
+    sc = c.own_slot = c.slots.intern(slot_of(2))
+    a.add("k", sa, -2, 679, ttl_ms=1000)
+    a.flush()
+    assert a.dead(2000, 10) == ["k"]  # A sees the deadline pass: F := 1679
+    a.flush()
+    assert a.meta("k")[0] == 1679
+    c.add("k", sc, 4, 5758, ttl_ms=500)  # C never held k
+    c.flush()
+    a.merge_many({"k": c.state("k")})
+    a.flush()
+    c.merge_many({"k": a.state("k")})
+    c.flush()
+    for ks in (a, c):
+        assert ks.value("k", 5800) == 4
+        assert ks.deadline("k", 5800) == 6258

@@ -241,11 +241,14 @@ def test_an_expired_key_is_collected_and_its_lag_counts_from_its_deadline():
     assert node.keys.expire("k", deadline, None, link.wall(1))
     link.run(link.now + 0.1)
     assert held(link) == [1, 2, 3]
-    link.run(link.now + 1.2)
+    # Up to three rounds: each holder folds the passed deadline into the key's floor
+    # when it sees it pass (Lives._fold), which changes the key's hash, so a Hold sent
+    # before a peer's own round may be answered "not the same" once.
+    link.run(link.now + 1.7)
     assert held(link) == []
     for nid, c in link.cores.items():
         assert c.stats.expired_keys == 1 and c.stats.collected_keys == 1
-        assert len(delays[nid]) == 1 and 0 < delays[nid][0] <= 1.2, (nid, delays)
+        assert len(delays[nid]) == 1 and 0 < delays[nid][0] <= 1.7, (nid, delays)
     assert max(d for ds in delays.values() for d in ds) > 0.3  # not from when found dead
 
 

@@ -151,8 +151,12 @@ class Lives(Merges):
         while heap and heap[0][0] <= now_ms and budget:
             budget -= 1
             deadline, key = heapq.heappop(heap)
-            if key not in dead and self.meta(key)[2] == deadline and not self.exists(
-                    key, now_ms):
+            floor, _, current = self.meta(key)
+            if current != deadline:
+                continue  # moved, collected or never held: a stale entry
+            if deadline > floor:
+                self._fold(key, deadline)
+            if key not in dead and not self.exists(key, now_ms):
                 dead[key] = deadline
                 self.expired_total += 1
         candidates = self._candidates
@@ -172,6 +176,25 @@ class Lives(Merges):
         for key in revived:
             del dead[key]
         return out
+
+    def _fold(self, key: str, deadline: int) -> None:
+        """Make an observed expiry final: raise ``key``'s floor to its passed deadline.
+
+        Why (found by the simulator, seeds 12, 34, 86, 144 among others): the register is
+        last-writer-wins, so a register written by a node that never held this one - a
+        node that collected the key, or never received it, stepping it with a ttl -
+        replaces it at the merge, and its passed deadline, which alone kept the old
+        life's records from counting, is gone: they counted again (A: -2 with ttl 1 s;
+        C, holding nothing, +4 with ttl later; merged, 2 instead of 4).  Rule R covers
+        an overwrite by a node that holds the register; this covers every other one: each
+        node holding the key folds the deadline into the floor ``F`` (merged by max, so
+        it survives any register) as soon as it sees the deadline pass.  It is a merge of
+        ``{META: (deadline, 0, 0)}`` (the default register is the bottom: only ``F``
+        moves), through the tested merge path, persisted by the next flush and not
+        published: every holder folds on its own, and a repair carries it to the rest.
+        The cost, stated in WRITEUP 15.2: an expiry a node has seen pass is final - a
+        PERSIST or a later deadline made elsewhere that had not reached it loses."""
+        self.merge_many({key: {META: (deadline, 0, 0)}})
 
     def dead_since(self, key: str) -> int | None:
         """When ``key`` was found dead (its deadline, or the wall time a :meth:`dead`
