@@ -84,21 +84,22 @@ def test_an_expire_in_the_past_waits_for_its_reset_seed_7() -> None:
     assert Simulation(7, 5, 600).run().ok
 
 
-@pytest.mark.xfail(strict=True, reason="open design issue (issue 21): a register "
-                   "overwritten by a node that never held it is not folded")
 def test_a_register_written_without_the_old_one_keeps_the_old_life_dead_seed_12() -> None:
     """Life 1 of a key (a -2 with a 1 s ttl) expires at 1679 on node A.  Node C never
     held the key; at 5758 a client increments it there with a ttl: C's register
     (5758, 6258) wins over A's (679, 1679), and with F = 0 nobody ever folds 1679 -
     A's -2 of the dead life counts again once the states merge (bin/sim --seed 12: a
     session saw the -2 expire and read it back; seeds 86, 94, 106, 109, 139, 144, 159
-    the same way)."""
+    the same way).  Fixed on main by the fold (``Lives._fold``): A, a holder, sees the
+    deadline pass in a collection round (``dead``) and raises its floor to it."""
     t = 1_700_000_000_000
     a, c = Keyspace(), Keyspace()
     a.slots.intern("A")
     c.slots.intern("C")
     a.add("k", 0, -2, t + 679, ttl_ms=1000)
+    a.flush()
     assert not a.exists("k", t + 5000)
+    assert a.dead(t + 5000, 10) == ["k"]  # a collection round: A folds 1679 into F
     c.add("k", 0, 4, t + 5758, ttl_ms=500)
     a.merge("k", c.state("k"))
     assert a.value("k", t + 5800) == 4

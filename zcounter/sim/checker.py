@@ -151,6 +151,9 @@ class Checker:
                 own.setdefault((key, _freeze(target)), []).append(rid)
         for note in notes:
             key, amount, target = note.key, note.amount, note.target
+            if note.fold:
+                self._fold(node, core, note, now)
+                continue
             kind = OpKind.EXPIRE if note.expire else OpKind.RESET if amount == 0 else OpKind.ADD
             op = self._op_of(own, note, kind)
             if (op is None or op.node != node.node_id or op.key != key or op.kind is not kind
@@ -171,6 +174,24 @@ class Checker:
             if self._trace is not None:
                 self.log(f"APPLY op {op.index} at node {node.node_id}: {short(key)} "
                          f"{'reset ' if amount == 0 else f'{amount:+d} '}-> {target}")
+
+    def _fold(self, node: SimNode, core: NodeCore, note: Note, now: int) -> None:
+        """A holder folded the key's deadline into its floor (``Lives._fold``): a meta
+        change of the ledger no request made (op -1), which every node's floor must come
+        to include - the deadline some register wrote, passed at the node's clock."""
+        assert note.meta is not None
+        deadline = note.meta[0]
+        if deadline not in self.history.known.get((note.key, META, 2), ()):
+            raise SimFailure(f"node {node.node_id} folded {short(note.key)}'s floor to "
+                             f"{deadline}, which no expiry change wrote")
+        if deadline > note.now_ms:
+            raise SimFailure(f"node {node.node_id} folded {short(note.key)}'s deadline "
+                             f"{deadline} into its floor before it passed (now {note.now_ms})")
+        self.history.add_app(App(-1, node.node_id, core.slot_name, note.key, 0, {}, now, (),
+                                 note.meta, True, note.now_ms))
+        self.stats["folds"] += 1
+        if self._trace is not None:
+            self.log(f"FOLD at node {node.node_id}: {short(note.key)} F -> {deadline}")
 
     def _op_of(self, own: dict[tuple[str, tuple[tuple[str, Record], ...]], list[str]],
                note: Note, kind: OpKind) -> Op | None:

@@ -81,6 +81,10 @@ class Note:
     meta: tuple[int, ...] | None = None
     #: An expiry change (Expire), not a reset.
     expire: bool = False
+    #: A fold (``Lives._fold``): the holder saw the key's current deadline pass at
+    #: ``now_ms`` and raised the floor to it (``meta`` = ``(deadline, 0, 0)``): a meta
+    #: change no request made.
+    fold: bool = False
 
 
 class TracedKeyspace(Keyspace):
@@ -93,6 +97,8 @@ class TracedKeyspace(Keyspace):
         #: The state of every key collected and not yet committed (the checker takes
         #: them with the commit that removes them: a deferred one may come later).
         self.collected: dict[str, dict[str, Record]] = {} if collected is None else collected
+        #: The wall time of the :meth:`dead` call under way (a fold happens inside it).
+        self._dead_now = 0
 
     def add(self, key: str, slot: int, amount: int, now_ms: int,
             ttl_ms: int = 0) -> tuple[int, int, int, int, int]:
@@ -124,6 +130,14 @@ class TracedKeyspace(Keyspace):
         if changed:
             self.notes.append(Note(key, 0, written, now_ms, (), self._meta(key), expire=True))
         return changed
+
+    def dead(self, now_ms: int, limit: int) -> list[str]:
+        self._dead_now = now_ms
+        return super().dead(now_ms, limit)
+
+    def _fold(self, key: str, deadline: int) -> None:
+        super()._fold(key, deadline)
+        self.notes.append(Note(key, 0, {}, self._dead_now, (), (deadline, 0, 0), fold=True))
 
     def collect(self, keys: Iterable[str]) -> list[tuple[str, bytes]]:
         keys = list(keys)

@@ -259,6 +259,8 @@ class Simulation:
         lost, ops = self.history.lost_rids, self.history.ops
         out: list[str] = []
         for app in self.history.apps:
+            if app.op < 0:
+                continue  # a fold: no request, no id
             rid = ops[app.op].rid
             if rid is None or rid in lost or not app.target:
                 continue  # no id, or lost, or it raised no count (a reset of nothing)

@@ -173,7 +173,8 @@ class History:
 
     def add_app(self, app: App) -> None:
         self.apps.append(app)
-        self.ops[app.op].apps.append(app)
+        if app.op >= 0:  # a fold (op -1) is no request's
+            self.ops[app.op].apps.append(app)
 
     # ------------------------------------------------------------------ losses
 
