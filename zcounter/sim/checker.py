@@ -73,7 +73,7 @@ class Checker:
         self.wall: Callable[[SimNode], int] = lambda node: 0
         #: Per node, per key: the join of every state it collected of the key (its
         #: graves as the oracle keeps them: forever, across restarts and wipes).
-        self.graves: dict[int, dict[str, dict[str, Record]]] = {}
+        self.graves: dict[int, dict[str, dict[str, Record]]] = history.graves
 
     def log(self, text: str) -> None:
         if self._trace is not None:
@@ -235,6 +235,7 @@ class Checker:
         # (A floor may lie ahead of this node's clock: a faster one folded it.)
         ends = [e for a in self.history.apps if a.key == key and a.meta is not None
                 for e in (a.meta[0], a.meta[2] if a.meta[2] <= now else 0)]
+        ends.append(self.history.folds_seen.get(key, 0))  # perhaps not yet committed
         if any(e > old for e in ends):
             return None
         return (f"{slot}'s record moved from the life born at {old} to one born at "
@@ -303,15 +304,18 @@ class Checker:
             if not problem and attempt.seen:
                 self.stats["session_checks"] += 1
                 problem = check_includes(attempt.seen, reply.states,
-                                         "answered older than the session had seen", now)
+                                         "answered older than the session had seen", now,
+                                         self.history.folds_seen,
+                                         self.graves.get(node.node_id, {}))
             if problem:
                 raise SimFailure(f"{where}: {problem}")
             if op.is_write:
                 self._check_ack(node, core, op, reply, attempt)
         elif isinstance(reply, Refused) and op.is_write:
             if reply.code.applied:
-                if not op.apps or not holds(node.disk.current.state(op.key),
-                                            op.apps[-1].target):
+                grave = self.graves.get(node.node_id, {}).get(op.key, {})
+                if not op.apps or not any(holds(s, op.apps[-1].target) for s in (
+                        node.disk.current.state(op.key), grave)):
                     raise SimFailure(f"{where}: answered {reply.code.value}, yet it is not "
                                      "applied durably here")
             elif any(a.slot == core.slot_name for a in op.apps):

@@ -91,7 +91,8 @@ class TracedKeyspace(Keyspace):
     """A :class:`Keyspace` that notes the updates, resets, expiry changes and collections
     applied through it (with the wall time of each, as the core passed it)."""
 
-    def __init__(self, collected: dict[str, dict[str, Record]] | None = None) -> None:
+    def __init__(self, collected: dict[str, dict[str, Record]] | None = None,
+                 folds: dict[str, int] | None = None) -> None:
         super().__init__()
         self.notes: list[Note] = []
         #: The state of every key collected and not yet committed (the checker takes
@@ -99,6 +100,8 @@ class TracedKeyspace(Keyspace):
         self.collected: dict[str, dict[str, Record]] = {} if collected is None else collected
         #: The wall time of the :meth:`dead` call under way (a fold happens inside it).
         self._dead_now = 0
+        #: Every fold as applied (shared by the run: :attr:`.History.folds_seen`).
+        self.folds: dict[str, int] = {} if folds is None else folds
 
     def add(self, key: str, slot: int, amount: int, now_ms: int,
             ttl_ms: int = 0) -> tuple[int, int, int, int, int]:
@@ -137,6 +140,7 @@ class TracedKeyspace(Keyspace):
 
     def _fold(self, key: str, deadline: int) -> None:
         super()._fold(key, deadline)
+        self.folds[key] = max(self.folds.get(key, 0), deadline)
         self.notes.append(Note(key, 0, {}, self._dead_now, (), (deadline, 0, 0), fold=True))
 
     def collect(self, keys: Iterable[str]) -> list[tuple[str, bytes]]:
@@ -215,6 +219,10 @@ class SimNode:
     #: acknowledged nothing waits in its ``deferred`` until the next commit or DEFER_S,
     #: and a crash loses it.
     policy: CommitPolicy = field(default_factory=CommitPolicy)
+    #: The notes of the batches whose changes wait in the policy's ``deferred`` (a
+    #: collection round's folds: they acknowledge nothing): they count with the commit
+    #: that writes them, and a crash loses them with the changes.
+    deferred_notes: list[Note] = field(default_factory=list)
     #: Keys this process collected, with their states, until the commit that removes
     #: them (:class:`TracedKeyspace`); a crash loses what was not committed.
     collected: dict[str, dict[str, Record]] = field(default_factory=dict)
@@ -257,6 +265,8 @@ class Cluster:
         self.network = network
         self.observer = observer
         self.stats = stats
+        #: Every fold any node applied (the driver shares the history's).
+        self.folds_seen: dict[str, int] = {}
         self.nodes: dict[int, SimNode] = {}
         self._touched: dict[int, SimNode] = {}
         half_skew_ms = int(500 * settings.max_clock_skew_s) if swarm.wall_skew else 0
@@ -292,7 +302,7 @@ class Cluster:
         storage = node.disk.storage
         node.life += 1
         node.collected = {}
-        keys = TracedKeyspace(node.collected)
+        keys = TracedKeyspace(node.collected, self.folds_seen)
         keys.load(storage.load_slot_names(), storage.load_states(),
                   high_water=storage.load_high_water())
         node.keys = keys
@@ -303,6 +313,7 @@ class Cluster:
         node.rids_delivered = set()
         node.holds_asked = {}
         node.policy = CommitPolicy()
+        node.deferred_notes = []
         node.inbox = []
         node.doom = None
         node.paused = False
@@ -336,6 +347,7 @@ class Cluster:
         node.paused = False
         node.crash_token += 1
         node.policy = CommitPolicy()  # its deferred changes were never written: lost
+        node.deferred_notes = []
         before = node.disk.current
         if node.disk.crash(mode is CrashMode.POWER, in_flight.persist if in_flight else None):
             assert in_flight is not None and core is not None
@@ -483,9 +495,13 @@ class Cluster:
         returns at once: each commit, then the messages it releases (to send).  None if
         the node died inside a commit."""
         messages = step.send
+        if step.commit is None and notes:
+            node.deferred_notes += notes  # deferred (rule 3): they count once written
         while step.commit is not None:
             # Only the commit that carries this batch can start here: nothing else waits.
-            if not self._commit(node, core, step.commit, notes or [], rids or []):
+            # Every commit writes the deferred changes first (rule 4), their notes too.
+            notes, node.deferred_notes = node.deferred_notes + (notes or []), []
+            if not self._commit(node, core, step.commit, notes, rids or []):
                 return None
             notes = rids = None
             step = node.policy.completed()

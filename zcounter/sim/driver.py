@@ -103,6 +103,7 @@ class Simulation:
         self.cluster = Cluster(nodes, self.swarm, self.settings, self.rng, self.scheduler,
                                self.network, self.checker, self.stats)
         self.checker.nodes = self.cluster.nodes
+        self.cluster.folds_seen = self.history.folds_seen
         self.checker.wall = self.cluster.wall_ms
         self.workload = Workload(self.swarm, self.rng, self.scheduler, self.network,
                                  self.history, lambda n: self.cluster.nodes[n].life,
@@ -313,7 +314,8 @@ class Simulation:
                 raise SimFailure(f"node {node_id}: its memory and its disk differ")
         collected = {k for graves in self.checker.graves.values() for k in graves}
         check_final(states, roots, values, self.history.ops, self.history.apps,
-                    self.history.floors, self.history.known, self.stats, nows, collected)
+                    self.history.floors, self.history.known, self.stats, nows, collected,
+                    self.history.folds_seen)
 
     def _result(self, failure: str | None, converge_ms: int | None) -> SimResult:
         outcomes = Counter(op.outcome.value for op in self.history.ops)

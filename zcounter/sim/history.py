@@ -143,6 +143,13 @@ class History:
         #: The highest boundary of each slot's updates (its chain, see record_update).
         self.top: dict[FieldId, int] = {}
         self.floors: dict[FieldId, int] = {}
+        #: Per key, the highest deadline some node folded into its floor (Lives._fold),
+        #: as applied, committed or not: a fold travels in repair pages before its
+        #: deferred commit, and outlives a crash that loses it at the folding node.
+        self.folds_seen: dict[str, int] = {}
+        #: Per node, per key: the join of every state it collected of the key (the
+        #: checker's graves: forever, across restarts and wipes).
+        self.graves: dict[int, dict[str, dict[str, Record]]] = {}
         #: Request ids whose every stored copy a wipe or a power loss removed.
         self.lost_rids: set[str] = set()
         #: wait level (nodes needed) -> key -> join of acknowledged targets.

@@ -147,14 +147,29 @@ def copies_holding(key: str, target: State, stores: Iterable[States]) -> int:
     return sum(1 for store in stores if holds(store.get(key, {}), target))
 
 
-def check_includes(want: States, got: States, what: str, now: int) -> str | None:
+def check_includes(want: States, got: States, what: str, now: int,
+                   folds: Mapping[str, int] | None = None,
+                   graves: Mapping[str, State] | None = None) -> str | None:
     """``got`` holds every key's state in ``want``, or reads at ``now`` exactly as if it
-    did (a collected key's dead records are gone from every node for good)."""
+    did (a collected key's dead records are gone from every node for good).  ``folds``:
+    per key, the highest deadline a holder folded into its floor: a fold is a meta
+    change of the ledger, so what was seen or acknowledged reads as it does with it
+    (an extension that had not reached the folder lost: its life ended, and a node
+    may have collected it).  ``graves``: what the answering node collected, by key: it
+    holds a write it collected in a death that covers it (the no-resurrection check
+    makes its state read as it does with the grave joined: a key reset, dead and
+    collected everywhere has no state to show, bin/sim --seed 2)."""
     for key, state in want.items():
         mine = got.get(key, {})
+        grave = (graves or {}).get(key)
+        if grave:
+            mine = lives.join(grave, mine)  # type: ignore[assignment]
         problem = _missing(key, state, mine)
         if problem is None:
             continue
+        fold = (folds or {}).get(key, 0)
+        if fold:
+            state = lives.join(state, {META: (fold, 0, 0)})  # type: ignore[assignment]
         joined = lives.join(state, mine)
         if (lives.value(joined, now) != lives.value(mine, now)
                 or lives.exists(joined, now) != lives.exists(mine, now)):
@@ -301,11 +316,13 @@ def check_final(states: Mapping[int, States], roots: Mapping[int, int],
                 apps: Sequence[App], floors: Mapping[FieldId, int],
                 known: Mapping[FieldId, set[int]], stats: Counter[str],
                 nows: Mapping[int, int] | None = None,
-                collected: Iterable[str] = ()) -> None:
+                collected: Iterable[str] = (),
+                folds: Mapping[str, int] | None = None) -> None:
     """The oracle after the heal.  ``states``/``roots``/``values``: per node, its states
     by key, its hash-tree root, its value of each key; ``nows``: each node's wall clock
     (ms); ``collected``: keys some node collected during the run (their old lives'
-    records are gone for good).  Raises :class:`SimFailure`."""
+    records are gone for good); ``folds``: per key, the highest fold any node applied,
+    committed or not (:attr:`.History.folds_seen`).  Raises :class:`SimFailure`."""
     nodes = sorted(states)
     first = nodes[0]
     final = states[first]
@@ -331,7 +348,7 @@ def check_final(states: Mapping[int, States], roots: Mapping[int, int],
         by_key.setdefault(app.key, []).append(app)
     for key in sorted(set(expected) | set(final)):
         _check_key(key, expected.get(key, {}), final.get(key), by_key.get(key, []), nodes,
-                   values, nows, floors, known, key in gone)
+                   values, nows, floors, known, key in gone, (folds or {}).get(key, 0))
     for op in ops:
         _check_op(op, final, floors, known, stats, gone)
 
@@ -345,8 +362,12 @@ SKEW_TOLERANCE_MS = 1000
 def _check_key(key: str, exp: State, fin: State | None, apps: list[App], nodes: list[int],
                values: Mapping[int, Mapping[str, int]], nows: Mapping[int, int],
                floors: Mapping[FieldId, int], known: Mapping[FieldId, set[int]],
-               was_collected: bool) -> None:
+               was_collected: bool, fold_seen: int = 0) -> None:
     meta = ledger_meta(key, apps)
+    if fin is not None and meta[0] < lives.split(fin)[1][0] <= fold_seen:
+        # A fold its node never committed (a crash lost its deferred write) that a
+        # repair page had carried on first: the ledger's floor is the one that escaped.
+        meta = (lives.split(fin)[1][0], meta[1], meta[2])
     lost = any(fid[0] == key for fid in floors)
     # Lives that ended by a deadline no later register's writer folded (it never saw it).
     ended = 0 if lost else lives.ended_lives(

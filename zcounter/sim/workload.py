@@ -279,6 +279,7 @@ class Workload:
         problem = check_includes(attempt.required, reply.states,
                                  f"op {op.index}: read={op.level.value} at node {reply.node}"
                                  " missed a write acknowledged before it began",
-                                 attempt.replied_wall_ms)
+                                 attempt.replied_wall_ms, self.history.folds_seen,
+                                 self.history.graves.get(reply.node, {}))
         if problem:
             raise SimFailure(problem)
