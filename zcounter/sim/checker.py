@@ -310,7 +310,8 @@ class Checker:
                 self.stats["session_checks"] += 1
                 problem = check_includes(attempt.seen, reply.states,
                                          "answered older than the session had seen", now,
-                                         self.history.folds_seen,
+                                         {k: self.history.ledger_floor(k)
+                                          for k in attempt.seen},
                                          self.graves.get(node.node_id, {}))
             if problem:
                 raise SimFailure(f"{where}: {problem}")

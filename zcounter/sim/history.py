@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ..model.pncounter import BN, BP, N, P, Record, merge_into
 from ..protocol.messages import Level
+from . import lives
 from .codes import OpKind, Outcome
 from .disk import Image
 
@@ -150,6 +151,10 @@ class History:
         #: Per node, per key: the join of every state it collected of the key (the
         #: checker's graves: forever, across restarts and wipes).
         self.graves: dict[int, dict[str, dict[str, Record]]] = {}
+        #: Per key, every register applied with its writer's wall clock, and the floor
+        #: computed from them (:meth:`ledger_floor`) with how many it had seen.
+        self._registers: dict[str, list[tuple[lives.Meta, int]]] = {}
+        self._ended: dict[str, tuple[int, int]] = {}
         #: Request ids whose every stored copy a wipe or a power loss removed.
         self.lost_rids: set[str] = set()
         #: wait level (nodes needed) -> key -> join of acknowledged targets.
@@ -180,8 +185,23 @@ class History:
 
     def add_app(self, app: App) -> None:
         self.apps.append(app)
+        if app.meta is not None and (app.meta[1] or app.meta[2]):
+            meta = lives.split({lives.META: app.meta})[1]
+            self._registers.setdefault(app.key, []).append((meta, app.wall_ms))
         if app.op >= 0:  # a fold (op -1) is no request's
             self.ops[app.op].apps.append(app)
+
+    def ledger_floor(self, key: str) -> int:
+        """The highest end of a life the ledger knows of ``key`` so far: a deadline a
+        holder folded (committed or not), or one that had passed when the next register
+        was written (:func:`.lives.ended_lives`: the spec makes that life dead whatever
+        the delivery order, though no node may have folded it yet)."""
+        regs = self._registers.get(key, [])
+        seen, ended = self._ended.get(key, (-1, 0))
+        if seen != len(regs):
+            ended = lives.ended_lives(regs)
+            self._ended[key] = (len(regs), ended)
+        return max(ended, self.folds_seen.get(key, 0))
 
     # ------------------------------------------------------------------ losses
 

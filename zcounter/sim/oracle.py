@@ -152,10 +152,11 @@ def check_includes(want: States, got: States, what: str, now: int,
                    graves: Mapping[str, State] | None = None) -> str | None:
     """``got`` holds every key's state in ``want``, or reads at ``now`` exactly as if it
     did (a collected key's dead records are gone from every node for good).  ``folds``:
-    per key, the highest deadline a holder folded into its floor: a fold is a meta
-    change of the ledger, so what was seen or acknowledged reads as it does with it
-    (an extension that had not reached the folder lost: its life ended, and a node
-    may have collected it).  ``graves``: what the answering node collected, by key: it
+    per key, the ledger's floor (:meth:`.History.ledger_floor`: the highest deadline a
+    holder folded, or that had passed when the next register was written - a node that
+    overwrote a register it never held answers without that life, bin/sim --seed 57):
+    a fold is a meta change of the ledger, so both sides are read with it (an extension that had not
+    reached the folder lost: its life ended, and a node may have collected it).  ``graves``: what the answering node collected, by key: it
     holds a write it collected in a death that covers it (the no-resurrection check
     makes its state read as it does with the grave joined: a key reset, dead and
     collected everywhere has no state to show, bin/sim --seed 2)."""
@@ -169,7 +170,9 @@ def check_includes(want: States, got: States, what: str, now: int,
             continue
         fold = (folds or {}).get(key, 0)
         if fold:
-            state = lives.join(state, {META: (fold, 0, 0)})  # type: ignore[assignment]
+            # Both sides under the fold: the reply may not have it yet, and once it
+            # does, what either showed of the life it ended stops counting (seed 32).
+            mine = lives.join(mine, {META: (fold, 0, 0)})  # type: ignore[assignment]
         joined = lives.join(state, mine)
         if (lives.value(joined, now) != lives.value(mine, now)
                 or lives.exists(joined, now) != lives.exists(mine, now)):

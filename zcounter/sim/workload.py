@@ -279,7 +279,8 @@ class Workload:
         problem = check_includes(attempt.required, reply.states,
                                  f"op {op.index}: read={op.level.value} at node {reply.node}"
                                  " missed a write acknowledged before it began",
-                                 attempt.replied_wall_ms, self.history.folds_seen,
+                                 attempt.replied_wall_ms,
+                                 {k: self.history.ledger_floor(k) for k in attempt.required},
                                  self.history.graves.get(reply.node, {}))
         if problem:
             raise SimFailure(problem)
