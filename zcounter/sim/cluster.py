@@ -230,7 +230,9 @@ class SimNode:
     #: request id): the keys asked, and what the node held of each when it decided
     #: (its state and key hash, and its wall clock) - the answer leaves after the
     #: batch's commit, and later inputs of that batch may start a new life.
-    holds_asked: dict[tuple[object, int], HoldAsked] = field(default_factory=dict)
+    #: A list, answered in order: a duplicated Hold is asked twice (bin/sim --seed 97:
+    #: yes to the first, a step of the key, no to the copy).
+    holds_asked: dict[tuple[object, int], list[HoldAsked]] = field(default_factory=dict)
 
     @property
     def up(self) -> bool:
@@ -432,9 +434,10 @@ class Cluster:
                     node.rids_delivered.add(rid)
                 core.handle_request(packet.reply_to, body, now)
                 if isinstance(body, Hold):
-                    node.holds_asked[(packet.reply_to, body.id)] = HoldAsked(
-                        body.keys, {k: (keys.state(k), keys.key_hash(k) if k in keys else 0)
-                                    for k, _ in body.keys}, self.wall_ms(node))
+                    node.holds_asked.setdefault((packet.reply_to, body.id), []).append(
+                        HoldAsked(body.keys, {k: (keys.state(k), keys.key_hash(k)
+                                                  if k in keys else 0)
+                                              for k, _ in body.keys}, self.wall_ms(node)))
             elif packet.kind is Kind.BROADCAST:
                 core.handle_broadcast(body, now)
             else:
@@ -554,7 +557,10 @@ class Cluster:
             else:
                 _, peer, life = cid
                 if isinstance(message.reply, Holding):
-                    asked = node.holds_asked.pop((cid, message.reply.id), None)
+                    pending = node.holds_asked.get((cid, message.reply.id))
+                    asked = pending.pop(0) if pending else None
+                    if not pending:
+                        node.holds_asked.pop((cid, message.reply.id), None)
                     if asked is not None:
                         self.observer.holding(node, core, asked, message.reply)
                 send(Packet(Kind.PEER_REPLY, src, peer, life, message.reply))

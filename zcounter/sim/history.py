@@ -151,10 +151,10 @@ class History:
         #: Per node, per key: the join of every state it collected of the key (the
         #: checker's graves: forever, across restarts and wipes).
         self.graves: dict[int, dict[str, dict[str, Record]]] = {}
-        #: Per key, every register applied with its writer's wall clock, and the floor
-        #: computed from them (:meth:`ledger_floor`) with how many it had seen.
-        self._registers: dict[str, list[tuple[lives.Meta, int]]] = {}
-        self._ended: dict[str, tuple[int, int]] = {}
+        #: Per key, every register applied with its writer's earliest wall clock, and
+        #: the end of a life computed from them (:meth:`ledger_floor`; None: redo).
+        self._registers: dict[str, dict[tuple[int, int], int]] = {}
+        self._ended: dict[str, int] = {}
         #: Request ids whose every stored copy a wipe or a power loss removed.
         self.lost_rids: set[str] = set()
         #: wait level (nodes needed) -> key -> join of acknowledged targets.
@@ -186,8 +186,12 @@ class History:
     def add_app(self, app: App) -> None:
         self.apps.append(app)
         if app.meta is not None and (app.meta[1] or app.meta[2]):
-            meta = lives.split({lives.META: app.meta})[1]
-            self._registers.setdefault(app.key, []).append((meta, app.wall_ms))
+            regs = self._registers.setdefault(app.key, {})
+            reg = (app.meta[1], app.meta[2])
+            wall = min(regs.get(reg, app.wall_ms), app.wall_ms)
+            if regs.get(reg) != wall:
+                regs[reg] = wall
+                self._ended.pop(app.key, None)
         if app.op >= 0:  # a fold (op -1) is no request's
             self.ops[app.op].apps.append(app)
 
@@ -196,11 +200,11 @@ class History:
         holder folded (committed or not), or one that had passed when the next register
         was written (:func:`.lives.ended_lives`: the spec makes that life dead whatever
         the delivery order, though no node may have folded it yet)."""
-        regs = self._registers.get(key, [])
-        seen, ended = self._ended.get(key, (-1, 0))
-        if seen != len(regs):
-            ended = lives.ended_lives(regs)
-            self._ended[key] = (len(regs), ended)
+        regs = self._registers.get(key, {})
+        ended = self._ended.get(key)
+        if ended is None:
+            ended = self._ended[key] = lives.ended_lives(
+                ((0, s, d), w) for (s, d), w in regs.items())
         return max(ended, self.folds_seen.get(key, 0))
 
     # ------------------------------------------------------------------ losses
