@@ -92,6 +92,10 @@ class Checker:
         now = self.wall(node)
         graves = self.graves.setdefault(node.node_id, {})
         removed = set(getattr(persist, "removed", ()))
+        # Collected, then written again in a batch this commit writes too: the commit
+        # carries the new state only (Persist.merge), the collection happened all the
+        # same (bin/sim --seed 5058: collected in a deferred batch, stepped in the next).
+        removed |= {key for key in persist.states if key in node.collected}
         for key in sorted(removed):
             self._collected(node, key, now)
         for key in persist.states:
@@ -198,12 +202,18 @@ class Checker:
         history = self.history
         if kind is OpKind.EXPIRE:
             # An Expire's id proves the meta it wrote (whatever the entry's form): the
-            # first id this process was handed for an expire of the key, not yet used.
-            for (key, _), pending in own.items():
-                for i, rid in enumerate(pending):
-                    op = history.by_rid.get(rid)
-                    if key == note.key and op is not None and op.kind is OpKind.EXPIRE:
-                        return history.by_rid[pending.pop(i)]
+            # first id this process was handed for an expire of the key, not yet used -
+            # one whose entry names the meta this one wrote first: an Expire that changed
+            # nothing in the same batch remembers its id too (bin/sim --seed 5068).
+            meta = None if note.meta is None else tuple(note.meta)
+            for exact in (True, False):
+                for (key, target), pending in own.items():
+                    if exact and meta not in (tuple(r) for s, r in target if s == META):
+                        continue
+                    for i, rid in enumerate(pending):
+                        op = history.by_rid.get(rid)
+                        if key == note.key and op is not None and op.kind is OpKind.EXPIRE:
+                            return history.by_rid[pending.pop(i)]
             return None
         target = dict(note.target)
         if note.meta is not None:
