@@ -103,3 +103,38 @@ def test_a_register_written_without_the_old_one_keeps_the_old_life_dead_seed_12(
     c.add("k", 0, 4, t + 5758, ttl_ms=500)
     a.merge("k", c.state("k"))
     assert a.value("k", t + 5800) == 4
+
+
+def test_a_collection_rounds_fold_is_persisted_with_its_batch_seed_141() -> None:
+    """A collection round folds the deadlines it sees pass (Lives._fold), after the
+    batch's flush; take_outputs kept only the second flush's removed keys and
+    high-water, so the folded floor lived in memory only (bin/sim --seed 141 --steps
+    300: "applied a fold and persisted nothing"; a restart lost it)."""
+    t = 1_700_000_000_000
+    core = NodeCore(1, [1, 2], "a" * 12, "e" * 12, Settings(), 0.0)
+    core.set_wall(t)
+    core.handle_request("c", Add(1, "k", 5, "r1", ttl_ms=1000), 0.0)
+    core.take_outputs()
+    core.set_wall(t + 2000)
+    core.tick(2.0)
+    persist = core.take_outputs().persist
+    assert core.keys.meta("k")[0] == t + 1000
+    assert persist is not None and "k" in persist.states
+
+
+@pytest.mark.parametrize(("seed", "steps"), [(88, 300), (593, 300)])
+def test_the_convergence_check_does_not_fold(seed: int, steps: int) -> None:
+    """The driver asked Keyspace.dead whether dead keys remained; dead() now folds, so
+    the check changed node states outside any batch (never persisted, never noted)."""
+    result = Simulation(seed, 3, steps).run()
+    assert result.ok, f"{result.failure}\n  replay: {result.replay}"
+
+
+@pytest.mark.parametrize("seed", [2, 30, 32, 33, 57, 97, 5058, 5068])
+def test_seeds_that_found_oracle_gaps_after_the_fold(seed: int) -> None:
+    # 2/30: a write reset, dead and collected everywhere (graves); 32/57: reads judged
+    # under the ledger's floor (folds, ended lives); 33: a step after a collection is
+    # born now; 97: a duplicated Hold; 5058: a collection superseded in its commit;
+    # 5068: two Expires' ids in one batch.
+    result = Simulation(seed, 3).run()
+    assert result.ok, f"{result.failure}\n  replay: {result.replay}"

@@ -207,8 +207,8 @@ class Checker:
             # nothing in the same batch remembers its id too (bin/sim --seed 5068).
             meta = None if note.meta is None else tuple(note.meta)
             for exact in (True, False):
-                for (key, target), pending in own.items():
-                    if exact and meta not in (tuple(r) for s, r in target if s == META):
+                for (key, entry), pending in own.items():
+                    if exact and meta not in [tuple(r) for s, r in entry if s == META]:
                         continue
                     for i, rid in enumerate(pending):
                         op = history.by_rid.get(rid)
@@ -352,8 +352,8 @@ class Checker:
         # A write the node collected since (reset or expired, dead everywhere: a wait
         # for all may end after the collection) is held in its grave (bin/sim --seed 30).
         grave = self.graves.get(node.node_id, {}).get(op.key, {})
-        if reply.states and not _holds_app(
-                dict(lives.join(grave, reply.states.get(op.key, {}))), app):
+        joined = lives.join(grave, reply.states.get(op.key, {}))
+        if reply.states and not _holds_app({s: tuple(r) for s, r in joined.items()}, app):
             raise SimFailure(f"{where}: the reply's state does not hold its own write")
         needed = core.needed(op.level)
         # A node counts if it holds the write fsynced, or held it fsynced on a disk

@@ -155,9 +155,10 @@ def check_includes(want: States, got: States, what: str, now: int,
     per key, the ledger's floor (:meth:`.History.ledger_floor`: the highest deadline a
     holder folded, or that had passed when the next register was written - a node that
     overwrote a register it never held answers without that life, bin/sim --seed 57):
-    a fold is a meta change of the ledger, so both sides are read with it (an extension that had not
-    reached the folder lost: its life ended, and a node may have collected it).  ``graves``: what the answering node collected, by key: it
-    holds a write it collected in a death that covers it (the no-resurrection check
+    a fold is a meta change of the ledger, so both sides are read with it (an extension
+    that had not reached the folder lost: its life ended, and a node may have collected
+    it).  ``graves``: what the answering node collected, by key: it holds a write it
+    collected in a death that covers it (the no-resurrection check
     makes its state read as it does with the grave joined: a key reset, dead and
     collected everywhere has no state to show, bin/sim --seed 2)."""
     for key, state in want.items():
