@@ -78,3 +78,17 @@ def test_sampled_messages_go_through_the_real_codec() -> None:
     net.send(Packet(Kind.BROADCAST, 1, 2, 1, delta))
     (packet,) = _drain(scheduler)
     assert stats["codec_roundtrips"] == 1 and packet.body == delta
+
+
+def test_replay_delivers_an_old_message_to_the_receivers_current_process() -> None:
+    net, scheduler, stats = _net(replays=True, p_codec=0.0)
+    for seq in range(200):
+        net.send(Packet(Kind.BROADCAST, 1, 2, 1, _hb(seq)))
+        net.send(Packet(Kind.CLIENT_REPLY, 1, -1, 0, _hb(seq)))  # never kept
+    _drain(scheduler)
+    assert net.replay(lambda node: 5, min_age_ms=10**6) is None  # none that old
+    scheduler.at(scheduler.now_ms + 5000, lambda: None)
+    _drain(scheduler)
+    packet = net.replay(lambda node: 5, min_age_ms=1000)
+    assert packet is not None and packet.dst == 2 and packet.life == 5
+    assert stats["replayed"] == 1 and _drain(scheduler) == [packet]

@@ -68,21 +68,23 @@ def test_reads_must_include_writes_at_intersecting_levels() -> None:
     # 3 nodes: local(1) + all(3) > 3, majority(2) + majority(2) > 3, all(3) + local(1) > 3.
     required = {1: {"k": {A: (1, 0, 0, 0)}}, 2: {"k": {A: (2, 0, 0, 0)}},
                 3: {"k": {B: (4, 0, 0, 0)}}}
-    assert required_for(1, 3, required, ["k"]) == {"k": {B: (4, 0, 0, 0)}}
-    assert required_for(2, 3, required, ["k"]) == {"k": {A: (2, 0, 0, 0), B: (4, 0, 0, 0)}}
-    assert required_for(3, 3, required, ["k", "x"]) == {"k": {A: (2, 0, 0, 0),
-                                                              B: (4, 0, 0, 0)}}
+    # (Records come back in the model's 5-field form: a birth of 0.)
+    assert required_for(1, 3, required, ["k"]) == {"k": {B: (4, 0, 0, 0, 0)}}
+    assert required_for(2, 3, required, ["k"]) == {"k": {A: (2, 0, 0, 0, 0),
+                                                         B: (4, 0, 0, 0, 0)}}
+    assert required_for(3, 3, required, ["k", "x"]) == {"k": {A: (2, 0, 0, 0, 0),
+                                                              B: (4, 0, 0, 0, 0)}}
     want = required_for(2, 3, required, ["k"])
-    assert check_includes(want, {"k": {A: (2, 0, 0, 0), B: (4, 1, 0, 0)}}, "read") is None
-    assert "below 4" in str(check_includes(want, {"k": {A: (9, 0, 0, 0)}}, "read"))
-    assert "no state" in str(check_includes(want, {}, "read"))
+    assert check_includes(want, {"k": {A: (2, 0, 0, 0), B: (4, 1, 0, 0)}}, "read", 0) is None
+    assert "below 4" in str(check_includes(want, {"k": {A: (9, 0, 0, 0)}}, "read", 0))
+    assert "no state" in str(check_includes(want, {}, "read", 0))
 
 
 def test_check_counts() -> None:
     states = {"a": {A: (5, 2, 1, 0)}, "b": {}}
-    assert check_counts(["a", "b"], [2, 0], states) is None
-    assert check_counts(["a"], [5], states) is not None
-    assert check_counts(["a", "b"], [2], states) is not None
+    assert check_counts(["a", "b"], [2, 0], states, 0) is None
+    assert check_counts(["a"], [5], states, 0) is not None
+    assert check_counts(["a", "b"], [2], states, 0) is not None
 
 
 # --------------------------------------------------------------------------- final
@@ -94,7 +96,7 @@ def test_value_of_updates_counts_exactly_what_no_reset_observed() -> None:
     apps = [_add(0, A, 5, 5), _add(1, A, 2, 7), _add(2, B, 3, 3), _add(3, B, 4, 7),
             _reset(4, {A: (7, 0, 7, 0)}), _add(5, A, 1, 8)]
     final = expected_states(apps)["k"]
-    assert final == {A: (8, 0, 7, 0), B: (7, 0, 0, 0)}
+    assert final == {A: (8, 0, 7, 0, 0), B: (7, 0, 0, 0, 0)}  # the model's 5-field form
     assert value_of_updates("k", apps, final) == 8
     # Two concurrent resets merge to the union of what they observed.
     apps.append(App(6, 2, B, "k", 0, {B: (3, 0, 3, 0)}, 0))

@@ -458,6 +458,9 @@ class NodeCore:
             # a second flush (cheap: nothing is hot) and persisted with this batch.
             self.collector.run(batch.now)
             collected = self.keys.flush()
+            # A round folds the deadlines it sees pass (Lives._fold): those keys changed
+            # (bin/sim --seed 141: persisted nothing, memory ahead of the disk).
+            flushed.changed.update(collected.changed)
             flushed.removed += collected.removed
             flushed.high_water = collected.high_water or flushed.high_water
             flushed.new_slots += collected.new_slots

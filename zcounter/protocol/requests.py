@@ -277,7 +277,12 @@ class ClientRequests:
             pass  # XX: the key has no expiry (or does not exist): nothing changes
         elif self._keys.expire(key, at, req.mode, wall):
             self._batch.sync = True
-            target = self._meta(key)
+            # A deadline at or before now is an observed reset (the model's expire
+            # resets): what it wrote is every record's bases as well as the meta, and a
+            # wait must cover them (bin/sim --seed 7: a wait=majority EXPIRE in the past
+            # acknowledged while no peer held the reset, only the meta).
+            target = self._keys.state(key) if at is not None and at <= wall else (
+                self._meta(key))
         if req.rid is not None:
             self._rids.remember(req.rid, key, target, self._batch.now)
             self._batch.rids.append((req.rid, key, target))

@@ -32,14 +32,16 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from ..config import Settings
+from ..model.expiry import META, ExpireMode
 from ..model.keyspace import Keyspace, header
 from ..model.pncounter import Record
 from ..protocol.commit import CommitPolicy, Step
-from ..protocol.messages import ClientReply, RidEntry
+from ..protocol.messages import ClientReply, Hold, Holding, RidEntry
 from ..protocol.node import NodeCore
 from ..protocol.outputs import Message, Persist, Publish, ToClient, ToPeer
 from .codes import CrashMode
@@ -52,42 +54,115 @@ from .swarm import Swarm
 
 #: The cores' clock origin: arbitrary, like ``time.monotonic()``.
 CLOCK_ORIGIN_S = 1000.0
+#: The nodes' wall clocks read this unix time (ms) at simulated time 0, plus each
+#: node's constant offset (swarm ``wall_skew``): 2023-11-14, far from 0 and 2**63.
+EPOCH_MS = 1_700_000_000_000
 #: Batches a ``commit`` crash waits for one that writes something (a node commits in
 #: about one batch in five: seeds 0-99, 3 nodes, 300 steps).
 COMMIT_CRASH_WAIT = 32
-#: The simulated wall clock's reading at simulated time 0 (2023-11-14, unix ms).
-SIM_WALL_EPOCH_MS = 1_700_000_000_000
 
 @dataclass(frozen=True, slots=True)
 class Note:
     """An update or a reset a core applied through its keyspace."""
 
     key: str
-    #: Signed step of an update; 0 for a reset.
+    #: Signed step of an update; 0 for a reset or an expiry change.
     amount: int
     #: What proves it: an update's slot with its new ``p`` (or ``n``) alone; the
-    #: records a reset wrote (``(p, n, p, n)`` for every slot it knew).
+    #: records a reset wrote (``(p, n, p, n)`` for every slot it knew); {} for an
+    #: expiry change.
     target: dict[str, Record]
+    #: The node's wall clock (unix ms) as the core passed it.
+    now_ms: int = 0
+    #: An update's whole record after the step (``p, n, bp, bn, b``): a base it starts
+    #: from (a new life's rebase, a high-water start) and its birth are values it made.
+    record: tuple[int, ...] = ()
+    #: The key's meta ``(F, S, D)`` after the change, when it wrote the register.
+    meta: tuple[int, ...] | None = None
+    #: An expiry change (Expire), not a reset.
+    expire: bool = False
+    #: A fold (``Lives._fold``): the holder saw the key's current deadline pass at
+    #: ``now_ms`` and raised the floor to it (``meta`` = ``(deadline, 0, 0)``): a meta
+    #: change no request made.
+    fold: bool = False
 
 
 class TracedKeyspace(Keyspace):
-    """A :class:`Keyspace` that notes the updates and resets applied through it."""
+    """A :class:`Keyspace` that notes the updates, resets, expiry changes and collections
+    applied through it (with the wall time of each, as the core passed it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, collected: dict[str, dict[str, Record]] | None = None,
+                 folds: dict[str, int] | None = None) -> None:
         super().__init__()
         self.notes: list[Note] = []
+        #: The state of every key collected and not yet committed (the checker takes
+        #: them with the commit that removes them: a deferred one may come later).
+        self.collected: dict[str, dict[str, Record]] = {} if collected is None else collected
+        #: The wall time of the :meth:`dead` call under way (a fold happens inside it).
+        self._dead_now = 0
+        #: Every fold as applied (shared by the run: :attr:`.History.folds_seen`).
+        self.folds: dict[str, int] = {} if folds is None else folds
 
     def add(self, key: str, slot: int, amount: int, now_ms: int,
             ttl_ms: int = 0) -> tuple[int, int, int, int, int]:
         rec = super().add(key, slot, amount, now_ms, ttl_ms)
         proof = (rec[0], 0, 0, 0) if amount > 0 else (0, rec[1], 0, 0)
-        self.notes.append(Note(key, amount, {self.slots.names[slot]: proof}))
+        meta = self._meta(key) if ttl_ms else None
+        self.notes.append(Note(key, amount, {self.slots.names[slot]: proof}, now_ms,
+                               tuple(rec), meta))
         return rec
 
     def reset(self, key: str, now_ms: int) -> dict[str, Record]:
         written = super().reset(key, now_ms)
-        self.notes.append(Note(key, 0, written))
+        # Noted even when it wrote nothing (a key that does not exist): the op applied.
+        meta = written.get(META)
+        self.notes.append(Note(key, 0, {s: r for s, r in written.items() if s != META},
+                               now_ms, (), None if meta is None else tuple(meta)))
         return written
+
+    def expire(self, key: str, at_ms: int | None, mode: ExpireMode | None,
+               now_ms: int) -> bool:
+        mark = len(self.notes)
+        changed = super().expire(key, at_ms, mode, now_ms)
+        # A deadline at or before now is an observed reset (the model's expire calls
+        # reset): one application, the expire's, whose target holds the bases it wrote.
+        written: dict[str, Record] = {}
+        for inner in self.notes[mark:]:
+            written.update(inner.target)
+        del self.notes[mark:]
+        if changed:
+            self.notes.append(Note(key, 0, written, now_ms, (), self._meta(key), expire=True))
+        return changed
+
+    def dead(self, now_ms: int, limit: int) -> list[str]:
+        self._dead_now = now_ms
+        return super().dead(now_ms, limit)
+
+    def _fold(self, key: str, deadline: int) -> None:
+        super()._fold(key, deadline)
+        self.folds[key] = max(self.folds.get(key, 0), deadline)
+        self.notes.append(Note(key, 0, {}, self._dead_now, (), (deadline, 0, 0), fold=True))
+
+    def collect(self, keys: Iterable[str]) -> list[tuple[str, bytes]]:
+        keys = list(keys)
+        states = [(key, self.state(key)) for key in keys]
+        removed = super().collect(keys)
+        gone = {key for key, _ in removed}
+        self.collected.update((key, state) for key, state in states if key in gone)
+        return removed
+
+    def _meta(self, key: str) -> tuple[int, ...]:
+        return tuple(self.state(key).get(META, (0, 0, 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAsked:
+    """A Hold as its node decided it: the keys asked, what it held of each then (state
+    and key hash; {} and 0 for none), and its wall clock."""
+
+    keys: tuple[tuple[str, int], ...]
+    held: dict[str, tuple[dict[str, Record], int]]
+    wall_ms: int
 
 
 class Observer(Protocol):
@@ -103,6 +178,9 @@ class Observer(Protocol):
 
     def copies_removed(self, node: SimNode, before: Image, wiped: bool) -> None: ...
 
+    def holding(self, node: SimNode, core: NodeCore, asked: HoldAsked,
+                reply: Holding) -> None: ...
+
     def log(self, text: str) -> None: ...
 
 
@@ -112,6 +190,9 @@ class SimNode:
     disk: Disk
     offset_s: float
     res_ms: int
+    #: This node's wall clock minus the true one (ms): within +-max_clock_skew_s / 2,
+    #: so any two nodes differ by at most max_clock_skew_s.
+    wall_offset_ms: int = 0
     core: NodeCore | None = None
     keys: TracedKeyspace | None = None
     #: Bumped by every process start: packets sent to an earlier life are lost.
@@ -138,6 +219,20 @@ class SimNode:
     #: acknowledged nothing waits in its ``deferred`` until the next commit or DEFER_S,
     #: and a crash loses it.
     policy: CommitPolicy = field(default_factory=CommitPolicy)
+    #: The notes of the batches whose changes wait in the policy's ``deferred`` (a
+    #: collection round's folds: they acknowledge nothing): they count with the commit
+    #: that writes them, and a crash loses them with the changes.
+    deferred_notes: list[Note] = field(default_factory=list)
+    #: Keys this process collected, with their states, until the commit that removes
+    #: them (:class:`TracedKeyspace`); a crash loses what was not committed.
+    collected: dict[str, dict[str, Record]] = field(default_factory=dict)
+    #: The Hold requests this process was asked and has not answered, by (asker,
+    #: request id): the keys asked, and what the node held of each when it decided
+    #: (its state and key hash, and its wall clock) - the answer leaves after the
+    #: batch's commit, and later inputs of that batch may start a new life.
+    #: A list, answered in order: a duplicated Hold is asked twice (bin/sim --seed 97:
+    #: yes to the first, a step of the key, no to the copy).
+    holds_asked: dict[tuple[object, int], list[HoldAsked]] = field(default_factory=dict)
 
     @property
     def up(self) -> bool:
@@ -172,12 +267,18 @@ class Cluster:
         self.network = network
         self.observer = observer
         self.stats = stats
+        #: Every fold any node applied (the driver shares the history's).
+        self.folds_seen: dict[str, int] = {}
         self.nodes: dict[int, SimNode] = {}
         self._touched: dict[int, SimNode] = {}
+        half_skew_ms = int(500 * settings.max_clock_skew_s) if swarm.wall_skew else 0
         for node_id in self.ids:
             offset = rng.uniform(-500.0, 500.0) if swarm.skew else 0.0
             self.nodes[node_id] = SimNode(node_id, self.new_disk(node_id),
                                           CLOCK_ORIGIN_S + offset, swarm.clock_res_ms)
+        for node in self.nodes.values():  # drawn after: the offsets above stay as they were
+            if half_skew_ms:
+                node.wall_offset_ms = rng.randint(-half_skew_ms, half_skew_ms)
 
     def draw_hex(self) -> str:
         """12 hex digits from the run's RNG (incarnations and epochs)."""
@@ -187,16 +288,14 @@ class Cluster:
         """Fresh storage: its incarnation, and how far its checkpoints trail the log."""
         return Disk(node_id, self.draw_hex(), self.rng.randint(0, 2))
 
+    def wall_ms(self, node: SimNode) -> int:
+        """What the node's wall clock reads now (unix ms; the runtime's ``time.time()``)."""
+        return EPOCH_MS + self.scheduler.now_ms + node.wall_offset_ms
+
     def clock(self, node: SimNode) -> float:
         """What the node's monotonic clock reads now."""
         ms = self.scheduler.now_ms
         return node.offset_s + (ms - ms % node.res_ms) / 1000.0
-
-    def wall_ms(self, node: SimNode) -> int:
-        """What the node's wall clock reads now, unix ms: the simulated time from a fixed
-        epoch (so that wall times are never 0, as in a real deployment).  A per-node
-        offset (clock skew) is to be added here."""
-        return SIM_WALL_EPOCH_MS + self.scheduler.now_ms
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -204,20 +303,19 @@ class Cluster:
         # As the runtime's server loads a recovered Storage (runtime/server.py _load).
         storage = node.disk.storage
         node.life += 1
-        keys = TracedKeyspace()
-        keys.load(storage.load_slot_names(), storage.load_states(), storage.load_high_water())
+        node.collected = {}
+        keys = TracedKeyspace(node.collected, self.folds_seen)
+        keys.load(storage.load_slot_names(), storage.load_states(),
+                  high_water=storage.load_high_water())
         node.keys = keys
         node.core = NodeCore(node.node_id, self.ids, storage.incarnation, self.draw_hex(),
                              self.settings, self.clock(node), keyspace=keys,
                              rids=storage.load_rids(), fresh=storage.created,
                              republish=storage.recovered_keys)
-        # STAND-IN until ttl-sim: main's oracle cannot judge collection (a collected
-        # key's records vanish, a new life starts at the high-water), nor the intake's
-        # age and start-time rules (they drop states the oracle expects to spread).
-        node.core.collector.enabled = False
-        node.core.intake.screening = False
         node.rids_delivered = set()
+        node.holds_asked = {}
         node.policy = CommitPolicy()
+        node.deferred_notes = []
         node.inbox = []
         node.doom = None
         node.paused = False
@@ -251,6 +349,7 @@ class Cluster:
         node.paused = False
         node.crash_token += 1
         node.policy = CommitPolicy()  # its deferred changes were never written: lost
+        node.deferred_notes = []
         before = node.disk.current
         if node.disk.crash(mode is CrashMode.POWER, in_flight.persist if in_flight else None):
             assert in_flight is not None and core is not None
@@ -324,9 +423,9 @@ class Cluster:
             return
         self.stats["batches"] += 1
         now = self.clock(node)
-        core.set_wall(self.wall_ms(node))
         inputs, node.inbox = node.inbox, []
         keys.notes.clear()
+        core.set_wall(self.wall_ms(node))
         for packet in inputs:
             body = packet.body
             if packet.kind is Kind.REQUEST:
@@ -334,6 +433,11 @@ class Cluster:
                 if rid is not None:
                     node.rids_delivered.add(rid)
                 core.handle_request(packet.reply_to, body, now)
+                if isinstance(body, Hold):
+                    node.holds_asked.setdefault((packet.reply_to, body.id), []).append(
+                        HoldAsked(body.keys, {k: (keys.state(k), keys.key_hash(k)
+                                                  if k in keys else 0)
+                                              for k, _ in body.keys}, self.wall_ms(node)))
             elif packet.kind is Kind.BROADCAST:
                 core.handle_broadcast(body, now)
             else:
@@ -394,9 +498,13 @@ class Cluster:
         returns at once: each commit, then the messages it releases (to send).  None if
         the node died inside a commit."""
         messages = step.send
+        if step.commit is None and notes:
+            node.deferred_notes += notes  # deferred (rule 3): they count once written
         while step.commit is not None:
             # Only the commit that carries this batch can start here: nothing else waits.
-            if not self._commit(node, core, step.commit, notes or [], rids or []):
+            # Every commit writes the deferred changes first (rule 4), their notes too.
+            notes, node.deferred_notes = node.deferred_notes + (notes or []), []
+            if not self._commit(node, core, step.commit, notes, rids or []):
                 return None
             notes = rids = None
             step = node.policy.completed()
@@ -448,6 +556,13 @@ class Cluster:
                 send(Packet(Kind.CLIENT_REPLY, src, client_endpoint(cid[1]), 0, reply))
             else:
                 _, peer, life = cid
+                if isinstance(message.reply, Holding):
+                    pending = node.holds_asked.get((cid, message.reply.id))
+                    asked = pending.pop(0) if pending else None
+                    if not pending:
+                        node.holds_asked.pop((cid, message.reply.id), None)
+                    if asked is not None:
+                        self.observer.holding(node, core, asked, message.reply)
                 send(Packet(Kind.PEER_REPLY, src, peer, life, message.reply))
         elif isinstance(message, ToPeer):
             dst = self.nodes[message.peer]

@@ -42,7 +42,11 @@ class OpKind(Code):
     #: An increment or (``amount`` < 0) a decrement.
     ADD = "add"
     RESET = "reset"
+    #: Expire (``at_ms`` None: PERSIST), with a mode or not.
+    EXPIRE = "expire"
     READ = "read"
+    #: A Ttl read of one key.
+    TTL = "ttl"
 
 
 class Action(Code):
@@ -52,12 +56,16 @@ class Action(Code):
     DECREMENT = "decrement"
     RESET = "reset"
     READ = "read"
+    EXPIRE = "expire"
+    TTL = "ttl"
 
     @property
     def kind(self) -> OpKind:
-        if self is Action.READ:
-            return OpKind.READ
-        return OpKind.RESET if self is Action.RESET else OpKind.ADD
+        return _KINDS.get(self, OpKind.ADD)
+
+
+_KINDS = {Action.READ: OpKind.READ, Action.RESET: OpKind.RESET,
+          Action.EXPIRE: OpKind.EXPIRE, Action.TTL: OpKind.TTL}
 
 
 class Outcome(Code):
@@ -82,6 +90,8 @@ class Fault(Code):
     HEAL = "heal"
     CRASH = "crash"
     PAUSE = "pause"
+    #: An old node-to-node message delivered again (:meth:`.network.Network.replay`).
+    REPLAY = "replay"
 
 
 class Copy(Code):

@@ -38,7 +38,9 @@ STATS = ("batches", "codec_roundtrips", "dropped", "duplicated", "cut", "stale_l
          "crashes_midbatch", "crashes_commit", "crashes_power", "commits_interrupted",
          "interrupted_commits_recovered", "restarts", "wipes", "updates_applied",
          "resets_applied", "acks_checked", "session_checks", "quorum_reads_checked",
-         "excused_by_wipe", "reapplied_after_wipe", "rids_unknown_after_heal")
+         "excused_by_wipe", "reapplied_after_wipe", "rids_unknown_after_heal",
+         "replayed", "collections_checked", "holds_checked", "expiries_applied",
+         "expires_unchanged")
 
 Script = list[tuple[int, Callable[["Simulation"], None]]]
 
@@ -101,9 +103,12 @@ class Simulation:
         self.cluster = Cluster(nodes, self.swarm, self.settings, self.rng, self.scheduler,
                                self.network, self.checker, self.stats)
         self.checker.nodes = self.cluster.nodes
+        self.cluster.folds_seen = self.history.folds_seen
+        self.checker.wall = self.cluster.wall_ms
         self.workload = Workload(self.swarm, self.rng, self.scheduler, self.network,
                                  self.history, lambda n: self.cluster.nodes[n].life,
-                                 self.cluster.ids, self.stats, tracer)
+                                 self.cluster.ids, self.stats, tracer,
+                                 lambda n: self.cluster.wall_ms(self.cluster.nodes[n]))
         self.nemesis = Nemesis(self.swarm, self.rng, self.scheduler, self.cluster,
                                self.network, self.stats, tracer)
         self.require_rids = require_rids
@@ -137,9 +142,13 @@ class Simulation:
         """
         st = self.settings
         rounds_s = 2 * (3 * st.heartbeat_interval_s + st.repair_interval_s)
+        # Expiry: a deadline set just before the heal passes on the slowest clock, then
+        # a few collection rounds (Hold out and back) take it everywhere.
+        expiry_ms = (2 * max(self.swarm.ttls_ms) + 500
+                     + int(1000 * (st.max_clock_skew_s + 4 * st.gc_interval_s)))
         return (max(self.swarm.timeouts_ms) + 20 * (self.swarm.base_delay_ms
                                                    + self.swarm.jitter_ms)
-                + int(1000 * (st.peer_timeout_s + rounds_s)))
+                + int(1000 * (st.peer_timeout_s + rounds_s)) + expiry_ms)
 
     def _instant(self) -> None:
         """Every event of the next instant, then one batch per node that got any."""
@@ -209,6 +218,13 @@ class Simulation:
         root = cores[0].keys.tree.root
         if any(c.keys.tree.root != root for c in cores[1:]):
             return False
+        # Every dead key collected everywhere (each node judges by its own clock).  Not
+        # by Keyspace.dead: it folds the deadlines it pops (a change no batch would
+        # persist or note: bin/sim --seed 88 --steps 300).
+        for node in nodes:
+            keys, now = node.core.keys, self.cluster.wall_ms(node)  # type: ignore[union-attr]
+            if any(not keys.exists(k, now) for k in keys.iter_keys()):
+                return False
         first = cores[0].keys
         keys = sorted(first.iter_keys())
         states = [{k: c.keys.state(k) for k in keys} for c in cores[:1]]
@@ -246,6 +262,8 @@ class Simulation:
         lost, ops = self.history.lost_rids, self.history.ops
         out: list[str] = []
         for app in self.history.apps:
+            if app.op < 0:
+                continue  # a fold: no request, no id
             rid = ops[app.op].rid
             if rid is None or rid in lost or not app.target:
                 continue  # no id, or lost, or it raised no count (a reset of nothing)
@@ -268,9 +286,10 @@ class Simulation:
                 parts.append(f"node {node_id} down")
                 continue
             keys = node.core.keys
-            wall = node.core.wall_ms
+            now = self.cluster.wall_ms(node)
             parts.append(f"node {node_id}: root {keys.tree.root:016x}, "
-                         + ", ".join(f"{k[:12]!r}={keys.value(k, wall)}"
+                         + ", ".join(f"{k[:12]!r}={keys.value(k, now)}"
+                                     f"{'' if keys.exists(k, now) else ' (dead)'}"
                                      for k in sorted(keys.iter_keys())))
         if self.workload.busy():
             parts.append("clients still busy")
@@ -279,14 +298,15 @@ class Simulation:
         return "; ".join(parts)
 
     def _final(self) -> None:
-        states, roots, values = {}, {}, {}
+        states, roots, values, nows = {}, {}, {}, {}
         for node_id, node in self.nodes.items():
             core = node.core
             assert core is not None
             keys = sorted(core.keys.iter_keys())
+            now = nows[node_id] = self.cluster.wall_ms(node)
             states[node_id] = {k: core.keys.state(k) for k in keys}
             roots[node_id] = core.keys.tree.root
-            values[node_id] = {k: core.keys.value(k, core.wall_ms) for k in keys}
+            values[node_id] = {k: core.keys.value(k, now) for k in keys}
             self.cluster.write_deferred(node)  # as the runtime does within DEFER_S
             # What a restart would load now: the real recovery must read back exactly
             # what was committed (Disk.crash checks that), and that must be the memory.
@@ -294,16 +314,18 @@ class Simulation:
             stored = node.disk.current.all_states()
             if stored != states[node_id]:
                 raise SimFailure(f"node {node_id}: its memory and its disk differ")
+        collected = {k for graves in self.checker.graves.values() for k in graves}
         check_final(states, roots, values, self.history.ops, self.history.apps,
-                    self.history.floors, self.history.known, self.stats)
+                    self.history.floors, self.history.known, self.stats, nows, collected,
+                    self.history.folds_seen)
 
     def _result(self, failure: str | None, converge_ms: int | None) -> SimResult:
         outcomes = Counter(op.outcome.value for op in self.history.ops)
         final: dict[str, int] | None = None
         first = self.nodes[1].core
         if failure is None and first is not None:
-            final = {k: first.keys.value(k, first.wall_ms)
-                     for k in sorted(first.keys.iter_keys())}
+            now = self.cluster.wall_ms(self.nodes[1])
+            final = {k: first.keys.value(k, now) for k in sorted(first.keys.iter_keys())}
         h = hashlib.blake2b(digest_size=8)
         h.update(repr((failure, self.scheduler.now_ms, self.events, sorted(outcomes.items()),
                        [sorted(n.disk.current.states.items()) for n in self.nodes.values()],

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ..model.pncounter import BN, BP, N, P, Record, merge_into
 from ..protocol.messages import Level
+from . import lives
 from .codes import OpKind, Outcome
 from .disk import Image
 
@@ -43,10 +44,23 @@ class App:
     amount: int
     target: dict[str, Record]
     at_ms: int
+    #: An update's record after the step (``p, n, bp, bn, b``); () otherwise.
+    record: tuple[int, ...] = ()
+    #: The key's meta after the change, when it wrote the register; else None.
+    meta: tuple[int, ...] | None = None
+    #: An expiry change (Expire), not a reset.
+    is_meta: bool = False
+    #: The applying node's wall clock (ms) at the application.
+    wall_ms: int = 0
 
     @property
     def is_reset(self) -> bool:
-        return self.amount == 0
+        return self.amount == 0 and not self.is_meta
+
+    @property
+    def birth(self) -> int:
+        """The update's record's birth: the life it belongs to."""
+        return self.record[4] if len(self.record) > 4 else 0
 
     @property
     def field(self) -> int:
@@ -74,6 +88,10 @@ class Op:
     rid: str | None = None
     #: Ask for the keys' states in replies (sessions always do).
     states: bool = False
+    #: An increment's ttl (0: none); an Expire's deadline (None: PERSIST) and mode.
+    ttl_ms: int = 0
+    at_ms: int | None = None
+    mode: str | None = None
     outcome: Outcome = Outcome.PENDING
     attempts: int = 0
     timed_out: int = 0
@@ -91,7 +109,7 @@ class Op:
 
     @property
     def is_write(self) -> bool:
-        return self.kind is not OpKind.READ
+        return self.kind not in (OpKind.READ, OpKind.TTL)
 
 
 @dataclass(slots=True)
@@ -108,6 +126,8 @@ class Attempt:
     #: fsynced copies that still exist: later reads must include it.
     acked: App | None = None
     acked_ms: int = -1
+    #: The answering node's wall clock when it emitted its (last) Counted reply.
+    replied_wall_ms: int = 0
 
 
 class History:
@@ -124,6 +144,17 @@ class History:
         #: The highest boundary of each slot's updates (its chain, see record_update).
         self.top: dict[FieldId, int] = {}
         self.floors: dict[FieldId, int] = {}
+        #: Per key, the highest deadline some node folded into its floor (Lives._fold),
+        #: as applied, committed or not: a fold travels in repair pages before its
+        #: deferred commit, and outlives a crash that loses it at the folding node.
+        self.folds_seen: dict[str, int] = {}
+        #: Per node, per key: the join of every state it collected of the key (the
+        #: checker's graves: forever, across restarts and wipes).
+        self.graves: dict[int, dict[str, dict[str, Record]]] = {}
+        #: Per key, every register applied with its writer's earliest wall clock, and
+        #: the end of a life computed from them (:meth:`ledger_floor`; None: redo).
+        self._registers: dict[str, dict[tuple[int, int], int]] = {}
+        self._ended: dict[str, int] = {}
         #: Request ids whose every stored copy a wipe or a power loss removed.
         self.lost_rids: set[str] = set()
         #: wait level (nodes needed) -> key -> join of acknowledged targets.
@@ -154,7 +185,27 @@ class History:
 
     def add_app(self, app: App) -> None:
         self.apps.append(app)
-        self.ops[app.op].apps.append(app)
+        if app.meta is not None and (app.meta[1] or app.meta[2]):
+            regs = self._registers.setdefault(app.key, {})
+            reg = (app.meta[1], app.meta[2])
+            wall = min(regs.get(reg, app.wall_ms), app.wall_ms)
+            if regs.get(reg) != wall:
+                regs[reg] = wall
+                self._ended.pop(app.key, None)
+        if app.op >= 0:  # a fold (op -1) is no request's
+            self.ops[app.op].apps.append(app)
+
+    def ledger_floor(self, key: str) -> int:
+        """The highest end of a life the ledger knows of ``key`` so far: a deadline a
+        holder folded (committed or not), or one that had passed when the next register
+        was written (:func:`.lives.ended_lives`: the spec makes that life dead whatever
+        the delivery order, though no node may have folded it yet)."""
+        regs = self._registers.get(key, {})
+        ended = self._ended.get(key)
+        if ended is None:
+            ended = self._ended[key] = lives.ended_lives(
+                ((0, s, d), w) for (s, d), w in regs.items())
+        return max(ended, self.folds_seen.get(key, 0))
 
     # ------------------------------------------------------------------ losses
 
@@ -165,6 +216,11 @@ class History:
         stores = list(stores)
         for key, state in before.items():
             for slot, rec in state.items():
+                if slot == "~":
+                    # The meta's last copy gone: the final meta may be older.
+                    if not any(s.get(key, {}).get(slot) == rec for s in stores):
+                        self.floors[(key, slot, 0)] = 0
+                    continue
                 for f in (P, N, BP, BN):
                     value = rec[f]
                     if not value:

@@ -24,6 +24,12 @@ from .scheduler import Scheduler
 from .swarm import Swarm
 
 DOWNTIMES_MS = (50, 300, 1500, 4000)
+#: A long downtime (swarm ``long_downtimes``): this many ``gc_grace_s`` and more, so that
+#: the node's peers collect, and forget the graves of, keys it still holds.
+LONG_DOWNTIME_GRACES = 2
+#: How old a replayed message is at least (simulated ms): a reorder, a late duplicate,
+#: one older than ``max_message_age_s`` and ``gc_grace_s`` as the swarm draws them.
+REPLAY_AGES_MS = (100, 1000, 4000, 8000)
 PAUSES_MS = (100, 500, 2000)
 #: How often a planned restart looks again whether a doomed node has died yet.
 RESTART_POLL_MS = 10
@@ -67,6 +73,8 @@ class Nemesis:
             actions += [Fault.CRASH, Fault.CRASH]
         if s.pauses:
             actions.append(Fault.PAUSE)
+        if s.replays and len(self.cluster.ids) > 1:
+            actions += [Fault.REPLAY, Fault.REPLAY]
         if actions:
             self._act(rng.choice(actions))
         self.scheduler.after(1 + int(rng.expovariate(1.0 / s.nemesis_ms)), self._tick)
@@ -90,8 +98,9 @@ class Nemesis:
                 node = rng.choice(up)
                 wipe = self.wipes_planned < self.swarm.max_wipes and rng.random() < 0.3
                 self.crash(node.node_id, rng.choice(self.swarm.crash_modes),
-                           restart_after_ms=rng.randint(1, rng.choice(DOWNTIMES_MS)),
-                           wipe=wipe)
+                           restart_after_ms=self._downtime_ms(), wipe=wipe)
+        elif action is Fault.REPLAY:
+            self.replay(rng.choice(REPLAY_AGES_MS))
         else:  # Fault.PAUSE
             up = [n for n in self.cluster.nodes.values() if n.up and not n.paused]
             if up:
@@ -152,6 +161,20 @@ class Nemesis:
             wipe = node_id in self._wipe_on_restart
         self._wipe_on_restart.discard(node_id)
         self.cluster.restart(self.cluster.nodes[node_id], wipe)
+
+    def _downtime_ms(self) -> int:
+        rng = self.rng
+        if self.swarm.long_downtimes and rng.random() < 0.25:
+            grace_ms = int(1000 * self.cluster.settings.gc_grace_s)
+            return LONG_DOWNTIME_GRACES * grace_ms + rng.randint(0, grace_ms)
+        return rng.randint(1, rng.choice(DOWNTIMES_MS))
+
+    def replay(self, min_age_ms: int) -> None:
+        """Deliver again one node-to-node message at least ``min_age_ms`` old."""
+        packet = self.network.replay(lambda n: self.cluster.nodes[n].life, min_age_ms)
+        if packet is not None:
+            self._log(f"REPLAY to node {packet.dst}, at least {min_age_ms}ms old: "
+                      f"{type(packet.body).__name__}")
 
     def pause(self, node_id: int, duration_ms: int) -> None:
         node = self.cluster.nodes[node_id]

@@ -15,6 +15,12 @@ Endpoints are integers: node ``n`` is ``n`` (1..N), client ``i`` is ``-(i + 1)``
   reaches its successor.  :class:`~.cluster.Cluster` enforces it on arrival.
 * **Codec sampling**: a share of messages goes through the real wire codec (encode,
   decode, compare); the decoded copy is what arrives.
+* **Replay** (:meth:`Network.replay`, a nemesis action): a node-to-node request or
+  broadcast seen earlier is delivered again, seconds later, to the receiver's *current*
+  process - as a ZeroMQ socket does with what it queued for a peer that was
+  unreachable, once it reconnects (to a restarted process, too).  Old messages are
+  kept in two bounded rings (every 8th and every 64th sent), so a replay reaches back
+  well past ``gc_grace_s`` without the simulator holding every message of a run.
 
 Nothing here reads a clock or a global random source: the caller's ``random.Random`` and
 the scheduler are the only sources of time and chance.
@@ -23,7 +29,8 @@ the scheduler are the only sources of time and chance.
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -45,6 +52,11 @@ from .swarm import Swarm
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
+
+
+#: Messages each replay ring keeps; the rings keep every 8th and every 64th message a
+#: node sends (a 3-node run sends about 300 a simulated second: 3 s and 27 s back).
+REPLAY_RING = 128
 
 
 class Kind(Enum):
@@ -69,6 +81,10 @@ class Packet:
     reply_to: object = None
 
 
+#: What a replay may deliver again: node-to-node requests and broadcasts.
+_REPLAYABLE = (Kind.REQUEST, Kind.BROADCAST)
+
+
 def client_endpoint(index: int) -> int:
     return -(index + 1)
 
@@ -85,6 +101,10 @@ class Network:
         #: Set by the heal phase: no more loss, duplication or slow messages.
         self.reliable = False
         self._link_free: dict[tuple[int, int], int] = {}
+        #: Old node-to-node requests and broadcasts for :meth:`replay`: (sent ms, packet).
+        self._recent: deque[tuple[int, Packet]] = deque(maxlen=REPLAY_RING)
+        self._old: deque[tuple[int, Packet]] = deque(maxlen=REPLAY_RING)
+        self._sent = 0
 
     def _delay_ms(self) -> int:
         s, rng = self.swarm, self.rng
@@ -113,6 +133,8 @@ class Network:
         if s.p_codec and rng.random() < s.p_codec:
             packet = self._through_codec(packet)
         self.scheduler.at(self._arrival_ms(packet), packet)
+        if packet.src > 0 and packet.kind in _REPLAYABLE and s.replays:
+            self._keep(packet)
         if (not self.reliable and s.p_dup and packet.src > 0
                 and rng.random() < s.p_dup):
             self.stats["duplicated"] += 1
@@ -124,6 +146,30 @@ class Network:
             self.stats["cut"] += 1
             return False
         return True
+
+    # ------------------------------------------------------------------ replays
+
+    def _keep(self, packet: Packet) -> None:
+        self._sent += 1
+        if self._sent % 8 == 0:
+            self._recent.append((self.scheduler.now_ms, packet))
+            if self._sent % 64 == 0:
+                self._old.append((self.scheduler.now_ms, packet))
+
+    def replay(self, life_of: Callable[[int], int], min_age_ms: int) -> Packet | None:
+        """Deliver again, now (plus a delay), one kept message at least ``min_age_ms``
+        old, to its receiver's current process; None if none is that old.  Peer replies
+        are never kept: a ROUTER drops what is addressed to a connection that is gone."""
+        now = self.scheduler.now_ms
+        ring = self._old if self._old and self.rng.random() < 0.5 else self._recent
+        old = [p for t, p in ring if now - t >= min_age_ms]
+        if not old:
+            return None
+        packet = replace(self.rng.choice(old))
+        packet.life = life_of(packet.dst)
+        self.stats["replayed"] += 1
+        self.scheduler.at(self._arrival_ms(packet), packet)
+        return packet
 
     # ------------------------------------------------------------------ faults
 

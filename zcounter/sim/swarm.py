@@ -28,6 +28,8 @@ KEY_POOL: tuple[str, ...] = (
 #: of the batch's messages sent; before the commit; inside the commit (a torn write);
 #: and a power loss (what was not flushed is lost too).
 CRASH_MODES: tuple[CrashMode, ...] = tuple(CrashMode)
+#: Expiries the workload draws (ms): a few heartbeats to a few seconds.
+TTLS_MS = (50, 200, 500, 1000, 2000)
 
 
 def _draw_settings(rng: random.Random) -> Settings:
@@ -64,6 +66,12 @@ class Swarm:
     p_states: float
     #: Increments and decrements sent without a request id (never retried).
     p_no_rid: float
+    #: Weights of Expire (every mode, PERSIST) and Ttl operations.
+    expiry_mix: tuple[int, int]
+    #: Share of increments and decrements sent with a ttl, and the ttls drawn (ms):
+    #: short against a run, so keys expire and get new lives within a seed.
+    p_ttl: float
+    ttls_ms: tuple[int, ...]
     # ---- network
     p_drop: float
     p_dup: float
@@ -82,7 +90,14 @@ class Swarm:
     crash_modes: tuple[CrashMode, ...]
     max_wipes: int
     pauses: bool
+    #: Old node-to-node messages delivered again seconds later (:meth:`.network.Network.replay`).
+    replays: bool
+    #: Some crashes keep a node down for several ``gc_grace_s``: it comes back with the
+    #: data it had, after its peers' graves of what it held are gone.
+    long_downtimes: bool
     # ---- clocks
+    #: Node wall clocks differ by up to ``max_clock_skew_s`` (constant offsets).
+    wall_skew: bool
     #: Node clocks start at different readings (monotonic clocks share no origin).
     skew: bool
     #: Node clock resolution: 1 ms, or coarse like Windows' 15.6 ms monotonic clock.
@@ -133,7 +148,24 @@ class Swarm:
             clock_res_ms=rng.choice((1, 1, 1, 16, 100)),
             poll_cap_ms=rng.choice((None, 100)),
             settings=_draw_settings(rng) if rng.random() < 0.5 else Settings(),
-        )
+            # Drawn last: the fields above keep the values they had for each seed.
+            replays=faults and rng.random() < 0.5,
+            long_downtimes=crashes and rng.random() < 0.3,
+            wall_skew=rng.random() < 0.7,
+            expiry_mix=(rng.choice((0, 1, 1, 2)), rng.choice((0, 1, 2))),
+            p_ttl=rng.choice((0.0, 0.3, 0.8, 1.0)),
+            ttls_ms=tuple(sorted(rng.sample(TTLS_MS, 2))),
+        ).with_collection(rng)
+
+    def with_collection(self, rng: random.Random) -> Swarm:
+        """Collection timings short against a run (seconds of simulated time), so that
+        graves expire and messages grow too old within a seed; the config's rule
+        ``gc_grace_s >= max_message_age_s + 2 * max_clock_skew_s`` kept."""
+        skew = rng.choice((0.2, 0.5, 1.0))
+        age = rng.choice((1.0, 2.0))
+        return dataclasses.replace(self, settings=dataclasses.replace(
+            self.settings, gc_interval_s=rng.choice((0.1, 0.2, 0.5)), max_clock_skew_s=skew,
+            max_message_age_s=age, gc_grace_s=age + 2 * skew + rng.choice((0.0, 1.0))))
 
     @classmethod
     def calm(cls, **changes: object) -> Swarm:
@@ -143,7 +175,9 @@ class Swarm:
                    max_retries=1, think_ms=10, p_session=0.5, p_states=0.5, p_no_rid=0.0,
                    p_drop=0.0, p_dup=0.0, base_delay_ms=2, jitter_ms=5, p_slow=0.0,
                    slow_ms=100, fifo=True, p_codec=0.1, nemesis_ms=0, partitions=False,
-                   crash_modes=(), max_wipes=0, pauses=False, skew=False, clock_res_ms=1,
+                   crash_modes=(), max_wipes=0, pauses=False, replays=False,
+                   long_downtimes=False, wall_skew=False, expiry_mix=(0, 0), p_ttl=0.0,
+                   ttls_ms=(500, 2000), skew=False, clock_res_ms=1,
                    poll_cap_ms=None)
         return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 

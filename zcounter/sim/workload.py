@@ -26,8 +26,20 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..model.expiry import META
 from ..model.pncounter import MAX_STEP, Record, merge_into
-from ..protocol.messages import Add, ClientRequest, Counted, Get, Level, Refused, Reset
+from ..protocol.messages import (
+    Add,
+    ClientRequest,
+    Counted,
+    Expire,
+    ExpireMode,
+    Get,
+    Level,
+    Refused,
+    Reset,
+    Ttl,
+)
 from .codes import Action, OpKind, Outcome
 from .history import Attempt, History, Op
 from .network import Kind, Network, Packet, client_endpoint
@@ -37,6 +49,7 @@ from .swarm import Swarm
 
 LEVELS: tuple[Level, ...] = (Level.LOCAL, Level.MAJORITY, Level.ALL)
 KINDS: tuple[Action, ...] = tuple(Action)
+MODES: tuple[ExpireMode | None, ...] = (None, None, *ExpireMode)
 
 
 @dataclass
@@ -60,7 +73,8 @@ class Workload:
     def __init__(self, swarm: Swarm, rng: random.Random, scheduler: Scheduler,
                  network: Network, history: History, life_of: Callable[[int], int],
                  nodes: list[int], stats: Counter[str],
-                 trace: Callable[[str], None] | None) -> None:
+                 trace: Callable[[str], None] | None,
+                 wall_of: Callable[[int], int] = lambda node: 0) -> None:
         self.swarm = swarm
         self.rng = rng
         self.scheduler = scheduler
@@ -70,6 +84,8 @@ class Workload:
         self.nodes = nodes
         self.stats = stats
         self.trace = trace
+        #: A node's wall clock now (unix ms): absolute deadlines are drawn around it.
+        self.wall_of = wall_of
         self.clients = [SimClient(i, rng.random() < swarm.p_session)
                         for i in range(swarm.clients)]
         #: Set by the heal phase: operations in flight finish, nothing new starts.
@@ -103,7 +119,7 @@ class Workload:
     def _new_op(self, client: SimClient) -> None:
         s, rng = self.swarm, self.rng
         index = len(self.history.ops)
-        kind = rng.choices(KINDS, s.mix)[0]
+        kind = rng.choices(KINDS, s.mix + s.expiry_mix)[0]
         node = rng.choice(self.nodes)
         timeout = rng.choice(s.timeouts_ms)
         states = client.session or rng.random() < s.p_states
@@ -112,6 +128,14 @@ class Workload:
             count = rng.randint(1, min(s.read_keys_max, len(s.keys)))
             op = Op(index, client.index, node, OpKind.READ, tuple(rng.sample(s.keys, count)),
                     rng.choices(LEVELS, s.read_weights)[0], timeout, retries, states=states)
+        elif kind is Action.TTL:
+            op = Op(index, client.index, node, OpKind.TTL, (rng.choice(s.keys),),
+                    rng.choices(LEVELS, s.read_weights)[0], timeout, retries, states=states)
+        elif kind is Action.EXPIRE:
+            op = Op(index, client.index, node, OpKind.EXPIRE, (rng.choice(s.keys),),
+                    rng.choices(LEVELS, s.wait_weights)[0], timeout, retries,
+                    rid=f"c{client.index}-{index}", states=states)
+            self._draw_expiry(op)
         else:
             rid: str | None = f"c{client.index}-{index}"
             key = rng.choice(s.keys)
@@ -129,8 +153,23 @@ class Workload:
                         rid, retries = None, 0
             op = Op(index, client.index, node, kind.kind, (key,), level, timeout, retries,
                     amount, rid, states)
+            if amount and s.p_ttl and rng.random() < s.p_ttl:
+                op.ttl_ms = rng.choice(s.ttls_ms)
         self.history.new_op(op)
         self._send(client, op)
+
+    def _draw_expiry(self, op: Op) -> None:
+        """PERSIST, a ttl from the node's now (EXPIRE), or a deadline (EXPIREAT) around
+        the node's wall clock, some already passed (the key expires at once)."""
+        rng = self.rng
+        op.mode = rng.choice(MODES)
+        choice = rng.random()
+        if choice < 0.2:
+            op.mode = None  # PERSIST takes no mode
+        elif choice < 0.6:
+            op.ttl_ms = rng.choice(self.swarm.ttls_ms)
+        else:
+            op.at_ms = self.wall_of(op.node) + rng.randint(-500, 2 * max(self.swarm.ttls_ms))
 
     def _send(self, client: SimClient, op: Op) -> None:
         tag = self._next_tag
@@ -142,12 +181,18 @@ class Workload:
             request = Get(tag, op.keys, op.level, op.timeout_ms, seen, op.states)
         elif op.kind is OpKind.RESET:
             request = Reset(tag, op.key, op.rid, op.level, op.timeout_ms, seen, op.states)
+        elif op.kind is OpKind.TTL:
+            request = Ttl(tag, op.key, op.level, op.timeout_ms, seen, op.states)
+        elif op.kind is OpKind.EXPIRE:
+            request = Expire(tag, op.key, op.at_ms, None if op.at_ms is None and not op.ttl_ms
+                             else ExpireMode(op.mode) if op.mode else None, op.rid, op.level,
+                             op.timeout_ms, seen, op.states, op.ttl_ms or None)
         else:
             request = Add(tag, op.key, op.amount, op.rid, op.level, op.timeout_ms, seen,
-                          op.states)
+                          op.states, op.ttl_ms)
         n = len(self.nodes)
         required = (required_for(op.level.needed(n), n, self.history.required, op.keys)
-                    if op.kind is OpKind.READ else {})
+                    if op.kind in (OpKind.READ, OpKind.TTL) else {})
         attempt = Attempt(op, tag, self.scheduler.now_ms, required, self.history.wipes, seen)
         self.history.attempts[tag] = attempt
         op.attempts += 1
@@ -205,11 +250,13 @@ class Workload:
         if isinstance(reply, Counted):
             if client.session:
                 client.observe(reply.states)
-            if op.kind is OpKind.READ:
+            if not op.is_write:
                 self._check_read(attempt, reply)
             elif attempt.acked is not None and attempt.acked_ms > self.history.last_wipe_ms:
-                self.history.acknowledged(op.level.needed(len(self.nodes)), op.key,
-                                          attempt.acked.target)
+                target = dict(attempt.acked.target)
+                if attempt.acked.meta is not None:
+                    target[META] = attempt.acked.meta
+                self.history.acknowledged(op.level.needed(len(self.nodes)), op.key, target)
             self._end(client, op, Outcome.OK)
             return
         assert isinstance(reply, Refused)
@@ -231,6 +278,9 @@ class Workload:
         op = attempt.op
         problem = check_includes(attempt.required, reply.states,
                                  f"op {op.index}: read={op.level.value} at node {reply.node}"
-                                 " missed a write acknowledged before it began")
+                                 " missed a write acknowledged before it began",
+                                 attempt.replied_wall_ms,
+                                 {k: self.history.ledger_floor(k) for k in attempt.required},
+                                 self.history.graves.get(reply.node, {}))
         if problem:
             raise SimFailure(problem)
