@@ -121,13 +121,15 @@ def test_summaries_compare_the_end_with_the_baseline_sample() -> None:
     lags = [0.5] * 12 + [2.5] + [0.5] * 8
     samples = _samples(held, lags, rss)
     assert baseline_index(samples, 10.0) == 10
-    out = summarize_run(samples, sends, 1000.0, 2.0, 10.0)
+    out = summarize_run(samples, sends, 1000.0, 2.0, 10.0, keys_per_s=10)
     node = out["per_node"]["1"]
     assert node["rss_ratio"] == pytest.approx(1.0)  # 1100 at 10 s and at the end
     assert node["disk_ratio"] == pytest.approx(1.0)
     # Held/live is judged at every sample after the baseline (every scrape has keys).
     assert node["held_live_max"] == pytest.approx(70 / 20)
     assert node["held_live_samples"] == 11
+    # Little's law: (30 * 10 + 70) / 11 held, 20 live, 10 keys a second.
+    assert node["mean_dead_held_s"] == pytest.approx(((30 * 10 + 70) / 11 - 20) / 10)
     assert node["lag_max_s"] == 2.5
     assert node["gone_bound_s"] == pytest.approx(3.5)  # + the 1 s sampling interval
     assert out["baseline_t_s"] == 10.0

@@ -121,13 +121,14 @@ def baseline_index(samples: list[dict[str, Any]], at_s: float) -> int | None:
 
 
 def summarize_run(samples: list[dict[str, Any]], first_sends: list[float], wall0: float,
-                  ttl_s: float, baseline_s: float, load_end_s: float = math.inf
-                  ) -> dict[str, Any]:
+                  ttl_s: float, baseline_s: float, load_end_s: float = math.inf,
+                  keys_per_s: float = KEYS_PER_S) -> dict[str, Any]:
     """Per node: RSS and data directory at the baseline and at the end (the last full
     sample), their ratios; the largest held / live between the baseline and the end of
     the load (after it, live keys fall to 0 while the last ones wait for collection);
     the largest collection lag after the baseline and the bound it gives (see the
-    module)."""
+    module).  A cross-check of the bound, by Little's law: dead keys held / keys made per
+    second = how long a key stays held after its deadline, on average."""
     out: dict[str, Any] = {"per_node": {}}
     base = baseline_index(samples, baseline_s)
     full = [s for s in samples if s.get("full")]
@@ -140,6 +141,7 @@ def summarize_run(samples: list[dict[str, Any]], first_sends: list[float], wall0
         held = [(s["nodes"][node].get("keys"), live_at(first_sends, wall0 + s["t"], ttl_s))
                 for s in after if node in s["nodes"] and s["t"] <= load_end_s]
         ratios = [h / live for h, live in held if h is not None and live]
+        dead = [h - live for h, live in held if h is not None]
         lags = [s["nodes"][node]["lag_s"] for s in after
                 if node in s["nodes"] and s["nodes"][node].get("lag_s") is not None]
         intervals = [b2["t"] - a2["t"] for a2, b2 in itertools.pairwise(after)]
@@ -150,6 +152,7 @@ def summarize_run(samples: list[dict[str, Any]], first_sends: list[float], wall0
             "disk_ratio": ratio(e.get("disk"), b.get("disk")),
             "held_live_max": max(ratios) if ratios else None,
             "held_live_samples": len(ratios),
+            "mean_dead_held_s": sum(dead) / len(dead) / keys_per_s if dead else None,
             "lag_max_s": max(lags) if lags else None,
             "gone_bound_s": max(lags) + max(intervals, default=0.0) if lags else None,
             "collected_end": e.get("collected"), "expired_end": e.get("expired")}
@@ -206,7 +209,8 @@ class RateLimitSection:
             self.res["samples"] = samples
             self.res["summary"] = summarize_run(samples, first_sends, wall0,
                                                 self.o.ttl_ms / 1000, self.o.baseline_s,
-                                                load.get("elapsed_s", math.inf))
+                                                load.get("elapsed_s", math.inf),
+                                                self.o.keys_per_s)
             self.res["keys_sent"] = len(first_sends)
             self.res["throughput"] = self._rounds(cluster)
         self.res["elapsed_s"] = time.perf_counter() - started
@@ -352,10 +356,11 @@ def render_ratelimit(res: dict[str, Any]) -> str:
                  f"{pr['violations']} did not read -2")
     per = res.get("summary", {}).get("per_node", {})
     head = ["node", "RSS base", "RSS end", "ratio", "disk base", "disk end", "ratio",
-            "held/live max", "lag max", "gone <=", "collected"]
+            "held/live max", "lag max", "gone <=", "dead held", "collected"]
     body = [[n, fmt(v["rss_base_kib"], "MB"), fmt(v["rss_end_kib"], "MB"), _x(v["rss_ratio"]),
              fmt(v["disk_base"], "bytes"), fmt(v["disk_end"], "bytes"), _x(v["disk_ratio"]),
              _x(v["held_live_max"]), fmt(v["lag_max_s"], "s"), fmt(v["gone_bound_s"], "s"),
+             fmt(v.get("mean_dead_held_s"), "s"),
              "-" if v["collected_end"] is None else f"{v['collected_end']:,.0f}"]
             for n, v in per.items()]
     widths = [max(len(str(r[i])) for r in [head, *body]) for i in range(len(head))]
@@ -369,5 +374,7 @@ def render_ratelimit(res: dict[str, Any]) -> str:
                      + ", ".join(_x(r) for r in tp["ratios"]) + f", median {_x(tp['ratio'])}")
     lines.append("  note: 'gone <=' bounds every key's collection delay after its deadline: "
                  "the largest zcounter_collection_lag_seconds seen plus the sampling "
-                 "interval (see zcounter/bench/ratelimit.py)")
+                 "interval (see zcounter/bench/ratelimit.py); 'dead held': mean dead keys "
+                 "held / keys made per second (Little's law: mean time held past the "
+                 "deadline, plus the loader's send-to-apply delay)")
     return "\n".join(lines)

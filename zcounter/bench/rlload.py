@@ -153,8 +153,9 @@ class _Probes:
     def answer(self, node: int, data: bytes) -> None:
         self.answered += 1
         reply = orjson.loads(data)
-        counts = reply.get("counts") or []
-        if reply.get("ok") is True and counts and counts[0] == -2:
+        # A ttl reply is counts [pttl, deadline]; "count" is pttl alone.
+        pttl = (reply.get("counts") or [reply.get("count")])[0]
+        if reply.get("ok") is True and pttl == -2:
             return
         self.violations += 1
         if self.examples is not None and len(self.examples) < MAX_VIOLATIONS:
