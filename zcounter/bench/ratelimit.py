@@ -209,7 +209,8 @@ class RateLimitSection:
             self.res["samples"] = samples
             self.res["summary"] = summarize_run(samples, first_sends, wall0,
                                                 self.o.ttl_ms / 1000, self.o.baseline_s,
-                                                load.get("elapsed_s", math.inf),
+                                                # the schedule's end, not the probes'
+                                                load.get("last_send_s", math.inf),
                                                 self.o.keys_per_s)
             self.res["keys_sent"] = len(first_sends)
             self.res["throughput"] = self._rounds(cluster)

@@ -206,6 +206,7 @@ class _Loader:
         self.start = time.perf_counter()
         self.wall0 = time.time()
         self.last_reply = self.start
+        self.last_send_s = 0.0
 
     def send_due(self, el: float) -> None:
         sched = self.sched
@@ -220,6 +221,7 @@ class _Loader:
                 self.first_sends[sched.key_id(s, n)] = self.wall0 + el
             self.late[min(LATE_BUCKETS, int((el - sched.due_s(self.j)) * 1000))] += 1
             self.j += 1
+            self.last_send_s = el
 
     def receive(self, sock: zmq.Socket[bytes]) -> None:
         if sock in self.probe_index:
@@ -263,6 +265,7 @@ class _Loader:
         return {"sent": self.j, "scheduled": self.sched.total, "acked": self.acked,
                 "errors": self.errors, "first_error": self.first_error,
                 "elapsed_s": elapsed, "wall_start": self.wall0,
+                "last_send_s": self.last_send_s,
                 "ops_per_s": self.acked / elapsed if elapsed else 0.0,
                 "lateness_s": histogram_summary(self.late, 0.001),
                 "count_mismatches": self.mismatched, "unanswered": sum(self.outstanding),
