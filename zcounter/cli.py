@@ -154,7 +154,8 @@ def node_main(node_id: int, config_path: str | None, data_dir: Path | None,
 @click.pass_context
 def client_main(ctx: click.Context, config_path: str | None, node: int | None, timeout: float,
                 cert: str | None, node_id_seed: int | None, action: str | None) -> None:
-    """Talk to a zcounter cluster: increment, decrement, getCount, reset, keys, status.
+    """Talk to a zcounter cluster: increment, decrement, getCount, reset, expire, ttl,
+    persist, keys, status.
 
     Every command that names no --key uses the key "default".
 
@@ -200,6 +201,12 @@ _wait_option = click.option(
 _rid_option = click.option(
     "--request-id", type=REQUEST_ID, help="Idempotency key: the same id applied twice counts once. "
                          "Default: a fresh random id.")
+# A float, checked by the client (above 0, at most 10 years): a bad value is the node's
+# bad_request, exit 1, as the same value sent by any client would be.
+_ttl_option = click.option(
+    "--ttl", type=float, help="Seconds (fractions allowed): give the key this expiry if it "
+                              "has none after the step (Redis's INCR + EXPIRE NX, in one "
+                              "durable request).")
 
 
 @client_main.command()
@@ -207,11 +214,13 @@ _rid_option = click.option(
 @_by_option
 @_wait_option
 @_rid_option
+@_ttl_option
 @click.pass_obj
 def increment(obj: dict[str, Any], key: str = DEFAULT_KEY, by: int = 1, wait: str = "local",
-              request_id: str | None = None) -> None:
+              request_id: str | None = None, ttl: float | None = None) -> None:
     """Add to a counter; print its count after it."""
-    click.echo(_run(obj, lambda c: c.increment(by, key=key, wait=wait, request_id=request_id)))
+    click.echo(_run(obj, lambda c: c.increment(by, key=key, wait=wait, request_id=request_id,
+                                               ttl=ttl)))
 
 
 @client_main.command()
@@ -219,11 +228,60 @@ def increment(obj: dict[str, Any], key: str = DEFAULT_KEY, by: int = 1, wait: st
 @_by_option
 @_wait_option
 @_rid_option
+@_ttl_option
 @click.pass_obj
 def decrement(obj: dict[str, Any], key: str, by: int, wait: str,
-              request_id: str | None) -> None:
+              request_id: str | None, ttl: float | None) -> None:
     """Subtract from a counter (it may go below zero); print its count after it."""
-    click.echo(_run(obj, lambda c: c.decrement(by, key=key, wait=wait, request_id=request_id)))
+    click.echo(_run(obj, lambda c: c.decrement(by, key=key, wait=wait, request_id=request_id,
+                                               ttl=ttl)))
+
+
+@client_main.command()
+@_key_option
+@click.option("--ttl", type=float, required=True,
+              help="Seconds from now (fractions allowed; above 0, at most 10 years).")
+@click.option("--nx", "mode", flag_value="nx", help="Only if the key has no expiry.")
+@click.option("--xx", "mode", flag_value="xx", help="Only if the key has an expiry.")
+@click.option("--gt", "mode", flag_value="gt",
+              help="Only if the new expiry is later (no expiry counts as never).")
+@click.option("--lt", "mode", flag_value="lt",
+              help="Only if the new expiry is earlier (no expiry counts as never).")
+@_wait_option
+@_rid_option
+@click.pass_obj
+def expire(obj: dict[str, Any], key: str, ttl: float, mode: str | None, wait: str,
+           request_id: str | None) -> None:
+    """Make a counter expire TTL seconds from now (the answering node's clock); print 1
+    if its expiry was set, 0 if not (no such key, or the condition said no).
+
+    An expired key reads as never written on every node; a later increment starts it
+    again from zero, without expiry.
+    """
+    click.echo(int(_run(obj, lambda c: c.expire(key, ttl, mode=mode, wait=wait,
+                                                 request_id=request_id))))
+
+
+@client_main.command()
+@_key_option
+@click.option("--read", type=click.Choice(LEVELS), default="local", show_default=True,
+              help="Merge the states of this many nodes before answering.")
+@click.pass_obj
+def ttl(obj: dict[str, Any], key: str, read: str) -> None:
+    """Print the seconds until a counter expires (1.234), -1 if it has no expiry, -2 if
+    it does not exist."""
+    ms = _run(obj, lambda c: c.pttl(key, read=read))
+    click.echo(ms if ms < 0 else f"{ms / 1000:.3f}")
+
+
+@client_main.command()
+@_key_option
+@_wait_option
+@_rid_option
+@click.pass_obj
+def persist(obj: dict[str, Any], key: str, wait: str, request_id: str | None) -> None:
+    """Remove a counter's expiry; print 1 if it had one, 0 if not."""
+    click.echo(int(_run(obj, lambda c: c.persist(key, wait=wait, request_id=request_id))))
 
 
 @client_main.command()
@@ -314,8 +372,23 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
             click.echo(f"node {node}: {view['keys']} keys ({view['live_keys']} live), "
                        f"{view['slots']} slots, root {view['root']}, repair {doing}"
                        + (", bootstrapping" if view["bootstrapping"] else "")
-                       + f"  peers {{{peers}}}")
+                       + f"  peers {{{peers}}}" + _collection_text(view.get("collection")))
     sys.exit(EXIT_FAILED if failed else 0)
+
+
+def _collection_text(collection: dict[str, Any] | None) -> str:
+    """Status's collection part: what waits, for which nodes, since when (a 0.2 node
+    reports none)."""
+    if not collection:
+        return ""
+    waiting = collection.get("waiting_for") or {}
+    now = time.time()
+    waits = ", ".join(f"node {p} for {max(0.0, now - since):.1f}s"
+                      for p, since in waiting.items())
+    return (f"  collection {{{collection['pending']} dead keys pending"
+            + (f", waiting for {waits}" if waits else "")
+            + f", {collection['graves']} graves, {collection['collected']} collected, "
+            f"lag {collection['lag_s']:.1f}s}}")
 
 
 # --------------------------------------------------------------------------- cluster

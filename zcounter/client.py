@@ -45,11 +45,14 @@ from .protocol.codec import (
 )
 from .protocol.messages import (
     DEFAULT_KEY,
+    MAX_TTL_MS,
     Add,
     ClientReply,
     ClientRequest,
     Counted,
     ErrorCode,
+    Expire,
+    ExpireMode,
     Get,
     KeysPage,
     Level,
@@ -61,6 +64,7 @@ from .protocol.messages import (
     Status,
     StatusReply,
     Tag,
+    Ttl,
 )
 from .security import read_secret_certificate
 
@@ -103,6 +107,31 @@ def _step(by: Any) -> int:
         raise RequestRefused(f"by must be an integer from 1 to 2**32, got {by!r}",
                              ErrorCode.BAD_REQUEST)
     return by
+
+
+def _ttl_ms(seconds: Any, name: str = "ttl") -> int:
+    """An expiry in whole ms from seconds (fractions allowed): more than 0, at most 10
+    years; anything else is a bad request, refused before it is sent."""
+    if (type(seconds) not in (int, float) or not math.isfinite(seconds) or seconds <= 0
+            or seconds * 1000 > MAX_TTL_MS):
+        raise RequestRefused(f"{name} must be a number of seconds above 0 and at most "
+                             f"{MAX_TTL_MS // 1000} (10 years), got {seconds!r}",
+                             ErrorCode.BAD_REQUEST)
+    return max(1, round(float(seconds) * 1000))
+
+
+def _mode(mode: Any) -> ExpireMode | None:
+    if mode is None:
+        return None
+    try:
+        return ExpireMode(mode.lower() if isinstance(mode, str) else mode)
+    except ValueError:
+        raise RequestRefused(f"mode must be one of None, 'nx', 'xx', 'gt', 'lt', got "
+                             f"{mode!r}", ErrorCode.BAD_REQUEST) from None
+
+
+#: Makes one attempt's write: (tag, timeout ms, key, request id, level, seen) -> request.
+WriteMaker = Callable[[int, int, str, str, Level, States], ClientRequest]
 
 
 class Client:
@@ -188,20 +217,61 @@ class Client:
         self.node = node
 
     def increment(self, by: int = 1, *, key: str = DEFAULT_KEY, wait: LevelLike = "local",
-                  request_id: str | None = None) -> int:
+                  request_id: str | None = None, ttl: float | None = None) -> int:
         """Add ``by`` (1..2**32) to ``key``; return the node's count of it after.
+
+        ``ttl``: seconds (fractions allowed, above 0, at most 10 years): give the key
+        this expiry if it has none after the step, in the same durable request - Redis's
+        ``INCR`` + ``EXPIRE NX``, the rate limiter in one round trip.
 
         Raises :class:`Indeterminate` if it was applied but ``wait`` was not confirmed in
         time, :class:`Unavailable` if no node answered (it may or may not have applied),
         :class:`RequestRefused` if a node refused it (certainly not applied).
         """
-        return self._write(key, _step(by), wait, request_id)
+        return self._write(key, _step(by), wait, request_id, ttl)
 
     def decrement(self, by: int = 1, *, key: str = DEFAULT_KEY, wait: LevelLike = "local",
-                  request_id: str | None = None) -> int:
+                  request_id: str | None = None, ttl: float | None = None) -> int:
         """Subtract ``by`` (1..2**32) from ``key``; return the count after.  Counts may go
-        below zero.  Errors as for :meth:`increment`."""
-        return self._write(key, -_step(by), wait, request_id)
+        below zero.  ``ttl`` and errors as for :meth:`increment`."""
+        return self._write(key, -_step(by), wait, request_id, ttl)
+
+    def expire(self, key: str, seconds: float, *, mode: str | ExpireMode | None = None,
+               wait: LevelLike = "local", request_id: str | None = None) -> bool:
+        """Make ``key`` expire ``seconds`` from now (the answering node's clock; fractions
+        allowed, above 0, at most 10 years).  ``mode``: ``"nx"`` only if it has no
+        expiry, ``"xx"`` only if it has one, ``"gt"`` / ``"lt"`` only if the new one is
+        later / earlier (no expiry counts as never), as Redis's EXPIRE options.  True if
+        the expiry was set; False if the key does not exist or ``mode`` said no."""
+        ttl_ms, how = _ttl_ms(seconds, "seconds"), _mode(mode)
+
+        def make(tag: int, ms: int, name: str, rid: str, level: Level, seen: States
+                 ) -> ClientRequest:
+            return Expire(tag, name, None, how, rid, level, ms, seen, True, ttl_ms)
+        return self._change(key, wait, request_id, make)
+
+    def persist(self, key: str, *, wait: LevelLike = "local",
+                request_id: str | None = None) -> bool:
+        """Remove ``key``'s expiry: True if it had one, False if not (or no such key)."""
+        def make(tag: int, ms: int, name: str, rid: str, level: Level, seen: States
+                 ) -> ClientRequest:
+            return Expire(tag, name, None, None, rid, level, ms, seen, True)
+        return self._change(key, wait, request_id, make)
+
+    def ttl(self, key: str, *, read: LevelLike = "local") -> float | None:
+        """Seconds until ``key`` expires (ms precision); None if it has no expiry or
+        does not exist (:meth:`pttl` tells the two apart)."""
+        ms = self.pttl(key, read=read)
+        return None if ms < 0 else ms / 1000
+
+    def pttl(self, key: str, *, read: LevelLike = "local") -> int:
+        """Redis's PTTL: ms until ``key`` expires, -1 without expiry, -2 if it does not
+        exist, after merging the states of ``read`` nodes."""
+        names = (_key(key),)
+        level = _level(read, "read")
+        reply = self._call(lambda tag, ms: Ttl(tag, names[0], level, ms, self._seen_of(names),
+                                               True))
+        return _counts(reply, 2)[0]
 
     def reset(self, key: str = DEFAULT_KEY, *, wait: LevelLike = "local",
               request_id: str | None = None) -> int:
@@ -267,17 +337,32 @@ class Client:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _write(self, key: str, amount: int, wait: LevelLike, request_id: str | None) -> int:
+    def _write(self, key: str, amount: int, wait: LevelLike, request_id: str | None,
+               ttl: float | None = None) -> int:
+        ttl_ms = 0 if ttl is None else _ttl_ms(ttl)
+
+        def make(tag: int, ms: int, name: str, rid: str, level: Level, seen: States
+                 ) -> ClientRequest:
+            if amount == 0:
+                return Reset(tag, name, rid, level, ms, seen, True)
+            return Add(tag, name, amount, rid, level, ms, seen, True, ttl_ms)
+        return self._send_write(key, wait, request_id, make)
+
+    def _change(self, key: str, wait: LevelLike, request_id: str | None,
+                make: WriteMaker) -> bool:
+        """An Expire: its count is 1 if it changed the key's expiry."""
+        return self._send_write(key, wait, request_id, make) == 1
+
+    def _send_write(self, key: str, wait: LevelLike, request_id: str | None,
+                    make: WriteMaker) -> int:
+        """One write with its request id (the same in every attempt); its one count."""
         name = _key(key)
         level = _level(wait, "wait")
         rid = validate_rid(request_id) if request_id is not None else new_request_id()
         keys = (name,)
-
-        def make(tag: int, ms: int) -> ClientRequest:
-            if amount == 0:
-                return Reset(tag, name, rid, level, ms, self._seen_of(keys), True)
-            return Add(tag, name, amount, rid, level, ms, self._seen_of(keys), True)
-        reply = self._call(make, "; it may or may not have been applied")
+        reply = self._call(lambda tag, ms: make(tag, ms, name, rid, level,
+                                                self._seen_of(keys)),
+                           "; it may or may not have been applied")
         return _counts(reply, 1)[0]
 
     def _seen_of(self, keys: tuple[str, ...]) -> States:

@@ -93,12 +93,32 @@ class Settings:
     max_held_per_connection: int = MAX_HELD_PER_CONNECTION
     #: ... and per node; beyond either, a request is refused at once with ``busy``.
     max_held_per_node: int = MAX_HELD_PER_NODE
+    #: A peer whose heartbeats show a wall clock further than this from ours is warned
+    #: about (a log line and zcounter_clock_skew_warnings_total); also the margin of the
+    #: start-time rule of collection (zcounter/protocol/intake.py).
+    max_clock_skew_s: float = 1.0
+    #: How often collection takes dead keys and asks every peer to confirm them (Hold).
+    gc_interval_s: float = 0.5
+    #: How long a collected key's dead state (a grave) is kept in memory, to catch
+    #: stale states of it that were still in flight.
+    gc_grace_s: float = 10.0
+    #: States of a key this node does not hold, read by their sender longer ago than
+    #: this, are dropped (they may be of a key collected here).
+    max_message_age_s: float = 5.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"setting {f.name} must be a positive number")
+        # A state in flight is caught by a grave while younger than the grace, and
+        # dropped by its age once older than max_message_age_s by the receiver's clock:
+        # with clocks up to max_clock_skew_s apart both ways, the two must overlap.
+        if self.gc_grace_s < self.max_message_age_s + 2 * self.max_clock_skew_s:
+            raise ConfigError(
+                f"setting gc_grace_s ({self.gc_grace_s:g}) must be at least "
+                f"max_message_age_s + 2 * max_clock_skew_s "
+                f"({self.max_message_age_s + 2 * self.max_clock_skew_s:g})")
 
 
 @dataclass(frozen=True)
@@ -339,7 +359,10 @@ def parse_config(data: dict[str, Any], source: str, name: str = "default",
             raise ConfigError(f"{source}: settings.{key} must be a positive number")
         if known[key].type in ("int", int) and not isinstance(value, int):
             raise ConfigError(f"{source}: settings.{key} must be an integer")
-    settings = replace(Settings(), **raw_settings)
+    try:
+        settings = replace(Settings(), **raw_settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     if settings.peer_timeout_s <= settings.heartbeat_interval_s:
         raise ConfigError(f"{source}: settings.peer_timeout_s must exceed heartbeat_interval_s")
     cluster_name = data.get("name", name)

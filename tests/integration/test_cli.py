@@ -27,7 +27,8 @@ def zc(*args: str, env: dict[str, str] | None = None,
 
 @pytest.mark.parametrize("command", [
     ["node"], ["client"], ["cluster"], ["client", "increment"], ["client", "decrement"],
-    ["client", "getCount"], ["client", "reset"], ["client", "keys"], ["client", "status"]])
+    ["client", "getCount"], ["client", "reset"], ["client", "keys"], ["client", "status"],
+    ["client", "expire"], ["client", "ttl"], ["client", "persist"]])
 def test_every_command_has_help(command):
     result = zc(*command, "--help")
     assert result.returncode == 0 and "Usage:" in result.stdout

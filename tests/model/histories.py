@@ -36,6 +36,32 @@ def records(draw: st.DrawFn, hi: int = 10**12) -> Record:
 #: Any valid state (totals far below the bound: up to 12 slots of 10**12).
 states = st.dictionaries(slot_names, records(), max_size=6)
 
+#: Wall times in a small range, so that births, floors and deadlines often meet.
+times = st.integers(0, 60)
+#: A key's meta (F, S, D) (issue 21).
+metas = st.tuples(times, times, st.one_of(st.just(0), times))
+
+
+@st.composite
+def timed_records(draw: st.DrawFn) -> Record:
+    """A valid record with a birth (written as the 4-tuple when born at 0)."""
+    p = draw(st.integers(0, 50))
+    n = draw(st.integers(0, 50))
+    b = draw(times)
+    rec = (p, n, draw(st.integers(0, p)), draw(st.integers(0, n)))
+    return (*rec, b) if b else rec
+
+
+@st.composite
+def timed_states(draw: st.DrawFn) -> dict[str, Record]:
+    """A state with births and (often) a meta under "~"."""
+    state: dict[str, Record] = draw(st.dictionaries(slot_names, timed_records(), max_size=4))
+    meta = draw(metas)
+    if meta != (0, 0, 0):
+        state["~"] = meta
+    return state
+
+
 #: Non-zero steps, both signs, small and large.
 amounts = st.integers(-(2**32), 2**32).filter(bool)
 

@@ -71,7 +71,7 @@ def start(seed_total: int, sign: int) -> tuple[list[Keyspace], Model, list[int]]
 def would_overflow(ks: Keyspace, own: str, amount: int) -> bool:
     """The rule, computed from the state by name (independently of Keyspace.add)."""
     state = ks.state(KEY)
-    p_live, n_live = live_totals(state)
+    p_live, n_live = live_totals(state, 0)
     p, n, _, _ = state.get(own, (0, 0, 0, 0))
     if amount > 0:
         return p_live + amount > MAX_TOTAL or p + amount > MAX_TOTAL
@@ -90,7 +90,7 @@ def test_legal_histories_near_the_bound_are_never_refused(seed_total, sign, hist
             expected = would_overflow(ks, slot_of(i), amount)
             before = ks.state(KEY)
             try:
-                ks.add(KEY, slots[i], amount)
+                ks.add(KEY, slots[i], amount, 0)
             except Overflow:
                 assert expected, "a step within the rule was refused"
                 event("a step refused")
@@ -100,16 +100,16 @@ def test_legal_histories_near_the_bound_are_never_refused(seed_total, sign, hist
             model.add(i, amount)
         elif step[0] == "reset":
             _, i = step
-            spaces[i].reset(KEY)
+            spaces[i].reset(KEY, 0)
             model.reset(i)
-            assert spaces[i].value(KEY) == 0
+            assert spaces[i].value(KEY, 0) == 0
         else:
             _, src, dst = step
             # Never refused: merge_many returns how many keys grew, never None/raises.
             assert spaces[dst].merge_many(carried(spaces[src], src + 1)) in (0, 1)
             model.merge(src, dst)
         for i, ks in enumerate(spaces):
-            assert ks.value(KEY) == saturate(model.value(i))
+            assert ks.value(KEY, 0) == saturate(model.value(i))
         if step[0] != "merge":
             spaces[step[1]].flush()
     # Full exchange: every replica ends with the same state and the model's value.
@@ -117,27 +117,27 @@ def test_legal_histories_near_the_bound_are_never_refused(seed_total, sign, hist
         for dst in range(NODES):
             spaces[dst].merge_many(carried(spaces[src], src + 1))
     assert all(ks.state(KEY) == spaces[0].state(KEY) for ks in spaces)
-    assert all(ks.value(KEY) == saturate(model.total()) for ks in spaces)
+    assert all(ks.value(KEY, 0) == saturate(model.total()) for ks in spaces)
     if max(totals(spaces[0].state(KEY))) > MAX_TOTAL:
         event("converged past the old bound")  # ~5 % of examples
     # And a reset anywhere makes the key take a step of either sign again.
-    spaces[0].reset(KEY)
-    spaces[0].add(KEY, slots[0], 1)
-    spaces[0].add(KEY, slots[0], -1)
-    assert spaces[0].value(KEY) == 0
+    spaces[0].reset(KEY, 0)
+    spaces[0].add(KEY, slots[0], 1, 0)
+    spaces[0].add(KEY, slots[0], -1, 0)
+    assert spaces[0].value(KEY, 0) == 0
 
 
 def test_concurrent_legal_steps_pass_the_old_bound():
     """The counterexample to 0.2's rule: two nodes at 2**63-11 each add 10 before
     hearing of the other; both steps were legal, and the merge sums to 2**63+9."""
     spaces, _, slots = start(MAX_TOTAL - 10, 1)
-    spaces[0].add(KEY, slots[0], 10)
-    spaces[1].add(KEY, slots[1], 10)
+    spaces[0].add(KEY, slots[0], 10, 0)
+    spaces[1].add(KEY, slots[1], 10, 0)
     merged = carried(spaces[1], 2)
     assert totals(merged[KEY])[0] <= MAX_TOTAL  # each side alone was within the old bound
     assert spaces[0].merge_many(merged) == 1
     assert totals(spaces[0].state(KEY))[0] == MAX_TOTAL + 10  # 0.2 dropped this merge
-    assert spaces[0].value(KEY) == MAX_TOTAL  # saturated; exact is MAX_TOTAL + 10
+    assert spaces[0].value(KEY, 0) == MAX_TOTAL  # saturated; exact is MAX_TOTAL + 10
 
 
 #: Slots a forger may name: any node's, except the replicas' current ones.
@@ -152,16 +152,16 @@ def test_no_forged_state_stops_a_key_for_good(forged, history, victim):
     for step in history:
         if step[0] == "add":
             with contextlib.suppress(Overflow):
-                spaces[step[1]].add(KEY, slots[step[1]], step[2])
+                spaces[step[1]].add(KEY, slots[step[1]], step[2], 0)
         elif step[0] == "reset":
-            spaces[step[1]].reset(KEY)
+            spaces[step[1]].reset(KEY, 0)
         else:
             spaces[step[2]].merge_many(carried(spaces[step[1]], step[1] + 1))
     ks = spaces[victim]
     assert ks.merge_many({KEY: forged}) in (0, 1)  # valid records: merged
-    assert -MAX_TOTAL <= ks.value(KEY) <= MAX_TOTAL  # reads never fail
-    ks.reset(KEY)  # DEL
-    assert ks.value(KEY) == 0
-    assert ks.add(KEY, slots[victim], MAX_STEP)[0] >= MAX_STEP
-    assert ks.add(KEY, slots[victim], -MAX_STEP)[1] >= MAX_STEP
-    assert ks.value(KEY) == 0
+    assert -MAX_TOTAL <= ks.value(KEY, 0) <= MAX_TOTAL  # reads never fail
+    ks.reset(KEY, 0)  # DEL
+    assert ks.value(KEY, 0) == 0
+    assert ks.add(KEY, slots[victim], MAX_STEP, 0)[0] >= MAX_STEP
+    assert ks.add(KEY, slots[victim], -MAX_STEP, 0)[1] >= MAX_STEP
+    assert ks.value(KEY, 0) == 0

@@ -64,9 +64,9 @@ def apply(ks: Keyspace, steps: list[tuple], persisted: dict[str, bytes] | None =
         if step[0] == "merge":
             ks.merge(step[1], step[2])
         elif step[0] == "add":
-            ks.add(step[1], ks.slots.intern(slot_of(step[2])), step[3])
+            ks.add(step[1], ks.slots.intern(slot_of(step[2])), step[3], 0)
         elif step[0] == "reset":
-            ks.reset(step[1])
+            ks.reset(step[1], 0)
         else:
             flushed = ks.flush()
             if persisted is not None:
@@ -147,11 +147,11 @@ def test_hashes_are_xors_all_the_way_up(steps):
 def test_a_record_that_did_not_change_cancels_out():
     ks = Keyspace()
     mine = ks.slots.intern(slot_of(0))
-    ks.add("k", mine, 5)
+    ks.add("k", mine, 5, 0)
     ks.flush()
     root = ks.tree.root
-    ks.add("k", mine, 1)
-    ks.add("k", mine, -1)  # a different record: the hash moves ...
+    ks.add("k", mine, 1, 0)
+    ks.add("k", mine, -1, 0)  # a different record: the hash moves ...
     ks.flush()
     assert ks.tree.root != root
     ks.merge("k", {slot_of(0): (6, 1, 0, 0)})  # ... and an equal one leaves it
@@ -182,4 +182,4 @@ def test_the_same_totals_in_other_slots_hash_differently():
     two.merge("k", {slot_of(0): (3, 0, 0, 0), slot_of(1): (5, 0, 0, 0)})
     one.flush()
     two.flush()
-    assert one.value("k") == two.value("k") and one.tree.root != two.tree.root
+    assert one.value("k", 0) == two.value("k", 0) and one.tree.root != two.tree.root

@@ -59,8 +59,8 @@ def join(*contents_: dict[str, dict]) -> dict[str, dict]:
     *[st.integers(0, MAX_TOTAL)] * 4), max_size=5))
 def test_pack_round_trips(records):
     packed = pack(records, key_hash=12345)
-    assert len(packed) == HEAD_SIZE + 36 * len(records)
-    assert unpack(packed) == {s: list(r) for s, r in records.items()}
+    assert len(packed) == HEAD_SIZE + 44 * len(records)  # (slot, p, n, bp, bn, b)
+    assert unpack(packed) == {s: [*r, 0] for s, r in records.items()}
     assert header(packed) == (12345, any(r[0] > r[2] or r[1] > r[3] for r in records.values()))
 
 
@@ -114,7 +114,7 @@ def test_merge_is_an_upper_bound_and_says_whether_it_grew(a, b):
         assert ks.dominates(key, state) and ks.dominates(key, a.get(key, {}))
     ks.flush()
     for key in set(a) | set(b):
-        assert ks.value(key) == pncounter.value(join(a, b).get(key, {}))
+        assert ks.value(key, 0) == pncounter.value(join(a, b).get(key, {}), 0)
 
 
 # --------------------------------------------------------------------------- histories
@@ -147,11 +147,11 @@ class Replicas:
             self.flush(i)
 
     def add(self, i: int, key: str, amount: int) -> None:
-        self.spaces[i].add(key, self.slots[i], amount)
+        self.spaces[i].add(key, self.slots[i], amount, 0)
         self.models[key].add(i, amount)
 
     def reset(self, i: int, key: str) -> None:
-        self.spaces[i].reset(key)
+        self.spaces[i].reset(key, 0)
         self.models[key].reset(i)
 
     def merge(self, src: int, dst: int) -> None:
@@ -173,11 +173,11 @@ def test_every_history_matches_the_event_model_per_key(history):
     replicas.run(history)
     for i, ks in enumerate(replicas.spaces):
         for key in KEYS:
-            assert ks.value(key) == replicas.models[key].value(i), (i, key)
-        assert ks.live == sum(ks.is_live(k) for k in KEYS)
+            assert ks.value(key, 0) == replicas.models[key].value(i), (i, key)
+        assert ks.live == sum(ks.exists(k, 0) for k in KEYS)
     union = join(*(export(ks) for ks in replicas.spaces))
     for key in KEYS:
-        assert pncounter.value(union.get(key, {})) == replicas.models[key].total()
+        assert pncounter.value(union.get(key, {}), 0) == replicas.models[key].total()
 
 
 @HISTORIES
@@ -203,7 +203,7 @@ def test_deltas_in_any_order_or_twice_equal_the_full_state_merge(history, data):
     union = join(*(export(ks) for ks in replicas.spaces))
     assert export(receiver) == union
     for key in KEYS:
-        assert receiver.value(key) == replicas.models[key].total()
+        assert receiver.value(key, 0) == replicas.models[key].total()
     # Same content, same tree, whatever the order the changes came in.
     full = keyspace(union)
     assert receiver.tree == full.tree and receiver.tree.root == full.tree.root
@@ -213,18 +213,18 @@ def test_worked_example_reset_against_a_concurrent_increment_both_ways():
     """Two replicas share 5 (from a); a resets while b adds 3; merged both ways, 3."""
     a, b = Keyspace(), Keyspace()
     sa, sb = a.slots.intern(A), b.slots.intern(B)
-    a.add("k", sa, 5)
+    a.add("k", sa, 5, 0)
     b.merge("k", a.state("k"))
     a.flush()
     b.flush()
-    assert a.reset("k") == {A: (5, 0, 5, 0)}  # the records written: what it observed
-    b.add("k", sb, 3)
+    assert a.reset("k", 0) == {A: (5, 0, 5, 0)}  # the records written: what it observed
+    b.add("k", sb, 3, 0)
     delta_a, delta_b = a.flush().local, b.flush().local
     assert delta_a == {"k": {A: (5, 0, 5, 0)}} and delta_b == {"k": {B: (3, 0, 0, 0)}}
     for x, delta in ((a, delta_b), (b, delta_a)):
         x.merge("k", delta["k"])
         x.flush()
-    assert a.value("k") == b.value("k") == 3
+    assert a.value("k", 0) == b.value("k", 0) == 3
     assert a.state("k") == b.state("k") == {A: (5, 0, 5, 0), B: (3, 0, 0, 0)}
     assert a.tree == b.tree
 
@@ -237,15 +237,15 @@ def test_worked_example_reset_against_a_concurrent_increment_both_ways():
 def test_add_agrees_with_the_pure_model(state, step):
     ks = keyspace({"k": state})
     slot = ks.slots.intern(A)
-    expected = pncounter.add(state, A, step)
-    assert ks.add("k", slot, step) == expected[A]
-    assert ks.state("k") == expected and ks.value("k") == pncounter.value(expected)
+    expected = pncounter.add(state, A, step, 0)
+    assert ks.add("k", slot, step, 0) == (*expected[A], 0)[:5]
+    assert ks.state("k") == expected and ks.value("k", 0) == pncounter.value(expected, 0)
 
 
 def test_a_zero_step_is_refused_like_the_pure_model():
     ks = Keyspace()
     with pytest.raises(ValueError):
-        ks.add("k", ks.slots.intern(A), 0)
+        ks.add("k", ks.slots.intern(A), 0, 0)
     assert "k" not in ks or ks.state("k") == {}
     assert ks.flush().changed == {} and "k" not in ks
 
@@ -256,16 +256,16 @@ def test_a_step_past_the_bound_raises_overflow_and_changes_nothing(sign):
     ks = keyspace({"k": {B: near}})
     root, slot = ks.tree.root, ks.slots.intern(A)
     with pytest.raises(Overflow):
-        ks.add("k", slot, 2 * sign)
+        ks.add("k", slot, 2 * sign, 0)
     assert ks.state("k") == {B: near}
     flushed = ks.flush()
     assert flushed.changed == {} and flushed.local == {} and ks.tree.root == root
-    ks.add("k", slot, sign)  # exactly to the bound is fine
-    assert ks.value("k") == sign * MAX_TOTAL
+    ks.add("k", slot, sign, 0)  # exactly to the bound is fine
+    assert ks.value("k", 0) == sign * MAX_TOTAL
     with pytest.raises(Overflow):
-        ks.add("k", slot, sign)
+        ks.add("k", slot, sign, 0)
     with pytest.raises(Overflow):  # a new key at once past the bound
-        ks.add("new", slot, sign * (MAX_TOTAL + 1))
+        ks.add("new", slot, sign * (MAX_TOTAL + 1), 0)
     flushed = ks.flush()
     assert set(flushed.changed) == {"k"} and "new" not in ks
 
@@ -277,33 +277,34 @@ def test_a_merge_of_valid_records_is_never_refused_and_reads_saturate():
     ks = keyspace({"k": {A: (MAX_TOTAL - 5, 0, 0, 0)}})
     assert ks.merge("k", {B: (6, 0, 0, 0)})
     assert ks.merge("k", {slot_of(2): (MAX_TOTAL, 0, 0, 0)})
-    assert ks.value("k") == MAX_TOTAL  # exact: 2 * MAX_TOTAL + 1
+    assert ks.value("k", 0) == MAX_TOTAL  # exact: 2 * MAX_TOTAL + 1
     with pytest.raises(Overflow):
-        ks.add("k", ks.slots.intern(B), 1)
-    assert ks.add("k", ks.slots.intern(B), -1) == (6, 1, 0, 0)  # the other way is open
-    assert ks.value("k") == MAX_TOTAL
-    ks.reset("k")
-    assert ks.value("k") == 0
-    assert ks.add("k", ks.slots.intern(B), 7) == (13, 1, 6, 1)
-    assert ks.value("k") == 7
+        ks.add("k", ks.slots.intern(B), 1, 0)
+    assert ks.add("k", ks.slots.intern(B), -1, 0) == (6, 1, 0, 0, 0)  # the other way is open
+    assert ks.value("k", 0) == MAX_TOTAL
+    ks.reset("k", 0)
+    assert ks.value("k", 0) == 0
+    assert ks.add("k", ks.slots.intern(B), 7, 0) == (13, 1, 6, 1, 0)
+    assert ks.value("k", 0) == 7
     ks.flush()
-    assert ks.value("k") == 7
+    assert ks.value("k", 0) == 7
     ks.merge("d", {A: (0, MAX_TOTAL, 0, 0), B: (0, 9, 0, 0)})
-    assert ks.value("d") == -MAX_TOTAL
+    assert ks.value("d", 0) == -MAX_TOTAL
     ks.flush()
-    assert ks.value("d") == -MAX_TOTAL and ks.list_keys("d")[0] == [("d", -MAX_TOTAL)]
+    assert ks.value("d", 0) == -MAX_TOTAL
+    assert ks.list_keys("d", None, 1000, 0)[0] == [("d", -MAX_TOTAL)]
 
 
 def test_a_slot_at_its_own_bound_takes_no_more_steps_that_way():
     """A record never shrinks: a node whose own p is 2**63-1 cannot add to that key
     (pncounter's "Bounds", what stays), even after a reset; decrements still work."""
     ks = keyspace({"k": {A: (MAX_TOTAL, 0, 0, 0)}})
-    ks.reset("k")
+    ks.reset("k", 0)
     slot = ks.slots.intern(A)
     with pytest.raises(Overflow):
-        ks.add("k", slot, 1)
-    assert ks.add("k", slot, -1) == (MAX_TOTAL, 1, MAX_TOTAL, 0)
-    assert ks.add("k", ks.slots.intern(B), 1) == (1, 0, 0, 0)
+        ks.add("k", slot, 1, 0)
+    assert ks.add("k", slot, -1, 0) == (MAX_TOTAL, 1, MAX_TOTAL, 0, 0)
+    assert ks.add("k", ks.slots.intern(B), 1, 0) == (1, 0, 0, 0, 0)
 
 
 # --------------------------------------------------------------------------- flush, reads
@@ -314,35 +315,35 @@ def test_flush_reports_what_changed_what_is_local_and_new_slots():
     mine = ks.slots.intern(A)
     first = ks.flush()
     assert first.new_slots == [(0, A)] and first.changed == {}
-    ks.add("x", mine, 2)
-    ks.add("x", mine, -1)
+    ks.add("x", mine, 2, 0)
+    ks.add("x", mine, -1, 0)
     ks.merge("y", {B: (4, 0, 0, 0)})  # learned: persisted, not published
     ks.merge("x", {B: (1, 0, 0, 0)})
     out = ks.flush()
     assert set(out.changed) == {"x", "y"}
     assert out.local == {"x": {A: (2, 1, 0, 0)}}
     assert out.new_slots == [(1, B)]
-    assert unpack(out.changed["x"]) == {0: [2, 1, 0, 0], 1: [1, 0, 0, 0]}
+    assert unpack(out.changed["x"]) == {0: [2, 1, 0, 0, 0], 1: [1, 0, 0, 0, 0]}
     assert not ks.dirty
     # A reset publishes every record it raised, its own slot's and others'.
-    assert ks.reset("x") == {A: (2, 1, 2, 1), B: (1, 0, 1, 0)}
+    assert ks.reset("x", 0) == {A: (2, 1, 2, 1), B: (1, 0, 1, 0)}
     assert ks.dirty
     out = ks.flush()
     assert out.local == {"x": {A: (2, 1, 2, 1), B: (1, 0, 1, 0)}}
-    assert ks.value("x") == 0 and not ks.is_live("x") and ks.live == 1  # y only
+    assert ks.value("x", 0) == 0 and not ks.exists("x", 0) and ks.live == 1  # y only
 
 
 def test_reset_of_an_unknown_key_writes_nothing():
     ks = Keyspace()
-    assert ks.reset("nothing") == {}
-    assert ks.flush().changed == {} and len(ks) == 0 and ks.value("nothing") == 0
+    assert ks.reset("nothing", 0) == {}
+    assert ks.flush().changed == {} and len(ks) == 0 and ks.value("nothing", 0) == 0
 
 
 def test_len_contains_and_a_key_never_written_reads_zero():
     ks = keyspace({"a": {A: (1, 0, 0, 0)}, "b": {A: (1, 0, 1, 0)}})
     assert len(ks) == 2 and "a" in ks and "b" in ks and "c" not in ks
-    assert ks.value("c") == 0 and ks.state("c") == {} and ks.key_hash("c") == 0
-    ks.add("c", ks.slots.intern(B), 1)
+    assert ks.value("c", 0) == 0 and ks.state("c") == {} and ks.key_hash("c") == 0
+    ks.add("c", ks.slots.intern(B), 1, 0)
     assert len(ks) == 3 and "c" in ks  # a hot key counts before its flush
 
 
@@ -351,25 +352,25 @@ def test_list_keys_pages_live_keys_in_order():
     slot = ks.slots.intern(A)
     names = [f"p{i:02d}" for i in range(25)] + ["q1", "ключ", "a"]
     for i, key in enumerate(names):
-        ks.add(key, slot, i + 1)
+        ks.add(key, slot, i + 1, 0)
     ks.flush()
-    ks.reset("p03")
+    ks.reset("p03", 0)
     ks.flush()
-    page, more = ks.list_keys("p", limit=10)
+    page, more = ks.list_keys("p", None, 10, 0)
     assert more and [k for k, _ in page] == [f"p{i:02d}" for i in range(11) if i != 3]
     assert page[0] == ("p00", 1)
-    rest, more = ks.list_keys("p", after=page[-1][0], limit=100)
+    rest, more = ks.list_keys("p", page[-1][0], 100, 0)
     assert not more and [k for k, _ in rest] == [f"p{i:02d}" for i in range(11, 25)]
-    everything, more = ks.list_keys(limit=1000)
+    everything, more = ks.list_keys("", None, 1000, 0)
     assert not more and [k for k, _ in everything] == sorted(set(names) - {"p03"})
     # Keys written after the index was built are listed too.
-    ks.add("p03", slot, 7)
-    ks.add("p99", slot, 1)
+    ks.add("p03", slot, 7, 0)
+    ks.add("p99", slot, 1, 0)
     ks.flush()
-    assert ks.list_keys("p9")[0] == [("p99", 1)]
-    assert ("p03", 7) in ks.list_keys("p0")[0]
+    assert ks.list_keys("p9", None, 1000, 0)[0] == [("p99", 1)]
+    assert ("p03", 7) in ks.list_keys("p0", None, 1000, 0)[0]
     # ``after`` before the prefix starts at the prefix; a limit of exactly the rest.
-    assert ks.list_keys("q", after="a", limit=1) == ([("q1", 26)], False)
+    assert ks.list_keys("q", "a", 1, 0) == ([("q1", 26)], False)
 
 
 def test_merge_many_joins_every_key_whatever_its_sums():
@@ -378,7 +379,7 @@ def test_merge_many_joins_every_key_whatever_its_sums():
     ks.flush()
     assert ks.merge_many({"b": {A: (1, 0, 0, 0)}, "a": {B: (2, 0, 0, 0)}}) == 2
     assert ks.merge_many({"b": {A: (1, 0, 0, 0)}}) == 0  # nothing grew
-    assert ks.value("a") == MAX_TOTAL and ks.value("b") == 1
+    assert ks.value("a", 0) == MAX_TOTAL and ks.value("b", 0) == 1
     assert set(ks.flush().changed) == {"a", "b"}
 
 
@@ -408,8 +409,8 @@ def test_merge_many_into_held_keys_stores_what_merge_and_flush_would(held, batch
     for incoming in batches:
         assert fast.merge_many(incoming) == slow.merge_many(incoming)
     slot = fast.slots.index[A]
-    assert fast.add(added, slot, 3) == slow.add(added, slot, 3)
-    assert fast.value(added) == slow.value(added)
+    assert fast.add(added, slot, 3, 0) == slow.add(added, slot, 3, 0)
+    assert fast.value(added, 0) == slow.value(added, 0)
     out_fast, out_slow = fast.flush(), slow.flush()
     assert out_fast.changed == out_slow.changed
     assert out_fast.local == out_slow.local
@@ -426,22 +427,22 @@ def test_merge_many_into_a_held_key_past_the_old_bound_is_joined():
     assert ks.merge_many({"a": {B: (2, 6, 0, 0), slot_of(2): (0, MAX_TOTAL, 0, 0)}}) == 1
     assert ks.state("a") == {A: (MAX_TOTAL - 1, 0, 0, 0), B: (2, 6, 0, 0),
                              slot_of(2): (0, MAX_TOTAL, 0, 0)}
-    assert ks.value("a") == -5  # (MAX_TOTAL + 1) - (MAX_TOTAL + 6): exact here
+    assert ks.value("a", 0) == -5  # (MAX_TOTAL + 1) - (MAX_TOTAL + 6): exact here
     assert ks.merge_many({"a": {B: (2, 6, 1, 0)}}) == 1  # a base alone is growth
     assert ks.merge_many({"a": {B: (2, 6, 1, 0)}}) == 0
     ks.flush()
-    assert ks.value("a") == -6
+    assert ks.value("a", 0) == -6
 
 
 def test_merge_many_into_held_keys_counts_keys_that_become_live_or_reset():
     ks = _interned({"r": {A: (3, 0, 3, 0)}, "l": {A: (3, 0, 0, 0), B: (1, 0, 0, 0)}})
-    assert ks.live == 1 and not ks.is_live("r")
+    assert ks.live == 1 and not ks.exists("r", 0)
     assert ks.merge_many({"r": {B: (1, 0, 0, 0)}}) == 1  # a reset key written again
-    assert ks.is_live("r") and ks.live == 2
+    assert ks.exists("r", 0) and ks.live == 2
     assert ks.merge_many({"l": {A: (3, 0, 3, 0), B: (1, 0, 1, 0)}}) == 1  # reset everywhere
-    assert not ks.is_live("l") and ks.live == 1
+    assert not ks.exists("l", 0) and ks.live == 1
     ks.flush()
-    assert [k for k, _ in ks.list_keys()[0]] == ["r"]
+    assert [k for k, _ in ks.list_keys("", None, 1000, 0)[0]] == ["r"]
 
 
 @given(contents, contents, st.booleans())

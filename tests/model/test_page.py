@@ -21,7 +21,8 @@ A, B = slot_of(0), slot_of(1)
 def test_a_page_is_a_mapping_of_states_by_slot_name():
     page = StatePage.of({"k": {B: (3, 1, 2, 0), A: (1, 0, 0, 0)}, "e": {}})
     assert page.slots == tuple(sorted((A, B)))
-    assert page.records["k"] == [0, 1, 0, 0, 0, 1, 3, 1, 2, 0]
+    # The meta (none: zeros), then (slot, p, n, bp, bn, b) per record.
+    assert page.records["k"] == [0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 1, 2, 0, 0]
     assert dict(page) == {"k": {A: (1, 0, 0, 0), B: (3, 1, 2, 0)}, "e": {}}
     assert page.get("missing") is None and len(page) == 2 and "k" in page
     assert page.used_slots() == {A, B}
@@ -43,7 +44,7 @@ def test_a_page_holds_exactly_the_keyspace_states(held, flushed, renumber):
     if renumber:
         assert set(page.slots) == page.used_slots()
     for flat in page.records.values():  # the invariant the codec checks
-        indexes = flat[0::5]
+        indexes = flat[3::6]
         assert indexes == sorted(set(indexes)) and max(indexes) < len(page.slots)
 
 
@@ -61,7 +62,7 @@ def test_merge_page_stores_what_merge_many_would(held, incoming, flushed):
     assert export(fast) == export(slow)
     for key in KEYS:
         assert fast.key_hash(key) == slow.key_hash(key)
-        assert fast.is_live(key) == slow.is_live(key)
+        assert fast.exists(key, 0) == slow.exists(key, 0)
     assert fast.tree == slow.tree and fast.live == slow.live and len(fast) == len(slow)
     assert sorted(fast.keys_in_segments(range(1 << 16))) == sorted(
         slow.keys_in_segments(range(1 << 16)))
@@ -86,7 +87,7 @@ def test_merge_page_joins_every_key_whatever_its_sums():
     ks.flush()
     page = StatePage.of({"a": {B: (2, 0, 0, 0)}, "new": {A: (1, 0, 0, 0)}})
     assert ks.merge_page(page) == 2
-    assert ks.value("new") == 1 and ks.value("a") == MAX_TOTAL  # saturated
+    assert ks.value("new", 0) == 1 and ks.value("a", 0) == MAX_TOTAL  # saturated
     assert set(ks.flush().changed) == {"a", "new"}
 
 

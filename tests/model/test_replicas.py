@@ -119,12 +119,12 @@ class KeyspaceReplicas(RuleBasedStateMachine):
 
     @rule(i=nodes, key=keys, amount=amounts)
     def add(self, i: int, key: str, amount: int) -> None:
-        self.spaces[i].add(key, self.slots[i], amount)
+        self.spaces[i].add(key, self.slots[i], amount, 0)
         self.model.add(i, key, amount)
 
     @rule(i=nodes, key=keys)
     def reset(self, i: int, key: str) -> None:
-        written = self.spaces[i].reset(key)
+        written = self.spaces[i].reset(key, 0)
         self.model.reset(i, key)
         assert all(bp == p and bn == n for p, n, bp, bn in written.values())
 
@@ -137,7 +137,7 @@ class KeyspaceReplicas(RuleBasedStateMachine):
     @rule(target=deltas, i=nodes)
     def end_batch(self, i: int) -> Delta:
         ks = self.spaces[i]
-        live_before = {k: ks.is_live(k) for k in KEYS}
+        live_before = {k: ks.exists(k, 0) for k in KEYS}
         flushed = ks.flush()
         assert not ks.dirty
         assert ks.live == sum(live_before.values())
@@ -166,7 +166,7 @@ class KeyspaceReplicas(RuleBasedStateMachine):
         for i, ks in enumerate(self.spaces):
             for key in KEYS:
                 expected = self.model.value(self.model.known[i], key)
-                assert ks.value(key) == expected, (i, key, ks.state(key))
+                assert ks.value(key, 0) == expected, (i, key, ks.state(key))
 
     @invariant()
     def the_merge_of_all_replicas_matches_the_model(self) -> None:
@@ -174,7 +174,7 @@ class KeyspaceReplicas(RuleBasedStateMachine):
         for key in KEYS:
             union = pncounter.merge_all(ks.state(key) for ks in self.spaces)
             note(f"{key}: {union}")
-            assert pncounter.value(union) == self.model.value(everything, key)
+            assert pncounter.value(union, 0) == self.model.value(everything, key)
             assert all(pncounter.is_valid_record(r) for r in union.values())
 
     @invariant()

@@ -32,11 +32,14 @@ from zcounter.protocol.codec import (
     validate_key,
 )
 from zcounter.protocol.messages import (
+    MAX_TTL_MS,
     Add,
     Confirm,
     Counted,
     Delta,
     ErrorCode,
+    Expire,
+    ExpireMode,
     Fetch,
     Get,
     Heartbeat,
@@ -59,6 +62,7 @@ from zcounter.protocol.messages import (
     SyncKeys,
     SyncSegments,
     SyncStates,
+    Ttl,
 )
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -113,7 +117,18 @@ json_objects = st.dictionaries(text(max_size=8), st.recursive(
     | st.dictionaries(text(max_size=5), inner, max_size=3), max_leaves=8), max_size=4)
 
 client_requests = st.one_of(
-    st.builds(Add, tags, keys, steps, st.none() | rids, levels, timeouts, states, st.booleans()),
+    st.builds(Add, tags, keys, steps, st.none() | rids, levels, timeouts, states, st.booleans(),
+              st.just(0) | st.integers(1, MAX_TTL_MS)),
+    st.builds(Expire, tags, keys, st.none() | st.integers(0, MAX_TOTAL),
+              st.none() | st.sampled_from(ExpireMode), st.none() | rids, levels, timeouts,
+              states, st.booleans(), st.none(), st.booleans()).filter(
+                  lambda e: e.mode is ExpireMode.LT or not e.also_xx).filter(
+                  lambda e: e.at_ms is not None or e.mode is None),  # a mode needs a deadline
+    st.builds(Expire, tags, keys, st.none(), st.none() | st.sampled_from(ExpireMode),
+              st.none() | rids, levels, timeouts, states, st.booleans(),
+              st.integers(0, MAX_TTL_MS), st.booleans()).filter(
+                  lambda e: e.mode is ExpireMode.LT or not e.also_xx),
+    st.builds(Ttl, tags, keys, levels, timeouts, states, st.booleans()),
     st.builds(Reset, tags, keys, st.none() | rids, levels, timeouts, states, st.booleans()),
     st.builds(Get, tags, st.lists(keys, min_size=1, max_size=5).map(tuple), levels, timeouts,
               states, st.booleans()),
@@ -125,7 +140,10 @@ client_requests = st.one_of(
 client_replies = st.one_of(
     st.builds(Counted, tags, node_ids,
               st.lists(st.integers(-MAX_TOTAL, MAX_TOTAL), min_size=1, max_size=4).map(tuple),
-              states, st.booleans()),
+              states, st.booleans(), st.just(())),
+    st.lists(st.booleans(), min_size=1, max_size=4).flatmap(lambda live: st.builds(
+        Counted, tags, node_ids, st.just(tuple(range(len(live)))), states, st.booleans(),
+        st.just(tuple(live)))),
     st.builds(KeysPage, tags, node_ids, st.lists(st.tuples(
         keys, st.integers(-MAX_TOTAL, MAX_TOTAL)), max_size=4).map(tuple), st.booleans()),
     st.builds(StatusReply, tags, node_ids, json_objects),
@@ -218,6 +236,23 @@ def test_a_page_by_slot_name_from_a_0_2_0_node_is_read():
     assert reply == SyncStates(1, 2, StatePage.of({"k": {S1: (5, 1, 0, 0)}}), ("j",), 3)
 
 
+def test_expiry_fields_on_the_wire():
+    """What a client sends: a deadline absolute (``at``) or relative (``ttl_ms``), a
+    mode only with one; none of it on a plain request (the increment's wire unchanged)."""
+    assert orjson.loads(encode_request(Add(1, "k", 2))) == {
+        "op": "increment", "id": 1, "key": "k", "by": 2, "wait": "local", "timeout_ms": 2000}
+    assert orjson.loads(encode_request(Add(1, "k", -2, ttl_ms=60_000)))["ttl_ms"] == 60_000
+    assert decode_request(b'{"op": "expire", "id": 1, "key": "k", "ttl_ms": 1500, '
+                          b'"mode": "gt"}') == Expire(1, "k", None, ExpireMode.GT, ttl_ms=1500)
+    assert decode_request(b'{"op": "expire", "id": 1, "key": "k", "at": 5}') == Expire(
+        1, "k", 5)
+    persist = decode_request(b'{"op": "expire", "id": 2, "key": "k", "at": null}')
+    assert persist == Expire(2, "k") and persist.at_ms is None and persist.ttl_ms is None
+    assert decode_request(b'{"op": "ttl", "id": 3, "key": "k", "read": "all"}') == Ttl(
+        3, "k", Level.ALL)
+    assert orjson.loads(encode_reply(Counted(4, 1, (1500, 17), {})))["counts"] == [1500, 17]
+
+
 def test_records_drop_trailing_zeros_on_the_wire():
     wire = orjson.loads(encode_broadcast(Delta(1, "e", 1, {"k": {
         S1: (5, 0, 0, 0), make_slot(2, "0123456789ab"): (5, 3, 5, 0)}})))
@@ -288,7 +323,12 @@ BAD_REQUESTS = {
     b'{"op": "get", "seen": {"k": {"1.0123456789ab": [-1]}}}': "a record is",
     b'{"op": "get", "seen": {"k": {"1.0123456789ab": [true]}}}': "a record is",
     b'{"op": "get", "seen": {"k": {"1.0123456789ab": []}}}': "a record is",
-    b'{"op": "get", "seen": {"k": {"1.0123456789ab": [1, 1, 1, 1, 1]}}}': "a record is",
+    # Five integers are a record with its birth (issue 21); six are not a record.
+    b'{"op": "get", "seen": {"k": {"1.0123456789ab": [1, 1, 1, 1, 1, 1]}}}': "a record is",
+    b'{"op": "get", "seen": {"k": {"1.0123456789ab": [1, 1, 1, 1, -1]}}}': "a record is",
+    b'{"op": "get", "seen": {"k": {"~": [1, 1]}}}': "the meta",
+    b'{"op": "get", "seen": {"k": {"~": [1, 1, -1]}}}': "the meta",
+    b'{"op": "get", "seen": {"k": {"~": [1, 1, true]}}}': "the meta",
     b'{"op": "get", "seen": {"k": {"1.0123456789ab": 5}}}': "a record is",
     b'{"op": "get", "seen": {"k": {"bogus": [1]}}}': "seen['k']: malformed slot name",
     b'{"op": "get", "seen": {"k": {"1.0123456789ab\\n": [1]}}}': "malformed slot name",
@@ -311,6 +351,34 @@ BAD_REQUESTS = {
     b'{"op": "sk", "id": 1, "n": 2, "g": [], "e": [["k", -1]]}': "field 'e' must be a list",
     b'{"op": "sk", "id": 1, "n": 2, "g": [], "e": [["k", true]]}': "field 'e' must be a list",
     b'{"op": "rp", "id": 1, "n": 2, "e": "x", "a": true}': "field 'a' must be an integer",
+    # expiry: Add.ttl_ms, Expire, Ttl
+    b'{"op": "increment", "ttl_ms": 0}': "field 'ttl_ms' must be between 1 and",
+    b'{"op": "increment", "ttl_ms": -5}': "field 'ttl_ms' must be between 1 and",
+    orjson.dumps({"op": "increment", "ttl_ms": MAX_TTL_MS + 1}): "field 'ttl_ms' must be",
+    b'{"op": "decrement", "ttl_ms": 1.5}': "field 'ttl_ms' must be an integer",
+    b'{"op": "increment", "ttl_ms": true}': "field 'ttl_ms' must be an integer",
+    b'{"op": "increment", "ttl_ms": "5"}': "field 'ttl_ms' must be an integer",
+    b'{"op": "expire", "key": "k", "at": -1}': "field 'at' must be between 0 and",
+    orjson.dumps({"op": "expire", "at": MAX_TOTAL + 1}): "field 'at' must be between 0 and",
+    b'{"op": "expire", "at": 1.0}': "field 'at' must be an integer",
+    b'{"op": "expire", "at": "1"}': "field 'at' must be an integer",
+    b'{"op": "expire", "ttl_ms": -1}': "field 'ttl_ms' must be between 0 and",
+    orjson.dumps({"op": "expire", "ttl_ms": MAX_TTL_MS + 1}): "field 'ttl_ms' must be",
+    b'{"op": "expire", "at": 5, "ttl_ms": 5}': "fields 'at' and 'ttl_ms' exclude each other",
+    b'{"op": "expire", "at": 5, "mode": "NX"}': "field 'mode' must be one of nx, xx, gt, lt",
+    b'{"op": "expire", "at": 5, "mode": "nx xx"}': "field 'mode' must be one of",
+    b'{"op": "expire", "at": 5, "mode": 1}': "field 'mode' must be one of",
+    b'{"op": "expire", "at": 5, "mode": ["nx"]}': "field 'mode' must be one of",
+    b'{"op": "expire", "mode": "nx"}': "field 'mode' needs a deadline",
+    b'{"op": "expire", "at": 5, "mode": "gt", "xx": true}': "true only with mode lt",
+    b'{"op": "expire", "at": 5, "xx": true}': "true only with mode lt",
+    b'{"op": "expire", "at": 5, "mode": "lt", "xx": 1}': "field 'xx' must be a boolean",
+    b'{"op": "expire", "key": ""}': "field 'key' must be a non-empty string",
+    b'{"op": "expire", "at": 5, "rid": "a b"}': "request id",
+    b'{"op": "expire", "at": 5, "wait": "most"}': "field 'wait' must be one of",
+    b'{"op": "ttl", "key": 5}': "field 'key' must be a non-empty string",
+    b'{"op": "ttl", "read": "all!"}': "field 'read' must be one of",
+    b'{"op": "ttl", "timeout_ms": 0}': "field 'timeout_ms' must be between 1",
 }
 
 
@@ -409,6 +477,9 @@ def test_bad_peer_replies_are_refused_naming_the_field(data, fragment):
     b'{"ok": true, "node": 1, "keys": [["", 1]]}': "field 'keys' must be a non-empty",
     b'{"ok": true, "node": 1, "keys": [["k", 1.5]]}': "'keys' must be a list",
     b'{"ok": true, "node": 1, "status": []}': "'status' must be an object",
+    b'{"ok": true, "node": 1, "count": 1, "exists": [1]}': "'exists' must be a list of bool",
+    b'{"ok": true, "node": 1, "count": 1, "exists": [true, false]}': "one per count",
+    b'{"ok": true, "node": 1, "count": 1, "exists": true}': "'exists' must be a list",
 }.items())
 def test_bad_replies_are_refused(data, fragment):
     with pytest.raises(ProtocolError, match=re.escape(fragment)):

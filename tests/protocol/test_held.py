@@ -48,7 +48,7 @@ def test_a_write_past_the_cap_is_refused_before_it_is_applied():
     assert [(r.id, r.code) for r in out] == [(9, ErrorCode.BUSY), (10, ErrorCode.BUSY)]
     # The refused write was not applied, and its request id is not remembered: a retry
     # after the cap frees is a first attempt, not a duplicate.
-    assert c.keys.value("w") == 3
+    assert c.keys.value("w", 0) == 3
     assert "r9" not in c.rids
     # A local write and a local read are never held, so never refused.
     c.handle_request("a", Add(11, "w", 1), 0.0)

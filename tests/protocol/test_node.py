@@ -83,7 +83,7 @@ def test_a_duplicate_request_id_counts_once():
     replies = client_replies(c.take_outputs())
     assert [r.counts for r in replies] == [(5,), (5,), (6,), (6,)]
     assert [r.duplicate for r in replies] == [False, True, False, True]
-    assert c.keys.value("k") == 6 and c.stats.duplicates == 2
+    assert c.keys.value("k", 0) == 6 and c.stats.duplicates == 2
 
 
 def test_a_duplicate_reset_does_not_reset_again():
@@ -94,7 +94,7 @@ def test_a_duplicate_reset_does_not_reset_again():
     c.handle_request("cli", Reset(4, "k", rid="z"), 0.0)  # a retry of the same reset
     replies = client_replies(c.take_outputs())
     assert [r.counts for r in replies] == [(5,), (0,), (2,), (2,)]
-    assert replies[3].duplicate and c.keys.value("k") == 2
+    assert replies[3].duplicate and c.keys.value("k", 0) == 2
 
 
 def test_a_request_id_reused_for_another_key_is_refused_and_changes_nothing():
@@ -107,7 +107,7 @@ def test_a_request_id_reused_for_another_key_is_refused_and_changes_nothing():
     for reply in client_replies(out):
         assert isinstance(reply, Refused) and reply.code is ErrorCode.BAD_REQUEST
         assert "'k'" in reply.message
-    assert "other" not in c.keys and c.keys.value("k") == 5
+    assert "other" not in c.keys and c.keys.value("k", 0) == 5
     assert not published(out) and out.persist is None
 
 
@@ -116,7 +116,7 @@ def test_request_ids_restored_from_storage_still_count_once():
     c.handle_request("cli", Add(2, "k", 5, rid="abc"), 0.0)
     (reply,) = client_replies(c.take_outputs())
     # The target is a lower bound of a real state: merged, then answered as a duplicate.
-    assert reply.duplicate and reply.counts == (5,) and c.keys.value("k") == 5
+    assert reply.duplicate and reply.counts == (5,) and c.keys.value("k", 0) == 5
 
 
 def test_the_request_id_window_is_bounded_by_count_and_age():
@@ -190,7 +190,7 @@ def test_peer_messages_from_unknown_nodes_or_with_bad_slots_are_dropped():
     b.handle_request(("peer", 8), Fetch(1, 8, ("k",)), 0.0)
     b.handle_request(("peer", 1), Merge(2, 1, {"k": {make_slot(7, "a" * 12): (1, 0, 0, 0)}}),
                      0.0)
-    assert b.keys.value("k") == 10 and b.stats.dropped_peer_messages == 4
+    assert b.keys.value("k", 0) == 10 and b.stats.dropped_peer_messages == 4
     out = b.take_outputs()
     assert not [m for m in out.messages if isinstance(m, ToClient)]
     assert not out.persist or not out.persist.states
@@ -202,10 +202,12 @@ def test_a_page_is_dropped_only_for_a_used_slot_of_an_unknown_node():
     b = core(2)
     b.take_outputs()
     stranger = make_slot(9, "a" * 12)
-    assert b.accept_page(StatePage((slot(1), stranger), {"k": [0, 4, 0, 0, 0]}), 1) == 1
-    used = StatePage((slot(1), stranger), {"j": [0, 1, 0, 0, 0, 1, 5, 0, 0, 0]})
+    # Each key's list: its meta (none: zeros), then (slot, p, n, bp, bn, b) per record.
+    assert b.accept_page(StatePage((slot(1), stranger), {"k": [0, 0, 0, 0, 4, 0, 0, 0, 0]}),
+                         1) == 1
+    used = StatePage((slot(1), stranger), {"j": [0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 5, 0, 0, 0, 0]})
     assert b.accept_page(used, 1) is None
-    assert b.keys.value("k") == 4 and "j" not in b.keys
+    assert b.keys.value("k", 0) == 4 and "j" not in b.keys
     assert b.stats.dropped_peer_messages == 1
 
 
@@ -214,7 +216,7 @@ def test_a_page_holding_more_of_our_own_slot_is_merged_with_a_warning():
     b.take_outputs()
     page = StatePage.of({"k": {slot(2): (5, 0, 0, 0), slot(1): (1, 0, 0, 0)},
                          "j": {slot(2): (1, 0, 0, 0)}})
-    assert b.accept_page(page, 1) == 2 and b.keys.value("k") == 6
+    assert b.accept_page(page, 1) == 2 and b.keys.value("k", 0) == 6
     warnings = [log.text for log in b.take_outputs().logs if "lost data" in log.text]
     # One line per interval however many keys (a forged page names up to 200,000).
     assert len(warnings) == 1 and "'k' and 1 more keys" in warnings[0]
@@ -230,7 +232,7 @@ def test_a_peer_state_past_the_old_bound_is_merged_and_reads_saturate():
     b = core(2, keyspace=keyspace({"k": {slot(3): (10, 0, 0, 0)}}))
     b.take_outputs()
     b.handle_broadcast(Delta(1, "e1", 1, {"k": {slot(1): (MAX_TOTAL, 0, 0, 0)}}), 0.0)
-    assert b.keys.value("k") == MAX_TOTAL and b.stats.dropped_peer_messages == 0
+    assert b.keys.value("k", 0) == MAX_TOTAL and b.stats.dropped_peer_messages == 0
 
 
 def test_a_batch_that_moved_many_states_asks_to_end():
@@ -270,7 +272,7 @@ def test_deltas_replicate_and_duplicates_or_reordering_are_harmless():
     (third,) = published(a.take_outputs())
     for message in (third, second, first, second, third, first):
         b.handle_broadcast(message, 0.0)
-    assert b.keys.value("k") == -3 and b.keys.value("j") == 0
+    assert b.keys.value("k", 0) == -3 and b.keys.value("j", 0) == 0
     assert b.keys.state("k") == a.keys.state("k") and b.keys.state("j") == a.keys.state("j")
     b.take_outputs()
     assert b.keys.tree == a.keys.tree
@@ -288,12 +290,12 @@ def test_a_lost_delta_is_repaired_through_a_sync():
     link.flush()
     b = link.cores[2]
     syncs = b.stats.repairs_completed
-    assert b.keys.value("lost") == 0 and not b.peers[1].wants_repair()
+    assert b.keys.value("lost", 0) == 0 and not b.peers[1].wants_repair()
     link.request(1, Add(2, "later", 1))
     link.step(1)
-    assert b.keys.value("later") == 1 and b.peers[1].wants_repair()  # the gap
+    assert b.keys.value("later", 0) == 1 and b.peers[1].wants_repair()  # the gap
     link.flush()
-    assert b.keys.value("lost") == 4 and b.stats.repairs_completed == syncs + 1
+    assert b.keys.value("lost", 0) == 4 and b.stats.repairs_completed == syncs + 1
     assert b.peers[1].stream.seq == 2 and not b.peers[1].wants_repair()
     assert [m.seq for m in link.of_kind(Delta, dst=2)] == [2]
 
@@ -309,9 +311,9 @@ def test_a_node_learns_what_a_peer_heard_from_a_node_it_cannot_hear():
     c3 = link.cores[3]
     syncs_with_1, syncs_with_2 = c3.peers[1].repairs, c3.peers[2].repairs
     link.run(link.now + 0.15)
-    assert c3.keys.value("w") == 0 and 1 in c3.peers[2].watch  # settling: in flight?
+    assert c3.keys.value("w", 0) == 0 and 1 in c3.peers[2].watch  # settling: in flight?
     link.run(link.now + 0.6)
-    assert c3.keys.value("w") == 7
+    assert c3.keys.value("w", 0) == 7
     assert c3.peers[2].repairs > syncs_with_2 and c3.peers[1].repairs == syncs_with_1
     assert c3.peers[1].stream.covers("e1", 1) and not c3.peers[2].watch
 
@@ -327,7 +329,7 @@ def test_silent_divergence_triggers_a_repair():
     assert link.cores[1].seq == 0
     link.run(link.now + 1.0)
     for c in link.cores.values():
-        assert c.keys.value("ghost") == 5
+        assert c.keys.value("ghost", 0) == 5
     assert len({c.keys.tree.root for c in link.cores.values()}) == 1
     assert link.count(Delta) == 0
 
@@ -348,7 +350,7 @@ def test_a_completed_repair_holds_every_delta_the_responder_claimed():
     assert c2.repairing is not None and c2.repairing.peer == 3
     link.flush()
     assert c2.repairing is None
-    assert not c2.peers[1].stream.covers("e1", 1) or c2.keys.value("x") == 5
+    assert not c2.peers[1].stream.covers("e1", 1) or c2.keys.value("x", 0) == 5
 
 
 def test_a_repair_after_one_of_many_keys_changed_moves_only_that_key():
@@ -356,14 +358,14 @@ def test_a_repair_after_one_of_many_keys_changed_moves_only_that_key():
     for i in range(300):
         link.request(1, Add(i, f"key-{i}", i + 1))
     warm(link)
-    assert all(c.keys.value("key-299") == 300 for c in link.cores.values())
+    assert all(c.keys.value("key-299", 0) == 300 for c in link.cores.values())
     link.lose = lambda d: isinstance(d.message, Delta) and d.dst == 2
     link.request(1, Add("x", "key-17", 1))
     link.flush()
     link.lose = lambda d: False
     before = len(link.delivered)
     link.run(link.now + 1.0)
-    assert link.cores[2].keys.value("key-17") == 19
+    assert link.cores[2].keys.value("key-17", 0) == 19
     sent = [d.message for d in link.delivered[before:] if d.dst == 2
             and type(d.message).__name__ == "SyncStates"]
     assert sent and [k for m in sent for k in m.states] == ["key-17"]
@@ -407,7 +409,7 @@ def test_wait_majority_is_acknowledged_after_one_peers_merge_answer():
     assert merges[2].rids == (("m1", "k", {slot(1): (3, 0, 0, 0)}),)
     link.flush()  # ... and at once after node 2's answer
     assert link.reply("w") == Counted("w", 1, (3,), {})
-    assert link.cores[2].keys.value("k") == 3 and "m1" in link.cores[2].rids
+    assert link.cores[2].keys.value("k", 0) == 3 and "m1" in link.cores[2].rids
     assert link.count(Merge, dst=2) == 1 and link.count(Merge, dst=3) == 0
 
 
@@ -424,10 +426,10 @@ def test_wait_with_peers_cut_off_is_indeterminate_and_still_spreads():
     for tag in ("w", "r"):
         reply = link.reply(tag)
         assert isinstance(reply, Refused) and reply.code is ErrorCode.INDETERMINATE
-    assert link.cores[1].keys.value("k") == 1  # applied; it may still spread
+    assert link.cores[1].keys.value("k", 0) == 1  # applied; it may still spread
     link.heal()
     link.run(link.now + 1.0)
-    assert all(c.keys.value("k") == 1 for c in link.cores.values())
+    assert all(c.keys.value("k", 0) == 1 for c in link.cores.values())
 
 
 def test_read_majority_sees_a_majority_acknowledged_write():
@@ -475,7 +477,7 @@ def test_a_session_ahead_of_a_node_is_refused_never_answered_older():
     link.run(start + 0.3)
     assert link.reply("g").code is ErrorCode.BEHIND
     assert link.reply("i").code is ErrorCode.BEHIND
-    assert link.cores[3].keys.value("k") == 0  # the refused increment was not applied
+    assert link.cores[3].keys.value("k", 0) == 0  # the refused increment was not applied
     link.heal()
     link.request(3, Get("g2", ("k",), seen=seen, timeout_ms=300))
     link.flush()
@@ -569,11 +571,11 @@ def test_a_repair_pulls_every_page_of_the_request_id_log(monkeypatch):
     link.lose = lambda d: False
     link.run(link.now + 1.0)
     b = link.cores[2]
-    assert all(f"r{i}" in b.rids for i in range(10)) and b.keys.value("k") == 10
+    assert all(f"r{i}" in b.rids for i in range(10)) and b.keys.value("k", 0) == 10
     # A retry at node 2 of an id applied at node 1 counts once.
     link.request(2, Add("retry", "k", 1, rid="r3"))
     link.flush()
-    assert link.reply("retry").duplicate and b.keys.value("k") == 10
+    assert link.reply("retry").duplicate and b.keys.value("k", 0) == 10
 
 
 # --------------------------------------------------------------------------- time
@@ -698,7 +700,7 @@ def test_a_restarted_node_repairs_itself_and_its_peers_do_not_repair_from_it():
     assert toward_3 == []
     assert link.cores[3].stats.repairs_completed >= 1
     for i in range(40):
-        assert {c.keys.value(f"k{i}") for c in link.cores.values()} == {1 + i}
+        assert {c.keys.value(f"k{i}", 0) for c in link.cores.values()} == {1 + i}
 
 
 def test_keys_replayed_at_start_are_published_again():
@@ -709,13 +711,13 @@ def test_keys_replayed_at_start_are_published_again():
     link.lose = lambda d: isinstance(d.message, Delta)
     link.request(1, Add(1, "unsent", 7))
     link.flush()
-    assert link.cores[2].keys.value("unsent") == 0
+    assert link.cores[2].keys.value("unsent", 0) == 0
     link.lose = lambda d: False
     old = link.cores[1]
     link.cores[1] = NodeCore(1, [1, 2], incarnation(1), "e1-again", S, link.now, old.keys,
                              None, False, republish=["unsent"])
     link.flush()
-    assert link.cores[2].keys.value("unsent") == 7
+    assert link.cores[2].keys.value("unsent", 0) == 7
     assert link.cores[2].stats.repairs_completed == 0 or link.cores[2].repairing is None
 
 
@@ -762,7 +764,7 @@ def test_the_periodic_check_leaves_a_peer_that_is_behind_to_repair_itself():
     # Once its requests get through, node 2 repairs itself.
     link.lose = lambda d: False
     link.run(6.0)
-    assert link.cores[2].keys.value("a") == 5
+    assert link.cores[2].keys.value("a", 0) == 5
     assert link.cores[1].keys.tree.root == link.cores[2].keys.tree.root
 
 

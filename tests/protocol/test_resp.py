@@ -291,7 +291,7 @@ def test_a_closed_session_drops_late_answers(d: Door3) -> None:
     d.link.flush()
     d._deliver()
     assert s.take_output(d.link.now) == b""
-    assert d.link.cores[1].keys.value("a") == 1  # applied: the client may not know
+    assert d.link.cores[1].keys.value("a", 0) == 1  # applied: the client may not know
 
 
 # --------------------------------------------------------------------------- keyspace
@@ -349,8 +349,8 @@ def test_keys_pages_internally_past_one_listing_page(d: Door3) -> None:
     core = d.link.cores[1]
     n = 10_050  # more than a ListKeys page (codec.MAX_PAGE)
     for i in range(n):
-        core.keys.add(f"user:{i:05}", core.slot, 1)
-    core.keys.add("other", core.slot, 1)
+        core.keys.add(f"user:{i:05}", core.slot, 1, 0)
+    core.keys.add("other", core.slot, 1, 0)
     core.keys.flush()
     s = d.session()
     (found,) = d.run(s, cmd("KEYS", "user:*"))
@@ -451,7 +451,7 @@ def test_wait_reports_peers_holding_this_connections_writes(d: Door3) -> None:
     assert d.run(s, cmd("INCR", "a") + cmd("INCR", "b") + cmd("WAIT", 2, 1000),
                  until=0.5) == [1, 1, 2]
     assert s.written == {}  # held everywhere: nothing left to confirm
-    held = [d.link.cores[n].keys.value("a") for n in (1, 2, 3)]
+    held = [d.link.cores[n].keys.value("a", 0) for n in (1, 2, 3)]
     assert held == [1, 1, 1]
 
 

@@ -25,6 +25,8 @@ from test_resp import Door3, cmd
 
 GOLDEN = Path(__file__).with_name("resp_golden.json")
 _OS = re.compile(rb"os:[^\r]*\r\n")
+#: The nodes' wall clock (unix ms) in every step.
+WALL = 1_700_000_000_000
 
 
 def _c(*args: Any) -> bytes:
@@ -100,6 +102,35 @@ SCRIPTS: dict[str, tuple[bytes | None, list[bytes]]] = {
     "auth_failures": (b"secret", [
         _c("AUTH", "a") + _c("AUTH", "b") + _c("AUTH", "c") + _c("AUTH", "d") + _c("PING"),
     ]),
+    "expiry": (None, [
+        _c("INCR", "e") + _c("EXPIRE", "e", 100) + _c("TTL", "e") + _c("PTTL", "e")
+        + _c("EXPIRETIME", "e") + _c("PEXPIRETIME", "e") + _c("EXPIRE", "e", 50, "NX")
+        + _c("EXPIRE", "e", 200, "XX") + _c("EXPIRE", "e", 50, "GT")
+        + _c("EXPIRE", "e", 300, "gt") + _c("EXPIRE", "e", 50, "LT")
+        + _c("PEXPIRE", "e", 40_000, "XX", "LT") + _c("PTTL", "e") + _c("INCR", "e")
+        + _c("PTTL", "e") + _c("INFO", "keyspace") + _c("PERSIST", "e") + _c("PERSIST", "e")
+        + _c("TTL", "e") + _c("EXPIRETIME", "e") + _c("EXPIRE", "e", 10, "XX", "LT")
+        + _c("EXPIRE", "e", 10, "XX", "GT") + _c("EXPIRE", "e", 10, "NX", "NX")
+        + _c("TTL", "e"),
+        _c("TTL", "nokey") + _c("PTTL", "nokey") + _c("EXPIRETIME", "nokey")
+        + _c("PEXPIRETIME", "nokey") + _c("PERSIST", "nokey") + _c("EXPIRE", "nokey", 10)
+        + _c("PEXPIREAT", "nokey", 1) + _c("EXISTS", "nokey"),
+        _c("EXPIRE", "e", 10, "NX", "XX") + _c("EXPIRE", "e", 10, "GT", "LT")
+        + _c("EXPIRE", "e", 10, "NX", "GT") + _c("EXPIRE", "e", 10, "FOO")
+        + _c("EXPIRE", "e", "abc", "FOO") + _c("EXPIRE", "e", "1.5") + _c("EXPIRE", "e", "+5")
+        + _c("EXPIRE", "e", 2**63 // 1000 + 1) + _c("EXPIRE", "e", -(2**63 // 1000) - 1)
+        + _c("EXPIRE", "e", 315_360_001) + _c("PEXPIRE", "e", 2**63 - 1)
+        + _c("EXPIREAT", "e", 99_999_999_999) + _c("PEXPIREAT", "e", 2**63 - 1)
+        + _c("EXPIRE", "e") + _c("TTL") + _c("TTL", "a", "b") + _c("PERSIST", "a", "b")
+        + _c("EXPIRE", "", 5) + _c("TTL", "e"),
+        _c("INCR", "x") + _c("PEXPIRE", "x", 0) + _c("EXISTS", "x") + _c("GET", "x")
+        + _c("INCR", "y") + _c("EXPIREAT", "y", 1) + _c("INCR", "z") + _c("EXPIRE", "z", -5)
+        + _c("INCR", "w") + _c("PEXPIREAT", "w", -(2**63)) + _c("MGET", "x", "y", "z", "w", "e")
+        + _c("DEL", "x", "y", "e") + _c("DBSIZE") + _c("SCAN", 0) + _c("KEYS", "*")
+        + _c("INCR", "x") + _c("TTL", "x"),
+        _c("COMMAND", "INFO", "expire", "ttl", "persist")
+        + _c("COMMAND", "DOCS", "pexpireat", "expiretime"),
+    ]),
     "protocol_errors": (None, [
         _c("PING") + b"PING\r\n" + _c("PING"),
     ]),
@@ -120,6 +151,8 @@ def run(password: bytes | None, steps: list[bytes]) -> list[str]:
     s = d.session()
     out = []
     for step in steps:
+        for core in d.link.cores.values():
+            core.set_wall(WALL)  # expiry is measured against it: fixed, so replies are
         s.receive(step, d.link.now)
         d.pump(until=d.link.now + 1.5)
         out.append(_OS.sub(b"os:*\r\n", s.take_output(d.link.now)).decode("latin-1"))

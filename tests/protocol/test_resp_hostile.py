@@ -81,7 +81,7 @@ def test_a_resp3_type_inside_a_command_is_refused_and_nothing_after_it_runs(
     attack = b"*2\r\n$4\r\nECHO\r\n" + marker + cmd("INCR", "x")
     replies = closed_with(d, s, attack)
     assert replies == [f"ERR Protocol error: expected '$', got '{chr(marker[0])}'"]
-    assert d.link.cores[1].keys.value("x") == 0
+    assert d.link.cores[1].keys.value("x", 0) == 0
 
 
 def test_bytes_inside_an_argument_never_run_as_a_command(d: Door3) -> None:
@@ -101,14 +101,14 @@ def test_bytes_inside_an_argument_never_run_as_a_command(d: Door3) -> None:
     # As an ordinary bulk argument the same bytes are data: echoed, never run.
     s = d.session()
     assert d.run(s, cmd("ECHO", hidden) + cmd("PING")) == [hidden, b"PONG"]
-    assert d.link.cores[1].keys.value("x") == 0
+    assert d.link.cores[1].keys.value("x", 0) == 0
 
 
 def test_a_bulk_string_must_end_with_crlf(d: Door3) -> None:
     s = d.session()
     assert closed_with(d, s, b"*2\r\n$4\r\nECHO\r\n$1\r\nxYZ" + cmd("INCR", "x")) == [
         "ERR Protocol error: expected CRLF after a bulk string"]
-    assert d.link.cores[1].keys.value("x") == 0
+    assert d.link.cores[1].keys.value("x", 0) == 0
 
 
 def test_an_unfinished_command_is_kept_within_the_command_bound(d: Door3) -> None:

@@ -72,3 +72,26 @@ def test_paging_survives_the_compaction_of_a_long_window():
     assert seen == [f"r{i}" for i in range(7000, 12_000)]
     assert log.take_changes()[1][:2] == ["r0", "r1"]
     assert log.get("r11999") == ("k", T) and log.get("r0") is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.sampled_from("abc")), max_size=40),
+       st.sets(st.sampled_from("abcd")))
+def test_neutralise_clears_exactly_the_ids_of_the_keys_in_the_window(script, collected):
+    """Against a scan of the window: every id of a collected key, and only those, has
+    its target cleared (and persisted), through evictions by count."""
+    log = RidLog(8, 100.0, "ep", 0.0, [("r-1", "a", T)])
+    for i, key in script:
+        log.remember(f"r{i}", key, T, 0.0)
+        log.prune(0.0)
+    log.take_changes()
+    expected = [rid for rid in list(log._entries) if log.get(rid)[0] in collected]
+    assert log.neutralise(sorted(collected)) == len(expected)
+    for rid in log._entries:
+        key, target = log.get(rid)
+        assert target == ({} if key in collected else T)
+    added, _ = log.take_changes()
+    assert sorted(rid for rid, _, _ in added) == sorted(expected)
+    assert all(target == {} for _, _, target in added)
+    assert log.neutralise(sorted(collected)) == 0  # once
+    assert log._by_key.keys() <= {log.get(r)[0] for r in log._entries}

@@ -96,7 +96,9 @@ EXPORTED_COUNTERS = [
     "zcounter_peer_sent_messages", "zcounter_peer_sent_bytes", "zcounter_peer_received_bytes",
     "zcounter_send_queue_full", "zcounter_replies_undeliverable",
     "zcounter_forbidden_requests", "zcounter_own_slot_ahead", "zcounter_held_refused",
-    "zcounter_oversized_messages", "zcounter_connections_cut", "zcounter_send_failed"]
+    "zcounter_oversized_messages", "zcounter_connections_cut", "zcounter_send_failed",
+    "zcounter_expired_keys", "zcounter_collected_keys", "zcounter_stale_states_dropped",
+    "zcounter_clock_skew_warnings"]
 
 
 def test_every_exported_statistic_renders_under_its_metric_name() -> None:

@@ -65,7 +65,7 @@ def check_upgraded(data_dir: Path) -> None:
         ks = Keyspace()
         ks.load(names, storage.load_states())
         assert ks.state("default") == {s: (v, 0, 0, 0) for s, v in SLOTS.items()}
-        assert ks.value("default") == sum(SLOTS.values()) and len(ks) == 1
+        assert ks.value("default", 0) == sum(SLOTS.values()) and len(ks) == 1
         assert storage.load_rids() == [
             (rid, "default", {slot: (value, 0, 0, 0)}) for rid, slot, value in RIDS]
     finally:
@@ -73,7 +73,7 @@ def check_upgraded(data_dir: Path) -> None:
     conn = sqlite3.connect(data_dir / DB_NAME)
     try:
         meta = dict(conn.execute("SELECT key, value FROM meta"))
-        assert meta["schema"] == "2" and meta["node_id"] == "1"
+        assert meta["schema"] == "3" and meta["node_id"] == "1"
         assert meta["incarnation"] == INCARNATION
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"meta", "slot_names", "counters", "request_ids"}

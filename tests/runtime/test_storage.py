@@ -50,11 +50,31 @@ def test_commit_and_reload_round_trip(tmp_path: Path):
     try:
         assert not again.created and again.incarnation == storage.incarnation
         assert again.load_slot_names() == [A, B]
-        assert ks.state("k") == {A: (6, 1, 0, 0)} and ks.value("k") == 5
+        assert ks.state("k") == {A: (6, 1, 0, 0)} and ks.value("k", 0) == 5
         assert ks.state(key) == {A: (1, 0, 0, 0), B: (7, 7, 7, 7)}
         assert rids == [("r2", key, {B: (7, 7, 7, 7)}), ("r3", "k", {A: (6, 0, 0, 0)})]
     finally:
         again.close()
+
+
+def test_an_id_whose_target_a_collection_cleared_keeps_it_cleared_across_checkpoints(
+        tmp_path: Path):
+    """A collection persists its keys' ids again with target {} (protocol/rids.py): after
+    the checkpoint that folds both commits in (a close), and a second one (the reload's
+    close), the id loads cleared - not with the old target an INSERT OR IGNORE kept."""
+    storage = Storage.open(tmp_path, 1)
+    storage.commit(Persist(states={"k": pack({0: (5, 0, 0, 0)})}, slots=[(0, A)],
+                           rids=[("r1", "k", {A: (5, 0, 0, 0)})], sync=True))
+    storage.close()  # the id is in the checkpoint's table
+    again, _, rids = reload(tmp_path)
+    assert rids == [("r1", "k", {A: (5, 0, 0, 0)})]
+    again.commit(Persist(removed=["k"], rids=[("r1", "k", {})], sync=True))
+    again.close()
+    third, ks, rids = reload(tmp_path)
+    try:
+        assert rids == [("r1", "k", {})] and "k" not in ks
+    finally:
+        third.close()
 
 
 def test_many_batches_across_log_segments_and_checkpoints_reload(tmp_path: Path):
@@ -154,12 +174,12 @@ def test_a_garbage_database_file_is_refused(tmp_path: Path, garbage: bytes):
 def test_a_database_of_an_unknown_schema_is_refused(tmp_path: Path):
     Storage.open(tmp_path, 1).close()
     conn = sqlite3.connect(tmp_path / DB_NAME)
-    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema'")
     conn.commit()
     conn.close()
     with pytest.raises(ConfigError) as excinfo:
         Storage.open(tmp_path, 1)
-    assert "schema version 3" in one_line_config_error(excinfo, tmp_path / DB_NAME)
+    assert "schema version 4" in one_line_config_error(excinfo, tmp_path / DB_NAME)
 
 
 def test_an_unusable_directory_is_refused(tmp_path: Path):
@@ -174,6 +194,6 @@ def test_the_database_is_in_wal_mode(tmp_path: Path):
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         meta = dict(conn.execute("SELECT key, value FROM meta"))
-        assert meta["schema"] == "2" and meta["node_id"] == "1"
+        assert meta["schema"] == "3" and meta["node_id"] == "1"
     finally:
         conn.close()

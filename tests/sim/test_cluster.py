@@ -71,7 +71,7 @@ def test_power_loss_rolls_back_to_the_last_fsync() -> None:
     assert disk.current.state("k") == {}
     sim.nemesis.restart(2)
     _until(sim, 2500)
-    assert sim.nodes[2].core is not None and sim.nodes[2].core.keys.value("k") == 5
+    assert sim.nodes[2].core is not None and sim.nodes[2].core.keys.value("k", 0) == 5
 
 
 def test_a_crash_loses_deferred_merges_and_the_restarted_node_repairs_them() -> None:
@@ -83,13 +83,13 @@ def test_a_crash_loses_deferred_merges_and_the_restarted_node_repairs_them() -> 
     node = sim.nodes[2]
     while node.deferred is None or "k" not in node.deferred.states:
         sim._instant()
-    assert node.core is not None and node.core.keys.value("k") == 5
+    assert node.core is not None and node.core.keys.value("k", 0) == 5
     assert node.disk.current.state("k") == {}  # merged, not yet written
     sim.nemesis.crash(2, "clean")
     assert node.deferred is None
     sim.nemesis.restart(2)
     _until(sim, sim.scheduler.now_ms + 2000)
-    assert node.core is not None and node.core.keys.value("k") == 5
+    assert node.core is not None and node.core.keys.value("k", 0) == 5
     assert node.disk.current.state("k") != {}  # repaired, and written this time
 
 

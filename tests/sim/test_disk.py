@@ -21,13 +21,11 @@ def test_commit_applies_statements_in_storage_order() -> None:
     disk.commit(_persist(True, slots=[(0, "1.0123456789ab")],
                          states={"k": pack({0: (5, 0, 0, 0)})},
                          rids=[("r1", "k", {"1.0123456789ab": (5, 0, 0, 0)})]))
-    # INSERT OR IGNORE: a known id keeps its first entry; forget runs after the inserts.
+    # INSERT OR REPLACE: a known id takes its later entry (a core persists a known id
+    # again only when a collection cleared its target); forget runs after the inserts.
     disk.commit(_persist(False, rids=[("r1", "k", {}), ("r2", "k", {})], forget=["r2"]))
     assert disk.current.state("k") == {"1.0123456789ab": (5, 0, 0, 0)}
-    assert disk.current.rid_entries() == [("r1", "k", {"1.0123456789ab": (5, 0, 0, 0)})]
-    # (The real storage keeps the first entry only across checkpoints: replayed records
-    # fold into one checkpoint, where the later entry wins.  A core never persists a
-    # known id again, so the recovery below is checked without that step.)
+    assert disk.current.rid_entries() == [("r1", "k", {})]
 
 
 def test_what_a_restart_loads_is_what_was_committed() -> None:

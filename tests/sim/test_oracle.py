@@ -170,10 +170,10 @@ def _known_slots_merge(self: Keyspace, key: str, state: dict[str, Record]) -> bo
     return _MERGE(self, key, {s: r for s, r in state.items() if not current or s in current})
 
 
-def _reset_by_decrement(self: Keyspace, key: str) -> dict[str, Record]:
+def _reset_by_decrement(self: Keyspace, key: str, now_ms: int) -> dict[str, Record]:
     # Riak's advice ("increment by -value") instead of an observed reset: concurrent
     # resets subtract twice, and the counts it writes are no update's.
-    value = self.value(key)
+    value = self.value(key, now_ms)
     if key not in self or not value:
         return {}
     hot = self._touch(key)

@@ -20,6 +20,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
+from ..model.expiry import MAX_TTL_MS
 from ..model.pncounter import MAX_STEP, MAX_TOTAL
 from ..protocol.resp.commands import BY_NAME
 
@@ -101,7 +102,8 @@ RESP_COMMANDS: tuple[str, ...] = (*sorted(BY_NAME), "set", "flushall", "debug", 
                                   "multi", "eval", "client", "")
 RESP_WORDS: tuple[bytes, ...] = (b"MATCH", b"COUNT", b"TYPE", b"SETNAME", b"GETNAME", b"ID",
                                  b"INFO", b"LIST", b"SETINFO", b"LIB-NAME", b"LIB-VER",
-                                 b"KILL", b"DOCS", b"NO-EVICT", b"AUTH", b"default", b"3", b"2")
+                                 b"KILL", b"DOCS", b"NO-EVICT", b"AUTH", b"default", b"3", b"2",
+                                 b"NX", b"XX", b"GT", b"LT", b"nx", b"gt")
 #: RESP3 type bytes and other first bytes hiredis treats specially (issue 19: a RESP3
 #: marker inside an argument desynchronised the door's parser).
 RESP_MARKERS = b"*$+-:_,#!=%~>(|\r\n"
@@ -215,7 +217,9 @@ def _dump(obj: dict[str, object], c: Chooser) -> bytes:
 
 
 NATIVE_OPS: tuple[str, ...] = ("increment", "decrement", "reset", "get", "getCount", "keys",
-                               "status", "ping", "confirm", "launch", "")
+                               "status", "ping", "confirm", "expire", "ttl", "launch", "")
+#: Expiry times: the 10-year bound (MAX_TTL_MS) and its neighbours among the usual.
+TTLS: tuple[int, ...] = (0, 1, 1000, MAX_TTL_MS, MAX_TTL_MS + 1, -1, MAX_TOTAL, MAX_TOTAL + 1)
 
 
 def native_input(c: Chooser) -> bytes:
@@ -224,12 +228,21 @@ def native_input(c: Chooser) -> bytes:
         return c.raw(256)
     op = c.pick(NATIVE_OPS)
     obj: dict[str, object] = {"op": op, "id": c.pick((1, 2**53, -1, "t", None, number(c)))}
-    if op in ("increment", "decrement", "reset", "confirm") or c.integer(0, 3) == 0:
+    if op in ("increment", "decrement", "reset", "confirm", "expire", "ttl") or c.integer(
+            0, 3) == 0:
         obj["key"] = c.pick(KEYS)
     if op in ("increment", "decrement"):
         obj["by"] = c.pick((1, 2, MAX_STEP, MAX_STEP + 1, 0, number(c)))
+    if op in ("increment", "decrement", "expire") and c.integer(0, 2) == 0:
+        obj["ttl_ms"] = c.pick((*TTLS, number(c), None, True))
+    if op == "expire":
+        if c.integer(0, 2):
+            obj["at"] = c.pick((*TTLS, number(c), None, 1.5))
+        if c.integer(0, 1):
+            obj["mode"] = c.pick(("nx", "xx", "gt", "lt", "NX", "", 1, None))
     if c.integer(0, 2) == 0:
-        obj["wait" if op != "get" else "read"] = c.pick(("local", "majority", "all", "x", 3))
+        obj["read" if op in ("get", "ttl") else "wait"] = c.pick(
+            ("local", "majority", "all", "x", 3))
     if c.integer(0, 3) == 0:
         obj["timeout_ms"] = c.pick((1, 2000, 600_000, 600_001, 0, number(c)))
     if c.integer(0, 4) == 0:
@@ -246,7 +259,10 @@ def native_input(c: Chooser) -> bytes:
     return _dump(obj, c)
 
 
-PEER_REQUEST_OPS: tuple[str, ...] = ("fetch", "merge", "sb", "ss", "sk", "rp")
+PEER_REQUEST_OPS: tuple[str, ...] = ("fetch", "merge", "sb", "ss", "sk", "rp", "hold")
+#: Values of ``at`` (states' read time) and ``w`` (a heartbeat's wall clock), unix ms.
+WALL_MS: tuple[object, ...] = (0, 1, 1_700_000_000_000, MAX_TOTAL, MAX_TOTAL + 1, -1, "1",
+                               None, 1.5)
 
 
 def peer_request(c: Chooser) -> bytes:
@@ -259,6 +275,12 @@ def peer_request(c: Chooser) -> bytes:
         obj["s"] = states(c)
         if c.integer(0, 2) == 0:
             obj["r"] = rids(c)
+        if c.integer(0, 1):
+            obj["at"] = c.pick(WALL_MS)
+    elif op == "hold":
+        obj["k"] = [c.pick(([c.pick(KEYS), c.pick((0, 1, 2**64 - 1, 2**64, -1))],
+                            [c.pick(KEYS)], c.pick(KEYS)))
+                    for _ in range(c.pick((0, 1, 3, MAX_ITEMS)))]
     elif op == "sb":
         obj["h"] = [c.integer(0, 2**64) for _ in range(c.pick((256, 255, 0, 1)))]
     elif op == "ss":
@@ -276,11 +298,15 @@ def peer_request(c: Chooser) -> bytes:
 
 
 def peer_reply(c: Chooser, req_id: int | None = None) -> bytes:
-    kind = c.pick(("st", "sd", "ss", "rp", "zz"))
+    kind = c.pick(("st", "sd", "ss", "rp", "hd", "zz"))
     obj: dict[str, object] = {"t": kind, "id": req_id if req_id is not None else
                               c.pick((1, 0, -1, number(c))), "n": c.pick((3, 4, 1, 0, 42))}
+    if kind in ("st", "ss") and c.integer(0, 1):
+        obj["at"] = c.pick(WALL_MS)
     if kind == "st":
         obj["s"] = states(c)
+    elif kind == "hd":
+        obj["ok"] = [c.pick((True, False, 1, None)) for _ in range(c.integer(0, 4))]
     elif kind == "sd":
         obj["i"] = [c.integer(0, 2**16) for _ in range(c.integer(0, 4))]
         if c.integer(0, 1):
@@ -304,10 +330,14 @@ def broadcast(c: Chooser, origin: int = 3) -> bytes:
         obj["s"] = states(c)
         if c.integer(0, 2) == 0:
             obj["r"] = rids(c)
+        if c.integer(0, 1):
+            obj["at"] = c.pick(WALL_MS)
     else:
         obj.update(h=c.pick((0, 2**64 - 1, -1)), k=c.pick((0, 5, -1)),
                    a={str(c.pick((1, 2, 3, 42))): [c.pick(("e1", "forged")), number(c)]},
                    re=c.pick(("", "e", 5)), rn=c.pick((0, 1, -1)))
+        if c.integer(0, 1):
+            obj["w"] = c.pick(WALL_MS)
     return _dump(obj, c)
 
 

@@ -37,7 +37,7 @@ from ..config import Settings, load_config
 from ..errors import ConfigError, ProtocolError
 from ..model.keyspace import Keyspace
 from ..protocol import codec
-from ..protocol.messages import RidPage, StatesReply, SyncDiff, SyncStates
+from ..protocol.messages import Holding, RidPage, StatesReply, SyncDiff, SyncStates
 from ..protocol.node import NodeCore
 from ..protocol.outputs import ToClient
 from ..protocol.resp.session import Door, Session
@@ -145,7 +145,7 @@ def native_request(data: bytes) -> None:
 
 def _encode(message: ToClient) -> None:
     reply = message.reply
-    if isinstance(reply, (StatesReply, SyncDiff, SyncStates, RidPage)):
+    if isinstance(reply, (StatesReply, SyncDiff, SyncStates, RidPage, Holding)):
         codec.encode_peer_reply(reply)
     else:
         codec.encode_reply(reply)

@@ -37,8 +37,15 @@ SEGMENTS_PER_BUCKET = SEGMENTS // BUCKETS
 
 #: A record's four fields as hashed (with its slot's name after them), and the hash:
 #: public for the callers that inline :func:`record_hash` (``records.join``, the
-#: keyspace's adoption of new keys and its flush).
+#: keyspace's adoption of new keys and its flush).  A record born at 0 (issue 21) hashes
+#: its four fields exactly as before, so keys without expiry keep their hashes (a 0.2
+#: node and this one agree on them); one born later hashes its five (``BORN_FIELDS``).
 RECORD_FIELDS = struct.Struct("<QQQQ")
+BORN_FIELDS = struct.Struct("<QQQQQ")
+#: A key's meta (F, S, D) as hashed, followed by ``META_TAG`` (where a record has its
+#: slot's name: "~" is no slot name, so a meta never hashes as a record).
+META_FIELDS = struct.Struct("<QQQ")
+META_TAG = b"~"
 xxh64 = xxhash.xxh3_64_intdigest
 
 
@@ -52,8 +59,18 @@ def segment_of(digest: int) -> int:
 
 
 def record_hash(digest: int, slot: bytes, rec: Sequence[int]) -> int:
-    """Hash of one record of the key whose digest is ``digest``."""
+    """Hash of one record (4 or 5 fields) of the key whose digest is ``digest``."""
+    if len(rec) > 4 and rec[4]:
+        return xxh64(BORN_FIELDS.pack(rec[0], rec[1], rec[2], rec[3], rec[4]) + slot, digest)
     return xxh64(RECORD_FIELDS.pack(rec[0], rec[1], rec[2], rec[3]) + slot, digest)
+
+
+def meta_hash(digest: int, meta: Sequence[int]) -> int:
+    """Hash of a key's meta (F, S, D): 0 for the default (0, 0, 0), so a key without
+    expiry hashes as it always did."""
+    if not (meta[0] or meta[1] or meta[2]):
+        return 0
+    return xxh64(META_FIELDS.pack(meta[0], meta[1], meta[2]) + META_TAG, digest)
 
 
 class HashTree:

@@ -11,19 +11,31 @@ batch is joined record by record into its unpacked entry (:meth:`Merges._join_ho
 (:meth:`Merges._adopt`, :meth:`Merges._adopt_flat`).  Slot names are interned in the
 order the states name them, whatever path a key takes, so slot indices do not depend on
 which keys were hot.
+
+Every path joins the key's meta too (issue 21: ``F`` max, the expiry register
+last-writer-wins, :mod:`.expiry`) and births (one more per-field maximum); each notes a
+key that now has a deadline (the deadline heap) or does not exist at its floor (a dead
+candidate) for :meth:`.Keyspace.dead`.
 """
 
 from __future__ import annotations
 
+import heapq
+import struct
 from collections.abc import Mapping, Sequence
 
 from sortedcontainers import SortedList
 
 from .batch import Hot
-from .hashtree import RECORD_FIELDS, HashTree, key_digest, segment_of, xxh64
-from .page import StatePage
+from .expiry import DEFAULT_META, META, Meta, join_meta
+from .hashtree import HashTree, key_digest, meta_hash, segment_of, xxh64
+from .page import META_INTS, StatePage
 from .pncounter import Record, State
-from .records import HEAD, LIVE, REC, SlotTable, grow, join
+from .records import FORMAT, HEAD, LIVE, REC, SlotTable, grow, hashed, join
+
+#: The deadline's bytes in a packed header (``records.HEAD``: hash, flags, F, S, D).
+DEADLINE_AT = 25
+_DEADLINE = struct.Struct("<Q")
 
 
 class Merges:
@@ -38,6 +50,20 @@ class Merges:
     _adopted: dict[str, bytes]
     _segments: dict[int, list[str]]
     _sorted: SortedList | None
+    #: (deadline, key), lazily: an entry is checked against the key when popped.
+    _deadlines: list[tuple[int, str]]
+    #: Keys that did not exist at their floor when last changed (reset, or merged dead).
+    _candidates: dict[str, None]
+
+    def _note(self, key: str, packed: bytes, old: bytes | None) -> None:
+        """Note what :meth:`.Keyspace.dead` must look at: a new deadline, a key that
+        does not exist at its floor."""
+        if old is None or packed[DEADLINE_AT:DEADLINE_AT + 8] != old[DEADLINE_AT:DEADLINE_AT + 8]:
+            deadline = _DEADLINE.unpack_from(packed, DEADLINE_AT)[0]
+            if deadline:
+                heapq.heappush(self._deadlines, (deadline, key))
+        if not packed[8] & LIVE:
+            self._candidates[key] = None
 
     def _touch(self, key: str) -> Hot:
         """The key's entry in the open batch, made from its packed state on its first
@@ -54,7 +80,7 @@ class Merges:
         of keys); a key this node does not hold at all is packed at once
         (:meth:`_adopt`)."""
         touched: list[tuple[str, Hot | None, State]] = []
-        repacked: list[tuple[str, bytes, int, int, int]] = []
+        repacked: list[tuple[str, bytes, int, int, int, bytes]] = []
         packed = self._packed
         hot_keys = self._hot
         for key, state in states.items():
@@ -67,7 +93,7 @@ class Merges:
                     done = self._merge_packed(key, old, state)
                     if done is not None:
                         if done:
-                            repacked.append((key, *done))
+                            repacked.append((key, *done, old))
                         continue
             if hot is None and key not in packed:
                 touched.append((key, None, state))
@@ -76,11 +102,13 @@ class Merges:
         grown = len(repacked)
         toggle = self.tree.toggle
         adopted = self._adopted
-        for key, new, segment, delta, live_delta in repacked:
+        note = self._note
+        for key, new, segment, delta, live_delta, old in repacked:
             if delta:
                 toggle(segment, delta)
             packed[key] = adopted[key] = new
             self.live += live_delta
+            note(key, new, old)
         adopt = self._adopt
         join_hot = self._join_hot
         for key, hot, state in touched:  # in order: slots are interned as merge() would
@@ -108,12 +136,16 @@ class Merges:
         packed at once and reported by the flush as adopted keys are."""
         index = self.slots.index
         incoming: list[tuple[int, Record]] = []
+        meta: Meta | None = None
         for name, rec in state.items():
+            if name == META:
+                meta = (rec[0], rec[1], rec[2])
+                continue
             s = index.get(name)
             if s is None:
                 return None
             incoming.append((s, rec))
-        return join(key, old, incoming, self.slots.name_bytes) or ()
+        return join(key, old, incoming, self.slots.name_bytes, meta) or ()
 
     def _join_hot(self, hot: Hot, state: State) -> bool:
         """The join of ``state`` (by slot name, interned in its order) into a key
@@ -128,10 +160,16 @@ class Merges:
         hot.value = hot.totals = None
         grew = False
         for name, rec in state.items():
+            if name == META:
+                meta = join_meta(hot.meta, (rec[0], rec[1], rec[2]))
+                if meta != hot.meta:
+                    hot.meta = meta
+                    grew = True
+                continue
             s = intern(name)
             mine = records.get(s)
             if mine is None:
-                records[s] = [rec[0], rec[1], rec[2], rec[3]]
+                records[s] = [rec[0], rec[1], rec[2], rec[3], rec[4] if len(rec) > 4 else 0]
                 grew = True
             else:
                 joined = grow(mine, rec)
@@ -153,7 +191,7 @@ class Merges:
         for key, flat in page.records.items():
             if key in packed or key in hot:
                 present[key] = page[key]
-            elif flat:
+            elif len(flat) > META_INTS:
                 absent.append((key, flat))
         grown = self.merge_many(present) if present else 0
         if absent:
@@ -165,30 +203,32 @@ class Merges:
         local: list[int | None] = [None] * len(slots)
         page_name_bytes = [name.encode() for name in slots]
         intern = self.slots.intern
-        fields = RECORD_FIELDS.pack
         pack_rec = REC.pack
         store = self._store_new
         for key, flat in entries:
             digest = key_digest(key.encode())
-            h = 0
+            meta = (flat[0], flat[1], flat[2])
+            floor = meta[0]
+            h = meta_hash(digest, meta)
             records: list[tuple[int, bytes]] = []
             live = False
-            it = iter(flat)
-            for i, p, n, bp, bn in zip(it, it, it, it, it, strict=True):
+            it = iter(flat[META_INTS:])
+            for i, p, n, bp, bn, b in zip(it, it, it, it, it, it, strict=True):
                 s = local[i]
                 if s is None:
                     s = local[i] = intern(slots[i])
-                h ^= xxh64(fields(p, n, bp, bn) + page_name_bytes[i], digest)
-                records.append((s, pack_rec(s, p, n, bp, bn)))
-                if p > bp or n > bn:
+                h ^= xxh64(hashed((p, n, bp, bn, b)) + page_name_bytes[i], digest)
+                records.append((s, pack_rec(s, p, n, bp, bn, b)))
+                if (p > bp or n > bn) and b >= floor:
                     live = True
             records.sort()
-            store(key, digest, h, live, b"".join([r for _, r in records]))
+            store(key, digest, h, live, b"".join([r for _, r in records]), meta)
 
-    def _store_new(self, key: str, digest: int, h: int, live: bool, body: bytes) -> None:
-        """Store a key this node held nothing of: packed records ``body`` whose hashes
-        XOR to ``h``."""
-        packed = HEAD.pack(h, LIVE if live else 0) + body
+    def _store_new(self, key: str, digest: int, h: int, live: bool, body: bytes,
+                   meta: Meta) -> None:
+        """Store a key this node held nothing of: packed records ``body`` and ``meta``
+        whose hashes XOR to ``h``."""
+        packed = HEAD.pack(h, (LIVE | FORMAT) if live else FORMAT, *meta) + body
         segment = segment_of(digest)
         if h:
             self.tree.toggle(segment, h)
@@ -197,6 +237,8 @@ class Merges:
         if self._sorted is not None:
             self._sorted.add(key)
         self.live += live
+        if meta[2] or not live:
+            self._note(key, packed, None)
 
     def _adopt(self, key: str, state: State) -> None:
         """Store the state of a key this node holds nothing of, packed at once: what
@@ -208,22 +250,28 @@ class Merges:
         # three slots merged and flushed in 7.3 us instead of 11.0 (timeit, 40,000 keys).
         index = self.slots.index
         name_bytes = self.slots.name_bytes
-        fields = RECORD_FIELDS.pack
         digest = key_digest(key.encode())
-        h = 0
+        meta_rec = state.get(META)
+        meta = DEFAULT_META if meta_rec is None else (meta_rec[0], meta_rec[1], meta_rec[2])
+        floor = meta[0]
+        h = meta_hash(digest, meta)
         records = []
         live = False
-        for name, (p, n, bp, bn) in state.items():
+        for name, rec in state.items():
+            if name == META:
+                continue
             s = index.get(name)
             if s is None:
                 s = self.slots.intern(name)
-            h ^= xxh64(fields(p, n, bp, bn) + name_bytes[s], digest)
-            records.append((s, p, n, bp, bn))
-            if p > bp or n > bn:
+            full = (rec[0], rec[1], rec[2], rec[3], rec[4] if len(rec) > 4 else 0)
+            h ^= xxh64(hashed(full) + name_bytes[s], digest)
+            records.append((s, *full))
+            if (full[0] > full[2] or full[1] > full[3]) and full[4] >= floor:
                 live = True
         records.sort()
         pack_rec = REC.pack
-        self._store_new(key, digest, h, live, b"".join([pack_rec(*r) for r in records]))
+        self._store_new(key, digest, h, live, b"".join([pack_rec(*r) for r in records]),
+                        meta)
 
     def merge(self, key: str, state: State) -> bool:
         """Join ``state`` (by slot name) into ``key``; True if anything grew.  Valid

@@ -12,9 +12,10 @@ of the receiving node's.  With this form the bootstrap took 18.1-22.4 s (three r
 of 29.9.
 
 Here a page carries its slot names once, and each key's records as one flat list of
-integers, ``[i, p, n, bp, bn, i, p, ...]`` (``i`` indexes :attr:`StatePage.slots`,
-strictly increasing within a key).  The answering node uses its own slot table as the
-page's, so a key's list is its packed records unpacked by one ``struct`` call
+integers, ``[F, S, D, i, p, n, bp, bn, b, i, p, ...]``: the key's meta (issue 21; zeros
+when it has none), then its records (``i`` indexes :attr:`StatePage.slots`, strictly
+increasing within a key; ``b`` the record's birth).  The answering node uses its own
+slot table as the page's, so a key's list is its packed records unpacked by one ``struct`` call
 (:meth:`.Keyspace.page`); the receiving node checks and stores a key it lacks without a
 Python object per record (:meth:`.Keyspace.merge_page`).
 
@@ -28,18 +29,22 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from .pncounter import Record, State
+from .expiry import DEFAULT_META, META
+from .pncounter import Record, State, meta_of, normal
 
-#: Integers per record in a page: slot index, p, n, bp, bn.
-REC_INTS = 5
+#: Integers per record in a page: slot index, p, n, bp, bn, b.
+REC_INTS = 6
+#: Integers of a key's meta (F, S, D), at the head of its flat list.
+META_INTS = 3
 
 
 @dataclass(frozen=True, slots=True)
 class StatePage(Mapping[str, dict[str, Record]]):
     """States of many keys.  Invariants (the codec checks them on what a peer sent,
     :meth:`.Keyspace.page` builds them): every list holds whole records with slot
-    indices strictly increasing and below ``len(slots)``; every record is valid
-    (``bp <= p``, ``bn <= n``, all in 0..2**63-1); slot names are distinct.  (No bound
+    indices strictly increasing and below ``len(slots)``, after the key's meta; every
+    record is valid (``bp <= p``, ``bn <= n``, all in 0..2**63-1) and so is every meta
+    (three integers in 0..2**63-1); slot names are distinct.  (No bound
     on a key's sums: pncounter's "Bounds".)"""
 
     slots: tuple[str, ...]
@@ -48,13 +53,16 @@ class StatePage(Mapping[str, dict[str, Record]]):
     @classmethod
     def of(cls, states: Mapping[str, State]) -> StatePage:
         """A page holding ``states`` (by slot name); slots indexed in sorted order."""
-        names = sorted({slot for state in states.values() for slot in state})
+        names = sorted({slot for state in states.values() for slot in state
+                        if slot != META})
         index = {name: i for i, name in enumerate(names)}
         records: dict[str, list[int]] = {}
         for key, state in states.items():
-            flat: list[int] = []
-            for name in sorted(state, key=index.__getitem__):
-                flat += (index[name], *state[name])
+            flat: list[int] = list(meta_of(state))
+            for name in sorted((s for s in state if s != META), key=index.__getitem__):
+                rec = state[name]
+                flat += (index[name], rec[0], rec[1], rec[2], rec[3],
+                         rec[4] if len(rec) > 4 else 0)
             records[key] = flat
         return cls(tuple(names), records)
 
@@ -62,8 +70,13 @@ class StatePage(Mapping[str, dict[str, Record]]):
         flat = self.records[key]
         names = self.slots
         it = iter(flat)
-        return {names[i]: (p, n, bp, bn)
-                for i, p, n, bp, bn in zip(it, it, it, it, it, strict=True)}
+        meta = (next(it), next(it), next(it))
+        out: dict[str, Record] = {names[i]: normal(p, n, bp, bn, b)
+                                  for i, p, n, bp, bn, b in zip(it, it, it, it, it, it,
+                                                                strict=True)}
+        if meta != DEFAULT_META:
+            out[META] = meta
+        return out
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.records)
@@ -75,7 +88,7 @@ class StatePage(Mapping[str, dict[str, Record]]):
         """Indices into :attr:`slots` that some record uses (the table may hold more)."""
         used: set[int] = set()
         for flat in self.records.values():
-            used.update(flat[0::REC_INTS])
+            used.update(flat[META_INTS::REC_INTS])
         return used
 
     def used_slots(self) -> set[str]:

@@ -62,9 +62,38 @@ adopt, or its next steps would be swallowed by the larger totals its peers hold)
 claims are adopted, counted (``own_slot_ahead``) and logged.  Forging them needs a peer's
 standing; in ``curve`` mode that is a node's key (README, "Security").
 
-This module works on plain mappings ``slot name -> (p, n, bp, bn)`` (:data:`State`): the
-form on the wire, in sessions and in tests.  :mod:`zcounter.model.keyspace` stores the
-same thing packed.
+Expiry and lives (issue 21; the rules in :mod:`.expiry`).  A record has a fifth field,
+its *birth* ``b``: the wall-clock ms (of the slot's owner) at which it began counting in
+the key's current *life*; 0, "since ever", for every record written before expiry existed.
+A key has a *meta* ``(F, S, D)``: the *floor* ``F`` and the expiry register (deadline
+``D``, set at ``S``).  At wall time ``now`` a record *counts* iff ``b >= E(now)``, the
+effective floor (``max(F, D)`` once ``D`` has passed, else ``F``); value, existence and
+the bounds of a step take only counting records.  A key that does not *exist* (no
+counting record above its bases) reads as never written.  Merge stays a join: ``b`` is
+one more per-field maximum, ``F`` another, the register is last-writer-wins; nothing in
+a merge depends on ``now``.
+
+A step by a slot's owner first puts its record in the current life: a record born
+before ``E(now)`` is *rebased* (``bp, bn := p, n``, ``b := max(now, E)``), and a slot's
+first record starts at the node's *high-water* ``(Gp, Gn, Gp, Gn, b)``: the largest own
+totals of any key this node collected, so that a fresh record is not swallowed by the
+dead state other nodes still hold (a merge takes the maximum).
+
+Why births and a floor, not a counter of lives: two nodes that both see a key expired and
+both increment it must land in the *same* new life - each one's increment counts - and a
+node that already collected the key (holds nothing of it) must still produce a state that
+beats the dead state other nodes hold.  With births, each owner decides for its own record
+which life a step belongs to, exactly, since only it steps its slot; a passed deadline
+kills every record born before it, on every node, whatever the delivery order.  A counter
+of lives would need the nodes to agree on it: two nodes starting life 2 concurrently are
+fine, but one that collected the key knows no number to start from.
+
+This module works on plain mappings ``slot name -> (p, n, bp, bn[, b])`` (:data:`State`),
+with the key's meta under the pseudo-slot ``"~"`` (:data:`.expiry.META`) when it is not
+``(0, 0, 0)``: the form on the wire, in sessions and in tests.  Records are *normal*: a
+record of birth 0 is the 4-tuple it always was, so a key without expiry reads, hashes and
+travels exactly as before.  :mod:`zcounter.model.keyspace` stores the same thing packed,
+and is tested against this module (the reference).
 """
 
 from __future__ import annotations
@@ -73,16 +102,30 @@ import re
 from collections.abc import Iterable, Mapping
 
 from ..errors import ZCounterError
+from .expiry import (
+    DEFAULT_META,
+    META,
+    ExpireMode,
+    Meta,
+    allowed,
+    effective_floor,
+    future_deadline,
+    join_meta,
+    meta_dominates,
+    set_register,
+)
 
 MAX_TOTAL = 2**63 - 1
 #: Largest step of one increment or decrement request.
 MAX_STEP = 2**32
 
-Record = tuple[int, int, int, int]
-#: slot name -> (p, n, bp, bn)
+#: ``(p, n, bp, bn)`` or ``(p, n, bp, bn, b)`` (birth 0 is written as the 4-tuple); in a
+#: :data:`State` the ``"~"`` entry is the key's meta ``(F, S, D)`` instead.
+Record = tuple[int, ...]
+#: slot name -> record, and ``"~"`` -> meta when it is not (0, 0, 0)
 State = Mapping[str, Record]
 
-P, N, BP, BN = range(4)
+P, N, BP, BN, B = range(5)
 ZERO: Record = (0, 0, 0, 0)
 
 # fullmatch, not ``$``: ``$`` also matches before a trailing newline.
@@ -109,31 +152,71 @@ def saturate(count: int) -> int:
     return MAX_TOTAL if count > MAX_TOTAL else -MAX_TOTAL if count < -MAX_TOTAL else count
 
 
-def value(state: State) -> int:
-    """The count a read answers: the exact value, saturated (:func:`saturate`)."""
-    return saturate(sum(p - bp - n + bn for p, n, bp, bn in state.values()))
+def birth(rec: Record) -> int:
+    """A record's birth (0 when it has four fields)."""
+    return rec[4] if len(rec) > 4 else 0
+
+
+def normal(p: int, n: int, bp: int, bn: int, b: int) -> Record:
+    """A record in its normal form: four fields when born at 0."""
+    return (p, n, bp, bn, b) if b else (p, n, bp, bn)
+
+
+def meta_of(state: State) -> Meta:
+    """The key's meta ((0, 0, 0) when the state carries none)."""
+    meta = state.get(META)
+    return DEFAULT_META if meta is None else (meta[0], meta[1], meta[2])
+
+
+def records_of(state: State) -> list[tuple[str, Record]]:
+    """The state's records by slot name (the meta left out)."""
+    return [(slot, rec) for slot, rec in state.items() if slot != META]
+
+
+def counting(state: State, now: int) -> list[Record]:
+    """The records that count at wall time ``now`` (born at or after the floor)."""
+    floor = effective_floor(meta_of(state), now)
+    return [rec for slot, rec in state.items() if slot != META and birth(rec) >= floor]
+
+
+def value(state: State, now: int) -> int:
+    """The count a read at ``now`` answers: the exact value of the counting records,
+    saturated (:func:`saturate`)."""
+    return saturate(sum(r[P] - r[BP] - r[N] + r[BN] for r in counting(state, now)))
 
 
 def totals(state: State) -> tuple[int, int]:
     """``(sum of p, sum of n)``: everything ever added and subtracted."""
-    return sum(r[P] for r in state.values()), sum(r[N] for r in state.values())
+    recs = [rec for _, rec in records_of(state)]
+    return sum(r[P] for r in recs), sum(r[N] for r in recs)
 
 
-def live_totals(state: State) -> tuple[int, int]:
-    """``(sum of p - bp, sum of n - bn)``: what no reset has covered; the quantities a
-    step is bounded by (see Bounds)."""
-    return (sum(r[P] - r[BP] for r in state.values()),
-            sum(r[N] - r[BN] for r in state.values()))
+def live_totals(state: State, now: int) -> tuple[int, int]:
+    """``(sum of p - bp, sum of n - bn)`` over the records counting at ``now``: what no
+    reset nor expiry has covered; the quantities a step is bounded by (see Bounds)."""
+    recs = counting(state, now)
+    return sum(r[P] - r[BP] for r in recs), sum(r[N] - r[BN] for r in recs)
 
 
-def is_live(state: State) -> bool:
-    """True when some update is not covered by a reset (a never-written or fully reset
-    counter is not live: it reads 0 and is not listed)."""
-    return any(p > bp or n > bn for p, n, bp, bn in state.values())
+def exists(state: State, now: int) -> bool:
+    """True when, at ``now``, some counting record holds an update no reset covered (a
+    key that does not exist reads as never written: 0, not listed)."""
+    return any(r[P] > r[BP] or r[N] > r[BN] for r in counting(state, now))
+
+
+def deadline(state: State, now: int) -> int:
+    """``-2`` if the key does not exist at ``now``, ``-1`` if it has no future deadline,
+    else the deadline (unix ms)."""
+    if not exists(state, now):
+        return -2
+    d = meta_of(state)[2]
+    return d if d and now < d else -1
 
 
 def join_record(a: Record, b: Record) -> Record:
-    return (max(a[0], b[0]), max(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+    """The per-field maximum, birth included, in normal form."""
+    return normal(max(a[0], b[0]), max(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]),
+                  max(birth(a), birth(b)))
 
 
 def merge_into(target: dict[str, Record], state: State) -> None:
@@ -142,7 +225,12 @@ def merge_into(target: dict[str, Record], state: State) -> None:
     :func:`zcounter.model.records.join`)."""
     for slot, rec in state.items():
         mine = target.get(slot)
-        target[slot] = rec if mine is None else join_record(mine, rec)
+        if slot == META:
+            meta = join_meta(meta_of(target), meta_of(state))
+            if meta != DEFAULT_META:
+                target[META] = meta
+        else:
+            target[slot] = join_record(ZERO if mine is None else mine, rec)
 
 
 def merge(a: State, b: State) -> dict[str, Record]:
@@ -160,44 +248,105 @@ def merge_all(states: Iterable[State]) -> dict[str, Record]:
 
 
 def dominates(a: State, b: State) -> bool:
-    """True when ``a`` holds everything ``b`` does (per slot, per field)."""
+    """True when ``a`` holds everything ``b`` does (per slot, per field, and the meta)."""
     for slot, rec in b.items():
+        if slot == META:
+            if not meta_dominates(meta_of(a), meta_of(b)):
+                return False
+            continue
         mine = a.get(slot, ZERO)
         if (mine[0] < rec[0] or mine[1] < rec[1] or mine[2] < rec[2]
-                or mine[3] < rec[3]):
+                or mine[3] < rec[3] or birth(mine) < birth(rec)):
             return False
     return True
 
 
-def add(state: State, slot: str, amount: int) -> dict[str, Record]:
-    """``state`` after ``slot``'s owner adds ``amount`` (negative: a decrement).
+def add(state: State, slot: str, amount: int, now: int, ttl_ms: int = 0,
+        high_water: tuple[int, int] = (0, 0)) -> dict[str, Record]:
+    """``state`` after ``slot``'s owner adds ``amount`` (negative: a decrement) at wall
+    time ``now``; with ``ttl_ms``, the key expires ``ttl_ms`` after ``now`` unless it
+    already has a future deadline (INCR + EXPIRE NX).  ``high_water``: where the slot's
+    first record starts (the node's high-water, see above).
 
     Raises :class:`Overflow` if the live total in the step's direction, or the slot's
     own total, would pass ``MAX_TOTAL``; ValueError for 0.
     """
     if amount == 0:
         raise ValueError("a step must not be zero")
-    p_live, n_live = live_totals(state)
-    p, n, bp, bn = state.get(slot, ZERO)
+    meta = meta_of(state)
+    floor = effective_floor(meta, now)
+    born = now if now > floor else floor
+    rec = state.get(slot)
+    if rec is None:
+        p, n, bp, bn, b = high_water[0], high_water[1], high_water[0], high_water[1], born
+    else:
+        p, n, bp, bn, b = *rec[:4], birth(rec)
+        if b < floor:  # a record of an earlier life: rebase it into this one
+            bp, bn, b = p, n, born
+    out = dict(state)
+    out[slot] = normal(p, n, bp, bn, b)
+    p_live, n_live = live_totals(out, now)
     if amount > 0 and (p_live + amount > MAX_TOTAL or p + amount > MAX_TOTAL):
         raise Overflow("the counter's total of increments would pass 2**63-1")
     if amount < 0 and (n_live - amount > MAX_TOTAL or n - amount > MAX_TOTAL):
         raise Overflow("the counter's total of decrements would pass 2**63-1")
-    out = dict(state)
-    out[slot] = (p + amount, n, bp, bn) if amount > 0 else (p, n - amount, bp, bn)
+    out[slot] = normal(p + amount, n, bp, bn, b) if amount > 0 else normal(
+        p, n - amount, bp, bn, b)
+    if ttl_ms and not (meta[2] and now < meta[2]):
+        out[META] = set_register(meta, now, now + ttl_ms)
     return out
 
 
-def reset(state: State) -> dict[str, Record]:
-    """``state`` after an observed reset: every base raised to its total."""
-    return {slot: (p, n, p, n) for slot, (p, n, _, _) in state.items()}
+def reset(state: State, now: int) -> dict[str, Record]:
+    """``state`` after an observed reset at ``now``: every base raised to its total, and
+    no expiry any more (a DEL'd key incremented again has none, as in Redis).  A key that
+    does not exist at ``now`` is left as it is (nothing to observe)."""
+    if not exists(state, now):
+        return dict(state)
+    out: dict[str, Record] = {slot: normal(rec[0], rec[1], rec[0], rec[1], birth(rec))
+                              for slot, rec in records_of(state)}
+    meta = meta_of(state)
+    if meta[2]:
+        meta = set_register(meta, now, 0)
+    if meta != DEFAULT_META:
+        out[META] = meta
+    return out
 
 
 def is_valid_record(rec: object) -> bool:
-    """Four integers in 0..MAX_TOTAL with ``bp <= p`` and ``bn <= n``."""
-    if not isinstance(rec, (tuple, list)) or len(rec) != 4:
+    """Four or five integers in 0..MAX_TOTAL with ``bp <= p`` and ``bn <= n``."""
+    if not isinstance(rec, (tuple, list)) or not 4 <= len(rec) <= 5:
         return False
     for v in rec:
         if type(v) is not int or not 0 <= v <= MAX_TOTAL:
             return False
     return bool(rec[2] <= rec[0] and rec[3] <= rec[1])
+
+
+def expire(state: State, at_ms: int | None, mode: ExpireMode | None, now: int
+           ) -> tuple[dict[str, Record], bool]:
+    """``state`` after EXPIRE/PERSIST at ``now``, and whether it changed anything.
+
+    ``at_ms`` None is PERSIST: a future deadline is dropped (register ``(now, 0)``).  Else,
+    if ``mode`` allows it (:func:`.expiry.allowed`), the register becomes ``(now, at_ms)``
+    (rule R first).  A deadline not after ``now`` removes the key at once, as Redis does
+    (its EXPIRE with a past time deletes the key): an observed :func:`reset`.  Only a
+    reset does that exactly: a passed deadline kills the records born before it, and a
+    record born between it and ``now`` (an increment at 1,000 ms, then PEXPIREAT 500 at
+    2,000 ms) would keep counting.  A key that does not exist: nothing, False."""
+    if not exists(state, now):
+        return dict(state), False
+    meta = meta_of(state)
+    current = future_deadline(meta, now)
+    out = dict(state)
+    if at_ms is None:
+        if not current:
+            return out, False
+        out[META] = set_register(meta, now, 0)
+        return out, True
+    if not allowed(mode, current, at_ms):
+        return out, False
+    if at_ms <= now:
+        return reset(state, now), True
+    out[META] = set_register(meta, now, at_ms)
+    return out, True

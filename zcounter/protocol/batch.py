@@ -26,6 +26,12 @@ class Batch:
 
     #: The time of the input being handled.
     now: float
+    #: Wall-clock unix ms of this batch (``NodeCore.set_wall``, set by the runtime at the
+    #: start of every batch): what reads and steps of keys take (issue 21).
+    wall_ms: int = 0
+    #: The first wall clock given: when this process started (collection's start-time
+    #: rule, :mod:`.intake`).
+    start_ms: int = 0
     messages: list[Message] = field(default_factory=list)
     logs: list[Log] = field(default_factory=list)
     #: Request ids applied here in this batch: they go out with its delta.
@@ -39,6 +45,12 @@ class Batch:
     def log(self, text: str, level: LogLevel = LogLevel.INFO) -> None:
         self.logs.append(Log(level, text))
 
+    def set_wall(self, now_ms: int) -> None:
+        """This batch's wall clock (``NodeCore.set_wall``); the first is ``start_ms``."""
+        self.wall_ms = now_ms
+        if not self.start_ms:
+            self.start_ms = now_ms
+
 
 class Kind(Enum):
     """What a request to a peer was for: which part its answer goes back to."""
@@ -47,6 +59,7 @@ class Kind(Enum):
     MERGE = "merge"
     REPAIR = "repair"
     RIDS = "rids"
+    HOLD = "hold"
 
 
 @dataclass(slots=True)

@@ -17,10 +17,12 @@ import orjson
 
 from ..errors import ProtocolError
 from ..limits import MAX_KEYS_PER_PEER_MESSAGE
-from ..model.page import REC_INTS, StatePage
+from ..model.expiry import META, is_valid_meta
+from ..model.page import META_INTS, REC_INTS, StatePage
 from ..model.pncounter import MAX_STEP, MAX_TOTAL, Record, is_valid_record, slot_node
 from .messages import (
     DEFAULT_KEY,
+    MAX_HOLD_KEYS,
     MAX_KEY_BYTES,
     Add,
     Applied,
@@ -31,10 +33,14 @@ from .messages import (
     Counted,
     Delta,
     ErrorCode,
+    Expire,
+    ExpireMode,
     Fetch,
     Get,
     Heartbeat,
     Held,
+    Hold,
+    Holding,
     KeysPage,
     Level,
     ListKeys,
@@ -58,7 +64,9 @@ from .messages import (
     SyncSegments,
     SyncStates,
     Tag,
+    Ttl,
 )
+from .messages import MAX_TTL_MS as MAX_TTL_MS
 
 #: Client requests larger than this are refused (checked before anything else).
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -83,6 +91,7 @@ MAX_PAGE_SLOTS = 4096
 _RID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 _EPOCH_MAX = 64
 _LEVELS = {level.value: level for level in Level}
+_MODES = {mode.value: mode for mode in ExpireMode}
 _NO_STATES: States = {}
 
 
@@ -173,8 +182,11 @@ def _record(value: Any, where: str) -> Record:
             rec = value + [0] * (4 - len(value))
             if is_valid_record(rec):
                 return rec[0], rec[1], rec[2], rec[3]
-    raise ProtocolError(f"{where}: a record is 1-4 integers p, n, bp, bn in 0..2**63-1 "
-                        "with bp <= p and bn <= n")
+        elif len(value) == 5 and is_valid_record(value):  # with a birth (issue 21)
+            p, n, bp, bn, b = value
+            return (p, n, bp, bn, b) if b else (p, n, bp, bn)
+    raise ProtocolError(f"{where}: a record is 1-4 integers p, n, bp, bn (and a birth b) "
+                        "in 0..2**63-1 with bp <= p and bn <= n")
 
 
 def _state(value: Any, where: str, slots: set[str] | None = None) -> dict[str, Record]:
@@ -185,6 +197,13 @@ def _state(value: Any, where: str, slots: set[str] | None = None) -> dict[str, R
         raise ProtocolError(f"{where} must be an object of slot -> record")
     out: dict[str, Record] = {}
     for slot, rec in value.items():
+        if slot == META:  # the key's meta [F, S, D] (issue 21)
+            if not is_valid_meta(rec, MAX_TOTAL):
+                raise ProtocolError(f"{where}: the meta {META!r} is 3 integers F, S, D "
+                                    "in 0..2**63-1")
+            if rec[0] or rec[1] or rec[2]:
+                out[META] = (rec[0], rec[1], rec[2])
+            continue
         if slots is None or slot not in slots:
             if slot_node(slot) is None:
                 raise ProtocolError(f"{where}: malformed slot name {slot[:40]!r}")
@@ -200,7 +219,8 @@ def _state(value: Any, where: str, slots: set[str] | None = None) -> dict[str, R
                 out[slot] = _record(rec, where)
             except ProtocolError:
                 raise ProtocolError(f"{where}.{slot}: a record is 1-4 integers p, n, bp, bn "
-                                    "in 0..2**63-1 with bp <= p and bn <= n") from None
+                                    "(and a birth b) in 0..2**63-1 with bp <= p and bn <= n"
+                                    ) from None
     # No bound on the sums across slots: legal concurrent steps can pass any (the
     # model's "Bounds", zcounter/model/pncounter.py); every record is valid.
     return out
@@ -223,11 +243,14 @@ def _states(value: Any, field: str, limit: int = MAX_STATES) -> States:
     return out
 
 
-def _page(names: Any, value: Any) -> StatePage:
+def _page(names: Any, value: Any, births: bool = True) -> StatePage:
     """A page of states (:mod:`zcounter.model.page`): slot names ``l``, flat records
     ``s``.  Every invariant of :class:`StatePage` is checked here, so the keyspace can
     store a key straight from its list.  Types and ranges are checked with one chained
-    comparison per record: a page of 4,000 keys of three slots in ~5 ms (timeit)."""
+    comparison per record: a page of 4,000 keys of three slots in ~5 ms (timeit).
+    ``births`` False: a 0.2 node's page (no meta, records of five integers), converted."""
+    if not births:
+        return _page(names, _upgrade_page(value))
     if type(names) is not list or len(names) > MAX_PAGE_SLOTS:
         raise ProtocolError(f"field 'l' must be a list of at most {MAX_PAGE_SLOTS} slot names")
     for name in names:
@@ -238,24 +261,46 @@ def _page(names: Any, value: Any) -> StatePage:
     if type(value) is not dict or len(value) > MAX_STATES:
         raise ProtocolError("field 's' must be an object of key -> records")
     count = len(names)
-    limit = REC_INTS * MAX_SLOTS_PER_KEY
+    limit = META_INTS + REC_INTS * MAX_SLOTS_PER_KEY
     for key, flat in value.items():
         if type(key) is not str or not key or len(key) > MAX_KEY_BYTES // 4 or not key.isascii():
             validate_key(key, "s")
-        if type(flat) is not list or len(flat) % REC_INTS or len(flat) > limit:
+        if (type(flat) is not list or len(flat) % REC_INTS != META_INTS or len(flat) > limit
+                or not is_valid_meta(flat[:META_INTS], MAX_TOTAL)):
             raise ProtocolError(f"field 's'[{key[:40]!r}] must be a list of records "
-                                "[slot, p, n, bp, bn, ...]")
+                                "[slot, p, n, bp, bn, b, ...] after the meta F, S, D "
+                                "(integers in 0..2**63-1)")
         last = -1
         it = iter(flat)
-        for i, p, n, bp, bn in zip(it, it, it, it, it, strict=True):
+        next(it), next(it), next(it)
+        for i, p, n, bp, bn, b in zip(it, it, it, it, it, it, strict=True):
             if not (type(i) is int and type(p) is int and type(n) is int and type(bp) is int
-                    and type(bn) is int and last < i < count and 0 <= bp <= p <= MAX_TOTAL
-                    and 0 <= bn <= n <= MAX_TOTAL):
+                    and type(bn) is int and type(b) is int and last < i < count
+                    and 0 <= bp <= p <= MAX_TOTAL and 0 <= bn <= n <= MAX_TOTAL
+                    and 0 <= b <= MAX_TOTAL):
                 raise ProtocolError(
                     f"field 's'[{key[:40]!r}]: a record is a slot index (increasing, below "
-                    f"{count}) and integers p, n, bp, bn in 0..2**63-1 with bp <= p, bn <= n")
+                    f"{count}) and integers p, n, bp, bn, b in 0..2**63-1 with bp <= p, "
+                    "bn <= n")
             last = i
     return StatePage(tuple(names), value)
+
+
+def _upgrade_page(value: Any) -> Any:
+    """A 0.2 page's records (five integers each, no meta) in this form, or ``value`` as
+    it is when it is not of that shape (then :func:`_page` says what is wrong)."""
+    if type(value) is not dict or len(value) > MAX_STATES:
+        return value
+    out: dict[Any, Any] = {}
+    for key, flat in value.items():
+        if type(flat) is not list or len(flat) % 5 or len(flat) > 5 * MAX_SLOTS_PER_KEY:
+            return value
+        new = [0, 0, 0]
+        for i in range(0, len(flat), 5):
+            new += flat[i:i + 5]
+            new.append(0)
+        out[key] = new
+    return out
 
 
 def _keys(value: Any, field: str, limit: int) -> tuple[str, ...]:
@@ -307,6 +352,10 @@ def _applied(value: Any) -> Applied:
 
 
 def _wire_record(rec: Record) -> list[int]:
+    if len(rec) > 4:  # a birth (issue 21; the meta "~" never has a fifth field)
+        return list(rec) if rec[4] else list(rec[:4])
+    if len(rec) == 3:  # the meta [F, S, D]
+        return list(rec)
     if rec[3]:
         return list(rec)
     if rec[2]:
@@ -323,8 +372,12 @@ def wire_states(states: States) -> dict[str, dict[str, list[int]]]:
     out: dict[str, dict[str, list[int]]] = {}
     for key, state in states.items():
         wire: dict[str, list[int]] = {}
-        for slot, (p, n, bp, bn) in state.items():
-            wire[slot] = [p, n, bp, bn] if bn else [p, n, bp] if bp else [p, n] if n else [p]
+        for slot, rec in state.items():
+            if len(rec) == 4:
+                p, n, bp, bn = rec
+                wire[slot] = [p, n, bp, bn] if bn else [p, n, bp] if bp else [p, n] if n else [p]
+            else:  # a record with its birth, or the meta "~" (issue 21): as they are
+                wire[slot] = list(rec)
         out[key] = wire
     return out
 
@@ -380,6 +433,12 @@ def decode_request(frame: bytes, is_peer: Callable[[], bool] = _always_peer
         return Reset(tag, _key_field(obj), _rid_field(obj), _level(obj, "wait"),
                      _int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, 2000),
                      _seen(obj), obj.get("session") is True)
+    if op == "expire":
+        return _decode_expire(obj, tag)
+    if op == "ttl":
+        return Ttl(tag, _key_field(obj), _level(obj, "read"),
+                   _int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, 2000), _seen(obj),
+                   obj.get("session") is True)
     if op in ("get", "getCount"):
         if "keys" in obj:
             keys = _keys(obj["keys"], "keys", MAX_KEYS_PER_GET)
@@ -436,9 +495,38 @@ def _decode_add(obj: dict[str, Any], tag: Tag, negative: bool) -> Add:
     if type(timeout) is not int or not 1 <= timeout <= MAX_TIMEOUT_MS:
         timeout = _int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, 2000)
     seen = obj.get("seen")
+    ttl = obj.get("ttl_ms")  # absent on the hot path: one dict lookup
     return Add(tag, key, -by if negative else by, _rid_field(obj), level, timeout,
                _NO_STATES if seen is None else _states(seen, "seen", MAX_KEYS_PER_GET),
-               obj.get("session") is True)
+               obj.get("session") is True,
+               0 if ttl is None else _int(obj, "ttl_ms", 1, MAX_TTL_MS))
+
+
+def _decode_expire(obj: dict[str, Any], tag: Tag) -> Expire:
+    """EXPIRE/EXPIREAT/PERSIST: ``at`` (unix ms) or ``ttl_ms`` (from the node's now:
+    0 expires the key at once, as a past deadline does), neither for PERSIST; ``mode``
+    one of nx, xx, gt, lt.  The node refuses a deadline more than ``MAX_TTL_MS`` past
+    its own now (it alone knows that now)."""
+    at = None if obj.get("at") is None else _int(obj, "at", 0, MAX_TOTAL)
+    ttl = None if obj.get("ttl_ms") is None else _int(obj, "ttl_ms", 0, MAX_TTL_MS)
+    if at is not None and ttl is not None:
+        raise ProtocolError("fields 'at' and 'ttl_ms' exclude each other (a deadline is "
+                            "either absolute or relative)")
+    raw = obj.get("mode")
+    mode = None
+    if raw is not None:
+        mode = _MODES.get(raw) if type(raw) is str else None
+        if mode is None:
+            raise ProtocolError("field 'mode' must be one of nx, xx, gt, lt")
+    if at is None and ttl is None and mode is not None:
+        raise ProtocolError("field 'mode' needs a deadline ('at' or 'ttl_ms'); a request "
+                            "without one removes the expiry")
+    also_xx = obj.get("xx", False)
+    if type(also_xx) is not bool or (also_xx and mode is not ExpireMode.LT):
+        raise ProtocolError("field 'xx' must be a boolean, true only with mode lt")
+    return Expire(tag, _key_field(obj), at, mode, _rid_field(obj), _level(obj, "wait"),
+                  _int(obj, "timeout_ms", 1, MAX_TIMEOUT_MS, 2000), _seen(obj),
+                  obj.get("session") is True, ttl, also_xx)
 
 
 def request_tag(frame: bytes) -> Tag:
@@ -456,11 +544,29 @@ def encode_request(request: ClientRequest) -> bytes:
         obj = {"op": "increment" if request.amount > 0 else "decrement", "id": request.id,
                "key": request.key, "by": abs(request.amount), "wait": request.wait.value,
                "timeout_ms": request.timeout_ms}
+        if request.ttl_ms:
+            obj["ttl_ms"] = request.ttl_ms
         _request_extras(obj, request.rid, request.seen, request.session)
     elif isinstance(request, Reset):
         obj = {"op": "reset", "id": request.id, "key": request.key,
                "wait": request.wait.value, "timeout_ms": request.timeout_ms}
         _request_extras(obj, request.rid, request.seen, request.session)
+    elif isinstance(request, Expire):
+        obj = {"op": "expire", "id": request.id, "key": request.key,
+               "wait": request.wait.value, "timeout_ms": request.timeout_ms}
+        if request.at_ms is not None:
+            obj["at"] = request.at_ms
+        if request.ttl_ms is not None:
+            obj["ttl_ms"] = request.ttl_ms
+        if request.mode is not None:
+            obj["mode"] = request.mode.value
+        if request.also_xx:
+            obj["xx"] = True
+        _request_extras(obj, request.rid, request.seen, request.session)
+    elif isinstance(request, Ttl):
+        obj = {"op": "ttl", "id": request.id, "key": request.key,
+               "read": request.read.value, "timeout_ms": request.timeout_ms}
+        _request_extras(obj, None, request.seen, request.session)
     elif isinstance(request, Get):
         obj = {"op": "get", "id": request.id, "keys": list(request.keys),
                "read": request.read.value, "timeout_ms": request.timeout_ms}
@@ -499,6 +605,8 @@ def encode_reply(reply: ClientReply) -> bytes:
             obj["states"] = wire_states(reply.states)
         if reply.duplicate:
             obj["duplicate"] = True
+        if reply.exists:
+            obj["exists"] = list(reply.exists)
         return orjson.dumps(obj)
     if isinstance(reply, Refused):
         return orjson.dumps({"id": reply.id, "node": reply.node, "ok": False,
@@ -559,8 +667,17 @@ def decode_reply(data: bytes) -> ClientReply:
         if "counts" in obj:
             counts = _ints_signed(obj["counts"])
         return Counted(tag, node, counts, _states(obj.get("states"), "states"),
-                       obj.get("duplicate") is True)
+                       obj.get("duplicate") is True, _flags(obj.get("exists"), len(counts)))
     return Pong(tag, node)
+
+
+def _flags(value: Any, n: int) -> tuple[bool, ...]:
+    """A Counted's ``exists``: absent, or one boolean per count."""
+    if value is None:
+        return ()
+    if type(value) is not list or len(value) != n or any(type(v) is not bool for v in value):
+        raise ProtocolError("'exists' must be a list of booleans, one per count")
+    return tuple(value)
 
 
 def _ints_signed(value: Any) -> tuple[int, ...]:
@@ -574,7 +691,36 @@ def _ints_signed(value: Any) -> tuple[int, ...]:
 
 # --------------------------------------------------------------------------- peer codec
 
-_PEER_OPS = frozenset({"fetch", "merge", "sb", "ss", "sk", "rp"})
+_PEER_OPS = frozenset({"fetch", "merge", "sb", "ss", "sk", "rp", "hold"})
+
+
+def _at_ms(obj: Mapping[str, Any]) -> int:
+    """A message's ``at`` (the sender's wall clock when it read its states, unix ms):
+    absent (a 0.2 peer) is 0, "unknown"."""
+    at = obj.get("at", 0)
+    if type(at) is int and 0 <= at <= MAX_TOTAL:
+        return at
+    return _int(obj, "at", 0, MAX_TOTAL, 0)  # names the error
+
+
+def _hold_keys(value: Any) -> tuple[tuple[str, int], ...]:
+    if not isinstance(value, list) or len(value) > MAX_HOLD_KEYS:
+        raise ProtocolError(f"field 'k' must be a list of at most {MAX_HOLD_KEYS} "
+                            "[key, hash]")
+    out = []
+    for entry in value:
+        if (not isinstance(entry, list) or len(entry) != 2 or type(entry[1]) is not int
+                or not 0 <= entry[1] < 2**64):
+            raise ProtocolError("field 'k' must be a list of [key, hash]")
+        out.append((validate_key(entry[0], "k"), entry[1]))
+    return tuple(out)
+
+
+def _hold_ok(value: Any) -> tuple[bool, ...]:
+    if (not isinstance(value, list) or len(value) > MAX_HOLD_KEYS
+            or not all(type(v) is bool for v in value)):
+        raise ProtocolError(f"field 'ok' must be a list of at most {MAX_HOLD_KEYS} booleans")
+    return tuple(value)
 
 
 def _decode_peer_request(op: str, obj: dict[str, Any]) -> PeerRequest:
@@ -584,7 +730,9 @@ def _decode_peer_request(op: str, obj: dict[str, Any]) -> PeerRequest:
         return Fetch(req_id, origin, _keys(obj.get("k"), "k", MAX_KEYS_PER_PEER_MESSAGE))
     if op == "merge":
         return Merge(req_id, origin, _states(obj.get("s"), "s", MAX_KEYS_PER_PEER_MESSAGE),
-                     _rid_entries(obj.get("r"), "r"))
+                     _rid_entries(obj.get("r"), "r"), _at_ms(obj))
+    if op == "hold":
+        return Hold(req_id, origin, _hold_keys(obj.get("k")))
     if op == "sb":
         hashes = _ints(obj.get("h"), "h", 256, 2**64 - 1)
         if len(hashes) != 256:
@@ -620,7 +768,12 @@ def encode_peer_request(request: PeerRequest) -> bytes:
                                "s": wire_states(request.states)}
         if request.rids:
             obj["r"] = _wire_rids(request.rids)
+        if request.at_ms:
+            obj["at"] = request.at_ms
         return orjson.dumps(obj)
+    if isinstance(request, Hold):
+        return orjson.dumps({"op": "hold", "id": request.id, "n": request.origin,
+                             "k": [list(e) for e in request.keys]})
     if isinstance(request, SyncBuckets):
         return orjson.dumps({"op": "sb", "id": request.id, "n": request.origin,
                              "h": list(request.hashes)})
@@ -638,7 +791,10 @@ def encode_peer_request(request: PeerRequest) -> bytes:
 def encode_peer_reply(reply: PeerReply) -> bytes:
     if isinstance(reply, StatesReply):
         return orjson.dumps({"t": "st", "id": reply.id, "n": reply.node,
-                             "s": wire_states(reply.states)})
+                             "s": wire_states(reply.states), "at": reply.at_ms})
+    if isinstance(reply, Holding):
+        return orjson.dumps({"t": "hd", "id": reply.id, "n": reply.node,
+                             "ok": list(reply.ok)})
     if isinstance(reply, SyncDiff):
         obj: dict[str, Any] = {"t": "sd", "id": reply.id, "n": reply.node,
                                "i": list(reply.indexes)}
@@ -647,8 +803,8 @@ def encode_peer_reply(reply: PeerReply) -> bytes:
         return orjson.dumps(obj)
     if isinstance(reply, SyncStates):
         return orjson.dumps({"t": "ss", "id": reply.id, "n": reply.node,
-                             "l": reply.states.slots, "s": reply.states.records,
-                             "d": list(reply.differ), "c": reply.done})
+                             "l": reply.states.slots, "s": reply.states.records, "b": 1,
+                             "d": list(reply.differ), "c": reply.done, "at": reply.at_ms})
     return orjson.dumps({"t": "rp", "id": reply.id, "n": reply.node,
                          "r": _wire_rids(reply.entries), "e": reply.epoch, "c": reply.cursor,
                          "m": reply.more})
@@ -660,16 +816,21 @@ def decode_peer_reply(data: bytes) -> PeerReply:
     req_id = _int(obj, "id", 0, MAX_TOTAL)
     node = _node_id(obj, "n")
     if kind == "st":
-        return StatesReply(req_id, node, _states(obj.get("s"), "s", MAX_KEYS_PER_PEER_MESSAGE))
+        return StatesReply(req_id, node, _states(obj.get("s"), "s", MAX_KEYS_PER_PEER_MESSAGE),
+                           _at_ms(obj))
     if kind == "sd":
         return SyncDiff(req_id, node, _ints(obj.get("i"), "i", MAX_HASHES, MAX_HASHES - 1),
                         _applied(obj["a"]) if "a" in obj else {})
     if kind == "ss":
         # Without "l": a zcounter 0.2.0 node's page, states by slot name.
-        page = (_page(obj.get("l"), obj.get("s")) if "l" in obj
+        # Without "b": a 0.2 node's page (no births, no meta).
+        page = (_page(obj.get("l"), obj.get("s"), "b" in obj) if "l" in obj
                 else StatePage.of(_states(obj.get("s"), "s")))
         return SyncStates(req_id, node, page,
-                          _keys(obj.get("d"), "d", MAX_STATES), _int(obj, "c", 0, MAX_HASHES))
+                          _keys(obj.get("d"), "d", MAX_STATES), _int(obj, "c", 0, MAX_HASHES),
+                          _at_ms(obj))
+    if kind == "hd":
+        return Holding(req_id, node, _hold_ok(obj.get("ok")))
     if kind == "rp":
         return RidPage(req_id, node, _rid_entries(obj.get("r"), "r"),
                        _str(obj, "e", _EPOCH_MAX), _int(obj, "c", 0, MAX_TOTAL),
@@ -683,11 +844,14 @@ def encode_broadcast(message: Broadcast) -> bytes:
                                "q": message.seq, "s": wire_states(message.states)}
         if message.rids:
             obj["r"] = _wire_rids(message.rids)
+        if message.at_ms:
+            obj["at"] = message.at_ms
         return orjson.dumps(obj)
     return orjson.dumps({"t": "h", "n": message.origin, "e": message.epoch, "q": message.seq,
                          "h": message.root, "k": message.keys,
                          "a": {str(k): list(v) for k, v in message.applied.items()},
-                         "re": message.rid_epoch, "rn": message.rid_next})
+                         "re": message.rid_epoch, "rn": message.rid_next,
+                         "w": message.wall_ms})
 
 
 def decode_broadcast(data: bytes) -> Broadcast:
@@ -698,9 +862,10 @@ def decode_broadcast(data: bytes) -> Broadcast:
     seq = _int(obj, "q", 0, MAX_TOTAL)
     if kind == "d":
         return Delta(origin, epoch, seq, _states(obj.get("s"), "s"),
-                     _rid_entries(obj.get("r"), "r"))
+                     _rid_entries(obj.get("r"), "r"), _at_ms(obj))
     if kind == "h":
         return Heartbeat(origin, epoch, seq, _int(obj, "h", 0, 2**64 - 1),
                          _int(obj, "k", 0, MAX_TOTAL), _applied(obj.get("a")),
-                         _str(obj, "re", _EPOCH_MAX), _int(obj, "rn", 0, MAX_TOTAL))
+                         _str(obj, "re", _EPOCH_MAX), _int(obj, "rn", 0, MAX_TOTAL),
+                         _int(obj, "w", 0, MAX_TOTAL, 0))
     raise ProtocolError(f"unknown broadcast type {str(kind)[:20]!r}")

@@ -3,22 +3,28 @@
 Three conversations (the codec, :mod:`.codec`, turns these into bytes and back):
 
 * **client -> node** over the node's ROUTER (clients are DEALERs): :class:`Add`,
-  :class:`Reset`, :class:`Get`, :class:`ListKeys`, :class:`Status`, :class:`Ping`,
-  :class:`Confirm`; answered by :class:`Counted`, :class:`KeysPage`,
+  :class:`Reset`, :class:`Expire`, :class:`Get`, :class:`Ttl`, :class:`ListKeys`,
+  :class:`Status`, :class:`Ping`, :class:`Confirm`; answered by :class:`Counted`, :class:`KeysPage`,
   :class:`StatusReply`, :class:`Pong`, :class:`Held` or :class:`Refused`.  ``id`` is the
   caller's correlation tag, echoed verbatim.  The Redis-protocol door
   (:mod:`zcounter.protocol.resp`) turns RESP commands into these same requests.
 * **node -> node requests** over the same ROUTER from each peer's DEALER:
   :class:`Fetch` (states of some keys), :class:`Merge` (hold these states durably),
   the three steps of a repair (:class:`SyncBuckets`, :class:`SyncSegments`,
-  :class:`SyncKeys`) and :class:`RidPull` (pages of the request-id log); answered by
-  :class:`States`, :class:`SyncDiff`, :class:`SyncStates` or :class:`RidPage`.
+  :class:`SyncKeys`), :class:`RidPull` (pages of the request-id log) and :class:`Hold`
+  (collection: do you hold these dead keys?); answered by :class:`StatesReply`,
+  :class:`SyncDiff`, :class:`SyncStates`, :class:`RidPage` or :class:`Holding`.
 * **node -> all peers** over PUB/SUB: :class:`Delta` (what a batch changed here) and
   :class:`Heartbeat` (alive; constant size whatever the number of keys).
 
 States on the wire are by slot *name*: ``{slot: (p, n, bp, bn)}``
 (:mod:`zcounter.model.pncounter`), except in a repair's pages of states, which name each
 slot once per page (:mod:`zcounter.model.page`).
+
+Every message that carries states from a peer also carries ``at_ms``: the sender's wall
+clock (unix ms) when it read them from its keyspace, 0 if unknown (a 0.2 peer: treated as
+fresh).  The receiver drops states of keys it does not hold that are too old to be safe
+after a collection (:mod:`.intake`, spec "No resurrection").
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from typing import Any, NamedTuple
 # module imports nothing of the package, so it has no import cycle with the model (whose
 # Overflow is a ZCounterError).  Re-exported: the wire's messages name it from here.
 from ..errors import ErrorCode as ErrorCode
+from ..model.expiry import MAX_TTL_MS as MAX_TTL_MS
+from ..model.expiry import ExpireMode as ExpireMode
 from ..model.page import StatePage
 from ..model.pncounter import Record
 
@@ -80,6 +88,10 @@ class Add(NamedTuple):
     seen: States = _NO_STATES
     #: Ask for the key's state in the reply (sessions do; raw clients need not).
     session: bool = False
+    #: Give the key this expiry (ms from the node's now) if it has none after the step:
+    #: ``INCR`` + ``EXPIRE NX`` in one durable request (the rate limiter).  0: none;
+    #: else 1..:data:`MAX_TTL_MS` (the codec refuses the rest).
+    ttl_ms: int = 0
 
 
 class Reset(NamedTuple):
@@ -94,11 +106,51 @@ class Reset(NamedTuple):
     session: bool = False
 
 
+class Expire(NamedTuple):
+    """Set, change or remove ``key``'s expiry; answered ``Counted(counts=(1,))`` if that
+    changed something, ``(0,)`` if not (no such key, or ``mode`` said no), as Redis's
+    EXPIRE and PERSIST answer.  Replicated like a reset (a delta of the key's meta),
+    exactly once by ``rid``.
+
+    The deadline is ``at_ms`` (unix ms, absolute: EXPIREAT) or ``ttl_ms`` (ms from the
+    answering node's own clock: EXPIRE - the door and the clients have no clock the
+    node's deadlines agree with); neither is PERSIST (remove the expiry), both is a bad
+    request.  A deadline at or before the node's now expires the key at once (Redis).
+    ``also_xx``: and only if the key has an expiry - Redis's ``XX`` beside ``LT`` (with
+    ``GT`` it says nothing more, with ``NX`` it is refused), the one pair of its options
+    a single ``mode`` cannot say."""
+
+    id: Tag
+    key: str = DEFAULT_KEY
+    at_ms: int | None = None
+    mode: ExpireMode | None = None
+    rid: str | None = None
+    wait: Level = Level.LOCAL
+    timeout_ms: int = 2000
+    seen: States = _NO_STATES
+    session: bool = False
+    ttl_ms: int | None = None
+    also_xx: bool = False
+
+
 class Get(NamedTuple):
     """Read ``keys`` after merging the states of ``read`` nodes (self included)."""
 
     id: Tag
     keys: tuple[str, ...] = (DEFAULT_KEY,)
+    read: Level = Level.LOCAL
+    timeout_ms: int = 2000
+    seen: States = _NO_STATES
+    session: bool = False
+
+
+class Ttl(NamedTuple):
+    """``key``'s expiry after merging the states of ``read`` nodes (self included):
+    ``Counted(counts=(pttl_ms, deadline_ms))``, each ``-2`` (no such key), ``-1`` (no
+    expiry) or the value (ms left; the deadline, unix ms)."""
+
+    id: Tag
+    key: str = DEFAULT_KEY
     read: Level = Level.LOCAL
     timeout_ms: int = 2000
     seen: States = _NO_STATES
@@ -140,18 +192,22 @@ class Confirm:
     timeout_ms: int = 2000
 
 
-ClientRequest = Add | Reset | Get | ListKeys | Status | Ping | Confirm
+ClientRequest = Add | Reset | Expire | Get | Ttl | ListKeys | Status | Ping | Confirm
 
 
 class Counted(NamedTuple):
-    """Success of Add, Reset or Get: one count per key, in request order.  ``states``:
-    the keys' states, for sessions (empty unless the request asked)."""
+    """Success of Add, Reset or Get: one count per key, in request order (Expire: 1 or
+    0; Ttl: pttl and deadline).  ``states``: the keys' states, for sessions (empty
+    unless the request asked).  ``exists``: for a Get that asked for states, whether
+    each key exists at the node's now (a key can hold state and not exist: expired, or
+    reset; the RESP door answers nil for it, as Redis does for a missing key)."""
 
     id: Tag
     node: int
     counts: tuple[int, ...]
     states: States
     duplicate: bool = False
+    exists: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +272,8 @@ class Delta:
     seq: int
     states: States
     rids: tuple[RidEntry, ...] = ()
+    #: The origin's wall clock (unix ms) when it read ``states`` (0: unknown).
+    at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +290,9 @@ class Heartbeat:
     applied: Applied
     rid_epoch: str
     rid_next: int
+    #: The origin's wall clock (unix ms) when it sent this (0: unknown, a 0.2 peer):
+    #: peers measure clock skew with it.
+    wall_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +313,8 @@ class Merge:
     origin: int
     states: States
     rids: tuple[RidEntry, ...] = ()
+    #: The sender's wall clock when it read ``states`` (a retry keeps the original).
+    at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +357,22 @@ class RidPull:
     after: int
 
 
-PeerRequest = Fetch | Merge | SyncBuckets | SyncSegments | SyncKeys | RidPull
+#: Keys one Hold may name (and one collection round takes).
+MAX_HOLD_KEYS = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Collection (:mod:`.collect`): do you hold each of these keys dead, with this key
+    hash (or have you collected it within ``gc_grace_s``)?  At most
+    :data:`MAX_HOLD_KEYS` (key, hash) pairs."""
+
+    id: int
+    origin: int
+    keys: tuple[tuple[str, int], ...]
+
+
+PeerRequest = Fetch | Merge | SyncBuckets | SyncSegments | SyncKeys | RidPull | Hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +383,8 @@ class StatesReply:
     id: int
     node: int
     states: States
+    #: The answering node's wall clock when it read ``states``.
+    at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +412,8 @@ class SyncStates:
     states: StatePage
     differ: tuple[str, ...]
     done: int
+    #: The responder's wall clock when it read ``states``.
+    at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,8 +429,19 @@ class RidPage:
     more: bool
 
 
-PeerReply = StatesReply | SyncDiff | SyncStates | RidPage
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Answer to :class:`Hold`: ``ok[i]`` iff the node holds ``keys[i]`` with that hash
+    and dead at its own clock, or collected it within ``gc_grace_s``.  Sent only after
+    the batch's commit (rule R1), so a True is durable."""
+
+    id: int
+    node: int
+    ok: tuple[bool, ...]
+
+
+PeerReply = StatesReply | SyncDiff | SyncStates | RidPage | Holding
 Broadcast = Delta | Heartbeat
 
 #: Operations only peers may send (role checks: issue 10).
-PEER_REQUESTS = (Fetch, Merge, SyncBuckets, SyncSegments, SyncKeys, RidPull)
+PEER_REQUESTS = (Fetch, Merge, SyncBuckets, SyncSegments, SyncKeys, RidPull, Hold)

@@ -43,6 +43,9 @@ The parts, one job each:
   :class:`~.repair.RepairHost`.  :class:`~.repair.RepairAnswers` answers peers' repairs.
 * :class:`~.intake.Intake`: every state from a peer is checked and merged there.
 * :class:`~.peers.Peer`: per peer, liveness, delta positions, when to repair.
+* :class:`~.collect.Collector`: collection of dead keys once every peer holds them dead
+  (its graves screen states of keys not held, in the intake);
+  :class:`~.clocks.ClockWatch`: peers' clock skew, from their heartbeats.
 * :class:`~.batch.Batch` and :class:`~.batch.Calls`: what the batch has produced so
   far, and the requests to peers awaiting answers (each answer goes back to the part
   that asked).
@@ -85,6 +88,8 @@ from ..model.keyspace import Keyspace
 from ..model.page import StatePage
 from ..model.pncounter import make_slot
 from .batch import REQUEST_HORIZON_S, Batch, Call, Calls, Kind
+from .clocks import ClockWatch
+from .collect import Collector, Graves
 from .intake import Intake
 from .messages import (
     Add,
@@ -94,9 +99,12 @@ from .messages import (
     Confirm,
     Delta,
     ErrorCode,
+    Expire,
     Fetch,
     Get,
     Heartbeat,
+    Hold,
+    Holding,
     Level,
     ListKeys,
     Merge,
@@ -115,6 +123,7 @@ from .messages import (
     SyncKeys,
     SyncSegments,
     Tag,
+    Ttl,
 )
 from .outputs import ClientId, Outputs, Persist, ToClient
 from .peers import Liveness, Peer
@@ -136,7 +145,7 @@ from .stats import NodeStats
 BATCH_KEYS = 1000
 
 M = TypeVar("M")
-P = TypeVar("P", Fetch, Merge, SyncBuckets, SyncSegments, SyncKeys, RidPull)
+P = TypeVar("P", Fetch, Merge, SyncBuckets, SyncSegments, SyncKeys, RidPull, Hold)
 
 
 class Routes:
@@ -169,6 +178,7 @@ class NodeCore:
         self.slot_name = make_slot(node_id, incarnation)
         self.keys = keyspace if keyspace is not None else Keyspace()
         self.slot = self.keys.slots.intern(self.slot_name)
+        self.keys.own_slot = self.slot  # whose totals a collection's high-water keeps
         self.peers = {p: Peer(p) for p in self.cluster if p != node_id}
         self.rids = RidLog(settings.request_id_window, settings.request_id_max_age_s,
                            epoch, now, rids)
@@ -180,11 +190,15 @@ class NodeCore:
         # R3: a bootstrap ends with the first completed repair (repaired_from).
         self._bootstrap = Bootstrap.of(fresh and bool(self.peers), now,
                                        settings.peer_timeout_s)
+        self.graves = Graves(settings.gc_grace_s)
         self.intake = Intake(node_id, self.slot_name, self.peers, self.keys, self.rids,
-                             self.batch, self.stats)
+                             self.batch, self.stats, settings, self.graves)
         self.clients = ClientRequests(node_id, len(self.cluster), self.slot, self.slot_name,
                                       settings, self.keys, self.rids, self.pending,
                                       self._bootstrap, self.batch, self.stats)
+        # A retried request id's target goes through the intake's rules (it may be of a
+        # collected key).
+        self.clients.merge_target = self.intake.merge_target
         self.replication = Replication(node_id, epoch, settings, self.keys, self.peers,
                                        self.rids, self.pending, self.intake, self.batch,
                                        self.calls, self.stats, republish)
@@ -193,12 +207,16 @@ class NodeCore:
         replication = self.replication
         self.repair_answers = RepairAnswers(node_id, self.keys, self.rids, self.batch,
                                             lambda: replication.flushed_vector)  # R5
+        self.collector = Collector(node_id, settings, self.keys, self.peers, self.graves,
+                                   self.rids, self.batch, self.calls, self.stats)
+        self.clocks = ClockWatch(settings, self.batch, self.stats)
         self._requests = self._request_routes().table
         self._broadcasts: dict[type, Callable[[Peer, Any], bool]] = {
             Delta: self.replication.on_delta, Heartbeat: self._on_heartbeat}
         self._replies: dict[Kind, Callable[[Peer, Call, PeerReply], bool]] = {
             Kind.REPAIR: self._on_repair_reply, Kind.RIDS: self._on_rids_reply,
-            Kind.FETCH: self._on_states, Kind.MERGE: self._on_states}
+            Kind.FETCH: self._on_states, Kind.MERGE: self._on_states,
+            Kind.HOLD: self._on_holding}
 
     def _request_routes(self) -> Routes:
         routes = Routes()
@@ -206,6 +224,8 @@ class NodeCore:
         routes.on(Add, clients.add)
         routes.on(Get, clients.get)
         routes.on(Reset, clients.reset)
+        routes.on(Expire, clients.set_expiry)
+        routes.on(Ttl, clients.ttl)
         routes.on(ListKeys, clients.list_keys)
         routes.on(Status, self._status)
         routes.on(Ping, clients.ping)
@@ -216,6 +236,7 @@ class NodeCore:
         routes.on(SyncSegments, self._from_peer(answers.answer_segments))
         routes.on(SyncKeys, self._from_peer(answers.answer_keys))
         routes.on(RidPull, self._from_peer(answers.answer_rids))
+        routes.on(Hold, self._from_peer(self.collector.answer_hold))
         return routes
 
     # ------------------------------------------------------------------ state
@@ -255,13 +276,13 @@ class NodeCore:
 
     # ------------------------------------------------------------------ the parts' seams
 
-    def accept(self, states: States, sender: int) -> int | None:
+    def accept(self, states: States, sender: int, at_ms: int = 0) -> int | None:
         """Validate a peer's states against the cluster and the bounds, then merge.
         Returns how many keys grew, or None if the message was dropped."""
-        return self.intake.accept(states, sender)
+        return self.intake.accept(states, sender, at_ms)
 
-    def accept_page(self, page: StatePage, sender: int) -> int | None:
-        return self.intake.accept_page(page, sender)
+    def accept_page(self, page: StatePage, sender: int, at_ms: int = 0) -> int | None:
+        return self.intake.accept_page(page, sender, at_ms)
 
     def learn_rids(self, entries: tuple[RidEntry, ...]) -> None:
         self.intake.learn_rids(entries)
@@ -288,7 +309,18 @@ class NodeCore:
                        now: float) -> None:
         """A decoded message arrived on our ROUTER from ``client``."""
         self.batch.now = now
+        if self.graves and type(request) is Add:
+            self._revive(request.key)
         self._requests[type(request)](client, request)
+
+    def _revive(self, key: str) -> None:
+        """A write to a key collected within the grace: its dead state comes back first,
+        so the new life holds the old one's death (bases, floor) and a stale record of
+        the old life merged later does not count (spec section 5, "key held")."""
+        state = self.graves.get(key)
+        if state is not None and key not in self.keys:
+            self.keys.merge(key, state)
+            self.graves.pop(key)
 
     def _from_peer(self, handler: Callable[[ClientId, P], None]
                    ) -> Callable[[ClientId, P], None]:
@@ -326,6 +358,7 @@ class NodeCore:
 
     def _on_heartbeat(self, peer: Peer, heartbeat: Heartbeat) -> bool:
         self.repair.observe(peer, heartbeat, self.batch.now)
+        self.clocks.observe(peer.node_id, heartbeat)
         return True
 
     def handle_peer_reply(self, reply: PeerReply, now: float) -> None:
@@ -349,12 +382,30 @@ class NodeCore:
             return True
         return self._on_states(peer, call, reply)  # as any other answer (before the split)
 
+    def _on_holding(self, peer: Peer, call: Call, reply: PeerReply) -> bool:
+        if isinstance(reply, Holding) and self.collector.on_holding(peer, reply):
+            return False  # confirmations change no held request's condition
+        self.intake.drop(f"malformed or unexpected Holding {reply.id} from node {reply.node}")
+        return False
+
     def _on_states(self, peer: Peer, call: Call, reply: PeerReply) -> bool:
         if isinstance(reply, StatesReply):
             return self.replication.on_states(peer, call, reply)
         return True  # an answer of another type: nothing to merge, but settle (R2)
 
     # ------------------------------------------------------------------ time
+
+    def set_wall(self, now_ms: int) -> None:
+        """The wall clock (unix ms) for the batch starting: the runtime calls it before
+        the batch's inputs (the core reads no clock).  Reads and steps of keys use it
+        (expiry, issue 21); the first one is the process's start (collection's
+        start-time rule)."""
+        self.batch.set_wall(now_ms)
+
+    @property
+    def wall_ms(self) -> int:
+        """The wall clock of the current batch (unix ms, :meth:`set_wall`)."""
+        return self.batch.wall_ms
 
     def tick(self, now: float) -> None:
         """Advance timers: heartbeats, repairs, retries and deadlines."""
@@ -378,7 +429,8 @@ class NodeCore:
         """The latest time by which :meth:`tick` must be called again."""
         s = self.settings
         now = self.batch.now
-        deadline = min(self.replication.next_heartbeat, self.repair.deadline(now))
+        deadline = min(self.replication.next_heartbeat, self.repair.deadline(now),
+                       self.collector.deadline())
         for peer in self.peers.values():
             if peer.last_heard is not None and not peer.silent_logged:
                 deadline = min(deadline, peer.last_heard + s.peer_timeout_s + 1e-3)
@@ -401,6 +453,14 @@ class NodeCore:
         ``messages``."""
         batch = self.batch
         flushed = self.keys.flush()
+        if self.collector.due(batch.now):
+            # After the flush: no key is half-changed.  What it collects is reported by
+            # a second flush (cheap: nothing is hot) and persisted with this batch.
+            self.collector.run(batch.now)
+            collected = self.keys.flush()
+            flushed.removed += collected.removed
+            flushed.high_water = collected.high_water or flushed.high_water
+            flushed.new_slots += collected.new_slots
         # R4: republishing is held while our own repair runs: peers merging 5,000
         # republished states a batch answered that repair at half speed (a node
         # restarted at a million keys took ~5 s to catch up on 10,000 changed keys, its
@@ -410,7 +470,8 @@ class NodeCore:
         if self.pending:
             self.replication.push_and_fetch(batch.now, fresh_only=True)
         rids, forget = self.rids.take_changes()
-        persist = Persist(flushed.changed, flushed.new_slots, rids, forget, batch.sync)
+        persist = Persist(flushed.changed, flushed.new_slots, rids, forget, batch.sync,
+                          flushed.removed, flushed.high_water)
         batch.sync = False
         batch.keys = 0
         out, batch.messages = batch.messages, []
@@ -427,13 +488,16 @@ class NodeCore:
             "epoch": self.epoch,
             "seq": self.seq,
             "keys": len(self.keys),
-            "live_keys": self.keys.live,
+            "live_keys": self.keys.live_at(self.wall_ms),  # expired keys excluded
             "slots": len(self.keys.slots),
             "root": f"{self.keys.tree.root:016x}",
             "bootstrapping": self.bootstrapping,
             "request_ids_remembered": len(self.rids),
             "held_requests": len(self.pending),
             "repair": self.repair.status(now),
+            "expiry": dict(zip(("volatile", "avg_ttl_ms"),
+                               self.keys.expiry_stats(self.wall_ms), strict=True)),
+            "collection": self.collector.status(),
             "peers": {
                 str(node_id): {
                     "liveness": p.liveness(now, s.peer_timeout_s).value,
@@ -445,6 +509,8 @@ class NodeCore:
                     "wants_repair": p.wants_repair(),
                     "repairs": p.repairs,
                     "keys_repaired": p.keys_repaired,
+                    "clock_skew_s": None if node_id not in self.clocks.skew_ms
+                    else self.clocks.skew_ms[node_id] / 1000.0,
                 }
                 for node_id, p in self.peers.items()
             },

@@ -70,19 +70,32 @@ class Persist:
     rids: list[RidEntry] = field(default_factory=list)
     forget: list[str] = field(default_factory=list)
     sync: bool = False
+    #: Keys collected (issue 21): removed from the log and the checkpoint.
+    removed: list[str] = field(default_factory=list)
+    #: The node's high-water (pncounter's docstring), when a collection raised it.
+    high_water: tuple[int, int] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.states or self.slots or self.rids or self.forget or self.sync)
+        return bool(self.states or self.slots or self.rids or self.forget or self.sync
+                    or self.removed or self.high_water is not None)
 
     def merge(self, later: Persist) -> None:
         """Fold a later batch's changes into these, as one commit writes both: its states
-        win, its slots, ids and forgotten ids follow ours, and the commit syncs if
-        either asked to."""
+        and removals win, its slots, ids and forgotten ids follow ours, and the commit
+        syncs if either asked to."""
+        if later.removed:  # written, then collected: only the removal is committed
+            for key in later.removed:
+                self.states.pop(key, None)
+            self.removed += [k for k in later.removed if k not in self.removed]
+        if self.removed and later.states:  # collected, then written again: it stays
+            self.removed = [k for k in self.removed if k not in later.states]
         self.states.update(later.states)
         self.slots += later.slots
         self.rids += later.rids
         self.forget += later.forget
         self.sync = self.sync or later.sync
+        if later.high_water is not None:
+            self.high_water = later.high_water
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..model.pncounter import Record
-from .messages import Add, Confirm, Get, Reset
+from .messages import Add, Confirm, Expire, Get, Reset, Ttl
 from .outputs import ClientId
 
 
@@ -35,7 +35,7 @@ class Wait:
     client: ClientId
     #: A write waiting for its level, or a :class:`~.messages.Confirm` of writes already
     #: answered (its target: the key's whole state when it arrived).
-    request: Add | Reset | Confirm
+    request: Add | Reset | Expire | Confirm
     target: dict[str, Record]
     needed: int
     deadline: float
@@ -53,7 +53,7 @@ class Wait:
 @dataclass(slots=True)
 class Read:
     client: ClientId
-    request: Get | Add | Reset
+    request: Get | Ttl | Add | Reset | Expire
     keys: tuple[str, ...]
     #: Nodes (this one included) whose fresh state is needed.
     needed: int

@@ -18,6 +18,7 @@ repair runs).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from ..config import Settings
@@ -66,8 +67,9 @@ class RepairHost(Protocol):
         """Delta positions now."""
         ...
 
-    def accept_page(self, page: StatePage, sender: int) -> int | None:
-        """Check and merge a page of states; how many keys grew, None if dropped."""
+    def accept_page(self, page: StatePage, sender: int, at_ms: int = 0) -> int | None:
+        """Check and merge a page of states (read by ``sender`` at ``at_ms``); how many
+        keys grew, None if dropped."""
         ...
 
     def learn_rids(self, entries: tuple[RidEntry, ...]) -> None:
@@ -136,7 +138,7 @@ class Repairer:
         if isinstance(reply, SyncDiff):
             session.on_diff(reply, self._keys)
         elif isinstance(reply, SyncStates):
-            grew = self._host.accept_page(reply.states, reply.node)
+            grew = self._host.accept_page(reply.states, reply.node, reply.at_ms)
             if grew is None:
                 self._abort("dropped a malformed page")
                 return
@@ -145,8 +147,8 @@ class Repairer:
             back = give_back(self._keys, reply)
             for chunk in _chunks(back, MAX_KEYS_PER_MESSAGE):
                 session.keys_given += len(chunk)
-                self._calls.send(peer.node_id, Merge(self._calls.new_id(), self.node_id, chunk),
-                                 Kind.MERGE)
+                self._calls.send(peer.node_id, Merge(self._calls.new_id(), self.node_id, chunk,
+                                                     at_ms=self._batch.wall_ms), Kind.MERGE)
         elif isinstance(reply, RidPage):
             session.inflight.pop(reply.id, None)
             self._read_rid_page(peer, reply)
@@ -387,7 +389,8 @@ class RepairAnswers:
             self._keys, request, self.node_id)))
 
     def answer_keys(self, client: ClientId, request: SyncKeys) -> None:
-        answer = answer_keys(self._keys, request, self.node_id)
+        answer = replace(answer_keys(self._keys, request, self.node_id),
+                         at_ms=self._batch.wall_ms)  # when its states were read
         self._batch.keys += len(answer.states) + len(request.entries)
         self._batch.messages.append(ToClient(client, answer))
 

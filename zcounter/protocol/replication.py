@@ -71,7 +71,7 @@ class Replication:
 
     def on_delta(self, peer: Peer, delta: Delta) -> bool:
         """Merge a peer's delta; False if it was dropped."""
-        if self._intake.accept(delta.states, delta.origin) is None:
+        if self._intake.accept(delta.states, delta.origin, delta.at_ms) is None:
             return False
         self._intake.learn_rids(delta.rids)
         if not peer.stream.applied(delta.epoch, delta.seq):
@@ -88,18 +88,19 @@ class Replication:
         the keys to republish (if ``republish``), and the heartbeat when due."""
         keys = self._keys
         messages = self._batch.messages
+        wall = self._batch.wall_ms  # when the states below are read
         if self._republish and republish:
             # A chunk per batch: deltas stay bounded and the loop stays responsive.
             chunk = self._republish[:MAX_KEYS_PER_MESSAGE]
             del self._republish[:MAX_KEYS_PER_MESSAGE]
             self.seq += 1
             messages.append(Publish(Delta(self.node_id, self.epoch, self.seq,
-                                          {k: keys.state(k) for k in chunk})))
+                                          {k: keys.state(k) for k in chunk}, at_ms=wall)))
             self._stats.deltas_sent += 1
         if local:
             self.seq += 1
             messages.append(Publish(Delta(self.node_id, self.epoch, self.seq, local,
-                                          tuple(self._batch.rids))))
+                                          tuple(self._batch.rids), wall)))
             self._stats.deltas_sent += 1
             self._batch.rids = []
         self.flushed_vector = self.vector()
@@ -107,7 +108,7 @@ class Replication:
             self._heartbeat_due = False
             messages.append(Publish(Heartbeat(
                 self.node_id, self.epoch, self.seq, keys.tree.root, len(keys),
-                self.vector(), self._rids.epoch, self._rids.next)))
+                self.vector(), self._rids.epoch, self._rids.next, wall)))
             self._stats.heartbeats_sent += 1
 
     # ------------------------------------------------------------------ peers' requests
@@ -115,27 +116,27 @@ class Replication:
     def answer_fetch(self, client: ClientId, request: Fetch) -> None:
         states = {k: st for k in request.keys if (st := self._keys.state(k))}
         self._batch.keys += len(states)
-        self._batch.messages.append(ToClient(client, StatesReply(request.id, self.node_id,
-                                                                 states)))
+        self._batch.messages.append(ToClient(client, StatesReply(
+            request.id, self.node_id, states, self._batch.wall_ms)))
 
     def answer_merge(self, client: ClientId, request: Merge) -> bool:
         """Merge a peer's push and answer with what we hold; False if it was dropped."""
         # The answer tells the sender we hold these durably: an fsync must precede
         # it even if nothing grows (what we hold may sit in unsynced commits).
         self._batch.sync = True
-        if self._intake.accept(request.states, request.origin) is None:
+        if self._intake.accept(request.states, request.origin, request.at_ms) is None:
             return False
         self._intake.learn_rids(request.rids)
         held = {k: self._keys.state(k) for k in request.states}
-        self._batch.messages.append(ToClient(client, StatesReply(request.id, self.node_id,
-                                                                 held)))
+        self._batch.messages.append(ToClient(client, StatesReply(
+            request.id, self.node_id, held, self._batch.wall_ms)))
         return True
 
     # ------------------------------------------------------------------ our requests
 
     def on_states(self, peer: Peer, call: Call, reply: StatesReply) -> bool:
         """A peer answered a fetch or a merge of ours; False if the answer was dropped."""
-        if self._intake.accept(reply.states, reply.node) is None:
+        if self._intake.accept(reply.states, reply.node, reply.at_ms, solicited=True) is None:
             return False
         if call.kind is Kind.FETCH:
             peer.fetch_rtt = self._batch.now - call.sent
@@ -199,4 +200,4 @@ class Replication:
             state = self._keys.state
             self._calls.send(peer_id, Merge(self._calls.new_id(), self.node_id,
                                             {k: state(k) for k in {w.key: None for w in waits}},
-                                            rids), Kind.MERGE)
+                                            rids, self._batch.wall_ms), Kind.MERGE)

@@ -1,12 +1,15 @@
 """The client-request path: apply or answer each request, or hold it in :mod:`.pending`.
 
-A write (:class:`~.messages.Add`, :class:`~.messages.Reset`) is refused ``busy`` before
+A write (:class:`~.messages.Add`, :class:`~.messages.Reset`,
+:class:`~.messages.Expire`) is refused ``busy`` before
 anything is applied if holding it would pass the caps; a repeat of a request id already
 applied is answered as a duplicate (:meth:`ClientRequests._known_rid`); a write the node
 must first catch up for (the session saw more, or the node bootstraps) is held as a
 read and applied when that read is done; otherwise it is applied at once, and answered
-at once (``wait=local``) or held as a wait.  Reads (:class:`~.messages.Get`) at
-``read=local`` are answered at once unless gated the same way.  :meth:`settle` answers
+at once (``wait=local``) or held as a wait.  Reads (:class:`~.messages.Get`,
+:class:`~.messages.Ttl`) at ``read=local`` are answered at once unless gated the same
+way.  Everything that depends on time reads the batch's wall clock (:attr:`_wall`, unix
+ms, set by the runtime): an expired key reads as never written.  :meth:`settle` answers
 what is held once its condition holds, :meth:`expire` what ran out of time.  Which
 peers to push to and fetch from for held requests is :mod:`.replication`'s job.
 """
@@ -15,17 +18,21 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Settings
+from ..model.expiry import META
 from ..model.keyspace import Keyspace
 from ..model.pncounter import Overflow, Record
 from .batch import Batch
 from .messages import (
+    MAX_TTL_MS,
     Add,
     Confirm,
     Counted,
     ErrorCode,
+    Expire,
     Get,
     Held,
     KeysPage,
@@ -37,6 +44,7 @@ from .messages import (
     Reset,
     States,
     Tag,
+    Ttl,
 )
 from .outputs import ClientId, ToClient
 from .pending import Pending, Read, Wait
@@ -75,10 +83,17 @@ def budget_s(timeout_ms: int) -> float:
     return timeout_ms / 1000.0 * 0.8
 
 
-def op_name(request: Add | Reset | Get) -> str:
+#: A client request this module answers with :class:`Counted`.
+Counting = Add | Reset | Expire | Get | Ttl
+Write = Add | Reset | Expire
+
+
+def op_name(request: Counting) -> str:
     if isinstance(request, Add):
         return "increment" if request.amount > 0 else "decrement"
-    return "reset" if isinstance(request, Reset) else "get"
+    if isinstance(request, Expire):
+        return "expire" if request.at_ms is not None or request.ttl_ms is not None else "persist"
+    return {Reset: "reset", Get: "get", Ttl: "ttl"}[type(request)]
 
 
 def keys_text(keys: tuple[str, ...]) -> str:
@@ -105,23 +120,45 @@ class ClientRequests:
         self._stats = stats
         #: (operation, outcome) -> count: outcome is "ok", "duplicate" or an error code.
         self.requests: Counter[tuple[str, str]] = Counter()
+        #: Merges a retried request id's target (the core sets the intake's, which
+        #: screens targets of collected keys).
+        self.merge_target: Callable[[str, dict[str, Record]], object] = keys.merge
 
     # ------------------------------------------------------------------ answers
 
-    def _reply_counts(self, client: ClientId, request: Add | Reset | Get,
-                      duplicate: bool = False) -> None:
+    @property
+    def _wall(self) -> int:
+        """The batch's wall clock, unix ms: what expiry is measured against."""
+        return self._batch.wall_ms
+
+    def _reply_counts(self, client: ClientId, request: Counting,
+                      duplicate: bool = False, changed: bool = False) -> None:
+        """Answer with the counts of the request's keys; an Expire with ``changed`` (1
+        or 0), a Ttl with its key's pttl and deadline."""
         keys: tuple[str, ...]
-        if isinstance(request, Get):
+        exists: tuple[bool, ...] = ()
+        wall = self._wall
+        if type(request) is Add or type(request) is Reset:
+            # One key: no generator on the per-increment path.
+            keys = (request.key,)
+            counts: tuple[int, ...] = (self._keys.value(request.key, wall),)
+        elif isinstance(request, Get):
             keys = request.keys
             value = self._keys.value
-            counts = tuple(value(k) for k in keys)
-        else:  # one key: no generator on the per-increment path
+            counts = tuple(value(k, wall) for k in keys)
+            if request.session:
+                exists = tuple(self._keys.exists(k, wall) for k in keys)
+        elif isinstance(request, Expire):
             keys = (request.key,)
-            counts = (self._keys.value(request.key),)
+            counts = (int(changed),)
+        else:
+            keys = (request.key,)
+            deadline = self._keys.deadline(request.key, wall)
+            counts = (deadline - wall if deadline > 0 else deadline, deadline)
         states = ({k: self._keys.state(k) for k in keys} if request.session else _NO_STATES)
         # Positional: this is the per-request hot path.
         self._batch.messages.append(ToClient(client, Counted(
-            request.id, self.node_id, counts, states, duplicate)))
+            request.id, self.node_id, counts, states, duplicate, exists)))
         self.requests[(op_name(request), "duplicate" if duplicate else "ok")] += 1
 
     def refuse(self, client: ClientId, tag: Tag, code: ErrorCode, message: str,
@@ -147,7 +184,8 @@ class ClientRequests:
                         f"peers ({len(self._keys)} keys so far); try again or ask another "
                         "node", "keys")
             return
-        page, more = self._keys.list_keys(request.prefix, request.after, request.limit)
+        page, more = self._keys.list_keys(request.prefix, request.after, request.limit,
+                                          self._wall)
         self._batch.messages.append(ToClient(client, KeysPage(request.id, self.node_id,
                                                               tuple(page), more)))
         self.requests[("keys", "ok")] += 1
@@ -165,12 +203,14 @@ class ClientRequests:
         if not caught_up and (req.seen or self._bootstrap.active) and self._gated(req):
             self._start_read(client, req, (key,), 1)
             return
+        wall = self._wall
         try:
-            rec = self._keys.add(key, self._slot, req.amount)
+            rec = self._keys.add(key, self._slot, req.amount, wall, req.ttl_ms)
         except Overflow:
             self.refuse(client, req.id, ErrorCode.OVERFLOW,
                         f"{key!r}: its total of {'increments' if req.amount > 0 else 'decrements'}"
-                        f" would pass 2**63-1 (count now {self._keys.value(key)})", op_name(req))
+                        f" would pass 2**63-1 (count now {self._keys.value(key, wall)})",
+                        op_name(req))
             return
         self._batch.sync = True
         if req.amount > 0:
@@ -181,7 +221,11 @@ class ClientRequests:
         if rid is None and req.wait is Level.LOCAL:
             self._reply_counts(client, req)  # the hot path: nothing to remember
             return
-        target = {self._slot_name: (rec[0], 0, 0, 0) if req.amount > 0 else (0, rec[1], 0, 0)}
+        target: dict[str, Record] = {
+            self._slot_name: (rec[0], 0, 0, 0) if req.amount > 0 else (0, rec[1], 0, 0)}
+        if req.ttl_ms:
+            # The expiry is part of what was asked: a wait covers it, a retry's answer too.
+            target.update(self._meta(key))
         if rid is not None:
             self._rids.remember(rid, key, target, self._batch.now)
             self._batch.rids.append((rid, key, target))
@@ -196,7 +240,7 @@ class ClientRequests:
         if not caught_up and self._gated(req):
             self._start_read(client, req, (key,), 1)
             return
-        target = self._keys.reset(key)
+        target = self._keys.reset(key, self._wall)
         self._batch.sync = True
         self._stats.resets += 1
         if req.rid is not None:
@@ -204,12 +248,61 @@ class ClientRequests:
             self._batch.rids.append((req.rid, key, target))
         self._acknowledge(client, req, target, duplicate=False)
 
+    def set_expiry(self, client: ClientId, req: Expire, caught_up: bool = False) -> None:
+        """Set, change (``mode`` permitting) or remove the key's expiry: a change of its
+        meta, replicated and exactly-once like a reset."""
+        if req.wait is not Level.LOCAL and self._refused_busy(client, req.id, op_name(req)):
+            return
+        if self._known_rid(client, req):
+            return
+        key = req.key
+        if not caught_up and self._gated(req):
+            self._start_read(client, req, (key,), 1)
+            return
+        wall = self._wall
+        at = req.at_ms if req.ttl_ms is None else wall + req.ttl_ms
+        if at is not None:
+            if at > wall + MAX_TTL_MS:
+                self.refuse(client, req.id, ErrorCode.BAD_REQUEST,
+                            f"invalid expire time: {key!r} would expire "
+                            f"{(at - wall) / 86_400_000:.0f} days from now at node "
+                            f"{self.node_id}; the limit is {MAX_TTL_MS // 86_400_000} days "
+                            "(10 years)", op_name(req))
+                return
+            # A deadline of 0 is "no expiry" in the key's register; any past time
+            # expires the key at once, as Redis does: 1 is such a time.
+            at = max(at, 1)
+        target: dict[str, Record] = {}
+        if req.also_xx and self._keys.deadline(key, wall) < 0:
+            pass  # XX: the key has no expiry (or does not exist): nothing changes
+        elif self._keys.expire(key, at, req.mode, wall):
+            self._batch.sync = True
+            target = self._meta(key)
+        if req.rid is not None:
+            self._rids.remember(req.rid, key, target, self._batch.now)
+            self._batch.rids.append((req.rid, key, target))
+        self._acknowledge(client, req, target, duplicate=False)
+
+    def _meta(self, key: str) -> dict[str, Record]:
+        """What a change of ``key``'s expiry wrote: its meta entry (the state holds one
+        once its register was ever set); a peer holding it holds the change."""
+        state = self._keys.state(key)
+        meta = state.get(META)
+        return {META: meta} if meta is not None else state
+
     def get(self, client: ClientId, req: Get) -> None:
         needed = req.read.needed(self._cluster_size)
         if needed == 1 and not self._gated(req):
             self._reply_counts(client, req)
         else:
             self._start_read(client, req, req.keys, needed)
+
+    def ttl(self, client: ClientId, req: Ttl) -> None:
+        needed = req.read.needed(self._cluster_size)
+        if needed == 1 and not self._gated(req):
+            self._reply_counts(client, req)
+        else:
+            self._start_read(client, req, (req.key,), needed)
 
     def confirm(self, client: ClientId, req: Confirm) -> None:
         """Wait until ``req.nodes`` nodes hold what this node holds of the key now: the
@@ -228,7 +321,7 @@ class ClientRequests:
                                     self._batch.now + req.timeout_ms / 1000.0,
                                     duplicate=False))
 
-    def _known_rid(self, client: ClientId, request: Add | Reset) -> bool:
+    def _known_rid(self, client: ClientId, request: Write) -> bool:
         """Answer a request whose id was already applied; False if the id is new."""
         rid = request.rid
         if rid is None:
@@ -245,26 +338,29 @@ class ClientRequests:
         self._stats.duplicates += 1
         # A learned id's state normally arrived with it; if not, its target is a true
         # lower bound of a real state, so merging it is safe.
-        self._keys.merge(key, target)
+        self.merge_target(key, target)
         self._acknowledge(client, request, target, duplicate=True)
         return True
 
-    def _acknowledge(self, client: ClientId, req: Add | Reset, target: dict[str, Record],
+    def _acknowledge(self, client: ClientId, req: Write, target: dict[str, Record],
                      duplicate: bool) -> None:
-        if req.wait is Level.LOCAL:
-            self._reply_counts(client, req, duplicate)
+        """An Expire's answer is whether it changed something: whether it wrote a
+        target (a retry's target is the first attempt's).  One that changed nothing
+        has nothing to replicate: answered at once whatever its level."""
+        if req.wait is Level.LOCAL or (not target and isinstance(req, Expire)):
+            self._reply_counts(client, req, duplicate, bool(target))
             return
         self._pending.add_wait(Wait(client, req, target, req.wait.needed(self._cluster_size),
                                     self._batch.now + budget_s(req.timeout_ms), duplicate))
 
-    def _gated(self, request: Add | Reset | Get) -> bool:
+    def _gated(self, request: Counting) -> bool:
         """True when the request must first catch up (session or bootstrap)."""
         if self._bootstrap.active:
             return True
         seen = request.seen
         if seen:
-            dom = self._keys.dominates
-            return not all(dom(k, st) for k, st in seen.items())
+            covers, wall = self._keys.covers, self._wall
+            return not all(covers(k, st, wall) for k, st in seen.items())
         return False
 
     def _refused_busy(self, client: ClientId, tag: Tag, op: str) -> bool:
@@ -288,7 +384,7 @@ class ClientRequests:
                     op)
         return True
 
-    def _start_read(self, client: ClientId, req: Add | Reset | Get, keys: tuple[str, ...],
+    def _start_read(self, client: ClientId, req: Counting, keys: tuple[str, ...],
                     needed: int) -> None:
         if self._refused_busy(client, req.id, op_name(req)):
             return  # nothing was applied yet: a gated write is applied after its read
@@ -308,8 +404,8 @@ class ClientRequests:
         if fresh < read.min_peers and self._bootstrap.wait_for_peers(self._batch.now):
             return False
         seen = read.request.seen
-        dom = self._keys.dominates
-        return not seen or all(dom(k, st) for k, st in seen.items())
+        covers, wall = self._keys.covers, self._wall
+        return not seen or all(covers(k, st, wall) for k, st in seen.items())
 
     def settle(self) -> None:
         """Answer every pending wait and read whose condition now holds."""
@@ -321,6 +417,8 @@ class ClientRequests:
                     self.add(read.client, req, caught_up=True)
                 elif isinstance(req, Reset):
                     self.reset(read.client, req, caught_up=True)
+                elif isinstance(req, Expire):
+                    self.set_expiry(read.client, req, caught_up=True)
                 else:
                     self._reply_counts(read.client, req)
         if pending.waits:
@@ -328,7 +426,8 @@ class ClientRequests:
                 if isinstance(wait.request, Confirm):
                     self._held(wait.client, wait.request, len(wait.holders) + 1)
                 else:
-                    self._reply_counts(wait.client, wait.request, wait.duplicate)
+                    self._reply_counts(wait.client, wait.request, wait.duplicate,
+                                       bool(wait.target))
 
     def expire(self, now: float) -> None:
         """Answer every pending wait and read whose time ran out."""
@@ -348,7 +447,7 @@ class ClientRequests:
 
     def _expire_read(self, read: Read) -> None:
         req = read.request
-        if not isinstance(req, Get) and req.rid is not None and req.rid in self._rids:
+        if isinstance(req, Write) and req.rid is not None and req.rid in self._rids:
             # Another attempt with this request id was applied while this one waited
             # to catch up: "nothing was applied" would be false for the id.  Found by
             # the simulator (seed 6 of 5 nodes in its first version: a late first
@@ -358,16 +457,16 @@ class ClientRequests:
                         f"request id {req.rid!r} was applied at node {self.node_id} by an "
                         "earlier attempt; its level was not confirmed in time", op_name(req))
             return
-        dom = self._keys.dominates
-        if req.seen and not all(dom(k, st) for k, st in req.seen.items()):
+        covers, wall = self._keys.covers, self._wall
+        if req.seen and not all(covers(k, st, wall) for k, st in req.seen.items()):
             self.refuse(read.client, req.id, ErrorCode.BEHIND,
                         f"node {self.node_id} is behind what this session has seen of "
                         f"{keys_text(read.keys)} and could not catch up in time"
-                        + ("" if isinstance(req, Get) else "; nothing was applied"),
+                        + ("" if not isinstance(req, Write) else "; nothing was applied"),
                         op_name(req))
         else:
             self.refuse(read.client, req.id, ErrorCode.UNAVAILABLE,
                         f"only {len(read.fresh) + 1} of the {read.needed} nodes required "
                         f"answered for {keys_text(read.keys)} in time"
-                        + ("" if isinstance(req, Get) else "; nothing was applied"),
+                        + ("" if not isinstance(req, Write) else "; nothing was applied"),
                         op_name(req))

@@ -10,6 +10,13 @@ The window is bounded by count and by age, oldest evicted first; entries are per
 with the batch that applied or learned them.  Entries are numbered in insertion order;
 numbers restart with the process, so a peer paging through this log keeps a cursor per
 ``epoch``.  Pages are slices (O(page)), not walks over the window.
+
+When a key is collected (issue 21) the targets of its ids are *neutralised* (set to
+``{}``, persisted): a retry of such an id is still a duplicate (it was applied once), but
+its old records must not be merged into a later life of the key, where they would count
+again (a wait on ``{}`` is met by every peer that answers).  Ids are indexed by key
+for that (:meth:`RidLog.neutralise` is O(ids of the collected keys), not a walk over
+the window at every collection).
 """
 
 from __future__ import annotations
@@ -30,8 +37,11 @@ class RidLog:
         self.max_age_s = max_age_s
         self.epoch = epoch
         self._entries: OrderedDict[str, tuple[str, dict[str, Record], float]] = OrderedDict()
+        #: key -> its ids in the window (:meth:`neutralise`).
+        self._by_key: dict[str, set[str]] = {}
         for rid, key, target in entries or ():
             self._entries[rid] = (key, target, now)
+            self._by_key.setdefault(key, set()).add(rid)
         # Entry number k sits at index k - 1 - _base of _order; _first.._next-1 are live.
         self._order: list[str] = list(self._entries)
         self._base = 0
@@ -58,7 +68,26 @@ class RidLog:
         self._order.append(rid)
         self.next += 1
         self._added.append((rid, key, target))
+        rids = self._by_key.get(key)
+        if rids is None:
+            self._by_key[key] = {rid}
+        else:
+            rids.add(rid)
         return True
+
+    def neutralise(self, keys: list[str]) -> int:
+        """The targets of the ids of ``keys`` (collected) set to ``{}``, in place (their
+        order in the window kept) and persisted with the batch; returns how many."""
+        entries = self._entries
+        count = 0
+        for key in keys:
+            for rid in self._by_key.pop(key, ()):
+                _, target, at = entries[rid]
+                if target:
+                    entries[rid] = (key, {}, at)
+                    self._added.append((rid, key, {}))
+                    count += 1
+        return count
 
     def take_changes(self) -> tuple[list[RidEntry], list[str]]:
         """Entries added and ids forgotten since the last call (to persist)."""
@@ -71,7 +100,12 @@ class RidLog:
         while entries:
             rid, (_, _, at) = next(iter(entries.items()))
             if len(entries) > self.window or now - at > self.max_age_s:
-                entries.popitem(last=False)
+                key = entries.popitem(last=False)[1][0]
+                rids = self._by_key.get(key)
+                if rids is not None:
+                    rids.discard(rid)
+                    if not rids:
+                        del self._by_key[key]
                 self._first += 1
                 self._forgotten.append(rid)
             else:

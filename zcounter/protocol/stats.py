@@ -82,6 +82,21 @@ class NodeStats:
         "zcounter_send_failed",
         "Messages dropped because a send failed otherwise than a full queue or a client "
         "gone.")
+    # Expiry and collection (protocol/collect.py, protocol/intake.py, protocol/clocks.py).
+    expired_keys: int = _metric(
+        "zcounter_expired_keys", "Keys this node saw expire (their deadline passed).")
+    collected_keys: int = _metric(
+        "zcounter_collected_keys",
+        "Dead keys collected here: removed from memory, the hash tree, the log and the "
+        "checkpoint once every peer confirmed holding them dead.")
+    stale_states_dropped: int = _metric(
+        "zcounter_stale_states_dropped",
+        "States of keys not held here dropped as possibly stale (merged into a collected "
+        "key's grave and still dead, older than max_message_age_s, or sent before this "
+        "process started).")
+    clock_skew_warnings: int = _metric(
+        "zcounter_clock_skew_warnings",
+        "Times a peer's clock went further than max_clock_skew_s from this node's.")
     # Shown in STATUS only.
     fetches_sent: int = 0
     merges_sent: int = 0

@@ -88,6 +88,8 @@ class PollLoop:
             while not signals.stop:
                 ready = poller.poll(self._timeout_ms())
                 now = time.monotonic()
+                # The batch's wall clock (expiry, issue 21), before any of its inputs.
+                self.core.set_wall(time.time_ns() // 1_000_000)
                 if door is not None:
                     door.start_cycle()
                 received, drained = self._read(ready, now)

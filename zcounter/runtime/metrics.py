@@ -65,6 +65,10 @@ REQUEST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 COMMIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                   0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+#: Collection delays: a round every gc_interval_s (0.5 s), so ~0.5-1.5 s when every peer
+#: answers; up to 30 s shows a slow or briefly cut peer, above it +Inf (a stopped one).
+COLLECTION_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5,
+                      10.0, 15.0, 20.0, 30.0)
 
 
 class Histogram:
@@ -114,9 +118,14 @@ class Snapshot:
     bootstrapping: bool
     commits: int
     histograms: dict[str, tuple[list[tuple[str, float]], float]]
-    #: peer -> (up, silence_s, lag_deltas, lag_bytes, behind_deltas, repairs, keys_repaired)
-    peers: dict[int, tuple[int, float, int, int, int, int, int]]
+    #: peer -> (up, silence_s, lag_deltas, lag_bytes, behind_deltas, repairs, keys_repaired,
+    #: clock_skew_s)
+    peers: dict[int, tuple[int, float, int, int, int, int, int, float]]
     resp: dict[str, Any] = field(default_factory=dict)
+    #: Collection: age of the oldest dead key not collected (s), keys waiting, graves.
+    collection_lag_s: float = 0.0
+    collection_pending: int = 0
+    graves: int = 0
 
 
 class NodeMetrics:
@@ -127,6 +136,7 @@ class NodeMetrics:
         self.request_duration = Histogram(REQUEST_BUCKETS)
         self.commit_duration = Histogram(COMMIT_BUCKETS)
         self.batch_messages = Histogram(BATCH_BUCKETS)
+        self.collection_delay = Histogram(COLLECTION_BUCKETS)
         self.commits = 0
         #: (client, tag) -> arrival time of a native client request not yet answered.
         self.started: dict[tuple[Hashable, Tag], float] = {}
@@ -172,7 +182,8 @@ class NodeMetrics:
         self.wanted = False
         keys = core.keys
         timeout = core.settings.peer_timeout_s
-        peers: dict[int, tuple[int, float, int, int, int, int, int]] = {}
+        peers: dict[int, tuple[int, float, int, int, int, int, int, float]] = {}
+        skews = core.clocks.skew_ms
         for node, peer in core.peers.items():
             hb = peer.heartbeat
             lag = core.seq
@@ -189,7 +200,7 @@ class NodeMetrics:
                 int(peer.liveness(now, timeout) is Liveness.LIVE),
                 now - (heard if heard is not None else core.started),
                 lag, self._bytes_after(core.seq - lag), max(0, behind),
-                peer.repairs, peer.keys_repaired)
+                peer.repairs, peer.keys_repaired, skews.get(node, 0) / 1000.0)
         self.snapshot = Snapshot(
             core.node_id, core.slot_name, self.version, list(core.requests.items()),
             core.stats.copy(), dict(doors),
@@ -197,8 +208,10 @@ class NodeMetrics:
             self.commits,
             {"request": self.request_duration.snapshot(),
              "commit": self.commit_duration.snapshot(),
-             "batch": self.batch_messages.snapshot()},
-            peers, resp() if resp is not None else {})
+             "batch": self.batch_messages.snapshot(),
+             "collection": self.collection_delay.snapshot()},
+            peers, resp() if resp is not None else {},
+            core.collector.lag_s(core.wall_ms), core.collector.pending, len(core.graves))
         self._ready.set()
 
     # ------------------------------------------------------------------ HTTP thread
@@ -245,7 +258,10 @@ _HISTOGRAMS = (
     ("commit", "zcounter_commit_duration_seconds",
      "One group commit to the log, the flush (fdatasync) included."),
     ("batch", "zcounter_batch_messages",
-     "Messages read in one poll cycle (one batch: one commit, one delta)."))
+     "Messages read in one poll cycle (one batch: one commit, one delta)."),
+    ("collection", "zcounter_collection_delay_seconds",
+     "Per collected key: from its deadline (expired) or from when it was found dead "
+     "(reset) to its collection here."))
 
 _Family = type[CounterMetricFamily] | type[GaugeMetricFamily]
 _C, _G = CounterMetricFamily, GaugeMetricFamily
@@ -261,7 +277,14 @@ _NODE: tuple[tuple[_Family, str, str, Callable[[Snapshot], float]], ...] = (
     (_G, "zcounter_request_ids", "Request ids remembered for exactly-once.",
      lambda s: s.request_ids),
     (_G, "zcounter_bootstrapping", "1 while a fresh node waits for its first repair.",
-     lambda s: int(s.bootstrapping)))
+     lambda s: int(s.bootstrapping)),
+    (_G, "zcounter_collection_lag_seconds", "How long the oldest dead key not collected "
+     "yet has been dead: since its deadline (expired) or since it was found dead "
+     "(reset); 0 if none.", lambda s: s.collection_lag_s),
+    (_G, "zcounter_collection_pending_keys", "Dead keys waiting for every peer's "
+     "confirmation (at most one round's 4,000).", lambda s: s.collection_pending),
+    (_G, "zcounter_graves", "Collected keys whose dead state is kept for gc_grace_s.",
+     lambda s: s.graves))
 
 #: One family per field of a ``Snapshot.peers`` tuple, in the tuple's order, labelled by
 #: peer: (kind, name, help).
@@ -275,7 +298,9 @@ _PEERS: tuple[tuple[_Family, str, str], ...] = (
     (_G, "zcounter_peer_behind_deltas", "The peer's deltas this node does not hold (a repair "
      "closes the gap)."),
     (_C, "zcounter_repairs", "Repairs completed from the peer."),
-    (_C, "zcounter_repair_keys", "Keys that grew here in repairs from the peer."))
+    (_C, "zcounter_repair_keys", "Keys that grew here in repairs from the peer."),
+    (_G, "zcounter_peer_clock_skew_seconds", "The peer's wall clock minus this node's at "
+     "its last heartbeat (0 until known)."))
 
 #: The RESP door's figures (``RespDoor.snapshot``): (kind, name, help, its key).
 _RESP: tuple[tuple[_Family, str, str, str], ...] = (

@@ -15,7 +15,7 @@ from ..protocol.codec import (
     encode_peer_request,
     encode_reply,
 )
-from ..protocol.messages import Delta, RidPage, StatesReply, SyncDiff, SyncStates
+from ..protocol.messages import Delta, Holding, RidPage, StatesReply, SyncDiff, SyncStates
 from ..protocol.outputs import Message, Publish, ToClient, ToPeer
 from ..protocol.resp import RespClient
 from ..protocol.stats import NodeStats
@@ -28,7 +28,7 @@ log = logging.getLogger("zcounter.node")
 #: At most one log line per this long for sends that failed otherwise than EAGAIN or
 #: EHOSTUNREACH.
 SEND_FAILED_LOG_S = 60.0
-_PEER_REPLY_TYPES = (StatesReply, SyncDiff, SyncStates, RidPage)
+_PEER_REPLY_TYPES = (StatesReply, SyncDiff, SyncStates, RidPage, Holding)
 
 
 class Outbound:

@@ -99,7 +99,8 @@ class NodeServer:
     def _load(self, storage: Storage, now: float) -> NodeCore:
         started = time.monotonic()
         keyspace = Keyspace()
-        keyspace.load(storage.load_slot_names(), storage.load_states())
+        keyspace.load(storage.load_slot_names(), storage.load_states(),
+                      storage.load_high_water())
         core = NodeCore(self.node_id, sorted(self.config.nodes), storage.incarnation,
                         secrets.token_hex(6), self.config.settings, now, keyspace=keyspace,
                         rids=storage.load_rids(), fresh=storage.created,
@@ -132,6 +133,8 @@ class NodeServer:
                 door.register(poller)
             if self.address.metrics is not None:
                 metrics_server = self._start_metrics(pipeline, door, budget)
+                if self.metrics is not None:
+                    core.collector.observe_delay = self.metrics.collection_delay.observe
             log.info("node %d ready: router %s, pub %s, resp %s, metrics %s, slot %s (%s), "
                      "%d keys, data %s, security %s", self.node_id, self.address.router,
                      self.address.pub, door.endpoint if door else "off",

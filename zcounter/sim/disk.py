@@ -42,9 +42,11 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model.hashtree import key_digest, record_hash
+from ..model.expiry import DEFAULT_META, META
+from ..model.hashtree import key_digest, meta_hash, record_hash
 from ..model.keyspace import unpack
-from ..model.pncounter import Record
+from ..model.pncounter import Record, normal
+from ..model.records import meta_of
 from ..protocol.messages import RidEntry
 from ..protocol.outputs import Persist
 from ..runtime.storage import Storage
@@ -91,6 +93,10 @@ class Image:
                 raise SimFailure(f"slot table clash: ({idx}, {name!r}) against "
                                  f"{names[idx] if idx < len(names) else 'a hole'}")
         hashes = self.hashes
+        for key in persist.removed:  # a key collected: the checkpoint's DELETE
+            self.states.pop(key, None)
+            if hashes is not None:
+                self.root ^= hashes.pop(key, 0)
         if hashes is None:
             self.states.update(persist.states)
         else:
@@ -103,8 +109,7 @@ class Image:
             self.root = root
         rids = self.rids
         for rid, key, target in persist.rids:
-            if rid not in rids:
-                rids[rid] = (key, target)
+            rids[rid] = (key, target)  # an id again: its target cleared by a collection
         for rid in persist.forget:
             rids.pop(rid, None)
 
@@ -118,7 +123,7 @@ class Image:
             return 0
         digest = key_digest(key.encode())
         names = self.slot_names
-        h = 0
+        h = meta_hash(digest, meta_of(packed))
         for s, rec in unpack(packed).items():
             h ^= record_hash(digest, names[s].encode(), rec)
         return h
@@ -156,7 +161,11 @@ class Image:
         if packed is None:
             return {}
         names = self.slot_names
-        return {names[s]: (r[0], r[1], r[2], r[3]) for s, r in unpack(packed).items()}
+        out = {names[s]: normal(*r) for s, r in unpack(packed).items()}
+        meta = meta_of(packed)
+        if meta != DEFAULT_META:
+            out[META] = meta
+        return out
 
     def all_states(self) -> State:
         return {key: self.state(key) for key in sorted(self.states)}

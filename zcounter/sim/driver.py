@@ -268,8 +268,9 @@ class Simulation:
                 parts.append(f"node {node_id} down")
                 continue
             keys = node.core.keys
+            wall = node.core.wall_ms
             parts.append(f"node {node_id}: root {keys.tree.root:016x}, "
-                         + ", ".join(f"{k[:12]!r}={keys.value(k)}"
+                         + ", ".join(f"{k[:12]!r}={keys.value(k, wall)}"
                                      for k in sorted(keys.iter_keys())))
         if self.workload.busy():
             parts.append("clients still busy")
@@ -285,7 +286,7 @@ class Simulation:
             keys = sorted(core.keys.iter_keys())
             states[node_id] = {k: core.keys.state(k) for k in keys}
             roots[node_id] = core.keys.tree.root
-            values[node_id] = {k: core.keys.value(k) for k in keys}
+            values[node_id] = {k: core.keys.value(k, core.wall_ms) for k in keys}
             self.cluster.write_deferred(node)  # as the runtime does within DEFER_S
             # What a restart would load now: the real recovery must read back exactly
             # what was committed (Disk.crash checks that), and that must be the memory.
@@ -301,7 +302,8 @@ class Simulation:
         final: dict[str, int] | None = None
         first = self.nodes[1].core
         if failure is None and first is not None:
-            final = {k: first.keys.value(k) for k in sorted(first.keys.iter_keys())}
+            final = {k: first.keys.value(k, first.wall_ms)
+                     for k in sorted(first.keys.iter_keys())}
         h = hashlib.blake2b(digest_size=8)
         h.update(repr((failure, self.scheduler.now_ms, self.events, sorted(outcomes.items()),
                        [sorted(n.disk.current.states.items()) for n in self.nodes.values()],

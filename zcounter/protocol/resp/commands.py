@@ -29,11 +29,14 @@ class Arg:
     multiple: bool = False
     token: str | None = None
     args: tuple[Arg, ...] = ()
+    since: str | None = None
 
     def doc(self) -> list[object]:
         out: list[object] = ["name", self.name, "type", self.type]
         if self.token is not None:
             out += ["token", self.token]
+        if self.since is not None:
+            out += ["since", self.since]
         flags = [Status(f) for f, on in (("optional", self.optional),
                                          ("multiple", self.multiple)) if on]
         if flags:
@@ -119,6 +122,41 @@ _COMMAND = (
          acl=("@slow", "@connection")),
 )
 
+_CONDITION = Arg("condition", "oneof", optional=True, since="7.0.0", args=tuple(
+    Arg(name, "pure-token", token=name.upper()) for name in ("nx", "xx", "gt", "lt")))
+_EXPIRY_W = ("write", "fast")
+_EXPIRY_ACL = ("@keyspace", "@write", "@fast")
+_TTL_ACL = ("@keyspace", "@read", "@fast")
+
+
+def _setter(name: str, since: str, unit: str, what: str) -> Spec:
+    return Spec(name, -3, _EXPIRY_W, "generic",
+                f"Sets the expiration time of a key {what}. zcounter: a replicated change, "
+                "durable before the reply; at most 10 years ahead.", since, keys=(1, 1, 1),
+                acl=_EXPIRY_ACL, args=(_KEY, Arg(unit, "integer"), _CONDITION))
+
+
+def _reader(name: str, since: str, summary: str) -> Spec:
+    return Spec(name, 2, _R, "generic", summary, since, keys=(1, 1, 1), acl=_TTL_ACL,
+                args=(_KEY,))
+
+
+_EXPIRY = (
+    _setter("expire", "1.0.0", "seconds", "in seconds"),
+    _setter("pexpire", "2.6.0", "milliseconds", "in milliseconds"),
+    _setter("expireat", "1.2.0", "unix-time-seconds", "to a Unix timestamp"),
+    _setter("pexpireat", "2.6.0", "unix-time-milliseconds",
+            "to a Unix milliseconds timestamp"),
+    Spec("persist", 2, _EXPIRY_W, "generic", "Removes the expiration time of a key.", "2.2.0",
+         keys=(1, 1, 1), acl=_EXPIRY_ACL, args=(_KEY,)),
+    _reader("ttl", "1.0.0", "Returns the expiration time in seconds of a key."),
+    _reader("pttl", "2.6.0", "Returns the expiration time in milliseconds of a key."),
+    _reader("expiretime", "7.0.0", "Returns the expiration time of a key as a Unix "
+            "timestamp."),
+    _reader("pexpiretime", "7.0.0", "Returns the expiration time of a key as a Unix "
+            "milliseconds timestamp."),
+)
+
 SPECS: tuple[Spec, ...] = (
     Spec("ping", -1, _CONN, "connection", "Returns the server's liveliness response.",
          acl=("@fast", "@connection"), args=(Arg("message", "string", optional=True),)),
@@ -144,6 +182,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("del", -2, ("write",), "generic", "Resets one or more counters (an observed reset: "
          "updates this node had not seen survive).", keys=(1, -1, 1),
          acl=("@keyspace", "@write", "@slow"), args=(_KEYS,)),
+    *_EXPIRY,
     Spec("scan", -2, ("readonly",), "generic", "Iterates over the key names in the database.",
          "2.8.0", acl=("@keyspace", "@read", "@slow"),
          args=(Arg("cursor", "integer"), Arg("pattern", "pattern", optional=True, token="MATCH"),

@@ -2,9 +2,10 @@
 ``Add`` each), ``GET``, ``MGET``, ``EXISTS`` (a ``Get`` per chunk of keys) and ``DEL``,
 ``ZC.DEL`` (``Get`` then a ``Reset`` per key: an observed reset).
 
-Steps are ``wait=local`` (durable here before the reply, like the native default).  Reads
-ask for the keys' states, so that a key that is not live (never written, or reset) reads
-as nil, as a missing key does in Redis.  Every write is noted for ``WAIT``
+Steps are ``wait=local`` (durable here before the reply, like the native default); they
+keep the key's expiry, as in Redis.  Reads ask for the keys' states, and with them the
+core says which keys exist at its now, so that a key that does not (never written,
+reset, or expired) reads as nil, as a missing key does in Redis.  Every write is noted for ``WAIT``
 (:func:`.wait.wrote`).
 """
 
@@ -14,7 +15,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ...limits import RESP_REQUEST_TIMEOUT_MS
-from ...model.pncounter import is_live
 from ..codec import MAX_KEYS_PER_GET
 from ..messages import Add, ClientReply, ClientRequest, Counted, Get, Reset
 from . import arguments as A
@@ -128,7 +128,7 @@ def _chunks(keys: list[str]) -> list[tuple[str, ...]]:
 
 
 def _getters(chunks: list[tuple[str, ...]]) -> list[Callable[[int], ClientRequest]]:
-    """A Get per chunk, asking for the states: liveness is read from them."""
+    """A Get per chunk, asking for the states: then the answer says which keys exist."""
     return [_getter(chunk) for chunk in chunks]
 
 
@@ -142,14 +142,13 @@ def _resetter(key: str, rid: str | None) -> Callable[[int], ClientRequest]:
 
 def _live_counts(chunks: list[tuple[str, ...]], parts: list[ClientReply]) -> list[bytes | None]:
     """Key by key, from the Gets' answers (the first ``len(chunks)`` parts): the count
-    as a bulk string's bytes, or None where the key is not live (Redis's nil)."""
+    as a bulk string's bytes, or None where the key does not exist (Redis's nil)."""
     out: list[bytes | None] = []
     for chunk, part in zip(chunks, parts, strict=False):  # DEL: Resets follow the Gets
         assert isinstance(part, Counted)
-        states = part.states
-        for key, count in zip(chunk, part.counts, strict=True):
-            state = states.get(key)
-            out.append(str(count).encode() if state and is_live(state) else None)
+        for count, exists in zip(part.counts, part.exists, strict=True):
+            out.append(str(count).encode() if exists else None)
+        assert len(part.counts) == len(chunk)
     return out
 
 

@@ -8,11 +8,11 @@ entry, arity and docs) fails at once rather than answering "unknown command" at 
 
 from __future__ import annotations
 
-from . import connection, counters, keyspace, server, wait
+from . import connection, counters, expiry, keyspace, server, wait
 from .answers import CommandHandler
 from .commands import BY_NAME
 
-FAMILIES = (connection, counters, keyspace, server, wait)
+FAMILIES = (connection, counters, expiry, keyspace, server, wait)
 
 
 def _table() -> dict[str, CommandHandler]:

@@ -17,8 +17,8 @@ their names; zcounter's own figures are prefixed ``zcounter_``.
   (``slaveN:ip=..,port=..,state=online|offline,offset=..,lag=..``), with ``offset`` the
   number of that node's deltas this node holds and ``lag`` the seconds since it was
   last heard; ``master_repl_offset`` is this node's own delta count.
-* **keyspace**: ``db0:keys=<live keys>,expires=0,avg_ttl=0`` (absent when empty, as in
-  Redis).
+* **keyspace**: ``db0:keys=<live keys>,expires=<keys with an expiry>,avg_ttl=<their
+  average TTL, ms>`` (absent when empty, as in Redis).
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ def _replication(status: Mapping[str, Any], door: Door, now: float) -> list[str]
 
 def _keyspace(status: Mapping[str, Any], door: Door, now: float) -> list[str]:
     live = int(status.get("live_keys", 0))
-    return [f"db0:keys={live},expires=0,avg_ttl=0"] if live else []
+    expiry = status.get("expiry") or {}
+    return [f"db0:keys={live},expires={int(expiry.get('volatile', 0))},"
+            f"avg_ttl={int(expiry.get('avg_ttl_ms', 0))}"] if live else []
 
 
 _RENDER: dict[str, Callable[[Mapping[str, Any], Door, float], list[str]]] = {

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import ConfigError, ZCounterError
+from ...model.records import is_old_form, upgrade
 from ...protocol.messages import RidEntry
 from ...protocol.outputs import Persist
 from . import records
@@ -66,8 +67,10 @@ class StorageError(ZCounterError):
 class _Changes:
     """Everything changed since the last checkpoint hand-over (the next checkpoint)."""
 
-    states: dict[str, bytes] = field(default_factory=dict)
+    #: key -> packed state, or None: the key was collected (a DELETE).
+    states: dict[str, bytes | None] = field(default_factory=dict)
     slots: list[tuple[int, str]] = field(default_factory=list)
+    high_water: tuple[int, int] | None = None
     #: rid -> entry (learned) or None (forgotten), in log order.
     rids: dict[str, RidEntry | None] = field(default_factory=dict)
     lsn: int = 0
@@ -75,8 +78,12 @@ class _Changes:
     segment: int = 0
 
     def add(self, persist: Persist) -> None:
+        for key in persist.removed:
+            self.states[key] = None
         self.states.update(persist.states)
         self.slots += persist.slots
+        if persist.high_water is not None:
+            self.high_water = persist.high_water
         rids = self.rids
         for entry in persist.rids:
             rids.pop(entry[0], None)  # re-inserted at the end: log order
@@ -88,13 +95,15 @@ class _Changes:
     def absorb(self, later: _Changes) -> None:
         self.states.update(later.states)
         self.slots += later.slots
+        if later.high_water is not None:
+            self.high_water = later.high_water
         for rid, entry in later.rids.items():
             self.rids.pop(rid, None)
             self.rids[rid] = entry
         self.lsn, self.segment = later.lsn, later.segment
 
     def __bool__(self) -> bool:
-        return bool(self.states or self.slots or self.rids)
+        return bool(self.states or self.slots or self.rids or self.high_water is not None)
 
 
 class _Checkpointer:
@@ -122,7 +131,8 @@ class _Checkpointer:
             self._thread.start()
 
     def _write(self, changes: _Changes) -> None:
-        self._checkpoint.write(changes.lsn, changes.slots, changes.states, changes.rids)
+        self._checkpoint.write(changes.lsn, changes.slots, changes.states, changes.rids,
+                               changes.high_water)
         self._log.delete_before(changes.segment)
         self.written += 1
 
@@ -246,12 +256,16 @@ class Storage:
             count += 1
         if replayed:
             # Fold the replayed tail into the checkpoint now: from here on the log
-            # starts empty, and the checkpoint holds everything recovered.
-            checkpoint.write(replayed.lsn, replayed.slots, replayed.states, replayed.rids)
+            # starts empty, and the checkpoint holds everything recovered.  A 0.2 log's
+            # states are converted on the way (issue 21's packed form).
+            states = {k: upgrade(v) if v is not None and is_old_form(v) else v
+                      for k, v in replayed.states.items()}
+            checkpoint.write(replayed.lsn, replayed.slots, states, replayed.rids,
+                             replayed.high_water)
         log.start()
         log.delete_before(log.current_number)
-        return cls(checkpoint, log, data_dir, count, background, lag, list(replayed.states),
-                   handover_keys)
+        return cls(checkpoint, log, data_dir, count, background, lag,
+                   [k for k, v in replayed.states.items() if v is not None], handover_keys)
 
     # ------------------------------------------------------------------ loading
 
@@ -260,6 +274,9 @@ class Storage:
 
     def load_states(self) -> Iterator[tuple[str, bytes]]:
         return self._checkpoint.states()
+
+    def load_high_water(self) -> tuple[int, int]:
+        return self._checkpoint.high_water()
 
     def load_rids(self) -> list[RidEntry]:
         return self._checkpoint.rids()
@@ -278,7 +295,8 @@ class Storage:
         checkpointer.step()
         log = self._log
         try:
-            if persist.states or persist.slots or persist.rids or persist.forget:
+            if (persist.states or persist.slots or persist.rids or persist.forget
+                    or persist.removed or persist.high_water is not None):
                 self._changes.lsn = log.append(records.encode(persist), persist.sync)
                 self._changes.add(persist)
             elif persist.sync:

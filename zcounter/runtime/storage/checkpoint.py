@@ -10,8 +10,9 @@ one or the new one, and replaying the log after its LSN restores the rest.
 Schema 2 (zcounter 0.2): ``meta(key, value)`` (``schema``, ``node_id``, ``incarnation``,
 ``checkpoint_lsn``), ``slot_names(idx, name)``, ``counters(key, state)`` (``WITHOUT ROWID``:
 the table is the key index), ``request_ids(rid, key, target)`` in insertion (rowid) order.
-A database of schema 1 (zcounter 0.1) is upgraded in place when opened
-(:mod:`.migrations`).
+Schema 3 (issue 21): the same tables, states in the packed form with births and meta, and
+``high_water`` in ``meta``.  A database of schema 1 (zcounter 0.1) or 2 (0.2) is upgraded
+in place when opened (:mod:`.migrations`).
 """
 
 from __future__ import annotations
@@ -116,14 +117,25 @@ class Checkpoint:
     def states(self) -> Iterator[tuple[str, bytes]]:
         return iter(self._conn.execute("SELECT key, state FROM counters"))
 
+    def high_water(self) -> tuple[int, int]:
+        """The node's high-water (issue 21; (0, 0) until a collection raised it)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'high_water'").fetchone()
+        if row is None:
+            return 0, 0
+        gp, gn = row[0].split()
+        return int(gp), int(gn)
+
     def rids(self) -> list[RidEntry]:
         return [(rid, key, _target(orjson.loads(target))) for rid, key, target in
                 self._conn.execute("SELECT rid, key, target FROM request_ids ORDER BY rowid")]
 
-    def write(self, lsn: int, slots: list[tuple[int, str]], states: dict[str, bytes],
-              rid_ops: dict[str, RidEntry | None]) -> None:
-        """One checkpoint, atomically and durably.  ``rid_ops``: per request id, in log
-        order, its last change: the entry learned, or None if forgotten."""
+    def write(self, lsn: int, slots: list[tuple[int, str]], states: dict[str, bytes | None],
+              rid_ops: dict[str, RidEntry | None],
+              high_water: tuple[int, int] | None = None) -> None:
+        """One checkpoint, atomically and durably.  ``states``: a key's packed state, or
+        None for a key collected (deleted); ``rid_ops``: per request id, in log order,
+        its last change: the entry learned, or None if forgotten; ``high_water``: the
+        node's, when it moved."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -132,13 +144,24 @@ class Checkpoint:
             # each page once instead of once per key.
             # A generator, not a list of a million tuples (a bootstrap's checkpoint).
             _insert_rows(conn, "INSERT OR REPLACE INTO counters VALUES ", 2,
-                         ((key, states[key]) for key in sorted(states)))
+                         ((key, states[key]) for key in sorted(states)
+                          if states[key] is not None))
+            removed = [key for key, state in states.items() if state is None]
+            for i in range(0, len(removed), ROWS_PER_STATEMENT):
+                chunk = removed[i:i + ROWS_PER_STATEMENT]
+                conn.execute("DELETE FROM counters WHERE key IN ("
+                             + ",".join("?" * len(chunk)) + ")", chunk)
+            if high_water is not None:
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'high_water'",
+                             (f"{high_water[0]} {high_water[1]}",))
             forgotten = [rid for rid, entry in rid_ops.items() if entry is None]
             for i in range(0, len(forgotten), ROWS_PER_STATEMENT):
                 chunk = forgotten[i:i + ROWS_PER_STATEMENT]
                 conn.execute("DELETE FROM request_ids WHERE rid IN ("
                              + ",".join("?" * len(chunk)) + ")", chunk)
-            _insert_rows(conn, "INSERT OR IGNORE INTO request_ids VALUES ", 3, (
+            # REPLACE: an id written again is one whose target a collection cleared
+            # (protocol/rids.py); it must not keep the old target (a new id is new).
+            _insert_rows(conn, "INSERT OR REPLACE INTO request_ids VALUES ", 3, (
                 (rid, entry[1], orjson.dumps({s: list(r) for s, r in entry[2].items()}))
                 for rid, entry in rid_ops.items() if entry is not None))
             conn.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint_lsn'", (str(lsn),))
@@ -168,4 +191,4 @@ def _insert_rows(conn: sqlite3.Connection, insert: str, width: int,
 
 def _target(obj: object) -> dict[str, Record]:
     assert isinstance(obj, dict)
-    return {s: (r[0], r[1], r[2], r[3]) for s, r in obj.items()}
+    return {s: tuple(r) for s, r in obj.items()}  # 4 or 5 integers, or a meta's 3

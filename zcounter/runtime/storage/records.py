@@ -7,6 +7,12 @@ for 256 keys, measured) and decoded only at recovery::
     u32 n_states  then per state: u16 len | key (UTF-8) | u32 len | packed state
     u32 len | JSON [[rid, key, {slot: [p, n, bp, bn]}], ...]   request ids learned
     u32 len | JSON [rid, ...]                                   request ids forgotten
+    u32 n_removed then per key: u16 len | key                  keys collected (issue 21)
+    u8 has_high_water | u64 Gp | u64 Gn                        the high-water (issue 21)
+
+The last two sections are absent from 0.2's records (a replay of a 0.2 log reads none).
+Packed states in a 0.2 log are 0.2's form: recovery converts them
+(:func:`zcounter.model.records.upgrade`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from ...protocol.outputs import Persist
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _SLOT = struct.Struct("<IH")
+_HIGH_WATER = struct.Struct("<BQQ")
 
 
 def encode(persist: Persist) -> bytes:
@@ -38,6 +45,13 @@ def encode(persist: Persist) -> bytes:
                          for rid, key, target in persist.rids]) if persist.rids else b""
     forget = orjson.dumps(persist.forget) if persist.forget else b""
     parts += (u32(len(rids)), rids, u32(len(forget)), forget)
+    if persist.removed or persist.high_water is not None:
+        parts.append(u32(len(persist.removed)))
+        for key in persist.removed:
+            raw = key.encode()
+            parts += (u16(len(raw)), raw)
+        hw = persist.high_water
+        parts.append(_HIGH_WATER.pack(0, 0, 0) if hw is None else _HIGH_WATER.pack(1, *hw))
     return b"".join(parts)
 
 
@@ -74,6 +88,16 @@ def decode(data: bytes) -> Persist:
     if size:
         out.forget = list(orjson.loads(view[pos:pos + size]))
     pos += size
+    if pos < len(data):  # issue 21's sections
+        for _ in range(u32()):
+            (size,) = _U16.unpack_from(view, pos)
+            pos += 2
+            out.removed.append(bytes(view[pos:pos + size]).decode())
+            pos += size
+        has, gp, gn = _HIGH_WATER.unpack_from(view, pos)
+        pos += _HIGH_WATER.size
+        if has:
+            out.high_water = (gp, gn)
     if pos != len(data):
         raise ValueError(f"record has {len(data) - pos} trailing bytes")
     return out
@@ -86,4 +110,5 @@ def _rid(entry: list[object]) -> RidEntry:
 
 
 def _record(r: list[int]) -> Record:
-    return r[0], r[1], r[2], r[3]
+    """A request id's target record (4 or 5 integers), or a key's meta under "~"."""
+    return tuple(r)
