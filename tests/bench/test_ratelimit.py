@@ -16,9 +16,12 @@ from zcounter.bench.ratelimit import (
     Blocks,
     RateLimitOptions,
     baseline_index,
+    bucket_quantile,
+    delay_delta,
     parse_metrics,
     render_ratelimit,
     summarize_run,
+    union_quantile,
 )
 from zcounter.bench.report import check_targets
 from zcounter.bench.rlload import (
@@ -99,6 +102,45 @@ def test_parse_metrics_takes_the_unlabelled_figures() -> None:
     assert parse_metrics(text) == {"keys": 12.0, "collected": 7.0, "lag_s": 1.5}
 
 
+def _delay_text(counts: dict[str, int]) -> str:
+    return ("# HELP zcounter_collection_delay_seconds Delay.\n"
+            "# TYPE zcounter_collection_delay_seconds histogram\n"
+            + "".join(f'zcounter_collection_delay_seconds_bucket{{le="{le}"}} {c}\n'
+                      for le, c in counts.items())
+            + f"zcounter_collection_delay_seconds_count {max(counts.values())}\n"
+            "zcounter_collection_delay_seconds_sum 1.0\n")
+
+
+def test_parse_metrics_takes_the_delay_histograms_buckets() -> None:
+    out = parse_metrics(_delay_text({"0.5": 3, "1.0": 5, "+Inf": 6}))
+    assert out == {"delay": {"0.5": 3.0, "1.0": 5.0, "+Inf": 6.0}}
+
+
+def test_the_delay_quantile_is_the_bucket_bound_of_the_keys_since_the_baseline() -> None:
+    before = {"0.5": 100.0, "1.0": 100.0, "5.0": 100.0, "+Inf": 100.0}
+    after = {"0.5": 150.0, "1.0": 1090.0, "5.0": 1099.0, "+Inf": 1100.0}
+    cum = delay_delta(before, after)
+    assert cum == [(0.5, 50.0), (1.0, 990.0), (5.0, 999.0), (math.inf, 1000.0)]
+    assert bucket_quantile(cum, 0.5) == 1.0
+    assert bucket_quantile(cum, 0.99) == 1.0  # 990 of 1000 within 1 s
+    assert bucket_quantile(cum, 0.999) == 5.0
+    assert bucket_quantile(delay_delta(None, after), 0.5) == 1.0
+    assert bucket_quantile([], 0.99) is None
+    assert bucket_quantile([(1.0, 0.0), (math.inf, 0.0)], 0.99) is None
+
+
+def test_gone_from_every_node_is_the_union_bound_of_the_nodes_delays() -> None:
+    # Each node: 0.6 % of its keys later than 1 s.  One node alone: p99 <= 1 s; all
+    # three: 1.8 % may be later than 1 s on some node, so the bound is the next bucket.
+    node = [(1.0, 994.0), (2.0, 1000.0), (math.inf, 1000.0)]
+    assert bucket_quantile(node, 0.99) == 1.0
+    assert union_quantile([node, node, node], 0.99) == 2.0
+    assert union_quantile([node], 0.99) == 1.0
+    late = [(1.0, 0.0), (2.0, 0.0), (math.inf, 10.0)]
+    assert union_quantile([node, late], 0.99) == math.inf
+    assert union_quantile([node, []], 0.99) is None  # a node without its histogram
+
+
 def _samples(held: list[int], lags: list[float], rss: list[int]) -> list[dict[str, Any]]:
     """One sample a second; every fifth is full (RSS and disk)."""
     out = []
@@ -133,9 +175,22 @@ def test_summaries_compare_the_end_with_the_baseline_sample() -> None:
     assert node["lag_max_s"] == 2.5
     assert node["gone_bound_s"] == pytest.approx(3.5)  # + the 1 s sampling interval
     assert out["baseline_t_s"] == 10.0
+    # No histogram scraped: no delay figure, and nothing claimed for every node.
+    assert node["delay_p99_s"] is None and out["gone_p99_all_s"] is None
     # After the load (here from 14.5 s) live keys fall away: those samples are not judged.
     assert summarize_run(samples, sends, 1000.0, 2.0, 10.0, 14.5)["per_node"]["1"][
         "held_live_max"] == pytest.approx(30 / 20)
+
+
+def test_the_delays_are_those_collected_between_the_baseline_and_the_last_scrape() -> None:
+    samples = _samples([30] * 21, [0.5] * 21, [1000] * 21)
+    samples[10]["nodes"]["1"]["delay"] = {"1.0": 10.0, "5.0": 10.0, "+Inf": 10.0}
+    samples[20]["nodes"]["1"]["delay"] = {"1.0": 10.0, "5.0": 20.0, "+Inf": 20.0}
+    sends = [1000.0 + i / 10 for i in range(210)]
+    out = summarize_run(samples, sends, 1000.0, 2.0, 10.0, keys_per_s=10)
+    node = out["per_node"]["1"]
+    assert node["delay_n"] == 10 and node["delay_p99_s"] == 5.0
+    assert out["gone_p99_all_s"] == 5.0
 
 
 def test_an_empty_run_summarizes_to_nothing() -> None:
@@ -148,7 +203,7 @@ def test_blocks_give_each_key_its_increments_in_a_row() -> None:
     assert b.mask + 1 == 16 and b[16] == 100
 
 
-def _section(**per: Any) -> dict[str, Any]:
+def _section(gone: float | None = 2.0, **per: Any) -> dict[str, Any]:
     node = {"rss_ratio": 1.1, "disk_ratio": 1.0, "held_live_max": 2.0, "gone_bound_s": 3.0,
             "rss_base_kib": 50_000, "rss_end_kib": 55_000, "disk_base": 10**6,
             "disk_end": 10**6, "lag_max_s": 2.0, "collected_end": 5, "expired_end": 5,
@@ -158,7 +213,8 @@ def _section(**per: Any) -> dict[str, Any]:
                      "count_mismatches": 0, "lateness_s": histogram_summary([1], 0.001),
                      "probes": {"keys_every": 600, "sent": 3, "answered": 3,
                                 "violations": 0}},
-            "summary": {"per_node": {"1": node, "2": dict(node)}, "baseline_t_s": 60.0},
+            "summary": {"per_node": {"1": node, "2": dict(node)}, "baseline_t_s": 60.0,
+                        "gone_p99_all_s": gone},
             "throughput": {"ratio": 0.95, "ratios": [0.9, 0.95, 1.0],
                            "plain_ops_per_s": 100.0, "ttl_ops_per_s": 95.0}}
 
@@ -168,9 +224,12 @@ def test_the_issue_21_targets_are_checked_only_when_the_section_ran() -> None:
     checks = [t for t in check_targets({"ratelimit": _section()}) if t["issue"] == 21]
     assert len(checks) == 6 and all(c["met"] for c in checks), checks
     missed = {c["target"]: c for c in check_targets({"ratelimit": _section(
-        rss_ratio=1.3, gone_bound_s=None)}) if c["issue"] == 21}
+        rss_ratio=1.3, gone=None)}) if c["issue"] == 21}
     assert [c["met"] for c in missed.values()].count(False) == 1
-    assert [c["met"] for c in missed.values()].count(None) == 1  # no lag metric: n/a
+    assert [c["met"] for c in missed.values()].count(None) == 1  # no histogram: n/a
+    late = [c for c in check_targets({"ratelimit": _section(gone=7.5)})
+            if c["issue"] == 21 and not c["met"]]
+    assert len(late) == 1 and "7.5" in late[0]["detail"], late
 
 
 def test_render_prints_every_node_and_the_paired_ratio() -> None:

@@ -14,15 +14,21 @@ How the figures are made (and why):
 * **Live keys** are the loader's: keys whose first increment was sent less than the ttl
   ago (:func:`.rlload.live_at`) - every key counted is live, so "held <= 3x live" is
   judged strictly.
-* **Gone within 5 s of the deadline (p99)** comes from the nodes' own gauge
-  ``zcounter_collection_lag_seconds`` (the age, from its deadline, of the oldest dead
-  key not yet collected).  A key with deadline d collected at c is uncollected at every
-  sample t in [d, c), where the gauge is >= t - d; the last sample before c is at most
-  one interval I earlier, so c - d <= (largest lag seen) + I for *every* key: the
-  figure is that bound, on every node, after the first minute (an upper bound of the
-  p99, not an estimate).  Polling sampled keys cannot give it: a node answers "no such
-  key" from the deadline on, whether it still holds the state or not, and a read that
-  made state would change what it measures.
+* **Gone within 5 s of the deadline (p99)** comes from each node's histogram
+  ``zcounter_collection_delay_seconds`` (one observation per key it collects: deadline
+  to collection): the buckets at the last scrape (after the final drain) less those at
+  the baseline give the delays of the keys collected since; per node, the p99 is the
+  smallest bucket bound holding 99 % of them (rounded *up* to the buckets: 0.1 .. 30 s).
+  "Gone from every node" is the latest of the three nodes' delays; the figure judged is
+  its union bound (:func:`union_quantile`: the smallest bound where the fractions of
+  keys later than it on each node sum to <= 1 %), which holds whatever the correlation.
+  Cross-check, from the gauge ``zcounter_collection_lag_seconds`` (the age, from its
+  deadline, of the oldest dead key not yet collected): a key with deadline d collected
+  at c is uncollected at every sample t in [d, c), where the gauge is >= t - d; the last
+  sample before c is at most one interval I earlier, so c - d <= (largest lag seen) + I
+  for *every* key (a bound of the max, so also of the p99).  Polling sampled keys cannot
+  give it: a node answers "no such key" from the deadline on, whether it still holds the
+  state or not, and a read that made state would change what it measures.
 * **Reads honour deadlines**: sampled keys (200 a minute) are read (``ttl``) on every
   node 50 ms after first acknowledgement + ttl; each must answer -2.
 * **Baseline**: the sample nearest to 1 minute after the start (half the run when it is
@@ -73,6 +79,8 @@ METRICS = {"zcounter_keys": "keys", "zcounter_expired_keys_total": "expired",
            "zcounter_collected_keys_total": "collected",
            "zcounter_collection_lag_seconds": "lag_s",
            "zcounter_collection_pending_keys": "pending"}
+#: The nodes' histogram of each collected key's delay from its deadline (issue 21).
+DELAY = "zcounter_collection_delay_seconds"
 
 
 @dataclass(frozen=True)
@@ -101,15 +109,61 @@ class RateLimitOptions:
 # --------------------------------------------------------------------------- pure parts
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """The unlabelled figures of :data:`METRICS` from a /metrics body, by short name."""
-    out: dict[str, float] = {}
+def parse_metrics(text: str) -> dict[str, Any]:
+    """The unlabelled figures of :data:`METRICS` from a /metrics body, by short name, and
+    the cumulative buckets of :data:`DELAY` under ``"delay"`` (``{le: count}``, ``le`` as
+    the exposition writes it, ``"+Inf"`` included)."""
+    out: dict[str, Any] = {}
+    buckets: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             short = METRICS.get(sample.name)
             if short is not None and not sample.labels:
                 out[short] = float(sample.value)
+            elif sample.name == DELAY + "_bucket" and "le" in sample.labels:
+                buckets[sample.labels["le"]] = float(sample.value)
+    if buckets:
+        out["delay"] = buckets
     return out
+
+
+def _cumulative(buckets: dict[str, float]) -> list[tuple[float, float]]:
+    return sorted((float(le), count) for le, count in buckets.items())
+
+
+def delay_delta(before: dict[str, float] | None,
+                after: dict[str, float]) -> list[tuple[float, float]]:
+    """Cumulative bucket counts of the keys collected between two scrapes (``before``
+    None: since the start), sorted by bound (``inf`` last)."""
+    base = dict(_cumulative(before or {}))
+    return [(le, count - base.get(le, 0.0)) for le, count in _cumulative(after)]
+
+
+def bucket_quantile(cum: list[tuple[float, float]], q: float) -> float | None:
+    """The smallest bucket bound holding at least ``q`` of the observations: the
+    quantile rounded up to the histogram's resolution (``inf``: beyond the last bound);
+    None without observations."""
+    total = cum[-1][1] if cum else 0.0
+    if total <= 0:
+        return None
+    return next(le for le, count in cum if count >= q * total)
+
+
+def union_quantile(per_node: list[list[tuple[float, float]]], q: float) -> float | None:
+    """A bound ``x`` such that at least ``q`` of the keys are gone from *every* node
+    within ``x``: the smallest bucket bound where the fractions of keys later than it,
+    summed over the nodes, are at most ``1 - q`` (P(max > x) <= sum of P(node > x):
+    the union bound, whatever the nodes' delays' correlation).  Every node collects the
+    same keys (each one is collected everywhere), so the fractions are of one set."""
+    hists = [h for h in per_node if h and h[-1][1] > 0]
+    if not hists or len(hists) < len(per_node):
+        return None
+    bounds = sorted({le for h in hists for le, _ in h})
+    for x in bounds:
+        late = sum(1.0 - dict(h).get(x, 0.0) / h[-1][1] for h in hists)
+        if late <= 1.0 - q + 1e-12:
+            return x
+    return math.inf
 
 
 def baseline_index(samples: list[dict[str, Any]], at_s: float) -> int | None:
@@ -155,10 +209,24 @@ def summarize_run(samples: list[dict[str, Any]], first_sends: list[float], wall0
             "mean_dead_held_s": sum(dead) / len(dead) / keys_per_s if dead else None,
             "lag_max_s": max(lags) if lags else None,
             "gone_bound_s": max(lags) + max(intervals, default=0.0) if lags else None,
-            "collected_end": e.get("collected"), "expired_end": e.get("expired")}
+            "collected_end": e.get("collected"), "expired_end": e.get("expired"),
+            **_delays(b.get("delay"), [s["nodes"][node].get("delay") for s in after
+                                       if node in s["nodes"]])}
+    hists = [v.pop("_delay_cum") for v in out["per_node"].values()]
+    out["gone_p99_all_s"] = union_quantile(hists, 0.99)
     out["baseline_t_s"] = t_base
     out["end_t_s"] = full[-1]["t"]
     return out
+
+
+def _delays(base: dict[str, float] | None,
+            later: list[dict[str, float] | None]) -> dict[str, Any]:
+    """A node's collection delays of the keys collected after the baseline: the last
+    scrape's buckets less the baseline's (``_delay_cum`` for :func:`union_quantile`)."""
+    end = next((d for d in reversed(later) if d), None)
+    cum = delay_delta(base, end) if end else []
+    return {"delay_n": cum[-1][1] if cum else 0, "delay_p50_s": bucket_quantile(cum, 0.5),
+            "delay_p99_s": bucket_quantile(cum, 0.99), "_delay_cum": cum}
 
 
 def worst(per_node: dict[str, Any], field: str) -> float | None:
@@ -239,6 +307,10 @@ class RateLimitSection:
                 proc.join(timeout=5)
         # One last full sample after the load: the end figures.
         samples.append(self._sample(cluster, full=True))
+        # Then the last keys' collection (bounded): the delay histogram's end, so that
+        # the slowest keys of the run's last seconds are in it.
+        drained = self._drain(cluster)
+        samples.append({**self._sample(cluster, full=False, delay=True), "drained": drained})
         return load, samples
 
     def _sample_until_done(self, cluster: BenchCluster, results: Any,
@@ -261,7 +333,11 @@ class RateLimitSection:
                 return load
         return {"error": f"the loader did not finish within {limit_s:.0f} s"}
 
-    def _sample(self, cluster: BenchCluster, full: bool) -> dict[str, Any]:
+    def _sample(self, cluster: BenchCluster, full: bool, delay: bool = False
+                ) -> dict[str, Any]:
+        """Every node's metrics; RSS and disk too if ``full``; the delay histogram's
+        buckets only with ``full`` or ``delay`` (the summary needs the baseline's and
+        the last: the JSON stays small)."""
         nodes: dict[str, dict[str, Any]] = {}
         for i in cluster.ids:
             figures: dict[str, Any] = {}
@@ -271,6 +347,8 @@ class RateLimitSection:
                     figures.update(parse_metrics(reply.read().decode()))
             except OSError as exc:
                 figures["scrape_error"] = str(exc)[:200]
+            if not (full or delay):
+                figures.pop("delay", None)
             if full:
                 figures["rss_kib"] = cluster.rss().get(i)
                 figures["disk"] = cluster.disk(i)["total"]
@@ -336,6 +414,13 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _le(value: float | None) -> str:
+    """A bucket bound: '<= 1.5 s', '> 30 s' past the last one."""
+    if value is None:
+        return "-"
+    return "> last bucket" if math.isinf(value) else f"<= {value:g} s"
+
+
 def render_ratelimit(res: dict[str, Any]) -> str:
     """The section's table: the load, then per node the figures the targets judge."""
     o, load = res["options"], res.get("load", {})
@@ -357,22 +442,32 @@ def render_ratelimit(res: dict[str, Any]) -> str:
                  f"{pr['violations']} did not read -2")
     per = res.get("summary", {}).get("per_node", {})
     head = ["node", "RSS base", "RSS end", "ratio", "disk base", "disk end", "ratio",
-            "held/live max", "lag max", "gone <=", "dead held", "collected"]
+            "held/live max", "delay p50", "delay p99", "lag max", "gone <=", "dead held",
+            "collected"]
     body = [[n, fmt(v["rss_base_kib"], "MB"), fmt(v["rss_end_kib"], "MB"), _x(v["rss_ratio"]),
              fmt(v["disk_base"], "bytes"), fmt(v["disk_end"], "bytes"), _x(v["disk_ratio"]),
-             _x(v["held_live_max"]), fmt(v["lag_max_s"], "s"), fmt(v["gone_bound_s"], "s"),
+             _x(v["held_live_max"]), _le(v.get("delay_p50_s")), _le(v.get("delay_p99_s")),
+             fmt(v["lag_max_s"], "s"), fmt(v["gone_bound_s"], "s"),
              fmt(v.get("mean_dead_held_s"), "s"),
              "-" if v["collected_end"] is None else f"{v['collected_end']:,.0f}"]
             for n, v in per.items()]
     widths = [max(len(str(r[i])) for r in [head, *body]) for i in range(len(head))]
     for row in [head, *body]:
         lines.append("  " + "  ".join(c.rjust(widths[i]) for i, c in enumerate(row)))
+    summary = res.get("summary", {})
+    if per:
+        n = min((v.get("delay_n") or 0 for v in per.values()), default=0)
+        lines.append(f"  gone from every node, p99 (union bound over the nodes' delay "
+                     f"histograms, >= {n:,.0f} keys collected after the baseline on each): "
+                     f"{_le(summary.get('gone_p99_all_s'))}")
     tp = res.get("throughput", {})
     if tp:
         lines.append(f"  paired rounds (node 1, window 256, {o['round_ops']:,} increments, "
                      f"keys of {o['increments']}): plain {fmt(tp['plain_ops_per_s'], 'ops')}, "
                      f"ttl {fmt(tp['ttl_ops_per_s'], 'ops')}; ratios "
                      + ", ".join(_x(r) for r in tp["ratios"]) + f", median {_x(tp['ratio'])}")
+    lines.append("  note: 'delay p50/p99': zcounter_collection_delay_seconds (deadline to "
+                 "collection, per key) since the baseline, rounded up to its buckets; ")
     lines.append("  note: 'gone <=' bounds every key's collection delay after its deadline: "
                  "the largest zcounter_collection_lag_seconds seen plus the sampling "
                  "interval (see zcounter/bench/ratelimit.py); 'dead held': mean dead keys "
