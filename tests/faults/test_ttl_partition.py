@@ -152,8 +152,11 @@ def test_a_cut_node_delays_collection_not_expiry_and_counts_stay_exact(
             f"not caught up {CATCH_UP_S} s after the heal: (keys, waiting for), bound: {last}")
         # Every deadline honoured on every node, also on node 3 while it was cut.
         probes = load["probes"]
-        wrong = [p for p in probes if p[3] != 0]
+        wrong = [p for p in probes if isinstance(p[3], int) and p[3] != 0]
         assert not wrong, f"{len(wrong)} of {len(probes)} reads past a deadline: {wrong[:5]}"
+        # A read that got no answer (a node busy right after the heal) judges nothing.
+        unanswered = [p for p in probes if not isinstance(p[3], int)]
+        assert len(unanswered) <= len(probes) // 100, unanswered[:5]
         during = [p for p in probes if p[1] == 3 and t_cut + TTL_S < p[2] < t_cut + CUT_S]
         assert during, "no deadline was probed on node 3 during the cut"
         # The live keys' counts are exact, on every node.
