@@ -109,7 +109,8 @@ def _caught_up(status: dict[str, Any], now: float) -> bool:
 
 def _catch_up(c: NetCluster, t_heal: float) -> tuple[float | None, dict[int, Any]]:
     """Seconds from the heal until no node has waited longer than SLACK_S for any peer
-    and every one holds at most the bound; None if not within CATCH_UP_S + 5 (the assertion then shows the last poll)."""
+    and every one holds at most the bound; None if not within CATCH_UP_S + 5 (the
+    assertion then shows the last poll)."""
     last: dict[int, Any] = {}
     while time.monotonic() < t_heal + CATCH_UP_S + 5:
         statuses = _statuses(c)
