@@ -15,6 +15,15 @@ stdin/stdout, one JSON object per line:
 * ``{"op": "write", "node": n, "key": k, "amount": a | "reset": true, "wait": w}``: one
   update (``amount`` < 0 decrements); returns ``{"count": c}`` or ``{"error": class,
   "message": text}``.
+* ``{"op": "rl_start", ...plan}`` / ``{"op": "rl_stop"}``: issue 21's rate-limit load
+  (:class:`RateLimit`): per node a writer making keys ``rl:{node}:{i}`` of ``per_key``
+  increments with ``ttl`` on the first, and between keys incrementing one of
+  ``long_keys`` keys ``long:{node}:{j}`` (``long_ttl``: they stay live) whose applied
+  amounts it counts; a prober reads sampled ``rl:`` keys on every node just after their
+  deadline.  ``{"op": "rl_since", "since": wall_s, "nodes": [...]}``: how many ``rl:``
+  keys (written at ``nodes``, default any) were first acknowledged at or after
+  ``since``, and how many ``long:`` keys exist.
+* ``{"op": "status", "node": n}``: the node's status (``{"status": ...}``) or an error.
 * ``{"op": "quit"}``.
 
 States are ``{key: {slot: [p, n, bp, bn]}}``, exactly what the node holds: a client whose
@@ -34,6 +43,7 @@ Standalone on purpose (imports only zcounter): it is run by path, not as a modul
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import random
 import sys
@@ -55,6 +65,9 @@ from zcounter.errors import (
 MAX_OPS_PER_WRITER = 50_000
 MAX_LOAD_S = 60.0
 MAX_KEYS = 10_000
+#: A deadline probe reads its key this long after first acknowledgement + ttl: by then
+#: the deadline (set between the send and the acknowledgement) has passed everywhere.
+PROBE_MARGIN_S = 0.05
 
 States = dict[str, dict[str, list[int]]]
 
@@ -144,6 +157,113 @@ def reader(shared: Shared, config: Any, node: int, keys: list[str], interval: fl
             shared.stop.wait(interval)
 
 
+class RateLimit:
+    """Issue 21's load through real :class:`Client` sessions (see the module)."""
+
+    def __init__(self, config: Any, cert: str | None, plan: dict[str, Any]) -> None:
+        self.config, self.cert, self.plan = config, cert, plan
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.until = time.monotonic() + min(float(plan.get("max_s", 30.0)), MAX_LOAD_S * 5)
+        #: [node, key, first ack wall s, last ack wall s]
+        self.keys: list[list[Any]] = []
+        #: key -> [applied amount, uncertain?]
+        self.long: dict[str, list[Any]] = {}
+        #: [key, node probed, wall s, count or error class]
+        self.probes: list[list[Any]] = []
+        self.errors: list[str] = []
+        self.due: list[tuple[float, str]] = []
+        nodes = [int(n) for n in plan.get("nodes", [])]
+        self.threads = [threading.Thread(target=self._writer, args=(n,), daemon=True)
+                        for n in nodes]
+        self.threads.append(threading.Thread(target=self._prober, args=(nodes,), daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def _writer(self, node: int) -> None:
+        p = self.plan
+        ttl, long_ttl = float(p.get("ttl", 2.0)), float(p.get("long_ttl", 3600.0))
+        per_key, n_long = int(p.get("per_key", 5)), int(p.get("long_keys", 10))
+        probe_every = max(1, int(p.get("probe_every", 5)))
+        rng = random.Random(int(p.get("seed", 0)) + node)
+        with Client(node=node, config=self.config, timeout=float(p.get("timeout", 1.0)),
+                    retries=2, cert=self.cert) as client:
+            for i in range(MAX_OPS_PER_WRITER):
+                if self.stop.is_set() or time.monotonic() >= self.until:
+                    return
+                key = f"rl:{node}:{i}"
+                try:
+                    client.increment(1, key=key, ttl=ttl)
+                    first = time.time()
+                    for _ in range(per_key - 1):
+                        client.increment(1, key=key)
+                except ZCounterError as exc:
+                    with self.lock:
+                        self.errors.append(f"{key}: {type(exc).__name__}: {exc}"[:200])
+                else:
+                    with self.lock:
+                        self.keys.append([node, key, first, time.time()])
+                        if i % probe_every == 0:
+                            heapq.heappush(self.due, (first + ttl + PROBE_MARGIN_S, key))
+                self._long(client, f"long:{node}:{i % n_long}", rng.randint(1, 5), long_ttl)
+
+    def _long(self, client: Client, key: str, by: int, ttl: float) -> None:
+        try:
+            client.increment(by, key=key, ttl=ttl)
+            outcome = "ok"
+        except ZCounterError as exc:
+            outcome = classify(exc)
+        with self.lock:
+            entry = self.long.setdefault(key, [0, False])
+            if outcome in ("ok", "indet"):  # indet: applied, the wait level unconfirmed
+                entry[0] += by
+            elif outcome == "unknown":
+                entry[1] = True
+
+    def _prober(self, nodes: list[int]) -> None:
+        # A node busy catching up after the heal may take over 0.5 s: a probe that gets
+        # no answer judges nothing (the test bounds those), so wait a little longer.
+        clients = {n: Client(node=n, config=self.config, timeout=1.0, retries=1,
+                             cert=self.cert) for n in nodes}
+        try:
+            while not self.stop.is_set() and time.monotonic() < self.until + 5:
+                with self.lock:
+                    ready = self.due and self.due[0][0] <= time.time()
+                    item = heapq.heappop(self.due) if ready else None
+                if item is None:
+                    self.stop.wait(0.01)
+                    continue
+                for n, client in clients.items():
+                    client.seen.clear()  # the node's own view, no session guard
+                    try:
+                        found: Any = client.get_count(item[1])
+                    except ZCounterError as exc:
+                        found = type(exc).__name__
+                    with self.lock:
+                        self.probes.append([item[1], n, time.time(), found])
+        finally:
+            for client in clients.values():
+                client.close()
+
+    def since(self, wall: float, nodes: list[int] | None = None) -> dict[str, Any]:
+        """rl: keys first acknowledged at or after ``wall`` (written at ``nodes``, default
+        any), and how many long keys exist."""
+        with self.lock:
+            return {"rl": sum(1 for k in self.keys
+                              if k[2] >= wall and (nodes is None or k[0] in nodes)),
+                    "long": len(self.long)}
+
+    def finish(self) -> dict[str, Any]:
+        self.stop.set()
+        alive = 0
+        for t in self.threads:
+            t.join(10.0)
+            alive += t.is_alive()
+        with self.lock:
+            return {"keys": self.keys, "long": self.long, "probes": self.probes,
+                    "errors": self.errors, "stuck_threads": alive}
+
+
 class Agent:
     def __init__(self, config_path: str, cert: str | None = None) -> None:
         self.config = load_config(config_path)
@@ -152,6 +272,7 @@ class Agent:
         self.threads: list[threading.Thread] = []
         self.probes: dict[int, Client] = {}
         self.plan: dict[str, Any] = {}
+        self.ratelimit: RateLimit | None = None
 
     def start(self, plan: dict[str, Any]) -> dict[str, Any]:
         if self.threads:
@@ -222,8 +343,16 @@ class Agent:
             return {"error": type(exc).__name__, "message": str(exc)}
         return {"count": count}
 
+    def status(self, node: int) -> dict[str, Any]:
+        try:
+            return {"status": self._probe(node, 1.0).status(node)}
+        except ZCounterError as exc:
+            return {"error": type(exc).__name__, "message": str(exc)}
+
     def close(self) -> None:
         self.shared.stop.set()
+        if self.ratelimit is not None:
+            self.ratelimit.stop.set()
         for probe in self.probes.values():
             probe.close()
 
@@ -249,6 +378,17 @@ def main() -> int:
                                                 float(request.get("timeout", 0.5)))}
             elif op == "write":
                 reply = agent.write(request)
+            elif op == "rl_start":
+                if agent.ratelimit is None:
+                    agent.ratelimit = RateLimit(agent.config, agent.cert, request)
+                reply = {"started": True}
+            elif op == "rl_since" and agent.ratelimit is not None:
+                reply = agent.ratelimit.since(float(request["since"]), request.get("nodes"))
+            elif op == "rl_stop" and agent.ratelimit is not None:
+                reply = agent.ratelimit.finish()
+                agent.ratelimit = None
+            elif op == "status":
+                reply = agent.status(int(request["node"]))
             elif op == "quit":
                 break
             else:

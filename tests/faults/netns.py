@@ -72,9 +72,14 @@ _PR_SET_PDEATHSIG = 1
 States = dict[str, dict[str, list[int]]]
 
 
+#: The pseudo-slot of a key's expiry meta ``[F, S, D]`` in wire states (issue 21).
+META = "~"
+
+
 def value(state: Mapping[str, Sequence[int]]) -> int:
-    """A key's count from its state."""
-    return sum(r[0] - r[2] - r[1] + r[3] for r in state.values())
+    """A key's count from its state, for keys that never expired (every record counts:
+    no floor); the meta pseudo-slot is not a record."""
+    return sum(r[0] - r[2] - r[1] + r[3] for slot, r in state.items() if slot != META)
 
 
 # --------------------------------------------------------------------------- preconditions

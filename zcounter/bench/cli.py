@@ -20,6 +20,7 @@ from .._version import __version__
 from .floor import commit_costs
 from .keys import DISTRIBUTIONS, ZIPF_EXPONENT, KeySpec
 from .progress import Progress
+from .ratelimit import RateLimitOptions, render_ratelimit, run_ratelimit
 from .report import check_targets, default_rows, render, render_targets, scale_rows, to_json
 from .resp import render_resp, run_resp
 from .scale import ScaleOptions, ScaleSuite
@@ -40,9 +41,10 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def _side_sections(resp: bool, scrape_cost: bool, ops: int, seconds: float, keys: KeySpec,
                    quick: bool, json_path: str | None, data_root: Path | None,
                    no_progress: bool, secure: bool = False, latency_seconds: float = 5.0,
-                   poll_interval_s: float = 0.0005) -> None:
-    """``--resp`` / ``--scrape-cost`` (issue 12) and ``--secure`` (issue 10): sections of
-    their own, run alone."""
+                   poll_interval_s: float = 0.0005,
+                   ratelimit: RateLimitOptions | None = None) -> None:
+    """``--resp`` / ``--scrape-cost`` (issue 12), ``--secure`` (issue 10) and
+    ``--ratelimit`` (issue 21): sections of their own, run alone."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     if data_root is not None:
         data_root.mkdir(parents=True, exist_ok=True)
@@ -64,6 +66,9 @@ def _side_sections(resp: bool, scrape_cost: bool, ops: int, seconds: float, keys
             res["secure"] = run_secure(root, ops, seconds, latency_seconds,
                                        1 if quick else 3, keys, poll_interval_s, progress)
             texts.append(render_secure(res["secure"]))
+        if ratelimit is not None:
+            run_ratelimit(ratelimit, root, progress, res)
+            texts.append(render_ratelimit(res["ratelimit"]))
     except KeyboardInterrupt:
         progress.close()
         click.echo("[bench] interrupted; everything started was stopped", err=True)
@@ -149,12 +154,21 @@ def _side_sections(resp: bool, scrape_cost: bool, ops: int, seconds: float, keys
                    "convergence at 1000/s and 5000/s, node CPU per increment, in 3 "
                    "interleaved rounds (1 with --quick), each curve figure as a ratio to "
                    "none; target: curve >= 0.8x none at window 256.")
+@click.option("--ratelimit", is_flag=True,
+              help="Run only the rate-limit section (issue 21): each second 2,000 new keys, "
+                   "each incremented 5 times (ttl 2 s on the first), against a 3-node "
+                   "cluster for --minutes; every node's RSS, data directory, held and "
+                   "live keys, collection lag; then paired rounds of plain and ttl "
+                   "increments.")
+@click.option("--minutes", type=click.FloatRange(min=0.5), default=None,
+              help="Length of the --ratelimit load [default: 10; 2 with --quick].")
 def main(ops: int, seconds: float, latency_seconds: float, count: int, poll_interval_ms: float,
          n_keys: int, dist: str, seed: int, scale: bool, scale_only: bool,
          scale_keys: int | None, scale_rounds: int | None, quick: bool, skip_baselines: bool,
          json_path: str | None, data_root: Path | None, keep_data: bool, no_progress: bool,
          from_json: str | None, resp_only: bool = False, scrape_cost: bool = False,
-         secure: bool = False) -> None:
+         secure: bool = False, ratelimit: bool = False,
+         minutes: float | None = None) -> None:
     """Benchmark fresh local three-node clusters against an echo ceiling and Redis.
 
     Every system is started first and the measurements are interleaved, so a noisy
@@ -167,10 +181,14 @@ def main(ops: int, seconds: float, latency_seconds: float, count: int, poll_inte
         return
     if quick:
         ops, seconds, latency_seconds, count = QUICK
-    if resp_only or scrape_cost or secure:
+    if resp_only or scrape_cost or secure or ratelimit:
+        rl = None
+        if ratelimit:
+            rl = RateLimitOptions(seconds=int((minutes or (2 if quick else 10)) * 60),
+                                  round_ops=5000 if quick else 20_000)
         _side_sections(resp_only, scrape_cost, ops, seconds, KeySpec(n_keys, dist, seed),
                        quick, json_path, data_root, no_progress, secure, latency_seconds,
-                       poll_interval_ms / 1000.0)
+                       poll_interval_ms / 1000.0, rl)
         return
     opts = Options(ops, seconds, latency_seconds, count, poll_interval_ms / 1000.0,
                    KeySpec(n_keys, dist, seed), baselines=not skip_baselines)

@@ -46,6 +46,8 @@ CONVERGENCE_TAIL_S = 1.0
 
 TEMPLATES = {
     "increment": b'{"op":"increment","id":%d,"key":"k%d"}',
+    # What ``--ttl 2`` sends on every increment (issue 21's rate limiter).
+    "increment_ttl": b'{"op":"increment","id":%d,"key":"k%d","ttl_ms":2000}',
     "decrement": b'{"op":"decrement","id":%d,"key":"k%d"}',
     "get": b'{"op":"get","id":%d,"key":"k%d"}',
 }

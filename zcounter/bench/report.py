@@ -386,6 +386,38 @@ def _repair_detail(value: float) -> str:
     return f"{value:.2f}x (all bytes from peers; replies alone: see the table)"
 
 
+def _rl_worst(res: Results, field: str) -> float:
+    """The worst node's ``field`` of the rate-limit section (issue 21)."""
+    if "ratelimit" not in res:
+        raise NotMeasured("rate-limit section not run (--ratelimit)")
+    per: dict[str, dict[str, Any]] = _need(res, "ratelimit", "summary", "per_node")
+    values = [v[field] for v in per.values() if v.get(field) is not None]
+    if not values:
+        raise NotMeasured(f"no {field} measured (a metric missing, or the run too short)")
+    return float(max(values))
+
+
+def _rl_gone_p99(res: Results) -> float:
+    """The union bound of the nodes' delay histograms (zcounter/bench/ratelimit.py)."""
+    value = _need(res, "ratelimit", "summary").get("gone_p99_all_s")
+    if value is None:
+        raise NotMeasured("no key collected after the baseline (or a node without the "
+                          "zcounter_collection_delay_seconds histogram)")
+    return float(value)
+
+
+def _rl_gone_detail(value: float) -> str:
+    bound = "past the last bucket (30 s)" if math.isinf(value) else f"<= {value:g} s"
+    return f"p99 {bound} (delay histograms, every node)"
+
+
+def _rl_violations(res: Results) -> float:
+    probes = _need(res, "ratelimit", "load", "probes")
+    if not probes.get("answered"):
+        raise NotMeasured("no deadline probe answered")
+    return float(probes["violations"])
+
+
 TARGETS: list[Target] = [
     # Issue 5: the single counter, against the ceiling and Redis.
     Target("window 256 >= 0.7x echo", 5, lambda r: _vs(r, "w256", "echo"), 0.7, False, _x),
@@ -446,17 +478,31 @@ TARGETS: list[Target] = [
     # Issue 10: CurveZMQ against none, same run (--secure).
     Target("CurveZMQ throughput at window 256 >= 0.8x none", 10,
            lambda r: _need(r, "secure", "summary", "w256", "ratio"), 0.8, False, _x),
+    # Issue 21: a rate-limit load (--ratelimit): state follows the live keys.
+    Target("RSS at the end <= 1.2x RSS after 1 minute (every node)", 21,
+           lambda r: _rl_worst(r, "rss_ratio"), 1.2, True, lambda v: f"max {v:.2f}x"),
+    Target("data directory at the end <= 1.2x after 1 minute (every node)", 21,
+           lambda r: _rl_worst(r, "disk_ratio"), 1.2, True, lambda v: f"max {v:.2f}x"),
+    Target("held keys <= 3x live keys at every sample after 1 minute", 21,
+           lambda r: _rl_worst(r, "held_live_max"), 3.0, True, lambda v: f"max {v:.2f}x"),
+    Target("expired key's state gone from every node within 5 s of its deadline (p99)", 21,
+           _rl_gone_p99, 5.0, True, _rl_gone_detail),
+    Target("reads past a deadline answer 'no such key' on every node (sampled)", 21,
+           _rl_violations, 0, True, lambda v: f"{v:.0f} probes did not"),
+    Target("increments with a ttl >= 0.9x plain increments (paired rounds)", 21,
+           lambda r: _need(r, "ratelimit", "throughput", "ratio"), 0.9, False,
+           lambda v: f"median ratio {v:.2f}x"),
 ]
 
 #: Targets measured by a section of their own: issue -> the results key it fills.
-_SECTIONS = {9: "scale", 10: "secure"}
+_SECTIONS = {9: "scale", 10: "secure", 21: "ratelimit"}
 #: Issue 11's targets on many keys come from the scale section too.
 _SCALE_TARGETS = ("over N",)
 
 
 def check_targets(res: Results) -> list[dict[str, Any]]:
     """Every target whose section ran (scale targets only with ``--scale``, the CurveZMQ
-    one only with ``--secure``)."""
+    one only with ``--secure``, issue 21's only with ``--ratelimit``)."""
     ran_default = "zcounter" in res and bool(res["zcounter"])
     out = []
     for target in TARGETS:

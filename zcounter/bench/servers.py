@@ -39,8 +39,8 @@ REDIS_FSYNC = ("always", "everysec")
 class BenchCluster(LocalCluster):
     """A fresh zcounter cluster (default settings) with the benchmark's probes."""
 
-    def __init__(self, root: Path, n: int = 3) -> None:
-        super().__init__(root, n)
+    def __init__(self, root: Path, n: int = 3, metrics: bool = False) -> None:
+        super().__init__(root, n, metrics=metrics)
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._channels: dict[int, Channel] = {}
 
@@ -194,10 +194,12 @@ def redis_server(root: Path, fsync: str) -> Iterator[System]:
 
 
 def start_cluster(stack: contextlib.ExitStack, root: Path, progress: Progress,
-                  label: str = "zcounter") -> tuple[BenchCluster, dict[int, float]]:
-    """A fresh three-node cluster under ``root``, stopped when ``stack`` closes;
-    returns it and each node's seconds from start to first answer."""
-    cluster = BenchCluster(root)
+                  label: str = "zcounter", metrics: bool = False
+                  ) -> tuple[BenchCluster, dict[int, float]]:
+    """A fresh three-node cluster under ``root`` (``metrics``: each with a /metrics
+    door), stopped when ``stack`` closes; returns it and each node's seconds from start
+    to first answer."""
+    cluster = BenchCluster(root, metrics=metrics)
     stack.callback(cluster.stop_all)
     progress.start(f"starting {label} nodes", len(cluster.ids))
     try:

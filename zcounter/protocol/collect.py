@@ -127,7 +127,8 @@ class Collector:
         #: Hold id -> its peer and (key, hash) pairs, while unanswered.
         self._sent: dict[int, tuple[int, tuple[tuple[str, int], ...]]] = {}
         self._last_hold: dict[int, float] = {}
-        #: peer -> wall clock (unix ms) since when some dead key waits for its answer.
+        #: peer -> wall clock (unix ms) since when the oldest dead key waiting for its
+        #: answer has been dead.
         self.waiting: dict[int, int] = {}
         #: The round's keys -> since when dead, unix ms: an expired key's deadline, else
         #: when first found dead (:meth:`.Keyspace.dead_since`): the lag's start.
@@ -202,7 +203,13 @@ class Collector:
             if not missing:
                 self.waiting.pop(peer_id, None)
                 continue
-            self.waiting.setdefault(peer_id, wall)
+            # Since when the oldest key it has not confirmed has been dead, not since
+            # when some key has been missing: under a steady load a dead key always
+            # waits for the next round, so "since first missing" never reset and a cut
+            # peer was still named 15 s after the heal while it answered every round
+            # (tests/faults/test_ttl_partition.py).
+            dead_since = self._dead_since
+            self.waiting[peer_id] = min(dead_since[k] for k, _ in missing)
             if new_round and self._hold_due(peer_id, now):
                 self._hold(peer_id, missing, now)
 

@@ -130,7 +130,11 @@ class PollLoop:
         wake = self.pipeline.wake_fd
         received = 0
         drained = True
+        set_wall = self.core.set_wall
         for sock, events in ready:
+            # Each socket's messages read at their own time, not the cycle's first
+            # socket's (the ROUTER refreshes it per request: .inbound).
+            set_wall(time.time_ns() // 1_000_000)
             if sock == wake:
                 self.out.send(self.pipeline.completed())
                 continue
@@ -161,6 +165,7 @@ class PollLoop:
         self.sockets.redial.tick(now)
         self.watch.check(now, drained)
         if self.door is not None:
+            self.core.set_wall(time.time_ns() // 1_000_000)  # RESP commands read now
             self.door.pump(self.core, now)
 
     def _observe(self, metrics: NodeMetrics, received: int, now: float) -> None:
