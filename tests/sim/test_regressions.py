@@ -138,3 +138,15 @@ def test_seeds_that_found_oracle_gaps_after_the_fold(seed: int) -> None:
     # 5068: two Expires' ids in one batch.
     result = Simulation(seed, 3).run()
     assert result.ok, f"{result.failure}\n  replay: {result.replay}"
+
+
+def test_seeds_where_a_register_arrived_between_a_deadline_and_the_fold():
+    """A node that reads a key as expired folds its deadline before a merge into it
+    (Lives.fold_passed), not only at its next collection round: seeds 5086 and 1116
+    merged a register that replaced the passed deadline, and records taken before it
+    counted again, older than a session had seen.  Seed 1022: a write taken by a node
+    whose clock had not reached the deadline, acknowledged by nodes that had collected
+    the key, is covered by the death they hold."""
+    for seed in (5086, 1116, 1022, 1040):
+        result = Simulation(seed, 3).run()
+        assert result.ok, f"{result.failure}\n  replay: {result.replay}"

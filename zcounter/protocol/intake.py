@@ -107,6 +107,8 @@ class Intake:
         self._batch.keys += len(states)
         if unknown and (self._graves or self._before_start(at_ms, solicited)):
             states = self._screen(states, unknown, self._before_start(at_ms, solicited))
+        if self._batch.wall_ms:  # an expiry this node reads as passed is final first
+            keys.fold_passed(states, self._batch.wall_ms)
         return keys.merge_many(states)
 
     def accept_page(self, page: StatePage, sender: int, at_ms: int = 0) -> int | None:
@@ -148,6 +150,8 @@ class Intake:
         grew = 0
         if not_held and self._graves:
             page, grew = self._screen_page(page, not_held)
+        if self._batch.wall_ms:
+            keys.fold_passed(page.records, self._batch.wall_ms)
         return grew + self._keys.merge_page(page)
 
     def _dropped_stale(self, count: int, at_ms: int, sender: int) -> bool:
@@ -225,6 +229,8 @@ class Intake:
         :mod:`.requests`).  It may be as old as the id window: merged into a key held,
         or into its grave; for a key neither held nor a grave (collected), dropped."""
         if key in self._keys or not self._batch.wall_ms:
+            if self._batch.wall_ms:
+                self._keys.fold_passed((key,), self._batch.wall_ms)
             self._keys.merge(key, target)
         elif key in self._graves:
             self._screen({key: target}, [key])
