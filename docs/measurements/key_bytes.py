@@ -13,13 +13,14 @@ import inspect
 import sys
 
 sys.path.insert(0, sys.argv[1])
-from zcounter.model.keyspace import Keyspace  # noqa: E402
+from zcounter.model.keyspace import Keyspace
 
 
 def rss() -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) * 1024
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) * 1024
     return 0
 
 
