@@ -199,6 +199,7 @@ class NodeCore:
         # A retried request id's target goes through the intake's rules (it may be of a
         # collected key).
         self.clients.merge_target = self.intake.merge_target
+        self.clients.grave_of = self.graves.get
         self.replication = Replication(node_id, epoch, settings, self.keys, self.peers,
                                        self.rids, self.pending, self.intake, self.batch,
                                        self.calls, self.stats, republish)
