@@ -198,9 +198,7 @@ class ClientRequests:
         self.requests[("ping", "ok")] += 1
 
     def add(self, client: ClientId, req: Add, caught_up: bool = False) -> None:
-        if req.wait is not Level.LOCAL and self._refused_busy(client, req.id, op_name(req)):
-            return  # checked before anything is applied: a write's wait cannot be refused
-        if self._known_rid(client, req):
+        if self._answered_first(client, req):
             return
         key = req.key
         if not caught_up and (req.seen or self._bootstrap.active) and self._gated(req):
@@ -230,14 +228,11 @@ class ClientRequests:
             # The expiry is part of what was asked: a wait covers it, a retry's answer too.
             target.update(self._meta(key))
         if rid is not None:
-            self._rids.remember(rid, key, target, self._batch.now)
-            self._batch.rids.append((rid, key, target))
+            self._remember(rid, key, target)
         self._acknowledge(client, req, target, duplicate=False)
 
     def reset(self, client: ClientId, req: Reset, caught_up: bool = False) -> None:
-        if req.wait is not Level.LOCAL and self._refused_busy(client, req.id, op_name(req)):
-            return
-        if self._known_rid(client, req):
+        if self._answered_first(client, req):
             return
         key = req.key
         if not caught_up and self._gated(req):
@@ -247,16 +242,13 @@ class ClientRequests:
         self._batch.sync = True
         self._stats.resets += 1
         if req.rid is not None:
-            self._rids.remember(req.rid, key, target, self._batch.now)
-            self._batch.rids.append((req.rid, key, target))
+            self._remember(req.rid, key, target)
         self._acknowledge(client, req, target, duplicate=False)
 
     def set_expiry(self, client: ClientId, req: Expire, caught_up: bool = False) -> None:
         """Set, change (``mode`` permitting) or remove the key's expiry: a change of its
         meta, replicated and exactly-once like a reset."""
-        if req.wait is not Level.LOCAL and self._refused_busy(client, req.id, op_name(req)):
-            return
-        if self._known_rid(client, req):
+        if self._answered_first(client, req):
             return
         key = req.key
         if not caught_up and self._gated(req):
@@ -287,9 +279,20 @@ class ClientRequests:
             target = self._keys.state(key) if at is not None and at <= wall else (
                 self._meta(key))
         if req.rid is not None:
-            self._rids.remember(req.rid, key, target, self._batch.now)
-            self._batch.rids.append((req.rid, key, target))
+            self._remember(req.rid, key, target)
         self._acknowledge(client, req, target, duplicate=False)
+
+    def _answered_first(self, client: ClientId, req: Add | Reset | Expire) -> bool:
+        """A write answered before anything is applied: refused ``busy`` (checked first:
+        a write's wait cannot be refused once applied), or a known request id."""
+        if req.wait is not Level.LOCAL and self._refused_busy(client, req.id, op_name(req)):
+            return True
+        return self._known_rid(client, req)
+
+    def _remember(self, rid: str, key: str, target: dict[str, Record]) -> None:
+        """An applied write's request id: in the window now, persisted with the batch."""
+        self._rids.remember(rid, key, target, self._batch.now)
+        self._batch.rids.append((rid, key, target))
 
     def _meta(self, key: str) -> dict[str, Record]:
         """What a change of ``key``'s expiry wrote: its meta entry (the state holds one
